@@ -1,0 +1,611 @@
+// Package chaos owns the real-server harness: it starts MariaDB instances with
+// GTID and semi-sync replication wired, on free loopback ports in a work dir of
+// its own, and breaks them on demand (kill -9, SIGSTOP/SIGCONT, restart). Every
+// integration test and the sandbox (`make run`) go through it, so the servers
+// the tests prove things on are the servers users run.
+package chaos
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Fixed credentials every harness member carries. They are loopback-only test
+// credentials; the sandbox documents them.
+const (
+	ReplUser      = "repl"
+	ReplPassword  = "repl"
+	AdminUser     = "admin"
+	AdminPassword = "admin"
+	AppUser       = "app"
+	AppPassword   = "app"
+	AppDatabase   = "app"
+)
+
+// ErrNoMariaDB is returned when mariadbd or mariadb-install-db is not on PATH.
+// Its message says how to install them; callers must not turn it into a skip.
+var ErrNoMariaDB = errors.New("mariadbd not found: install it with `sudo apt-get install -y mariadb-server mariadb-client` (or run `make test`, which does)")
+
+// Options shapes a replicated MariaDB group.
+type Options struct {
+	// Members is the number of servers; member 0 starts as the primary.
+	Members int
+	// Dir is the work dir; a temp dir is created when empty.
+	Dir string
+	// SemiSyncTimeout is rpl_semi_sync_master_timeout (default 5s). Semi-sync is
+	// switched on only once every replica is attached (a primary without replicas
+	// would otherwise wait this long on every commit).
+	SemiSyncTimeout time.Duration
+	// SlaveNetTimeout bounds how long a replica takes to notice a hung primary
+	// (default 4s, with a 1s heartbeat); MariaDB's 60s default is far too slow
+	// for failure detection.
+	SlaveNetTimeout time.Duration
+	// ExtraConfig lines are appended to every member's [mariadbd] section.
+	ExtraConfig []string
+	// Log receives progress lines; nil discards them.
+	Log func(format string, args ...any)
+}
+
+// Cluster is a running replicated MariaDB group.
+type Cluster struct {
+	Members []*Member
+	dir     string
+	ownDir  bool
+	opts    Options
+}
+
+// Member is one mariadbd process.
+type Member struct {
+	Name     string
+	ServerID int
+	Port     int
+	Socket   string
+	DataDir  string
+	dir      string
+	confPath string
+	logPath  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd exits
+}
+
+var (
+	templateOnce sync.Once
+	templateDir  string
+	templateErr  error
+)
+
+// memberConf carries settings that must match between template and members.
+var innodbArgs = []string{"--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M"}
+
+const usersSQL = `FLUSH PRIVILEGES;
+CREATE USER '` + ReplUser + `'@'%' IDENTIFIED BY '` + ReplPassword + `';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO '` + ReplUser + `'@'%';
+CREATE USER '` + AdminUser + `'@'%' IDENTIFIED BY '` + AdminPassword + `';
+GRANT ALL PRIVILEGES ON *.* TO '` + AdminUser + `'@'%' WITH GRANT OPTION;
+CREATE DATABASE ` + AppDatabase + `;
+CREATE DATABASE sbtest;
+CREATE USER '` + AppUser + `'@'%' IDENTIFIED BY '` + AppPassword + `';
+GRANT ALL PRIVILEGES ON ` + AppDatabase + `.* TO '` + AppUser + `'@'%';
+GRANT ALL PRIVILEGES ON sbtest.* TO '` + AppUser + `'@'%';
+GRANT PROCESS ON *.* TO '` + AppUser + `'@'%';
+`
+
+// buildTemplate bootstraps one data dir with the users every member needs, so
+// each member is a 20 ms copy instead of a 2 s install. Users are created with
+// the binlog off: all members then start from identical, empty GTID state.
+func buildTemplate() (string, error) {
+	templateOnce.Do(func() {
+		if _, err := exec.LookPath("mariadbd"); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/mariadbd"); err2 != nil {
+				templateErr = ErrNoMariaDB
+				return
+			}
+		}
+		if _, err := exec.LookPath("mariadb-install-db"); err != nil {
+			templateErr = ErrNoMariaDB
+			return
+		}
+		dir, err := os.MkdirTemp("", "dbrouter-template-")
+		if err != nil {
+			templateErr = err
+			return
+		}
+		data := filepath.Join(dir, "data")
+		args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}, innodbArgs...)
+		args = append(args, userArg()...)
+		if out, err := exec.Command("mariadb-install-db", args...).CombinedOutput(); err != nil {
+			templateErr = fmt.Errorf("mariadb-install-db: %w\n%s", err, tail(out, 2000))
+			return
+		}
+		bargs := append([]string{"--no-defaults", "--bootstrap", "--datadir=" + data, "--skip-log-bin"}, innodbArgs...)
+		bargs = append(bargs, userArg()...)
+		cmd := exec.Command(mariadbdPath(), bargs...)
+		cmd.Stdin = strings.NewReader(usersSQL)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			templateErr = fmt.Errorf("mariadbd --bootstrap (users): %w\n%s", err, tail(out, 2000))
+			return
+		}
+		templateDir = data
+	})
+	return templateDir, templateErr
+}
+
+func mariadbdPath() string {
+	if p, err := exec.LookPath("mariadbd"); err == nil {
+		return p
+	}
+	return "/usr/sbin/mariadbd"
+}
+
+// userArg lets mariadbd run as root (CI and the sandbox run as root); it is
+// ignored with a warning otherwise, so only pass it when it matters.
+func userArg() []string {
+	if os.Geteuid() == 0 {
+		return []string{"--user=root"}
+	}
+	return nil
+}
+
+// Start brings up opts.Members servers, wires member 0 as the GTID primary of
+// the others, waits until every replica's IO and SQL threads run and semi-sync
+// has its replicas, and returns. On error everything started is stopped.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Members <= 0 {
+		opts.Members = 3
+	}
+	if opts.SemiSyncTimeout == 0 {
+		opts.SemiSyncTimeout = 5 * time.Second
+	}
+	if opts.SlaveNetTimeout == 0 {
+		opts.SlaveNetTimeout = 4 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = func(string, ...any) {}
+	}
+	tmpl, err := buildTemplate()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: opts.Dir, opts: opts}
+	if c.dir == "" {
+		if c.dir, err = os.MkdirTemp("", "dbrouter-mariadb-"); err != nil {
+			return nil, err
+		}
+		c.ownDir = true
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	for i := 0; i < opts.Members; i++ {
+		m, err := c.newMember(i, tmpl)
+		if err != nil {
+			return nil, err
+		}
+		c.Members = append(c.Members, m)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Members))
+	for i, m := range c.Members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.start(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := c.wire(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	opts.Log("mariadb: %d members up in %s", len(c.Members), c.dir)
+	return c, nil
+}
+
+func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
+	name := fmt.Sprintf("db%d", i+1)
+	dir := filepath.Join(c.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	m := &Member{
+		Name:     name,
+		ServerID: i + 1,
+		dir:      dir,
+		DataDir:  filepath.Join(dir, "data"),
+		Socket:   filepath.Join(dir, "mysqld.sock"),
+		confPath: filepath.Join(dir, "my.cnf"),
+		logPath:  filepath.Join(dir, "error.log"),
+	}
+	if out, err := exec.Command("cp", "-a", tmpl, m.DataDir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("copy template for %s: %w: %s", name, err, out)
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	m.Port = port
+	readOnly := "OFF"
+	if i > 0 {
+		readOnly = "ON"
+	}
+	conf := []string{
+		"[mariadbd]",
+		"datadir=" + m.DataDir,
+		"socket=" + m.Socket,
+		"pid-file=" + filepath.Join(dir, "mysqld.pid"),
+		"log-error=" + m.logPath,
+		"port=" + strconv.Itoa(port),
+		"bind-address=127.0.0.1",
+		"server_id=" + strconv.Itoa(m.ServerID),
+		"log_bin=" + filepath.Join(dir, "binlog"),
+		"relay_log=" + filepath.Join(dir, "relay"),
+		"log_slave_updates=ON",
+		"binlog_format=ROW",
+		"gtid_strict_mode=ON",
+		"rpl_semi_sync_slave_enabled=ON",
+		"rpl_semi_sync_master_wait_point=AFTER_SYNC",
+		"rpl_semi_sync_master_timeout=" + strconv.FormatInt(c.opts.SemiSyncTimeout.Milliseconds(), 10),
+		"slave_net_timeout=" + strconv.Itoa(int(c.opts.SlaveNetTimeout.Seconds())),
+		"max_allowed_packet=64M",
+		"read_only=" + readOnly,
+		"skip-name-resolve",
+		"performance_schema=OFF",
+		"innodb_log_file_size=8M",
+		"innodb_buffer_pool_size=32M",
+		"innodb_flush_log_at_trx_commit=2",
+		"sync_binlog=0",
+		"max_connections=500",
+		"local_infile=ON",
+	}
+	if os.Geteuid() == 0 {
+		conf = append(conf, "user=root")
+	}
+	conf = append(conf, c.opts.ExtraConfig...)
+	if err := os.WriteFile(m.confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// wire points every replica at member 0 and turns semi-sync on once they are
+// all attached.
+func (c *Cluster) wire(ctx context.Context) error {
+	primary := c.Members[0]
+	for _, m := range c.Members[1:] {
+		if err := m.ReplicateFrom(ctx, primary); err != nil {
+			return err
+		}
+	}
+	for _, m := range c.Members[1:] {
+		if err := m.WaitReplicating(ctx); err != nil {
+			return err
+		}
+	}
+	if len(c.Members) > 1 {
+		db, err := primary.DB()
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, "SET GLOBAL rpl_semi_sync_master_enabled=ON"); err != nil {
+			return fmt.Errorf("%s: enable semi-sync: %w", primary.Name, err)
+		}
+		want := len(c.Members) - 1
+		err = poll(ctx, 15*time.Second, func() (bool, error) {
+			var name string
+			var n int
+			if err := db.QueryRowContext(ctx, "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'").Scan(&name, &n); err != nil {
+				return false, err
+			}
+			return n >= want, nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: waiting for %d semi-sync replicas: %w", primary.Name, want, err)
+		}
+	}
+	return nil
+}
+
+// ReplicateFrom makes m a GTID replica of src (MASTER_USE_GTID=slave_pos) and
+// starts it.
+func (m *Member) ReplicateFrom(ctx context.Context, src *Member) error {
+	db, err := m.DB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	stmts := []string{
+		"STOP SLAVE",
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1", src.Port, ReplUser, ReplPassword),
+		"START SLAVE",
+	}
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("%s: %s: %w", m.Name, strings.SplitN(s, " ", 3)[0:2], err)
+		}
+	}
+	return nil
+}
+
+// WaitReplicating polls until m's IO and SQL threads both run.
+func (m *Member) WaitReplicating(ctx context.Context) error {
+	db, err := m.DB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var last string
+	err = poll(ctx, 15*time.Second, func() (bool, error) {
+		st, err := SlaveStatus(ctx, db)
+		if err != nil {
+			return false, err
+		}
+		last = fmt.Sprintf("io=%s sql=%s err=%s", st["Slave_IO_Running"], st["Slave_SQL_Running"], st["Last_IO_Error"]+st["Last_SQL_Error"])
+		return st["Slave_IO_Running"] == "Yes" && st["Slave_SQL_Running"] == "Yes", nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: replication not running (%s): %w", m.Name, last, err)
+	}
+	return nil
+}
+
+// SlaveStatus returns the first row of SHOW SLAVE STATUS as a map (empty when
+// the server is not a replica).
+func SlaveStatus(ctx context.Context, db *sql.DB) (map[string]string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		for i, c := range cols {
+			out[c] = vals[i].String
+		}
+	}
+	return out, rows.Err()
+}
+
+// Addr is the member's TCP address.
+func (m *Member) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port)) }
+
+// DSN is a go-sql-driver DSN for the admin user over the unix socket.
+func (m *Member) DSN() string {
+	return fmt.Sprintf("%s:%s@unix(%s)/?timeout=5s&readTimeout=30s&writeTimeout=30s&interpolateParams=true", AdminUser, AdminPassword, m.Socket)
+}
+
+// DB opens a small admin pool on the member (socket, admin user).
+func (m *Member) DB() (*sql.DB, error) {
+	db, err := sql.Open("mysql", m.DSN())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(2)
+	db.SetConnMaxIdleTime(5 * time.Second)
+	return db, nil
+}
+
+func (m *Member) start(ctx context.Context) error {
+	m.mu.Lock()
+	cmd := exec.Command(mariadbdPath(), "--defaults-file="+m.confPath)
+	// Own process group: a test's Ctrl-C does not reach it, and kill(-pgid)
+	// takes the whole server down. Pdeathsig reaps it if the harness dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("start %s: %w", m.Name, err)
+	}
+	done := make(chan struct{})
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	err := poll(ctx, 20*time.Second, func() (bool, error) {
+		select {
+		case <-done:
+			return false, fmt.Errorf("exited during start-up")
+		default:
+		}
+		c, err := net.DialTimeout("unix", m.Socket, time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("start %s: %w\n%s", m.Name, err, m.LogTail(3000))
+	}
+	return nil
+}
+
+// LogTail returns the end of the member's error log, for failure messages.
+func (m *Member) LogTail(n int) string {
+	b, _ := os.ReadFile(m.logPath)
+	return string(tail(b, n))
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (m *Member) Kill() error { return m.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+
+// Stop sends SIGTERM (mariadbd ignores SIGINT) and waits; it escalates to
+// SIGKILL after 30 s.
+func (m *Member) Stop() error {
+	if err := m.signalAndWait(syscall.SIGTERM, 30*time.Second); err != nil {
+		return m.Kill()
+	}
+	return nil
+}
+
+// Pause freezes the server (SIGSTOP) without closing its sockets.
+func (m *Member) Pause() error { return m.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server.
+func (m *Member) Resume() error { return m.signal(syscall.SIGCONT) }
+
+// Restart starts a stopped or killed member with its data and config.
+func (m *Member) Restart(ctx context.Context) error {
+	if m.Running() {
+		if err := m.Stop(); err != nil {
+			return err
+		}
+	}
+	return m.start(ctx)
+}
+
+// Running reports whether the process is alive.
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done == nil {
+		return false
+	}
+	select {
+	case <-m.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (m *Member) signal(sig syscall.Signal) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return fmt.Errorf("%s: not started", m.Name)
+	}
+	return m.cmd.Process.Signal(sig)
+}
+
+func (m *Member) signalAndWait(sig syscall.Signal, d time.Duration) error {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil || done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	if sig != syscall.SIGKILL {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("%s: still running %s after %v", m.Name, d, sig)
+	}
+}
+
+// Close stops every member and removes the work dir it created.
+func (c *Cluster) Close() error {
+	var wg sync.WaitGroup
+	for _, m := range c.Members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.Stop()
+		}()
+	}
+	wg.Wait()
+	if c.ownDir {
+		return os.RemoveAll(c.dir)
+	}
+	return nil
+}
+
+// Dir is the cluster's work dir.
+func (c *Cluster) Dir() string { return c.dir }
+
+// FreePort asks the kernel for a free loopback TCP port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// poll calls f until it reports done, returns an error, or d passes. A false
+// result with an error is retried (servers refuse connections while starting);
+// only the last error is reported.
+func poll(ctx context.Context, d time.Duration, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var last error
+	for {
+		ok, err := f()
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+			var me *mysql.MySQLError
+			if errors.As(err, &me) && me.Number == 1045 { // access denied: retrying cannot help
+				return err
+			}
+			if strings.Contains(err.Error(), "exited during start-up") {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+			}
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Poll is the condition-polling helper tests share: it returns nil once f
+// reports true, or the last error when d passes.
+func Poll(ctx context.Context, d time.Duration, f func() (bool, error)) error { return poll(ctx, d, f) }
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
