@@ -1,0 +1,450 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+)
+
+const bufSize = 16 << 10
+
+// poolKey separates connections whose packets or semantics differ.
+type poolKey struct {
+	user      string
+	collation uint8
+	foundRows bool
+}
+
+// backendConn is one authenticated connection to a member.
+type backendConn struct {
+	nc   net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	pr   packetReader
+	pool *memberPool
+	key  poolKey
+
+	// Session state this connection carries, compared with the session's
+	// before each use and replayed when they differ.
+	setsHash uint64
+	db       string
+	multi    bool
+	stmts    map[string]uint32 // SQL -> member statement id, valid for db
+	version  string
+
+	lastUsed   time.Time
+	deadline   time.Time
+	lastStatus uint16 // status flags of the last response
+}
+
+// memberPool holds one member's connections. Open connections are bounded per
+// member; idle ones are kept per key on a LIFO stack so the hottest connection
+// (warm statement cache) is reused first.
+type memberPool struct {
+	idx     int
+	name    string
+	addr    string
+	max     int
+	connect time.Duration
+	maxPkt  int
+
+	mu      sync.Mutex
+	open    int
+	idle    map[poolKey][]*backendConn
+	waiters int
+	freed   chan struct{} // closed and replaced when a connection comes back or closes
+}
+
+func newMemberPool(idx int, name, addr string, max int, connect time.Duration, maxPkt int) *memberPool {
+	return &memberPool{idx: idx, name: name, addr: addr, max: max, connect: connect, maxPkt: maxPkt,
+		idle: map[poolKey][]*backendConn{}, freed: make(chan struct{})}
+}
+
+type credentials struct {
+	user, password string
+}
+
+// staleAfter: an idle connection unused for this long is checked before use,
+// so a member restart costs no client an error.
+const staleAfter = time.Second
+
+// get returns an idle connection for key or opens one, waiting up to the
+// context's deadline when the member is at its connection limit.
+func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
+	for {
+		p.mu.Lock()
+		if st := p.idle[key]; len(st) > 0 {
+			bc := st[len(st)-1]
+			p.idle[key] = st[:len(st)-1]
+			p.mu.Unlock()
+			if time.Since(bc.lastUsed) > staleAfter && !bc.alive() {
+				p.discard(bc)
+				continue
+			}
+			return bc, nil
+		}
+		if p.open < p.max {
+			p.open++
+			p.mu.Unlock()
+			bc, err := p.dial(ctx, key, cred)
+			if err != nil {
+				p.mu.Lock()
+				p.open--
+				p.signalLocked()
+				p.mu.Unlock()
+				return nil, err
+			}
+			return bc, nil
+		}
+		// At the limit: an idle connection of another key is cheaper to close
+		// than to wait for.
+		if victim := p.popOtherLocked(key); victim != nil {
+			p.mu.Unlock()
+			p.discard(victim)
+			continue
+		}
+		p.waiters++
+		ch := p.freed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
+		case <-ctx.Done():
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
+			return nil, fmt.Errorf("member %s: %w (%d connections in use)", p.name, errPoolTimeout, p.max)
+		}
+	}
+}
+
+func (p *memberPool) popOtherLocked(key poolKey) *backendConn {
+	for k, st := range p.idle {
+		if k != key && len(st) > 0 {
+			bc := st[0] // the coldest
+			p.idle[k] = st[1:]
+			return bc
+		}
+	}
+	return nil
+}
+
+func (p *memberPool) signalLocked() {
+	if p.waiters > 0 {
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
+}
+
+// put returns a healthy connection to the idle stack.
+func (p *memberPool) put(bc *backendConn) {
+	bc.lastUsed = time.Now()
+	p.mu.Lock()
+	p.idle[bc.key] = append(p.idle[bc.key], bc)
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// discard closes a connection that must not be reused.
+func (p *memberPool) discard(bc *backendConn) {
+	bc.nc.Close()
+	p.mu.Lock()
+	p.open--
+	p.signalLocked()
+	p.mu.Unlock()
+}
+
+// stats returns open and idle connection counts.
+func (p *memberPool) stats() (open, idle int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, st := range p.idle {
+		idle += len(st)
+	}
+	return p.open, idle
+}
+
+// closeIdle closes every idle connection (shutdown).
+func (p *memberPool) closeIdle() {
+	p.mu.Lock()
+	var all []*backendConn
+	for k, st := range p.idle {
+		all = append(all, st...)
+		delete(p.idle, k)
+	}
+	p.open -= len(all)
+	p.signalLocked()
+	p.mu.Unlock()
+	for _, bc := range all {
+		bc.nc.Close()
+	}
+}
+
+// alive checks without blocking whether the member closed the connection:
+// a read that times out at once means the socket is healthy and quiet.
+func (bc *backendConn) alive() bool {
+	_ = bc.nc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := bc.r.Peek(1)
+	bc.deadline = time.Time{}
+	_ = bc.nc.SetReadDeadline(time.Time{})
+	return err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
+	d := net.Dialer{Timeout: p.connect}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, errBackendDown, err)
+	}
+	bc := &backendConn{nc: nc, r: bufio.NewReaderSize(nc, bufSize), w: bufio.NewWriterSize(nc, bufSize), pool: p, key: key, multi: true, stmts: map[string]uint32{}}
+	bc.pr = packetReader{r: bc.r, max: p.maxPkt}
+	_ = nc.SetDeadline(time.Now().Add(p.connect + 5*time.Second))
+	if err := bc.handshake(cred, key); err != nil {
+		nc.Close()
+		var se *ServerError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("member %s: %w: login as %s: %w", p.name, errBackendDown, cred.user, err)
+		}
+		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, errBackendDown, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return bc, nil
+}
+
+func (bc *backendConn) handshake(cred credentials, key poolKey) error {
+	b, err := bc.pr.readPacket()
+	if err != nil {
+		return err
+	}
+	h, err := parseServerHello(b)
+	if err != nil {
+		return err
+	}
+	bc.version = h.version
+	// No database in the handshake: the session's is applied by sync.
+	caps := backendCaps & h.caps &^ gm.CLIENT_CONNECT_WITH_DB
+	if key.foundRows {
+		caps |= gm.CLIENT_FOUND_ROWS
+	}
+	auth, err := scrambleFor(h.plugin, h.scramble, cred.password)
+	if err != nil {
+		return err
+	}
+	out := make([]byte, 0, 128)
+	out = appendUint32(out, caps)
+	out = appendUint32(out, 1<<30)
+	out = append(out, key.collation)
+	out = append(out, make([]byte, 23)...)
+	out = append(out, cred.user...)
+	out = append(out, 0)
+	out = appendLenEncString(out, auth)
+	out = append(out, h.plugin...)
+	out = append(out, 0)
+	seq := bc.pr.seq
+	if _, err := writePacket(bc.w, seq, out); err != nil {
+		return err
+	}
+	if err := bc.w.Flush(); err != nil {
+		return err
+	}
+	plugin, scramble := h.plugin, h.scramble
+	for {
+		b, err := bc.pr.readPacket()
+		if err != nil {
+			return err
+		}
+		var reply []byte
+		switch {
+		case len(b) > 0 && b[0] == 0x00:
+			return nil
+		case len(b) > 0 && b[0] == 0xff:
+			return parseErr(b)
+		case len(b) > 0 && b[0] == 0xfe: // auth switch
+			pl, pos, ok := readNulString(b, 1)
+			if !ok {
+				return errors.New("malformed auth switch request")
+			}
+			plugin = string(pl)
+			scramble = bytes20(b[pos:])
+			if reply, err = scrambleFor(plugin, scramble, cred.password); err != nil {
+				return err
+			}
+			if reply == nil {
+				reply = []byte{}
+			}
+		case len(b) >= 2 && b[0] == 0x01 && plugin == pluginSHA2:
+			switch b[1] {
+			case 3: // fast auth success; OK follows
+				continue
+			case 4: // full authentication: ask for the RSA key
+				reply = []byte{2}
+			default:
+				return fmt.Errorf("unexpected caching_sha2 state %d", b[1])
+			}
+		case len(b) > 1 && b[0] == 0x01: // RSA public key
+			if reply, err = encryptWithPEM(b[1:], cred.password, scramble); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unexpected packet 0x%02x during authentication", firstByte(b))
+		}
+		if _, err := writePacket(bc.w, bc.pr.seq, reply); err != nil {
+			return err
+		}
+		if err := bc.w.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+func bytes20(b []byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return append([]byte(nil), b...)
+}
+
+func firstByte(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// setDeadline refreshes the connection deadline at most once a second: the
+// runtime timer is cheap but not free, and a second of slack is irrelevant
+// against timeouts measured in minutes.
+func setDeadlineLazy(nc net.Conn, cur *time.Time, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	if cur.Sub(now) > d-time.Second {
+		return
+	}
+	*cur = now.Add(d)
+	_ = nc.SetDeadline(*cur)
+}
+
+// command sends one command packet (sequence 0) and flushes.
+func (bc *backendConn) command(payload []byte) error {
+	if _, err := writePacket(bc.w, 0, payload); err != nil {
+		return err
+	}
+	return bc.w.Flush()
+}
+
+// exec runs a command whose answer is a single OK, EOF or ERR packet (used for
+// the proxy's own SET/INIT_DB/RESET/SET_OPTION).
+func (bc *backendConn) exec(payload []byte) (okInfo, error) {
+	if err := bc.command(payload); err != nil {
+		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	b, err := bc.pr.readPacket()
+	if err != nil {
+		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	switch {
+	case len(b) > 0 && b[0] == 0xff:
+		return okInfo{}, parseErr(b)
+	case len(b) > 0 && b[0] == 0xfe:
+		return okInfo{status: eofStatus(b, false)}, nil
+	}
+	o, ok := parseOK(b)
+	if !ok {
+		return o, fmt.Errorf("%w: unexpected reply 0x%02x", errBackendLost, firstByte(b))
+	}
+	return o, nil
+}
+
+func (bc *backendConn) query(sql string) error {
+	buf := make([]byte, 0, len(sql)+1)
+	buf = append(buf, gm.COM_QUERY)
+	buf = append(buf, sql...)
+	_, err := bc.exec(buf)
+	return err
+}
+
+// prepare prepares sql on this connection, consuming the response, and returns
+// the member's statement id.
+func (bc *backendConn) prepare(sql []byte, scratch []byte) (uint32, []byte, error) {
+	scratch = append(scratch[:0], gm.COM_STMT_PREPARE)
+	scratch = append(scratch, sql...)
+	if err := bc.command(scratch); err != nil {
+		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	b, err := bc.pr.readPacket()
+	if err != nil {
+		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	if len(b) > 0 && b[0] == 0xff {
+		return 0, scratch, parseErr(b)
+	}
+	if len(b) < 12 || b[0] != 0 {
+		return 0, scratch, fmt.Errorf("%w: malformed prepare response", errBackendLost)
+	}
+	id, _, _ := readUint32(b, 1)
+	cols, _, _ := readUint16(b, 5)
+	params, _, _ := readUint16(b, 7)
+	skip := 0
+	if params > 0 {
+		skip += int(params) + 1
+	}
+	if cols > 0 {
+		skip += int(cols) + 1
+	}
+	for i := 0; i < skip; i++ {
+		if _, err := bc.pr.readPacket(); err != nil {
+			return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+		}
+	}
+	return id, scratch, nil
+}
+
+// closeStmt frees a member statement; COM_STMT_CLOSE has no reply.
+func (bc *backendConn) closeStmt(id uint32) error {
+	var b [5]byte
+	b[0] = gm.COM_STMT_CLOSE
+	b[1], b[2], b[3], b[4] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
+	return bc.command(b[:])
+}
+
+// maxCachedStmts bounds each connection's statement cache; past it the cache
+// is dropped whole (statements are re-prepared on demand).
+const maxCachedStmts = 256
+
+func (bc *backendConn) forgetStmts() error {
+	for sql, id := range bc.stmts {
+		delete(bc.stmts, sql)
+		if err := bc.closeStmt(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hashSets(sets []setEntry) uint64 {
+	if len(sets) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	for _, s := range sets {
+		h.Write([]byte(s.sql))
+		h.Write([]byte{0})
+	}
+	v := h.Sum64()
+	if v == 0 {
+		v = 1
+	}
+	return v
+}

@@ -1,0 +1,89 @@
+package mysql
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dbrouter/dbrouter/router"
+)
+
+// metrics are resolved to concrete children up front: the hot path only
+// increments.
+type metrics struct {
+	byMember     []prometheus.Counter // queries routed to each member, unpinned
+	pinned       []prometheus.Counter // queries on a pinned/held connection
+	errs         map[string]prometheus.Counter
+	sessions     prometheus.Gauge
+	authFailures prometheus.Counter
+	clientErrors prometheus.Counter
+}
+
+var errorKinds = []string{"no_primary", "writable_conflict", "no_replica", "backend_down", "backend_lost", "pool_timeout", "session_state", "other"}
+
+func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
+	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbrouter_queries_total", Help: "Commands forwarded, by cluster, member and route (member = not pinned, pinned = on a pinned or held connection).",
+	}, []string{"cluster", "member", "route"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbrouter_errors_total", Help: "Errors the proxy itself returned to clients, by kind.",
+	}, []string{"cluster", "kind"})
+	m := &metrics{errs: map[string]prometheus.Counter{}}
+	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "dbrouter_client_sessions", Help: "Connected client sessions.", ConstLabels: prometheus.Labels{"cluster": cluster}})
+	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_auth_failures_total", Help: "Client logins refused.", ConstLabels: prometheus.Labels{"cluster": cluster}})
+	m.clientErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_client_protocol_errors_total", Help: "Client sessions closed for malformed or oversized packets.", ConstLabels: prometheus.Labels{"cluster": cluster}})
+	for _, mem := range p.cfg.Members {
+		m.byMember = append(m.byMember, queries.WithLabelValues(cluster, mem.Name, "routed"))
+		m.pinned = append(m.pinned, queries.WithLabelValues(cluster, mem.Name, "pinned"))
+	}
+	for _, k := range errorKinds {
+		m.errs[k] = errs.WithLabelValues(cluster, k)
+	}
+	conns := prometheus.NewGaugeFunc // per member, read at scrape time
+	var collectors []prometheus.Collector
+	collectors = append(collectors, queries, errs, m.sessions, m.authFailures, m.clientErrors)
+	for _, pool := range p.pools {
+		pool := pool
+		collectors = append(collectors,
+			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
+				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name, "state": "open"}},
+				func() float64 { o, _ := pool.stats(); return float64(o) }),
+			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
+				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name, "state": "idle"}},
+				func() float64 { _, i := pool.stats(); return float64(i) }))
+	}
+	if reg != nil {
+		for _, c := range collectors {
+			_ = reg.Register(c)
+		}
+	}
+	return m
+}
+
+func (m *metrics) queries(member int, pinned bool) prometheus.Counter {
+	if pinned {
+		return m.pinned[member]
+	}
+	return m.byMember[member]
+}
+
+func (m *metrics) errorsByKind(err error) prometheus.Counter {
+	k := "other"
+	switch {
+	case errors.Is(err, router.ErrWritableConflict):
+		k = "writable_conflict"
+	case errors.Is(err, router.ErrNoReplica):
+		k = "no_replica"
+	case errors.Is(err, router.ErrNoPrimary):
+		k = "no_primary"
+	case errors.Is(err, errBackendDown):
+		k = "backend_down"
+	case errors.Is(err, errBackendLost):
+		k = "backend_lost"
+	case errors.Is(err, errPoolTimeout):
+		k = "pool_timeout"
+	case errors.Is(err, errSessionState):
+		k = "session_state"
+	}
+	return m.errs[k]
+}

@@ -1,0 +1,250 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/router"
+)
+
+// Router is what the proxy asks where a statement goes. Members are indexes
+// into Config.Members.
+type Router interface {
+	Primary() (int, error)
+	Replica(avoid int) (int, error)
+}
+
+// User is a client account and the member account its statements run as.
+type User struct {
+	Name            string
+	Password        string
+	BackendUser     string
+	BackendPassword string
+}
+
+// Member is a member's name and address.
+type Member struct {
+	Name string
+	Addr string
+}
+
+// Config is one cluster's MySQL-protocol listener.
+type Config struct {
+	Cluster    string
+	Members    []Member
+	Users      map[string]*User
+	AuthPlugin string // mysql_native_password (default) or caching_sha2_password
+	TLS        *tls.Config
+	RequireTLS bool
+	// MaxConnsPerMember bounds open connections to each member.
+	MaxConnsPerMember int
+	// PoolTimeout: how long a statement waits for a free connection.
+	PoolTimeout    time.Duration
+	ConnectTimeout time.Duration
+	// QueryTimeout bounds every read from and write to a member.
+	QueryTimeout time.Duration
+	// ClientIdleTimeout closes client sessions idle this long.
+	ClientIdleTimeout time.Duration
+	// MaxPacket is the largest client packet accepted.
+	MaxPacket int
+	// AutoIncrementDelayMultiplex: statements a session keeps its connection
+	// after one that generated an auto-increment id (for LAST_INSERT_ID()).
+	AutoIncrementDelayMultiplex int
+	// ServerVersion announced to clients; learned from a member when empty.
+	ServerVersion string
+}
+
+// Proxy serves one cluster's MySQL clients.
+type Proxy struct {
+	cfg     Config
+	router  Router
+	pools   []*memberPool
+	log     *zap.Logger
+	metrics *metrics
+	nextID  atomic.Uint32
+	version atomic.Pointer[string]
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup
+}
+
+// New builds a proxy; reg may be nil.
+func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	if len(cfg.Members) == 0 {
+		return nil, errors.New("no members")
+	}
+	if cfg.AuthPlugin == "" {
+		cfg.AuthPlugin = pluginNative
+	}
+	if cfg.AuthPlugin != pluginNative && cfg.AuthPlugin != pluginSHA2 {
+		return nil, fmt.Errorf("auth plugin %q: want %s or %s", cfg.AuthPlugin, pluginNative, pluginSHA2)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.PoolTimeout, 5*time.Second)
+	def(&cfg.ConnectTimeout, 2*time.Second)
+	def(&cfg.QueryTimeout, time.Hour)
+	def(&cfg.ClientIdleTimeout, 8*time.Hour)
+	if cfg.MaxConnsPerMember <= 0 {
+		cfg.MaxConnsPerMember = 64
+	}
+	if cfg.MaxPacket <= 0 {
+		cfg.MaxPacket = 64 << 20
+	}
+	if cfg.AutoIncrementDelayMultiplex < 0 {
+		cfg.AutoIncrementDelayMultiplex = 0
+	}
+	p := &Proxy{cfg: cfg, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
+	for i, m := range cfg.Members {
+		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20)))
+	}
+	p.metrics = newMetrics(cfg.Cluster, p, reg)
+	if cfg.ServerVersion != "" {
+		v := cfg.ServerVersion
+		p.version.Store(&v)
+	}
+	return p, nil
+}
+
+func (p *Proxy) serverVersion() string {
+	if v := p.version.Load(); v != nil {
+		return *v
+	}
+	// Learn it from a member once, so clients that branch on the version
+	// (MariaDB vs MySQL) see the real thing.
+	for _, pool := range p.pools {
+		pool.mu.Lock()
+		for _, st := range pool.idle {
+			if len(st) > 0 {
+				v := st[0].version
+				pool.mu.Unlock()
+				p.version.Store(&v)
+				return v
+			}
+		}
+		pool.mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	defer cancel()
+	for _, pool := range p.pools {
+		for _, u := range p.cfg.Users {
+			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword})
+			if err != nil {
+				continue
+			}
+			v := bc.version
+			pool.put(bc)
+			p.version.Store(&v)
+			return v
+		}
+	}
+	return "5.5.5-10.11.0-MariaDB-dbrouter"
+}
+
+// Serve accepts clients on ln until ctx ends, then closes every session and
+// waits for them.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	var tempDelay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				p.shutdown()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(tempDelay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(tempDelay)
+				continue
+			}
+			p.shutdown()
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		tempDelay = 0
+		s := p.newSession(nc)
+		p.mu.Lock()
+		p.sessions[s] = struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(1)
+		p.metrics.sessions.Inc()
+		go func() {
+			defer p.wg.Done()
+			defer p.metrics.sessions.Dec()
+			s.serve(ctx)
+			p.mu.Lock()
+			delete(p.sessions, s)
+			p.mu.Unlock()
+		}()
+	}
+}
+
+func (p *Proxy) newSession(nc net.Conn) *session {
+	id := p.nextID.Add(1)
+	s := &session{
+		p:   p,
+		nc:  nc,
+		r:   bufio.NewReaderSize(nc, bufSize),
+		w:   bufio.NewWriterSize(nc, bufSize),
+		id:  id,
+		log: p.log.With(zap.Uint32("conn", id)),
+	}
+	s.pr = packetReader{r: s.r, max: p.cfg.MaxPacket}
+	return s
+}
+
+func (p *Proxy) shutdown() {
+	p.mu.Lock()
+	for s := range p.sessions {
+		s.nc.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	for _, pool := range p.pools {
+		pool.closeIdle()
+	}
+}
+
+// MemberConns reports open and idle backend connections per member name.
+func (p *Proxy) MemberConns() map[string][2]int {
+	out := make(map[string][2]int, len(p.pools))
+	for _, pool := range p.pools {
+		o, i := pool.stats()
+		out[pool.name] = [2]int{o, i}
+	}
+	return out
+}
+
+// Sessions is the number of connected clients.
+func (p *Proxy) Sessions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions)
+}
+
+func clientHost(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return "localhost"
+}
+
+var _ Router = (*router.Router)(nil)

@@ -1,0 +1,249 @@
+package mysql_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	driver "github.com/go-sql-driver/mysql"
+)
+
+const primaryID = 1
+
+func isReplica(id int) bool { return id == 2 || id == 3 }
+
+// TestRouting asserts which server answered each statement (by @@server_id):
+// member 1 is the primary, 2 and 3 are replicas.
+func TestRouting(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	db := e.db(t, "")
+	mustExec(t, db, "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+	mustExec(t, db, "INSERT INTO t (v) VALUES (1), (2), (3)")
+	ctx := context.Background()
+
+	t.Run("AutocommitReadGoesToReplica", func(t *testing.T) {
+		c := e.conn(t, db)
+		seen := map[int]bool{}
+		for i := 0; i < 20; i++ {
+			id := serverID(t, c, "SELECT @@server_id")
+			if !isReplica(id) {
+				t.Fatalf("autocommit read answered by server %d", id)
+			}
+			seen[id] = true
+		}
+		if len(seen) != 2 {
+			t.Errorf("reads within the locality window should share replicas, saw %v", seen)
+		}
+	})
+	t.Run("PrimaryHint", func(t *testing.T) {
+		if id := serverID(t, db, "SELECT /* dbrouter:primary */ @@server_id"); id != primaryID {
+			t.Fatalf("primary hint answered by %d", id)
+		}
+	})
+	t.Run("ReplicaHintOnSessionRead", func(t *testing.T) {
+		var id, last int
+		if err := db.QueryRowContext(ctx, "SELECT /* dbrouter:replica */ @@server_id, LAST_INSERT_ID()").Scan(&id, &last); err != nil || !isReplica(id) {
+			t.Fatalf("replica hint answered by %d (%v)", id, err)
+		}
+	})
+	t.Run("TransactionStaysOnPrimary", func(t *testing.T) {
+		for _, begin := range []string{"BEGIN", "START TRANSACTION", "START TRANSACTION READ ONLY", "XA START 'x1'"} {
+			c := e.conn(t, db)
+			mustExec(t, c, begin)
+			for i := 0; i < 3; i++ {
+				if id := serverID(t, c, "SELECT @@server_id"); id != primaryID {
+					t.Fatalf("%s: read inside transaction answered by %d", begin, id)
+				}
+			}
+			if begin[0] == 'X' {
+				mustExec(t, c, "XA END 'x1'")
+				mustExec(t, c, "XA ROLLBACK 'x1'")
+			} else {
+				mustExec(t, c, "COMMIT")
+			}
+			if id := serverID(t, c, "SELECT @@server_id"); !isReplica(id) {
+				t.Fatalf("%s: read after commit answered by %d", begin, id)
+			}
+		}
+	})
+	t.Run("AutocommitOffStaysOnPrimary", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "SET autocommit=0")
+		if id := serverID(t, c, "SELECT @@server_id"); id != primaryID {
+			t.Fatalf("read with autocommit=0 answered by %d", id)
+		}
+		mustExec(t, c, "COMMIT")
+		if id := serverID(t, c, "SELECT @@server_id"); id != primaryID {
+			t.Fatalf("read after COMMIT with autocommit=0 answered by %d", id)
+		}
+		mustExec(t, c, "SET autocommit=1")
+		if id := serverID(t, c, "SELECT @@server_id"); !isReplica(id) {
+			t.Fatalf("read after autocommit=1 answered by %d", id)
+		}
+	})
+	t.Run("LockTablesPins", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "LOCK TABLES t READ")
+		if id := serverID(t, c, "SELECT @@server_id FROM t LIMIT 1"); id != primaryID {
+			t.Fatalf("read under LOCK TABLES answered by %d", id)
+		}
+		mustExec(t, c, "UNLOCK TABLES")
+		if id := serverID(t, c, "SELECT @@server_id"); !isReplica(id) {
+			t.Fatalf("read after UNLOCK TABLES answered by %d", id)
+		}
+	})
+	t.Run("GetLockPins", func(t *testing.T) {
+		c := e.conn(t, db)
+		if id := serverID(t, c, "SELECT GET_LOCK('l1', 1)"); id != 1 {
+			t.Fatalf("GET_LOCK returned %d", id)
+		}
+		if id := serverID(t, c, "SELECT @@server_id"); id != primaryID {
+			t.Fatalf("read after GET_LOCK answered by %d", id)
+		}
+		var held int
+		if err := c.QueryRowContext(ctx, "SELECT IS_USED_LOCK('l1') = CONNECTION_ID()").Scan(&held); err != nil || held != 1 {
+			t.Fatalf("lock not held by the session's connection: %v %v", held, err)
+		}
+	})
+	t.Run("TemporaryTablePins", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "CREATE TEMPORARY TABLE tmp1 (a INT)")
+		mustExec(t, c, "INSERT INTO tmp1 VALUES (7)")
+		var a int
+		if err := c.QueryRowContext(ctx, "SELECT a FROM tmp1").Scan(&a); err != nil || a != 7 {
+			t.Fatalf("temporary table read: %v %v", a, err)
+		}
+	})
+	t.Run("LockingReadsGoToPrimary", func(t *testing.T) {
+		for _, q := range []string{
+			"SELECT @@server_id FROM t WHERE id = 1 FOR UPDATE",
+			"SELECT @@server_id FROM t WHERE id = 1 LOCK IN SHARE MODE",
+		} {
+			if id := serverID(t, db, q); id != primaryID {
+				t.Fatalf("%s answered by %d", q, id)
+			}
+		}
+	})
+	t.Run("LastInsertIDOnSameConnection", func(t *testing.T) {
+		c := e.conn(t, db)
+		r := mustExec(t, c, "INSERT INTO t (v) VALUES (10)")
+		want, _ := r.LastInsertId()
+		var got int64
+		var id int
+		if err := c.QueryRowContext(ctx, "SELECT LAST_INSERT_ID(), @@server_id").Scan(&got, &id); err != nil {
+			t.Fatal(err)
+		}
+		if got != want || id != primaryID {
+			t.Fatalf("LAST_INSERT_ID() = %d on %d, want %d on the primary", got, id, want)
+		}
+	})
+	t.Run("FoundRows", func(t *testing.T) {
+		c := e.conn(t, db)
+		var id int
+		if err := c.QueryRowContext(ctx, "SELECT SQL_CALC_FOUND_ROWS id FROM t LIMIT 1").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := c.QueryRowContext(ctx, "SELECT FOUND_ROWS()").Scan(&n); err != nil || n < 3 {
+			t.Fatalf("FOUND_ROWS() = %d, %v", n, err)
+		}
+	})
+	t.Run("UserVariablesPin", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "SET @x = 42")
+		var x, id int
+		if err := c.QueryRowContext(ctx, "SELECT @x, @@server_id").Scan(&x, &id); err != nil || x != 42 || id != primaryID {
+			t.Fatalf("SELECT @x = %d on %d (%v)", x, id, err)
+		}
+	})
+	t.Run("SessionStateReplayedOnReplica", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "SET SESSION sql_mode = 'ANSI_QUOTES'")
+		mustExec(t, c, "SET NAMES latin1")
+		for i := 0; i < 4; i++ {
+			var mode, cs, dbname string
+			var id int
+			if err := c.QueryRowContext(ctx, "SELECT @@session.sql_mode, @@character_set_client, DATABASE(), @@server_id").Scan(&mode, &cs, &dbname, &id); err != nil {
+				t.Fatal(err)
+			}
+			if mode != "ANSI_QUOTES" || cs != "latin1" || dbname != "app" || !isReplica(id) {
+				t.Fatalf("replica %d sees sql_mode=%q charset=%q db=%q", id, mode, cs, dbname)
+			}
+		}
+	})
+	t.Run("UseReplayed", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "USE sbtest")
+		var dbname string
+		var id int
+		if err := c.QueryRowContext(ctx, "SELECT DATABASE(), @@server_id").Scan(&dbname, &id); err != nil || dbname != "sbtest" || !isReplica(id) {
+			t.Fatalf("DATABASE() = %q on %d (%v)", dbname, id, err)
+		}
+	})
+	t.Run("SelectIntoIsAWrite", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "SELECT @@server_id INTO @sid")
+		if id := serverID(t, c, "SELECT @sid"); id != primaryID {
+			t.Fatalf("SELECT ... INTO ran on %d", id)
+		}
+	})
+	t.Run("PreparedStatementsFollowTheirClass", func(t *testing.T) {
+		c := e.conn(t, db)
+		st, err := c.PrepareContext(ctx, "SELECT @@server_id, v FROM t WHERE id = ?")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for i := 0; i < 6; i++ {
+			var id, v int
+			if err := st.QueryRowContext(ctx, 1).Scan(&id, &v); err != nil {
+				t.Fatal(err)
+			}
+			if !isReplica(id) || v != 1 {
+				t.Fatalf("prepared read answered by %d (v=%d)", id, v)
+			}
+		}
+		ins, err := c.PrepareContext(ctx, "INSERT INTO t (v) VALUES (?)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ins.Close()
+		if _, err := ins.ExecContext(ctx, 99); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := c.QueryRowContext(ctx, "SELECT /* dbrouter:primary */ COUNT(*) FROM t WHERE v = 99").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("prepared insert: %d rows, %v", n, err)
+		}
+	})
+	t.Run("BackendErrorsPassThrough", func(t *testing.T) {
+		_, err := db.ExecContext(ctx, "SELECT * FROM no_such_table")
+		var me *driver.MySQLError
+		if !errors.As(err, &me) || me.Number != 1146 || string(me.SQLState[:]) != "42S02" {
+			t.Fatalf("error = %#v", err)
+		}
+	})
+	t.Run("MultiStatementsAndResults", func(t *testing.T) {
+		mdb := e.db(t, "&multiStatements=true")
+		rows, err := mdb.QueryContext(ctx, "SELECT 1; SELECT 2, 3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var sets int
+		for {
+			for rows.Next() {
+			}
+			sets++
+			if !rows.NextResultSet() {
+				break
+			}
+		}
+		if sets != 2 {
+			t.Fatalf("result sets = %d", sets)
+		}
+	})
+}
+
+var _ = sql.ErrNoRows

@@ -1,0 +1,656 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/zap"
+)
+
+const capLocalFiles = gm.CLIENT_LOCAL_FILES
+
+// setEntry is one replayable SET statement.
+type setEntry struct {
+	key string // variable it sets, "" when it cannot be told
+	sql string
+}
+
+// stmt is a client-visible prepared statement. Member-side statements are
+// cached per backend connection by SQL text, so the same client statement can
+// run on any member.
+type stmt struct {
+	id       uint32
+	sql      []byte
+	class    Class
+	params   uint16
+	types    []byte // last parameter types the client bound
+	longData bool
+}
+
+// session is one client connection: one goroutine, one request/response loop.
+type session struct {
+	p    *Proxy
+	nc   net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	pr   packetReader
+	id   uint32
+	log  *zap.Logger
+	user *User
+	caps uint32
+	key  poolKey
+	cred credentials
+	tls  bool
+
+	db       string
+	sets     []setEntry
+	setsHash uint64
+	multi    bool
+
+	pinned   *backendConn
+	pin      Pin
+	held     *backendConn
+	holdLeft int
+
+	stmts    map[uint32]*stmt
+	nextStmt uint32
+
+	scratch  []byte
+	execBuf  []byte
+	deadline time.Time
+	scramble []byte
+}
+
+func (s *session) close() {
+	if s.pinned != nil {
+		s.releaseDirty(s.pinned)
+		s.pinned = nil
+	}
+	if s.held != nil {
+		s.release(s.held)
+		s.held = nil
+	}
+	s.nc.Close()
+}
+
+// serve runs the session until the client quits or fails.
+func (s *session) serve(ctx context.Context) {
+	defer s.close()
+	if err := s.handshake(); err != nil {
+		s.log.Debug("handshake failed", zap.Error(err))
+		return
+	}
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		setDeadlineLazy(s.nc, &s.deadline, s.p.cfg.ClientIdleTimeout)
+		pkt, err := s.pr.readPacket()
+		if err != nil {
+			if errors.Is(err, ErrPacketTooLarge) {
+				s.writeErr(s.pr.seq, &ServerError{Code: CodePacketTooLarge, State: "08S01",
+					Message: fmt.Sprintf("dbrouter: cluster %s: %v", s.p.cfg.Cluster, err)})
+				s.p.metrics.clientErrors.Inc()
+			}
+			return
+		}
+		if len(pkt) == 0 {
+			s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed packet: empty command"})
+			s.p.metrics.clientErrors.Inc()
+			return
+		}
+		if err := s.dispatch(ctx, pkt); err != nil {
+			if !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
+				s.log.Debug("session ended", zap.Error(err))
+			}
+			return
+		}
+		s.pr.shrink()
+	}
+}
+
+var errQuit = errors.New("client quit")
+
+func (s *session) dispatch(ctx context.Context, pkt []byte) error {
+	switch pkt[0] {
+	case gm.COM_QUERY:
+		return s.comQuery(ctx, pkt)
+	case gm.COM_STMT_EXECUTE:
+		return s.comStmtExecute(ctx, pkt)
+	case gm.COM_STMT_PREPARE:
+		return s.comStmtPrepare(ctx, pkt)
+	case gm.COM_STMT_CLOSE:
+		return s.comStmtClose(pkt)
+	case gm.COM_STMT_SEND_LONG_DATA:
+		return s.comStmtLongData(ctx, pkt)
+	case gm.COM_STMT_RESET:
+		return s.comStmtReset(ctx, pkt)
+	case gm.COM_STMT_FETCH:
+		return s.comStmtFetch(ctx, pkt)
+	case gm.COM_PING:
+		return s.writeOK(1, 0, 0)
+	case gm.COM_QUIT:
+		return errQuit
+	case gm.COM_INIT_DB:
+		return s.comInitDB(ctx, pkt)
+	case gm.COM_FIELD_LIST:
+		return s.run(ctx, pkt, Class{Kind: KindRead}, respFieldList)
+	case gm.COM_SET_OPTION:
+		return s.comSetOption(ctx, pkt)
+	case gm.COM_RESET_CONNECTION:
+		s.resetSession()
+		return s.writeOK(1, 0, 0)
+	case gm.COM_CHANGE_USER:
+		return s.comChangeUser(pkt)
+	case gm.COM_STATISTICS, gm.COM_PROCESS_KILL, gm.COM_DEBUG, gm.COM_REFRESH:
+		return s.run(ctx, pkt, Class{Kind: KindWrite}, respSingle)
+	case gm.COM_PROCESS_INFO:
+		return s.run(ctx, pkt, Class{Kind: KindWrite}, respResult)
+	default:
+		return s.writeErr(1, &ServerError{Code: CodeUnknownCommand, State: "08S01",
+			Message: fmt.Sprintf("dbrouter: command 0x%02x is not supported through the proxy", pkt[0])})
+	}
+}
+
+func (s *session) comQuery(ctx context.Context, pkt []byte) error {
+	c := Classify(pkt[1:])
+	switch c.Kind {
+	case KindSet:
+		if c.Pin == 0 {
+			return s.runSet(ctx, pkt)
+		}
+	case KindUse:
+		return s.runUse(ctx, pkt)
+	case KindUnlockTables:
+		err := s.run(ctx, pkt, c, respResult)
+		if s.pin&PinLockTables != 0 {
+			s.unpin(PinLockTables)
+		}
+		return err
+	}
+	return s.run(ctx, pkt, c, respResult)
+}
+
+// target decides which member a statement goes to. The connection the
+// session holds wins: pinned state must not be split across connections.
+func (s *session) target(c Class, avoid int) (int, error) {
+	rt := s.p.router
+	switch {
+	case c.Hint == HintPrimary:
+		return rt.Primary()
+	case c.Kind == KindRead && c.Hint == HintReplica:
+		return rt.Replica(avoid)
+	case c.Kind == KindRead && !c.ReadsSession && c.Pin == 0:
+		return rt.Replica(avoid)
+	default:
+		return rt.Primary()
+	}
+}
+
+// acquire returns the connection a statement of class c runs on.
+func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, error) {
+	if s.pinned != nil {
+		return s.pinned, nil
+	}
+	if s.held != nil && c.ReadsSession {
+		return s.held, nil
+	}
+	m, err := s.target(c, avoid)
+	if err != nil {
+		return nil, err
+	}
+	if s.held != nil && s.held.pool.idx == m {
+		return s.held, nil
+	}
+	return s.fresh(ctx, m)
+}
+
+func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
+	pctx, cancel := context.WithTimeout(ctx, s.p.cfg.PoolTimeout)
+	bc, err := s.p.pools[m].get(pctx, s.key, s.cred)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sync(bc); err != nil {
+		var se *ServerError
+		if errors.As(err, &se) {
+			// The member refused the session's state: the connection is
+			// fine but carries partial state; reset it on the way back.
+			s.releaseDirty(bc)
+			return nil, fmt.Errorf("%w on %s: %w", errSessionState, bc.pool.name, err)
+		}
+		bc.pool.discard(bc)
+		return nil, err
+	}
+	return bc, nil
+}
+
+// sync makes a pooled connection carry this session's state.
+func (s *session) sync(bc *backendConn) error {
+	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
+	if bc.setsHash != s.setsHash {
+		if bc.setsHash != 0 {
+			if err := bc.reset(); err != nil {
+				return err
+			}
+		}
+		for _, e := range s.sets {
+			if err := bc.query(e.sql); err != nil {
+				return err
+			}
+		}
+		bc.setsHash = s.setsHash
+	}
+	if bc.db != s.db && s.db != "" {
+		s.scratch = append(s.scratch[:0], gm.COM_INIT_DB)
+		s.scratch = append(s.scratch, s.db...)
+		if _, err := bc.exec(s.scratch); err != nil {
+			return err
+		}
+		if err := bc.forgetStmts(); err != nil {
+			return err
+		}
+		bc.db = s.db
+	}
+	if bc.multi != s.multi {
+		opt := byte(1)
+		if s.multi {
+			opt = 0
+		}
+		if _, err := bc.exec([]byte{gm.COM_SET_OPTION, opt, 0}); err != nil {
+			return err
+		}
+		bc.multi = s.multi
+	}
+	return nil
+}
+
+// reset clears a connection's session state on the member.
+func (bc *backendConn) reset() error {
+	if _, err := bc.exec([]byte{gm.COM_RESET_CONNECTION}); err != nil {
+		return err
+	}
+	clear(bc.stmts)
+	bc.setsHash = 0
+	return nil
+}
+
+func (s *session) release(bc *backendConn) {
+	bc.pool.put(bc)
+}
+
+// releaseDirty resets a connection that may carry state (locks, temporary
+// tables, an open transaction) before other sessions can get it.
+func (s *session) releaseDirty(bc *backendConn) {
+	if err := bc.reset(); err != nil {
+		bc.pool.discard(bc)
+		return
+	}
+	bc.pool.put(bc)
+}
+
+func (s *session) unpin(p Pin) {
+	s.pin &^= p
+	if s.pin == 0 && s.pinned != nil {
+		bc := s.pinned
+		s.pinned = nil
+		if s.held == nil {
+			s.release(bc)
+		} else if s.held != bc {
+			s.release(bc)
+		}
+	}
+}
+
+// run executes one command: pick, send, relay, settle. An autocommit read that
+// fails before any byte reached the client is retried once elsewhere.
+func (s *session) run(ctx context.Context, pkt []byte, c Class, kind respKind) error {
+	return s.runOn(ctx, pkt, c, kind, nil)
+}
+
+// runOn executes one command; st is the prepared statement of a
+// COM_STMT_EXECUTE (its id is rewritten per connection) or of a
+// COM_STMT_PREPARE (the response carries the proxy's id and is recorded).
+func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind, st *stmt) error {
+	avoid := -1
+	for attempt := 0; ; attempt++ {
+		bc, err := s.acquire(ctx, c, avoid)
+		if err != nil {
+			s.p.metrics.errorsByKind(err).Inc()
+			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+		}
+		shared := bc != s.pinned && bc != s.held
+		out := pkt
+		var proxyID uint32
+		if st != nil && kind == respPrepare {
+			proxyID = st.id
+		} else if st != nil {
+			if out, err = s.executePacket(bc, st, pkt); err != nil {
+				var se *ServerError
+				if errors.As(err, &se) { // the member refused to prepare it
+					s.settle(bc, Class{Kind: KindWrite}, relayOut{serverErr: true}, kind)
+					return s.writeErr(1, se)
+				}
+				s.dropConn(bc)
+				if shared && retryable(err, attempt, c, s) {
+					avoid = bc.pool.idx
+					continue
+				}
+				s.p.metrics.errorsByKind(err).Inc()
+				return s.writeErr(1, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+			}
+		}
+		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
+		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
+		var res relayOut
+		if err = bc.command(out); err == nil {
+			res, err = s.relay(bc, kind, proxyID)
+		} else {
+			err = fmt.Errorf("%w: %v", errBackendLost, err)
+		}
+		if err != nil {
+			s.dropConn(bc)
+			if errors.Is(err, errClientGone) {
+				return err
+			}
+			if !res.sent && shared && retryable(err, attempt, c, s) {
+				avoid = bc.pool.idx
+				continue
+			}
+			s.p.metrics.errorsByKind(err).Inc()
+			se := toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err))
+			seq := uint8(1)
+			if res.sent {
+				seq = res.seq
+			}
+			return s.writeErr(seq, se)
+		}
+		if kind == respPrepare && st != nil && !res.serverErr {
+			s.recordPrepared(bc, st, res)
+		}
+		s.settle(bc, c, res, kind)
+		return nil
+	}
+}
+
+// retryable: only an autocommit read that no byte of reached the client may
+// run again, and only once.
+func retryable(err error, attempt int, c Class, s *session) bool {
+	return attempt == 0 && errors.Is(err, errBackendLost) && c.Kind == KindRead && s.pin == 0
+}
+
+// dropConn forgets a connection that failed mid-command.
+func (s *session) dropConn(bc *backendConn) {
+	if s.pinned == bc {
+		s.pinned = nil
+		s.pin = 0 // the member rolled the transaction back with the connection
+	}
+	if s.held == bc {
+		s.held = nil
+		s.holdLeft = 0
+	}
+	bc.pool.discard(bc)
+}
+
+// settle updates pins and holds after a command and releases the connection
+// when nothing ties the session to it.
+func (s *session) settle(bc *backendConn, c Class, res relayOut, kind respKind) {
+	if !res.serverErr {
+		s.pin |= c.Pin
+	}
+	if res.haveStatus {
+		setPin(&s.pin, PinTxn, res.status&statusInTrans != 0)
+		setPin(&s.pin, PinNoAutocommit, res.status&statusAutocommit == 0)
+	}
+	if s.pin != 0 {
+		if s.pinned == nil {
+			s.pinned = bc
+		}
+		if s.held != nil && s.held != s.pinned {
+			s.release(s.held)
+		}
+		s.held, s.holdLeft = nil, 0
+		return
+	}
+	if s.pinned == bc {
+		s.pinned = nil
+	}
+	// Soft hold: keep the connection for a few statements after one that left
+	// per-connection results (an auto-increment id, warnings, found rows),
+	// as ProxySQL does with auto_increment_delay_multiplex.
+	hold := 0
+	if res.lastInsertID != 0 {
+		hold = s.p.cfg.AutoIncrementDelayMultiplex
+	}
+	if (res.warnings > 0 || c.CalcFoundRows) && hold < 1 {
+		hold = 1
+	}
+	switch {
+	case hold > 0:
+		if s.held != nil && s.held != bc {
+			s.release(s.held)
+		}
+		s.held, s.holdLeft = bc, hold
+	case s.held == bc:
+		s.holdLeft--
+		if s.holdLeft <= 0 {
+			s.held = nil
+			s.release(bc)
+		}
+	default:
+		if s.held != nil {
+			s.holdLeft--
+			if s.holdLeft <= 0 {
+				s.release(s.held)
+				s.held = nil
+			}
+		}
+		s.release(bc)
+	}
+}
+
+func setPin(p *Pin, bit Pin, on bool) {
+	if on {
+		*p |= bit
+	} else {
+		*p &^= bit
+	}
+}
+
+// runSet runs a session SET on the primary and, when the member accepts it,
+// adds it to the state replayed on every connection the session uses.
+func (s *session) runSet(ctx context.Context, pkt []byte) error {
+	entry := setEntry{key: SetKey(pkt[1:]), sql: string(pkt[1:])}
+	next := make([]setEntry, 0, len(s.sets)+1)
+	for _, e := range s.sets {
+		if (entry.key != "" && e.key == entry.key) || e.sql == entry.sql {
+			continue
+		}
+		next = append(next, e)
+	}
+	next = append(next, entry)
+	if len(next) > maxReplayedSets {
+		// Too much state to replay cheaply: keep the session on one
+		// connection instead.
+		return s.run(ctx, pkt, Class{Kind: KindWrite, Pin: PinUnknown}, respResult)
+	}
+	bc, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
+	if err != nil {
+		s.p.metrics.errorsByKind(err).Inc()
+		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+	}
+	res, err := s.execOn(bc, pkt, respResult)
+	if err != nil {
+		if errors.Is(err, errHandled) {
+			return nil
+		}
+		return err
+	}
+	if !res.serverErr {
+		s.sets = next
+		s.setsHash = hashSets(next)
+		bc.setsHash = s.setsHash
+	}
+	s.settle(bc, Class{Kind: KindSet}, res, respResult)
+	return nil
+}
+
+// maxReplayedSets bounds the replay list; past it the session pins.
+const maxReplayedSets = 64
+
+// execOn forwards a command on a chosen connection (no retry).
+func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind) (relayOut, error) {
+	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
+	var res relayOut
+	err := bc.command(pkt)
+	if err == nil {
+		res, err = s.relay(bc, kind, 0)
+	} else {
+		err = fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	if err != nil {
+		s.dropConn(bc)
+		if errors.Is(err, errClientGone) {
+			return res, err
+		}
+		s.p.metrics.errorsByKind(err).Inc()
+		seq := uint8(1)
+		if res.sent {
+			seq = res.seq
+		}
+		return res, s.writeErrAnd(seq, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+	}
+	return res, nil
+}
+
+// writeErrAnd writes the error and reports the statement as handled (nil)
+// unless the client is gone.
+func (s *session) writeErrAnd(seq uint8, se *ServerError) error {
+	if err := s.writeErr(seq, se); err != nil {
+		return err
+	}
+	return errHandled
+}
+
+var errHandled = errors.New("handled")
+
+func (s *session) runUse(ctx context.Context, pkt []byte) error {
+	db, ok := UseTarget(pkt[1:])
+	if !ok {
+		return s.run(ctx, pkt, Class{Kind: KindWrite}, respResult)
+	}
+	return s.changeDB(ctx, pkt, db)
+}
+
+func (s *session) comInitDB(ctx context.Context, pkt []byte) error {
+	return s.changeDB(ctx, pkt, string(pkt[1:]))
+}
+
+func (s *session) changeDB(ctx context.Context, pkt []byte, db string) error {
+	bc, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
+	if err != nil {
+		s.p.metrics.errorsByKind(err).Inc()
+		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+	}
+	res, err := s.execOn(bc, pkt, respResult)
+	if err != nil {
+		if errors.Is(err, errHandled) {
+			return nil
+		}
+		return err
+	}
+	if !res.serverErr {
+		s.db = db
+		if bc.db != db {
+			if err := bc.forgetStmts(); err != nil {
+				s.dropConn(bc)
+				return nil
+			}
+			bc.db = db
+		}
+	}
+	s.settle(bc, Class{Kind: KindUse}, res, respResult)
+	return nil
+}
+
+func (s *session) comSetOption(ctx context.Context, pkt []byte) error {
+	if len(pkt) < 3 || pkt[1] > 1 {
+		return s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_SET_OPTION"})
+	}
+	s.multi = pkt[1] == 0
+	// Answer as the server does (an EOF packet); the member connections pick
+	// the option up when they are next synced.
+	return s.writeEOF(1, statusAutocommit)
+}
+
+// resetSession is COM_RESET_CONNECTION: the session goes back to a fresh
+// state with the same user and database.
+func (s *session) resetSession() {
+	if s.pinned != nil {
+		s.releaseDirty(s.pinned)
+		s.pinned = nil
+	}
+	if s.held != nil {
+		s.release(s.held)
+		s.held = nil
+	}
+	s.pin, s.holdLeft = 0, 0
+	s.sets, s.setsHash = nil, 0
+	clear(s.stmts)
+}
+
+func (s *session) writeOK(seq uint8, affected, lastID uint64) error {
+	status := statusAutocommit
+	if s.pin&PinTxn != 0 {
+		status |= statusInTrans
+	}
+	if s.pin&PinNoAutocommit != 0 {
+		status &^= statusAutocommit
+	}
+	s.scratch = appendOK(s.scratch[:0], affected, lastID, status, 0)
+	return s.writeFlush(seq, s.scratch)
+}
+
+func (s *session) writeEOF(seq uint8, status uint16) error {
+	s.scratch = append(s.scratch[:0], 0xfe, 0, 0)
+	s.scratch = appendUint16(s.scratch, status)
+	return s.writeFlush(seq, s.scratch)
+}
+
+func (s *session) writeErr(seq uint8, se *ServerError) error {
+	s.scratch = appendErr(s.scratch[:0], se)
+	return s.writeFlush(seq, s.scratch)
+}
+
+func (s *session) writeFlush(seq uint8, payload []byte) error {
+	if _, err := writePacket(s.w, seq, payload); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	return nil
+}
+
+// upgradeTLS switches the client connection to TLS after an SSLRequest.
+func (s *session) upgradeTLS(cfg *tls.Config) error {
+	tc := tls.Server(s.nc, cfg)
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	s.nc = tc
+	s.r.Reset(tc)
+	s.w.Reset(tc)
+	s.tls = true
+	return nil
+}

@@ -1,0 +1,162 @@
+package mysql_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	driver "github.com/go-sql-driver/mysql"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/chaos"
+	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
+	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// env is a real three-member cluster with a proxy in front of it.
+type env struct {
+	cluster *chaos.Cluster
+	mon     *topology.Monitor
+	proxy   *pmysql.Proxy
+	addr    string
+}
+
+type envOpts struct {
+	members  int
+	mutate   func(*pmysql.Config)
+	routerFn func(*router.Config)
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	if o.members == 0 {
+		o.members = 3
+	}
+	c := chaos.StartT(t, chaos.Options{Members: o.members})
+	log := zap.NewNop()
+	var members []topology.MemberConfig
+	var pm []pmysql.Member
+	for _, m := range c.Members {
+		members = append(members, topology.MemberConfig{Name: m.Name, Addr: m.Addr()})
+		pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr()})
+	}
+	mon, err := topology.New(topology.Config{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
+		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: time.Second, HeartbeatID: t.Name()}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	monDone := make(chan struct{})
+	go func() { defer close(monDone); mon.Run(ctx) }()
+	rc := router.Config{Cluster: "app", LocalityWindow: 50 * time.Millisecond}
+	if o.routerFn != nil {
+		o.routerFn(&rc)
+	}
+	rt := router.New(rc, mon)
+	cfg := pmysql.Config{
+		Cluster: "app",
+		Members: pm,
+		Users: map[string]*pmysql.User{
+			chaos.AppUser: {Name: chaos.AppUser, Password: chaos.AppPassword, BackendUser: chaos.AppUser, BackendPassword: chaos.AppPassword},
+		},
+		MaxConnsPerMember:           32,
+		AutoIncrementDelayMultiplex: 5,
+	}
+	if o.mutate != nil {
+		o.mutate(&cfg)
+	}
+	p, err := pmysql.New(cfg, rt, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveDone := make(chan struct{})
+	go func() { defer close(serveDone); _ = p.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-serveDone
+		<-monDone
+	})
+	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String()}
+	e.waitHealthy(t, o.members-1)
+	return e
+}
+
+// waitHealthy polls until the monitor sees a primary and n eligible replicas.
+func (e *env) waitHealthy(t *testing.T, n int) {
+	t.Helper()
+	err := chaos.Poll(context.Background(), 15*time.Second, func() (bool, error) {
+		s := e.mon.Snapshot()
+		el := 0
+		for _, m := range s.Members {
+			if m.Eligible {
+				el++
+			}
+		}
+		return s.Primary >= 0 && el >= n, nil
+	})
+	if err != nil {
+		t.Fatalf("cluster never became healthy: %v (snapshot %+v)", err, e.mon.Snapshot())
+	}
+}
+
+func (e *env) dsn(params string) string {
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?timeout=5s&readTimeout=30s&writeTimeout=30s%s", chaos.AppUser, chaos.AppPassword, e.addr, chaos.AppDatabase, params)
+}
+
+func (e *env) db(t *testing.T, params string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", e.dsn(params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closed connections really close: a later test must never inherit a
+	// session some earlier test pinned.
+	db.SetMaxIdleConns(0)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// conn returns one dedicated client connection (one proxy session).
+func (e *env) conn(t *testing.T, db *sql.DB) *sql.Conn {
+	t.Helper()
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func serverID(t *testing.T, q querier, query string, args ...any) int {
+	t.Helper()
+	var id int
+	if err := q.QueryRowContext(context.Background(), query, args...).Scan(&id); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return id
+}
+
+func mustExec(t *testing.T, c interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, q string, args ...any) sql.Result {
+	t.Helper()
+	r, err := c.ExecContext(context.Background(), q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return r
+}
+
+var _ = driver.ErrInvalidConn

@@ -1,0 +1,167 @@
+// Package router owns the per-cluster routing decision: which member gets a
+// statement. It reads the topology snapshot current at each decision (an
+// atomic load, no locks) and caches the derived read set per snapshot, so the
+// hot path is a pointer compare and a counter increment.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// Errors callers branch on; protocol packages map them to wire error codes.
+var (
+	ErrNoPrimary        = errors.New("no eligible primary")
+	ErrWritableConflict = errors.New("more than one writable member")
+	ErrNoReplica        = errors.New("no eligible replica")
+)
+
+// Fallback says what a read does when no replica is eligible.
+type Fallback string
+
+// Fallbacks.
+const (
+	FallbackPrimary Fallback = "primary"
+	FallbackFail    Fallback = "fail"
+)
+
+// SnapshotSource is what the router needs from topology.
+type SnapshotSource interface {
+	Snapshot() *topology.Snapshot
+}
+
+// Config shapes read selection.
+type Config struct {
+	Cluster string
+	// Site of this proxy: eligible replicas in it are preferred.
+	Site string
+	// LocalityWindow: replicas whose smoothed RTT is within this of the
+	// nearest share the reads.
+	LocalityWindow time.Duration
+	// ReadsWithoutReplica: FallbackPrimary (default) or FallbackFail.
+	ReadsWithoutReplica Fallback
+}
+
+// Router picks members for one cluster.
+type Router struct {
+	cfg  Config
+	src  SnapshotSource
+	plan atomic.Pointer[plan]
+	rr   atomic.Uint32
+}
+
+// plan is what one snapshot means for routing.
+type plan struct {
+	snap     *topology.Snapshot
+	primary  int
+	writeErr error
+	reads    []int // nearest eligible replicas, sharing the load
+}
+
+// New returns a router reading snapshots from src.
+func New(cfg Config, src SnapshotSource) *Router {
+	if cfg.ReadsWithoutReplica == "" {
+		cfg.ReadsWithoutReplica = FallbackPrimary
+	}
+	return &Router{cfg: cfg, src: src}
+}
+
+func (r *Router) current() *plan {
+	s := r.src.Snapshot()
+	p := r.plan.Load()
+	if p != nil && p.snap == s {
+		return p
+	}
+	p = r.derive(s)
+	r.plan.Store(p)
+	return p
+}
+
+func (r *Router) derive(s *topology.Snapshot) *plan {
+	p := &plan{snap: s, primary: s.Primary}
+	switch {
+	case len(s.Conflict) > 0:
+		p.primary = -1
+		p.writeErr = fmt.Errorf("%w: %s are all writable; writes refused until one is fenced", ErrWritableConflict, strings.Join(s.Conflict, ", "))
+	case s.Primary < 0:
+		p.writeErr = fmt.Errorf("%w: %s", ErrNoPrimary, describeMembers(s))
+	}
+	// Nearest: prefer the proxy's site when it has an eligible replica, then
+	// share among those within the locality window of the closest.
+	local := false
+	for _, m := range s.Members {
+		if m.Eligible && r.cfg.Site != "" && m.Site == r.cfg.Site {
+			local = true
+		}
+	}
+	best := time.Duration(-1)
+	for _, m := range s.Members {
+		if m.Eligible && (!local || m.Site == r.cfg.Site) && (best < 0 || m.RTT < best) {
+			best = m.RTT
+		}
+	}
+	for i, m := range s.Members {
+		if m.Eligible && (!local || m.Site == r.cfg.Site) && m.RTT <= best+r.cfg.LocalityWindow {
+			p.reads = append(p.reads, i)
+		}
+	}
+	return p
+}
+
+func describeMembers(s *topology.Snapshot) string {
+	if len(s.Members) == 0 {
+		return "no members configured"
+	}
+	parts := make([]string, 0, len(s.Members))
+	for _, m := range s.Members {
+		switch {
+		case !m.Reachable:
+			parts = append(parts, m.Name+" unreachable")
+		case m.ReadOnly:
+			parts = append(parts, m.Name+" read_only")
+		default:
+			parts = append(parts, m.Name+" "+string(m.Role))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Primary returns the member index writes go to.
+func (r *Router) Primary() (int, error) {
+	p := r.current()
+	if p.writeErr != nil {
+		return -1, p.writeErr
+	}
+	return p.primary, nil
+}
+
+// Replica returns the member index an autocommit read goes to, avoiding the
+// member at index avoid (a retry after that member failed; -1 for none).
+func (r *Router) Replica(avoid int) (int, error) {
+	p := r.current()
+	n := len(p.reads)
+	if n > 0 {
+		start := int(r.rr.Add(1))
+		for k := 0; k < n; k++ {
+			i := p.reads[(start+k)%n]
+			if i != avoid {
+				return i, nil
+			}
+		}
+	}
+	if r.cfg.ReadsWithoutReplica == FallbackFail {
+		return -1, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+	}
+	if p.writeErr != nil || p.primary == avoid {
+		return -1, fmt.Errorf("%w and %w", ErrNoReplica, ErrNoPrimary)
+	}
+	return p.primary, nil
+}
+
+// Snapshot returns the snapshot the router currently routes by.
+func (r *Router) Snapshot() *topology.Snapshot { return r.current().snap }

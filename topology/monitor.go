@@ -1,0 +1,346 @@
+package topology
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"go.uber.org/zap"
+)
+
+// MemberConfig names one member to probe.
+type MemberConfig struct {
+	Name string
+	Addr string
+	Site string
+}
+
+// Config is what a Monitor needs.
+type Config struct {
+	Cluster       string
+	Members       []MemberConfig
+	User          string
+	Password      string
+	ProbeInterval time.Duration
+	MaxReplicaLag time.Duration
+	// HeartbeatID identifies this monitor's heartbeat row; every monitor writes
+	// its own, so several proxies never disturb each other's lag measurement.
+	HeartbeatID string
+}
+
+// Monitor probes a cluster and publishes snapshots.
+type Monitor struct {
+	cfg     Config
+	log     *zap.Logger
+	snap    atomic.Pointer[Snapshot]
+	members []*prober
+	hb      heartbeats
+	notify  chan struct{}
+}
+
+type prober struct {
+	cfg  MemberConfig
+	db   *sql.DB
+	srtt time.Duration
+}
+
+// New returns a monitor whose first snapshot has every member unreachable.
+func New(cfg Config, log *zap.Logger) (*Monitor, error) {
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 500 * time.Millisecond
+	}
+	if cfg.MaxReplicaLag <= 0 {
+		cfg.MaxReplicaLag = time.Second
+	}
+	m := &Monitor{cfg: cfg, log: log.Named("topology").With(zap.String("cluster", cfg.Cluster)), notify: make(chan struct{}, 1)}
+	snap := &Snapshot{Cluster: cfg.Cluster, Primary: -1}
+	for _, mc := range cfg.Members {
+		dc := mysql.NewConfig()
+		dc.User, dc.Passwd, dc.Net, dc.Addr = cfg.User, cfg.Password, "tcp", mc.Addr
+		dc.Timeout = cfg.ProbeInterval * 2
+		dc.ReadTimeout = cfg.ProbeInterval * 2
+		dc.WriteTimeout = cfg.ProbeInterval * 2
+		dc.InterpolateParams = true
+		conn, err := mysql.NewConnector(dc)
+		if err != nil {
+			return nil, fmt.Errorf("member %s: %w", mc.Name, err)
+		}
+		db := sql.OpenDB(conn)
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		m.members = append(m.members, &prober{cfg: mc, db: db})
+		snap.Members = append(snap.Members, Member{Name: mc.Name, Addr: mc.Addr, Site: mc.Site, Role: RoleUnknown, Lag: -1})
+	}
+	m.snap.Store(snap)
+	return m, nil
+}
+
+// Snapshot returns the latest published snapshot; never nil.
+func (m *Monitor) Snapshot() *Snapshot { return m.snap.Load() }
+
+// Updated is signalled (without blocking the monitor) after each publication.
+func (m *Monitor) Updated() <-chan struct{} { return m.notify }
+
+// Run probes every probe_interval until ctx ends.
+func (m *Monitor) Run(ctx context.Context) {
+	defer func() {
+		for _, p := range m.members {
+			p.db.Close()
+		}
+	}()
+	t := time.NewTicker(m.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		m.ProbeOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ProbeOnce probes all members in parallel and publishes the result.
+func (m *Monitor) ProbeOnce(ctx context.Context) {
+	prev := m.snap.Load()
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ProbeInterval)
+	defer cancel()
+	next := &Snapshot{Cluster: m.cfg.Cluster, Taken: time.Now(), Primary: -1, Members: make([]Member, len(m.members))}
+	var wg sync.WaitGroup
+	for i, p := range m.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next.Members[i] = m.probe(ctx, p, prev.Members[i])
+		}()
+	}
+	wg.Wait()
+	// Heartbeat after the probes so replicas are judged against writes that
+	// happened before they were read.
+	var writable []int
+	for i, mm := range next.Members {
+		if mm.Reachable && !mm.ReadOnly {
+			writable = append(writable, i)
+		}
+	}
+	switch len(writable) {
+	case 1:
+		next.Primary = writable[0]
+	case 0:
+	default:
+		for _, i := range writable {
+			next.Conflict = append(next.Conflict, next.Members[i].Name)
+		}
+	}
+	for i := range next.Members {
+		mm := &next.Members[i]
+		switch {
+		case !mm.Reachable:
+			mm.Role = RoleUnknown
+		case !mm.ReadOnly:
+			mm.Role = RolePrimary
+		default:
+			mm.Role = RoleReplica
+		}
+		mm.Eligible = mm.Reachable && mm.ReadOnly && mm.IORunning && mm.SQLRunning && mm.Lag >= 0 && mm.Lag <= m.cfg.MaxReplicaLag
+	}
+	if next.Primary >= 0 {
+		p := m.members[next.Primary]
+		if err := m.hb.write(ctx, p.db, m.cfg.HeartbeatID); err != nil {
+			m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))
+		}
+	}
+	m.logChanges(prev, next)
+	m.snap.Store(next)
+	select {
+	case m.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Monitor) logChanges(prev, next *Snapshot) {
+	if prev.PrimaryName() != next.PrimaryName() {
+		m.log.Info("primary changed", zap.String("from", prev.PrimaryName()), zap.String("to", next.PrimaryName()))
+	}
+	if len(next.Conflict) > 0 && len(prev.Conflict) == 0 {
+		m.log.Error("more than one writable member: writes are refused", zap.Strings("members", next.Conflict))
+	}
+	for i := range next.Members {
+		a, b := prev.Members[i], next.Members[i]
+		if a.Reachable != b.Reachable || a.Eligible != b.Eligible {
+			m.log.Info("member state", zap.String("member", b.Name), zap.Bool("reachable", b.Reachable),
+				zap.Bool("eligible", b.Eligible), zap.Duration("lag", b.Lag), zap.String("error", b.ProbeError+b.ReplError))
+		}
+	}
+}
+
+func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
+	st := Member{Name: p.cfg.Name, Addr: p.cfg.Addr, Site: p.cfg.Site, Lag: -1, RTT: prev.RTT}
+	t0 := time.Now()
+	var ro int
+	var semi sql.NullString
+	err := p.db.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled").
+		Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi)
+	if err != nil {
+		st.ProbeError = err.Error()
+		return st
+	}
+	rtt := time.Since(t0)
+	// Exponential smoothing: one slow probe must not reorder "nearest".
+	if p.srtt == 0 {
+		p.srtt = rtt
+	} else {
+		p.srtt = (p.srtt*4 + rtt) / 5
+	}
+	st.RTT = p.srtt
+	st.Reachable = true
+	st.ReadOnly = ro == 1
+	st.SemiSyncOn = semi.String == "1"
+	if err := probeReplication(ctx, p.db, &st); err != nil {
+		st.ProbeError = err.Error()
+	}
+	if !st.ReadOnly {
+		st.Lag = 0
+		if st.SemiSyncOn {
+			var name, v string
+			if err := p.db.QueryRowContext(ctx, "SHOW STATUS LIKE 'Rpl_semi_sync_master_status'").Scan(&name, &v); err == nil {
+				st.SemiSyncActive = v == "ON"
+			}
+		}
+		return st
+	}
+	var ts int64
+	err = p.db.QueryRowContext(ctx, "SELECT ts FROM dbrouter.heartbeat WHERE id = ?", m.cfg.HeartbeatID).Scan(&ts)
+	switch {
+	case err == nil:
+		st.Lag = m.hb.lag(ts, time.Now())
+	case errors.Is(err, sql.ErrNoRows) || isNoTable(err):
+		st.Lag = m.hb.lag(0, time.Now())
+	default:
+		st.ProbeError = err.Error()
+	}
+	return st
+}
+
+func isNoTable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1146 || me.Number == 1049)
+}
+
+// probeReplication reads SHOW ALL SLAVES STATUS (every named connection); a
+// member replicates properly when every connection runs both threads.
+func probeReplication(ctx context.Context, db *sql.DB, st *Member) error {
+	rows, err := db.QueryContext(ctx, "SHOW ALL SLAVES STATUS")
+	if err != nil {
+		return fmt.Errorf("show all slaves status: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	idx := map[string]int{}
+	for i, c := range cols {
+		idx[c] = i
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	get := func(name string) string {
+		if i, ok := idx[name]; ok {
+			return vals[i].String
+		}
+		return ""
+	}
+	n := 0
+	io, sqlr := true, true
+	var errs []string
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		n++
+		io = io && get("Slave_IO_Running") == "Yes"
+		sqlr = sqlr && get("Slave_SQL_Running") == "Yes"
+		st.Source = get("Master_Host") + ":" + get("Master_Port")
+		for _, e := range []string{get("Last_IO_Error"), get("Last_SQL_Error")} {
+			if e != "" {
+				errs = append(errs, e)
+			}
+		}
+	}
+	st.IORunning, st.SQLRunning = n > 0 && io, n > 0 && sqlr
+	st.ReplError = strings.Join(errs, "; ")
+	return rows.Err()
+}
+
+// heartbeats measures lag without trusting clocks: the monitor writes its own
+// clock into a row on the primary and remembers each acknowledged write. A
+// replica showing write k is as far behind as write k+1 is old.
+type heartbeats struct {
+	mu      sync.Mutex
+	writes  []int64 // acknowledged timestamps (unix µs), oldest first
+	created bool
+}
+
+const heartbeatWindow = 2 * time.Minute
+
+func (h *heartbeats) write(ctx context.Context, db *sql.DB, id string) error {
+	h.mu.Lock()
+	created := h.created
+	h.mu.Unlock()
+	if !created {
+		for _, q := range []string{
+			"CREATE DATABASE IF NOT EXISTS dbrouter",
+			"CREATE TABLE IF NOT EXISTS dbrouter.heartbeat (id VARBINARY(128) PRIMARY KEY, ts BIGINT NOT NULL) ENGINE=InnoDB",
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	ts := time.Now().UnixMicro()
+	if _, err := db.ExecContext(ctx, "INSERT INTO dbrouter.heartbeat (id, ts) VALUES (?, ?) ON DUPLICATE KEY UPDATE ts = VALUES(ts)", id, ts); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.created = true
+	h.writes = append(h.writes, ts)
+	cut := ts - heartbeatWindow.Microseconds()
+	i := 0
+	for i < len(h.writes)-1 && h.writes[i] < cut {
+		i++
+	}
+	h.writes = h.writes[i:]
+	return nil
+}
+
+// lag returns how long the first acknowledged write newer than seen has been
+// outstanding, 0 when the replica has the newest, -1 when nothing was written
+// yet.
+func (h *heartbeats) lag(seen int64, now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.writes) == 0 {
+		return -1
+	}
+	for _, w := range h.writes {
+		if w > seen {
+			d := now.Sub(time.UnixMicro(w))
+			if d < 0 {
+				d = 0
+			}
+			return d
+		}
+	}
+	return 0
+}

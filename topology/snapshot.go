@@ -1,0 +1,73 @@
+// Package topology owns what the databases are doing: it probes every member of
+// a cluster (reachability, smoothed RTT, read_only, replication threads, GTID
+// positions, heartbeat lag) and publishes an immutable Snapshot through an
+// atomic pointer, so routers read it per decision without locking.
+package topology
+
+import "time"
+
+// Role is what a member is doing as last observed.
+type Role string
+
+// Roles.
+const (
+	RolePrimary Role = "primary"
+	RoleReplica Role = "replica"
+	RoleUnknown Role = "unknown"
+)
+
+// Member is one member's observed state. A Snapshot's members are never
+// modified after publication.
+type Member struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	Site string `json:"site,omitempty"`
+
+	Reachable bool   `json:"reachable"`
+	Role      Role   `json:"role"`
+	ReadOnly  bool   `json:"read_only"`
+	ServerID  uint32 `json:"server_id,omitempty"`
+	Version   string `json:"version,omitempty"`
+	// RTT is the smoothed probe round trip.
+	RTT time.Duration `json:"-"`
+	// Lag is how long the oldest heartbeat the member has not applied has been
+	// outstanding; -1 when unknown.
+	Lag time.Duration `json:"-"`
+
+	IORunning  bool   `json:"io_running"`
+	SQLRunning bool   `json:"sql_running"`
+	Source     string `json:"source,omitempty"` // host:port it replicates from
+	ReplError  string `json:"replication_error,omitempty"`
+	ProbeError string `json:"probe_error,omitempty"`
+
+	GTIDBinlogPos  string `json:"gtid_binlog_pos"`
+	GTIDSlavePos   string `json:"gtid_slave_pos"`
+	GTIDCurrentPos string `json:"gtid_current_pos"`
+	SemiSyncOn     bool   `json:"semi_sync_master,omitempty"`
+	SemiSyncActive bool   `json:"semi_sync_active,omitempty"`
+
+	// Eligible: a replica that may serve reads (reachable, both threads
+	// running, lag known and under max_replica_lag).
+	Eligible bool `json:"eligible"`
+}
+
+// Snapshot is one consistent view of a cluster.
+type Snapshot struct {
+	Cluster string    `json:"cluster"`
+	Taken   time.Time `json:"taken"`
+	Members []Member  `json:"members"`
+	// Primary indexes Members; -1 when there is none or when writable members
+	// conflict.
+	Primary int `json:"-"`
+	// Conflict names the writable members when more than one is writable; no
+	// write is routed then.
+	Conflict []string `json:"conflict,omitempty"`
+}
+
+// PrimaryName is the primary's name or "".
+func (s *Snapshot) PrimaryName() string {
+	if s == nil || s.Primary < 0 || s.Primary >= len(s.Members) {
+		return ""
+	}
+	return s.Members[s.Primary].Name
+}
