@@ -1,0 +1,58 @@
+# The two commands on a fresh Debian machine: `make run` and `make test`.
+# Each installs what it needs (apt-get for servers and tools, Go modules
+# through the module proxy).
+
+GO        ?= go
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS  := mariadb-server mariadb-client sysbench haproxy
+BIN       := bin
+FUZZTIME  ?= 30s
+
+.PHONY: all build run test deps lint bench fuzz clean
+
+all: build
+
+# deps installs the servers and tools the tests, the sandbox and the
+# benchmarks run (only what is missing; mariadb's own service is not started).
+deps:
+	@missing=""; \
+	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v mariadb >/dev/null 2>&1 || missing="$$missing mariadb-client"; \
+	command -v sysbench >/dev/null 2>&1 || missing="$$missing sysbench"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN)/routerd ./cmd/routerd
+	$(GO) build -o $(BIN)/routerctl ./cmd/routerctl
+	$(GO) build -o $(BIN)/sandbox ./cmd/sandbox
+
+run: deps build
+	./$(BIN)/sandbox
+
+# test runs every test (unit, integration on real mariadbd, fuzz seed corpora)
+# with the race detector, after vet and staticcheck.
+test: deps lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# fuzz runs each wire-parser fuzz target for FUZZTIME.
+fuzz:
+	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzPacketReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzHandshakeResponse$$' -fuzztime $(FUZZTIME)
+
+bench: deps build
+	./bench/run.sh
+
+clean:
+	rm -rf $(BIN)

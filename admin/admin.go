@@ -1,0 +1,159 @@
+// Package admin owns routerd's HTTP admin API: /status (the documented JSON
+// that routerctl and scripts read), /metrics (Prometheus) and /healthz.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// Cluster is what the admin API shows of one cluster.
+type Cluster struct {
+	Name     string
+	Kind     string
+	Listen   string
+	Snapshot func() *topology.Snapshot
+	// Conns returns open and idle backend connections per member name.
+	Conns    func() map[string][2]int
+	Sessions func() int
+}
+
+// Status is the JSON of GET /status. Its shape is a stable contract
+// (docs/admin.md): fields are only ever added.
+type Status struct {
+	Clusters []ClusterStatus `json:"clusters"`
+}
+
+// ClusterStatus is one cluster.
+type ClusterStatus struct {
+	Name     string         `json:"name"`
+	Kind     string         `json:"kind"`
+	Listen   string         `json:"listen"`
+	Epoch    uint64         `json:"epoch"`
+	Phase    string         `json:"phase"`
+	Primary  string         `json:"primary"`
+	Conflict []string       `json:"conflict,omitempty"`
+	Sessions int            `json:"client_sessions"`
+	Taken    time.Time      `json:"observed_at"`
+	Members  []MemberStatus `json:"members"`
+}
+
+// MemberStatus is one member.
+type MemberStatus struct {
+	Name           string  `json:"name"`
+	Addr           string  `json:"addr"`
+	Site           string  `json:"site,omitempty"`
+	Role           string  `json:"role"`
+	Healthy        bool    `json:"healthy"`
+	Reachable      bool    `json:"reachable"`
+	ReadOnly       bool    `json:"read_only"`
+	LagMs          int64   `json:"lag_ms"`
+	RTTMs          float64 `json:"rtt_ms"`
+	IORunning      bool    `json:"io_running"`
+	SQLRunning     bool    `json:"sql_running"`
+	GTIDCurrentPos string  `json:"gtid_current_pos"`
+	GTIDBinlogPos  string  `json:"gtid_binlog_pos"`
+	GTIDSlavePos   string  `json:"gtid_slave_pos"`
+	SemiSync       string  `json:"semi_sync,omitempty"`
+	Error          string  `json:"error,omitempty"`
+	ConnsOpen      int     `json:"backend_connections"`
+	ConnsIdle      int     `json:"backend_connections_idle"`
+}
+
+// BuildStatus assembles the status document.
+func BuildStatus(clusters []Cluster) Status {
+	st := Status{Clusters: []ClusterStatus{}}
+	for _, c := range clusters {
+		s := c.Snapshot()
+		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken}
+		if c.Sessions != nil {
+			cs.Sessions = c.Sessions()
+		}
+		var conns map[string][2]int
+		if c.Conns != nil {
+			conns = c.Conns()
+		}
+		for i, m := range s.Members {
+			ms := MemberStatus{Name: m.Name, Addr: m.Addr, Site: m.Site, Role: string(m.Role), Reachable: m.Reachable, ReadOnly: m.ReadOnly,
+				LagMs: -1, RTTMs: float64(m.RTT.Microseconds()) / 1000, IORunning: m.IORunning, SQLRunning: m.SQLRunning,
+				GTIDCurrentPos: m.GTIDCurrentPos, GTIDBinlogPos: m.GTIDBinlogPos, GTIDSlavePos: m.GTIDSlavePos}
+			if m.Lag >= 0 {
+				ms.LagMs = m.Lag.Milliseconds()
+			}
+			ms.Healthy = m.Eligible || (i == s.Primary)
+			if m.Role == topology.RolePrimary && m.SemiSyncOn {
+				ms.SemiSync = "off (fell back to async)"
+				if m.SemiSyncActive {
+					ms.SemiSync = "on"
+				}
+			}
+			ms.Error = m.ProbeError
+			if ms.Error == "" {
+				ms.Error = m.ReplError
+			}
+			if cc, ok := conns[m.Name]; ok {
+				ms.ConnsOpen, ms.ConnsIdle = cc[0], cc[1]
+			}
+			cs.Members = append(cs.Members, ms)
+		}
+		st.Clusters = append(st.Clusters, cs)
+	}
+	sort.Slice(st.Clusters, func(i, j int) bool { return st.Clusters[i].Name < st.Clusters[j].Name })
+	return st
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	clusters []Cluster
+	gather   prometheus.Gatherer
+	log      *zap.Logger
+}
+
+// New returns an admin server.
+func New(clusters []Cluster, g prometheus.Gatherer, log *zap.Logger) *Server {
+	return &Server{clusters: clusters, gather: g, log: log.Named("admin")}
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(BuildStatus(s.clusters))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Serve serves on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		<-done
+		return nil
+	}
+	return err
+}

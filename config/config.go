@@ -1,0 +1,423 @@
+// Package config owns routerd's configuration file: its shape, defaults, and
+// validation. Every error names the field it is about
+// (clusters[0].members[2].addr: missing port), and unknown fields are
+// rejected, because a typo that silently falls back to a default is how
+// routers end up sending writes somewhere unexpected.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Duration is a time.Duration written as "500ms", "2s".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 500ms, 2s)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Secret is a password given inline, through an environment variable, or in a
+// file. It is never logged or printed.
+type Secret struct {
+	Value string `yaml:"value,omitempty"`
+	Env   string `yaml:"env,omitempty"`
+	File  string `yaml:"file,omitempty"`
+}
+
+// UnmarshalYAML accepts a plain string or {value|env|file: ...}.
+func (s *Secret) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&s.Value)
+	}
+	type plain Secret
+	var p plain
+	dec := n
+	if err := strictDecode(dec, &p); err != nil {
+		return err
+	}
+	*s = Secret(p)
+	return nil
+}
+
+// String hides the value.
+func (s Secret) String() string { return "<secret>" }
+
+// resolve returns the secret's value.
+func (s Secret) resolve() (string, error) {
+	set := 0
+	for _, v := range []string{s.Value, s.Env, s.File} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return "", errors.New("set only one of value, env, file")
+	}
+	switch {
+	case s.Env != "":
+		v, ok := os.LookupEnv(s.Env)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", s.Env)
+		}
+		return v, nil
+	case s.File != "":
+		b, err := os.ReadFile(s.File)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return s.Value, nil
+}
+
+// Config is routerd's configuration.
+type Config struct {
+	// Role: proxy (routes clients). Arbiters come with the control plane.
+	Role     string    `yaml:"role"`
+	Name     string    `yaml:"name"`
+	Site     string    `yaml:"site"`
+	Admin    Admin     `yaml:"admin"`
+	Log      Log       `yaml:"log"`
+	Clusters []Cluster `yaml:"clusters"`
+}
+
+// Admin is the HTTP admin API.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level string `yaml:"level"` // debug, info, warn, error
+}
+
+// Cluster is one replicated database cluster and the listener in front of it.
+type Cluster struct {
+	Name                        string   `yaml:"name"`
+	Kind                        string   `yaml:"kind"`
+	Listen                      string   `yaml:"listen"`
+	Members                     []Member `yaml:"members"`
+	Monitor                     Account  `yaml:"monitor"`
+	Users                       []User   `yaml:"users"`
+	AuthPlugin                  string   `yaml:"auth_plugin"`
+	TLS                         TLS      `yaml:"tls"`
+	ProbeInterval               Duration `yaml:"probe_interval"`
+	MaxReplicaLag               Duration `yaml:"max_replica_lag"`
+	LocalityWindow              Duration `yaml:"locality_window"`
+	ReadsWithoutReplica         string   `yaml:"reads_without_replica"`
+	MaxConnectionsPerMember     int      `yaml:"max_connections_per_member"`
+	PoolTimeout                 Duration `yaml:"pool_timeout"`
+	ConnectTimeout              Duration `yaml:"connect_timeout"`
+	QueryTimeout                Duration `yaml:"query_timeout"`
+	ClientIdleTimeout           Duration `yaml:"client_idle_timeout"`
+	MaxPacket                   int      `yaml:"max_packet"`
+	AutoIncrementDelayMultiplex *int     `yaml:"auto_increment_delay_multiplex"`
+}
+
+// Member is one database server.
+type Member struct {
+	Name string `yaml:"name"`
+	Addr string `yaml:"addr"`
+	Site string `yaml:"site"`
+}
+
+// Account is a database login.
+type Account struct {
+	User     string `yaml:"user"`
+	Password Secret `yaml:"password"`
+}
+
+// User is a client login and the database account it runs as.
+type User struct {
+	Name            string `yaml:"name"`
+	Password        Secret `yaml:"password"`
+	BackendUser     string `yaml:"backend_user"`
+	BackendPassword Secret `yaml:"backend_password"`
+}
+
+// TLS terminates client TLS.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	Require  bool   `yaml:"require"`
+}
+
+// Error names the field a problem is in.
+type Error struct {
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string { return e.Field + ": " + e.Reason }
+
+// Errors is every problem found, in order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Default returns the defaults every field falls back to.
+func Default() Config {
+	return Config{Role: "proxy", Admin: Admin{Listen: "127.0.0.1:7080"}, Log: Log{Level: "info"}}
+}
+
+func clusterDefaults(c *Cluster) {
+	if c.Kind == "" {
+		c.Kind = "mysql"
+	}
+	if c.AuthPlugin == "" {
+		c.AuthPlugin = "mysql_native_password"
+	}
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.ProbeInterval, 500*time.Millisecond)
+	def(&c.MaxReplicaLag, time.Second)
+	def(&c.LocalityWindow, 5*time.Millisecond)
+	def(&c.PoolTimeout, 5*time.Second)
+	def(&c.ConnectTimeout, 2*time.Second)
+	def(&c.QueryTimeout, time.Hour)
+	def(&c.ClientIdleTimeout, 8*time.Hour)
+	if c.ReadsWithoutReplica == "" {
+		c.ReadsWithoutReplica = "primary"
+	}
+	if c.MaxConnectionsPerMember == 0 {
+		c.MaxConnectionsPerMember = 64
+	}
+	if c.MaxPacket == 0 {
+		c.MaxPacket = 64 << 20
+	}
+	if c.AutoIncrementDelayMultiplex == nil {
+		v := 5
+		c.AutoIncrementDelayMultiplex = &v
+	}
+	for i := range c.Users {
+		if c.Users[i].BackendUser == "" {
+			c.Users[i].BackendUser = c.Users[i].Name
+			if c.Users[i].BackendPassword == (Secret{}) {
+				c.Users[i].BackendPassword = c.Users[i].Password
+			}
+		}
+	}
+}
+
+func strictDecode(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+// Load reads, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(b)
+}
+
+// Parse decodes YAML (unknown fields rejected), applies defaults and
+// validates.
+func Parse(b []byte) (*Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	for i := range cfg.Clusters {
+		clusterDefaults(&cfg.Clusters[i])
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate checks every field and returns all problems found.
+func (c *Config) Validate() error {
+	var errs Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &Error{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.Role != "proxy" {
+		add("role", "%q is not a role (want proxy)", c.Role)
+	}
+	if err := checkAddr(c.Admin.Listen); err != nil {
+		add("admin.listen", "%v", err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not a level (want debug, info, warn or error)", c.Log.Level)
+	}
+	if len(c.Clusters) == 0 {
+		add("clusters", "at least one cluster is required")
+	}
+	names := map[string]bool{}
+	listens := map[string]string{}
+	for i := range c.Clusters {
+		cl := &c.Clusters[i]
+		f := fmt.Sprintf("clusters[%d]", i)
+		if cl.Name == "" {
+			add(f+".name", "required")
+		} else if names[cl.Name] {
+			add(f+".name", "duplicate cluster %q", cl.Name)
+		}
+		names[cl.Name] = true
+		if cl.Kind != "mysql" {
+			add(f+".kind", "%q is not supported (want mysql)", cl.Kind)
+		}
+		if err := checkAddr(cl.Listen); err != nil {
+			add(f+".listen", "%v", err)
+		} else if other, dup := listens[cl.Listen]; dup {
+			add(f+".listen", "%s is already used by %s", cl.Listen, other)
+		}
+		listens[cl.Listen] = f
+		if len(cl.Members) == 0 {
+			add(f+".members", "at least one member is required")
+		}
+		mnames := map[string]bool{}
+		for j, m := range cl.Members {
+			mf := fmt.Sprintf("%s.members[%d]", f, j)
+			if m.Name == "" {
+				add(mf+".name", "required")
+			} else if mnames[m.Name] {
+				add(mf+".name", "duplicate member %q", m.Name)
+			}
+			mnames[m.Name] = true
+			if err := checkAddr(m.Addr); err != nil {
+				add(mf+".addr", "%v", err)
+			}
+		}
+		if cl.Monitor.User == "" {
+			add(f+".monitor.user", "required (an account that can read replication status and write the heartbeat)")
+		}
+		if _, err := cl.Monitor.Password.resolve(); err != nil {
+			add(f+".monitor.password", "%v", err)
+		}
+		if len(cl.Users) == 0 {
+			add(f+".users", "at least one user is required")
+		}
+		unames := map[string]bool{}
+		for j, u := range cl.Users {
+			uf := fmt.Sprintf("%s.users[%d]", f, j)
+			if u.Name == "" {
+				add(uf+".name", "required")
+			} else if unames[u.Name] {
+				add(uf+".name", "duplicate user %q", u.Name)
+			}
+			unames[u.Name] = true
+			if _, err := u.Password.resolve(); err != nil {
+				add(uf+".password", "%v", err)
+			}
+			if _, err := u.BackendPassword.resolve(); err != nil {
+				add(uf+".backend_password", "%v", err)
+			}
+		}
+		switch cl.AuthPlugin {
+		case "mysql_native_password", "caching_sha2_password":
+		default:
+			add(f+".auth_plugin", "%q is not supported (want mysql_native_password or caching_sha2_password)", cl.AuthPlugin)
+		}
+		if (cl.TLS.CertFile == "") != (cl.TLS.KeyFile == "") {
+			add(f+".tls", "cert_file and key_file go together")
+		}
+		if cl.TLS.Require && cl.TLS.CertFile == "" {
+			add(f+".tls.require", "needs cert_file and key_file")
+		}
+		switch cl.ReadsWithoutReplica {
+		case "primary", "fail":
+		default:
+			add(f+".reads_without_replica", "%q is not an option (want primary or fail)", cl.ReadsWithoutReplica)
+		}
+		for _, d := range []struct {
+			name string
+			v    Duration
+		}{{"probe_interval", cl.ProbeInterval}, {"max_replica_lag", cl.MaxReplicaLag}, {"pool_timeout", cl.PoolTimeout},
+			{"connect_timeout", cl.ConnectTimeout}, {"query_timeout", cl.QueryTimeout}, {"client_idle_timeout", cl.ClientIdleTimeout}} {
+			if d.v < 0 {
+				add(f+"."+d.name, "must not be negative")
+			}
+		}
+		if cl.LocalityWindow < 0 {
+			add(f+".locality_window", "must not be negative")
+		}
+		if cl.MaxConnectionsPerMember < 0 {
+			add(f+".max_connections_per_member", "must be positive")
+		}
+		if cl.MaxPacket < 1024 || cl.MaxPacket > 1<<30 {
+			add(f+".max_packet", "%d is out of range (1024 to 1073741824 bytes)", cl.MaxPacket)
+		}
+		if cl.AutoIncrementDelayMultiplex != nil && *cl.AutoIncrementDelayMultiplex < 0 {
+			add(f+".auto_increment_delay_multiplex", "must not be negative")
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	if a == "" {
+		return errors.New("required (host:port)")
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			return errors.New("missing port")
+		}
+		return fmt.Errorf("%q is not host:port", a)
+	}
+	if host == "" {
+		return errors.New("missing host")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// Password resolves a secret; Validate has already checked it resolves.
+func Password(s Secret) string {
+	v, _ := s.resolve()
+	return v
+}

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+role: proxy
+site: dc1
+clusters:
+  - name: app
+    listen: 127.0.0.1:6033
+    members:
+      - {name: db1, addr: "127.0.0.1:3306"}
+      - {name: db2, addr: "127.0.0.1:3307", site: dc2}
+    monitor: {user: admin, password: admin}
+    users:
+      - {name: app, password: {env: DBROUTER_TEST_PW}}
+`
+
+func TestParseValidAppliesDefaults(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "s3cret")
+	c, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Clusters[0]
+	if cl.ProbeInterval.D() != 500*time.Millisecond || cl.MaxReplicaLag.D() != time.Second || c.Admin.Listen != "127.0.0.1:7080" {
+		t.Fatalf("defaults not applied: %+v", cl)
+	}
+	if got := Password(cl.Users[0].Password); got != "s3cret" {
+		t.Fatalf("password from env = %q", got)
+	}
+	if cl.Users[0].BackendUser != "app" || Password(cl.Users[0].BackendPassword) != "s3cret" {
+		t.Fatalf("backend account defaults to the client account: %+v", cl.Users[0])
+	}
+	if *cl.AutoIncrementDelayMultiplex != 5 {
+		t.Fatal("auto_increment_delay_multiplex default")
+	}
+}
+
+func TestPasswordFromFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(p, []byte("fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse([]byte(strings.Replace(valid, "{env: DBROUTER_TEST_PW}", "{file: "+p+"}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Password(c.Clusters[0].Users[0].Password); got != "fromfile" {
+		t.Fatalf("password = %q", got)
+	}
+}
+
+func TestErrorsNameTheField(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"missing port", `"127.0.0.1:3307"`, `"127.0.0.1"`, "clusters[0].members[1].addr: missing port"},
+		{"unknown field", "site: dc1\n", "site: dc1\nsitee: x\n", "field sitee not found"},
+		{"bad duration", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    probe_interval: fast", `"fast" is not a duration`},
+		{"bad fallback", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    reads_without_replica: maybe", "clusters[0].reads_without_replica"},
+		{"duplicate member", "name: db2", "name: db1", `clusters[0].members[1].name: duplicate member "db1"`},
+		{"unset env", "DBROUTER_TEST_PW", "DBROUTER_UNSET_VAR", "clusters[0].users[0].password: environment variable DBROUTER_UNSET_VAR is not set"},
+		{"bad kind", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    kind: postgres", "clusters[0].kind"},
+		{"bad port", "127.0.0.1:6033", "127.0.0.1:99999", "clusters[0].listen: port"},
+		{"bad role", "role: proxy", "role: boss", "role: \"boss\" is not a role"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := strings.Replace(valid, tt.from, tt.to, 1)
+			if in == valid {
+				t.Fatalf("replacement %q did not apply", tt.from)
+			}
+			_, err := Parse([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretIsNeverPrinted(t *testing.T) {
+	s := Secret{Value: "hunter2"}
+	if strings.Contains(s.String(), "hunter2") {
+		t.Fatal("secret printed")
+	}
+}
