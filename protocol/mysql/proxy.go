@@ -202,6 +202,7 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 	s := &session{
 		p:   p,
 		nc:  nc,
+		raw: nc,
 		r:   bufio.NewReaderSize(nc, bufSize),
 		w:   bufio.NewWriterSize(nc, bufSize),
 		id:  id,
@@ -214,7 +215,7 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 func (p *Proxy) shutdown() {
 	p.mu.Lock()
 	for s := range p.sessions {
-		s.nc.Close()
+		s.raw.Close()
 	}
 	p.mu.Unlock()
 	p.wg.Wait()

@@ -38,6 +38,7 @@ type stmt struct {
 type session struct {
 	p    *Proxy
 	nc   net.Conn
+	raw  net.Conn // the accepted socket, closed by shutdown (nc may become TLS)
 	r    *bufio.Reader
 	w    *bufio.Writer
 	pr   packetReader
@@ -194,22 +195,24 @@ func (s *session) target(c Class, avoid int) (int, error) {
 	}
 }
 
-// acquire returns the connection a statement of class c runs on.
-func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, error) {
+// acquire returns the connection a statement of class c runs on, and the
+// member chosen (-1 when routing itself failed).
+func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, int, error) {
 	if s.pinned != nil {
-		return s.pinned, nil
+		return s.pinned, s.pinned.pool.idx, nil
 	}
 	if s.held != nil && c.ReadsSession {
-		return s.held, nil
+		return s.held, s.held.pool.idx, nil
 	}
 	m, err := s.target(c, avoid)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if s.held != nil && s.held.pool.idx == m {
-		return s.held, nil
+		return s.held, m, nil
 	}
-	return s.fresh(ctx, m)
+	bc, err := s.fresh(ctx, m)
+	return bc, m, err
 }
 
 func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
@@ -322,8 +325,14 @@ func (s *session) run(ctx context.Context, pkt []byte, c Class, kind respKind) e
 func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind, st *stmt) error {
 	avoid := -1
 	for attempt := 0; ; attempt++ {
-		bc, err := s.acquire(ctx, c, avoid)
+		bc, m, err := s.acquire(ctx, c, avoid)
 		if err != nil {
+			// A member that refuses connections before the monitor has
+			// noticed: a read goes elsewhere.
+			if m >= 0 && retryable(err, attempt, c, s) {
+				avoid = m
+				continue
+			}
 			s.p.metrics.errorsByKind(err).Inc()
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
@@ -384,7 +393,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 // retryable: only an autocommit read that no byte of reached the client may
 // run again, and only once.
 func retryable(err error, attempt int, c Class, s *session) bool {
-	return attempt == 0 && errors.Is(err, errBackendLost) && c.Kind == KindRead && s.pin == 0
+	return attempt == 0 && (errors.Is(err, errBackendLost) || errors.Is(err, errBackendDown)) && c.Kind == KindRead && s.pin == 0
 }
 
 // dropConn forgets a connection that failed mid-command.
@@ -482,7 +491,7 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 		// connection instead.
 		return s.run(ctx, pkt, Class{Kind: KindWrite, Pin: PinUnknown}, respResult)
 	}
-	bc, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
+	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
 		s.p.metrics.errorsByKind(err).Inc()
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
@@ -555,7 +564,7 @@ func (s *session) comInitDB(ctx context.Context, pkt []byte) error {
 }
 
 func (s *session) changeDB(ctx context.Context, pkt []byte, db string) error {
-	bc, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
+	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
 		s.p.metrics.errorsByKind(err).Inc()
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
@@ -640,17 +649,29 @@ func (s *session) writeFlush(seq uint8, payload []byte) error {
 	return nil
 }
 
-// upgradeTLS switches the client connection to TLS after an SSLRequest.
+// upgradeTLS switches the client connection to TLS after an SSLRequest. The
+// client may already have sent its ClientHello, which then sits in the
+// session's read buffer: TLS reads through that buffer, not the bare socket.
 func (s *session) upgradeTLS(cfg *tls.Config) error {
-	tc := tls.Server(s.nc, cfg)
+	tc := tls.Server(&bufferedConn{Conn: s.nc, r: s.r}, cfg)
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
 	_ = tc.SetDeadline(time.Time{})
+	s.deadline = time.Time{}
 	s.nc = tc
-	s.r.Reset(tc)
+	s.r = bufio.NewReaderSize(tc, bufSize)
+	s.pr.r = s.r
 	s.w.Reset(tc)
 	s.tls = true
 	return nil
 }
+
+// bufferedConn reads from a bufio.Reader that wraps the connection.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -10,6 +10,7 @@ import (
 
 	driver "github.com/go-sql-driver/mysql"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/chaos"
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
@@ -37,7 +38,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		o.members = 3
 	}
 	c := chaos.StartT(t, chaos.Options{Members: o.members})
-	log := zap.NewNop()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var members []topology.MemberConfig
 	var pm []pmysql.Member
 	for _, m := range c.Members {

@@ -134,7 +134,7 @@ func (s *session) comStmtLongData(ctx context.Context, pkt []byte) error {
 	if err != nil {
 		return nil // no reply is allowed; the execute will fail
 	}
-	bc, err := s.acquire(ctx, st.class, -1)
+	bc, _, err := s.acquire(ctx, st.class, -1)
 	if err != nil {
 		return nil
 	}
