@@ -9,7 +9,9 @@ import (
 	"github.com/dbrouter/dbrouter/topology"
 )
 
-type fakeSource struct{ p atomic.Pointer[topology.Snapshot] }
+type fakeSource struct {
+	p atomic.Pointer[topology.Snapshot]
+}
 
 func (f *fakeSource) Snapshot() *topology.Snapshot { return f.p.Load() }
 
