@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# make bench: sysbench through three paths in one run — direct to a replica,
+# HAProxy (TCP mode, round robin over the replicas) and routerd — and 2000
+# idle clients against routerd. Writes bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${BENCH_TIME:-20}
+THREADS=8
+ROUTER=127.0.0.1:16033
+ADMIN=127.0.0.1:17080
+HAPORT=16300
+work=$(mktemp -d /tmp/dbrouter-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bin/sandbox -listen "$ROUTER" -admin "$ADMIN" -dir "$work/cluster" >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do grep -q "sandbox is up" "$work/sandbox.log" && break; sleep 0.5; done
+grep -q "sandbox is up" "$work/sandbox.log" || { cat "$work/sandbox.log"; echo "bench: sandbox did not come up"; exit 1; }
+mapfile -t ports < <(grep -o 'addr: "127.0.0.1:[0-9]*"' "$work/cluster/routerd.yaml" | grep -o '[0-9]*"$' | tr -d '"')
+P1=${ports[0]} P2=${ports[1]} P3=${ports[2]}
+routerd_pid=$(pgrep -f "routerd --config $work/cluster/routerd.yaml" | head -1)
+
+cat >"$work/haproxy.cfg" <<CFG
+global
+  maxconn 8192
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 1h
+  timeout server 1h
+listen mysql
+  bind 127.0.0.1:$HAPORT
+  balance roundrobin
+  server db2 127.0.0.1:$P2
+  server db3 127.0.0.1:$P3
+CFG
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+
+sb() { sysbench "$@" --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=app --mysql-db=sbtest --tables=2 --table-size=10000; }
+echo "bench: preparing 2 tables x 10000 rows on the primary"
+sb oltp_point_select --mysql-port="$P1" prepare >/dev/null
+for p in "$P2" "$P3"; do
+  for _ in $(seq 1 100); do
+    n=$(mariadb -h 127.0.0.1 -P "$p" -u app -papp -N -e "SELECT COUNT(*) FROM sbtest.sbtest2" 2>/dev/null || echo 0)
+    [ "$n" = 10000 ] && break; sleep 0.2
+  done
+done
+
+declare -A QPS P95
+run() { # workload label port extra...
+  local w=$1 label=$2 port=$3; shift 3
+  local out
+  out=$(sb "$w" --mysql-port="$port" --threads=$THREADS --time="$DUR" --db-ps-mode=auto --report-interval=0 "$@" run)
+  QPS[$w/$label]=$(echo "$out" | sed -n 's/.*queries: .*(\(.*\) per sec.)/\1/p' | head -1)
+  P95[$w/$label]=$(echo "$out" | awk '/95th percentile:/ {print $3}')
+  printf 'bench: %-18s %-8s qps %10s  p95 %6s ms\n' "$w" "$label" "${QPS[$w/$label]}" "${P95[$w/$label]}"
+}
+for w in oltp_point_select oltp_read_only; do
+  extra=()
+  # sysbench wraps read_only in BEGIN/COMMIT; transactions stay on the
+  # primary by design, so measure the read path with skip_trx.
+  [ "$w" = oltp_read_only ] && extra=(--skip_trx=on)
+  run "$w" direct "$P2" "${extra[@]}"
+  run "$w" haproxy "$HAPORT" "${extra[@]}"
+  run "$w" routerd "${ROUTER##*:}" "${extra[@]}"
+done
+
+idle=$(go run ./bench/idleclients -addr "$ROUTER" -admin "$ADMIN" -n 2000 -pid "$routerd_pid")
+echo "bench: $idle"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+{
+  echo "# Benchmarks"
+  echo
+  echo "Made by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d) — $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
+  echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
+  echo "Everything (3 mariadbd, HAProxy or routerd, sysbench) shares the same cores, so compare ratios, not absolute numbers."
+  echo
+  echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`"
+  echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
+  echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; routerd = reads to both replicas."
+  echo
+  echo "| workload | direct qps | haproxy qps | routerd qps | routerd/haproxy qps | direct p95 ms | haproxy p95 ms | routerd p95 ms | routerd/haproxy p95 |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for w in oltp_point_select oltp_read_only; do
+    echo "| $w | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") |"
+  done
+  echo
+  echo "Idle clients (each ran one SELECT, then stayed connected): \`$idle\`"
+  echo "(rss_mib is routerd's VmRSS; backend_connections is the total open to all members)."
+} > bench/RESULTS.md
+cat bench/RESULTS.md
