@@ -76,9 +76,11 @@ type credentials struct {
 // so a member restart costs no client an error.
 const staleAfter = time.Second
 
-// get returns an idle connection for key or opens one, waiting up to the
-// context's deadline when the member is at its connection limit.
-func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
+// get returns an idle connection for key or opens one, waiting up to wait
+// when the member is at its connection limit. The wait timer is only created
+// when waiting is needed: the common case allocates nothing.
+func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wait time.Duration) (*backendConn, error) {
+	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
 		if st := p.idle[key]; len(st) > 0 {
@@ -114,12 +116,22 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials) (*b
 		p.waiters++
 		ch := p.freed
 		p.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case <-ch:
 			p.mu.Lock()
 			p.waiters--
 			p.mu.Unlock()
 		case <-ctx.Done():
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
+			return nil, ctx.Err()
+		case <-timeout:
 			p.mu.Lock()
 			p.waiters--
 			p.mu.Unlock()

@@ -29,6 +29,7 @@ type packetReader struct {
 	buf []byte
 	max int // largest logical payload accepted
 	seq uint8
+	hdr [4]byte // here, not on the stack: io.ReadFull would make it escape
 }
 
 // readPacket returns the next logical payload (chunks over 16 MiB joined). The
@@ -36,12 +37,11 @@ type packetReader struct {
 func (pr *packetReader) readPacket() ([]byte, error) {
 	pr.buf = pr.buf[:0]
 	for {
-		var hdr [4]byte
-		if _, err := io.ReadFull(pr.r, hdr[:]); err != nil {
+		if _, err := io.ReadFull(pr.r, pr.hdr[:]); err != nil {
 			return nil, err
 		}
-		n := int(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16)
-		pr.seq = hdr[3] + 1
+		n := int(uint32(pr.hdr[0]) | uint32(pr.hdr[1])<<8 | uint32(pr.hdr[2])<<16)
+		pr.seq = pr.hdr[3] + 1
 		if len(pr.buf)+n > pr.max {
 			return nil, fmt.Errorf("%w: more than %d bytes", ErrPacketTooLarge, pr.max)
 		}
@@ -88,11 +88,14 @@ func writePacket(w *bufio.Writer, seq uint8, payload []byte) (uint8, error) {
 		if n > maxChunk {
 			n = maxChunk
 		}
-		hdr := [4]byte{byte(n), byte(n >> 8), byte(n >> 16), seq}
-		seq++
-		if _, err := w.Write(hdr[:]); err != nil {
-			return seq, err
+		// Byte by byte: a [4]byte handed to Write escapes to the heap
+		// (bufio may pass it on to the underlying io.Writer).
+		for _, c := range [4]byte{byte(n), byte(n >> 8), byte(n >> 16), seq} {
+			if err := w.WriteByte(c); err != nil {
+				return seq + 1, err
+			}
 		}
+		seq++
 		if _, err := w.Write(payload[:n]); err != nil {
 			return seq, err
 		}

@@ -142,7 +142,7 @@ func (p *Proxy) serverVersion() string {
 	defer cancel()
 	for _, pool := range p.pools {
 		for _, u := range p.cfg.Users {
-			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword})
+			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword}, p.cfg.PoolTimeout)
 			if err != nil {
 				continue
 			}

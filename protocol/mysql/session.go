@@ -216,9 +216,7 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 }
 
 func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
-	pctx, cancel := context.WithTimeout(ctx, s.p.cfg.PoolTimeout)
-	bc, err := s.p.pools[m].get(pctx, s.key, s.cred)
-	cancel()
+	bc, err := s.p.pools[m].get(ctx, s.key, s.cred, s.p.cfg.PoolTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,148 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"testing"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/zap"
+)
+
+// fixedRouter routes every read to member 0 and writes nowhere.
+type fixedRouter struct{}
+
+func (fixedRouter) Primary() (int, error)   { return 0, nil }
+func (fixedRouter) Replica(int) (int, error) { return 0, nil }
+
+// fakeMember answers the handshake, COM_SET_OPTION and COM_QUERY (with one
+// canned row) from preallocated buffers, so the benchmark's allocation count
+// is the proxy's alone.
+func fakeMember(tb testing.TB, ln net.Listener) {
+	nc, err := ln.Accept()
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	r, w := bufio.NewReader(nc), bufio.NewWriter(nc)
+	pr := packetReader{r: r, max: 1 << 20}
+	scramble := []byte("abcdefghijklmnopqrst")
+	hello := appendHandshakeV10(nil, "5.5.5-10.11.0-MariaDB-fake", 1, scramble, backendCaps|gm.CLIENT_SECURE_CONNECTION, pluginNative)
+	if _, err := writePacket(w, 0, hello); err != nil || w.Flush() != nil {
+		return
+	}
+	if _, err := pr.readPacket(); err != nil {
+		return
+	}
+	_, _ = writePacket(w, 2, appendOK(nil, 0, 0, statusAutocommit, 0))
+	_ = w.Flush()
+	colDef := []byte("\x03def\x00\x00\x00\x01c\x00\x0c\x08\x00\x78\x00\x00\x00\xfe\x00\x00\x00\x00\x00")
+	eof := []byte{0xfe, 0, 0, byte(statusAutocommit), 0}
+	row := []byte("\x0bhello world")
+	colCount := []byte{1}
+	for {
+		p, err := pr.readPacket()
+		if err != nil {
+			return
+		}
+		switch p[0] {
+		case gm.COM_SET_OPTION:
+			_, _ = writePacket(w, 1, eof)
+		case gm.COM_QUERY:
+			_, _ = writePacket(w, 1, colCount)
+			_, _ = writePacket(w, 2, colDef)
+			_, _ = writePacket(w, 3, eof)
+			_, _ = writePacket(w, 4, row)
+			_, _ = writePacket(w, 5, eof)
+		default:
+			_, _ = writePacket(w, 1, appendOK(nil, 0, 0, statusAutocommit, 0))
+		}
+		if w.Flush() != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkHotPath drives one client session through a real proxy session on
+// loopback: read command, classify, route, take a pooled connection, forward,
+// relay the result set raw, release. Steady state must allocate nothing.
+func BenchmarkHotPath(b *testing.B) {
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer mln.Close()
+	go fakeMember(b, mln)
+	p, err := New(Config{Cluster: "bench", Members: []Member{{Name: "m", Addr: mln.Addr().String()}},
+		Users: map[string]*User{"app": {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}}}, fixedRouter{}, zap.NewNop(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ctx, pln) }()
+	defer func() { cancel(); <-done }()
+
+	nc, err := net.Dial("tcp", pln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	r, w := bufio.NewReader(nc), bufio.NewWriter(nc)
+	pr := packetReader{r: r, max: 1 << 20}
+	greet, err := pr.readPacket()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := parseServerHello(greet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp := appendUint32(nil, gm.CLIENT_PROTOCOL_41|gm.CLIENT_SECURE_CONNECTION|gm.CLIENT_PLUGIN_AUTH)
+	resp = appendUint32(resp, 1<<24)
+	resp = append(resp, defaultCollationID)
+	resp = append(resp, make([]byte, 23)...)
+	resp = append(resp, "app\x00"...)
+	auth := gm.CalcNativePassword(h.scramble, []byte("app"))
+	resp = append(resp, byte(len(auth)))
+	resp = append(resp, auth...)
+	resp = append(resp, pluginNative+"\x00"...)
+	if _, err := writePacket(w, 1, resp); err != nil || w.Flush() != nil {
+		b.Fatal(err)
+	}
+	if ok, err := pr.readPacket(); err != nil || ok[0] != 0 {
+		b.Fatalf("login: %v %x", err, ok)
+	}
+	query := append([]byte{gm.COM_QUERY}, "SELECT c FROM sbtest1 WHERE id=4242"...)
+	roundTrip := func() {
+		if _, err := writePacket(w, 0, query); err != nil || w.Flush() != nil {
+			b.Fatal(err)
+		}
+		eofs := 0
+		for eofs < 2 {
+			p, err := pr.readPacket()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if p[0] == 0xff {
+				b.Fatalf("error: %s", p)
+			}
+			if isEOF(p, false) {
+				eofs++
+			}
+		}
+	}
+	for i := 0; i < 100; i++ { // warm: pool, buffers, backend connection state
+		roundTrip()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		roundTrip()
+	}
+}
