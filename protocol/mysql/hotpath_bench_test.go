@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
@@ -64,68 +65,107 @@ func fakeMember(tb testing.TB, ln net.Listener) {
 	}
 }
 
-// BenchmarkHotPath drives one client session through a real proxy session on
-// loopback: read command, classify, route, take a pooled connection, forward,
-// relay the result set raw, release. Steady state must allocate nothing.
-func BenchmarkHotPath(b *testing.B) {
+// rawClient is a minimal MySQL client for tests that need exact packets.
+type rawClient struct {
+	nc       net.Conn
+	w        *bufio.Writer
+	pr       packetReader
+	scramble []byte
+}
+
+// fakeProxy starts a fake member and a proxy in front of it.
+func fakeProxy(tb testing.TB, mutate func(*Config)) string {
+	tb.Helper()
 	mln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer mln.Close()
-	go fakeMember(b, mln)
-	p, err := New(Config{Cluster: "bench", Members: []Member{{Name: "m", Addr: mln.Addr().String()}},
-		Users: map[string]*User{"app": {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}}}, fixedRouter{}, zap.NewNop(), nil)
+	go fakeMember(tb, mln)
+	cfg := Config{Cluster: "fake", Members: []Member{{Name: "m", Addr: mln.Addr().String()}},
+		Users: map[string]*User{
+			"app":  {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"},
+			"app2": {Name: "app2", Password: "two", BackendUser: "app", BackendPassword: "app"},
+		}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	p, err := New(cfg, fixedRouter{}, zap.NewNop(), nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Serve(ctx, pln) }()
-	defer func() { cancel(); <-done }()
+	tb.Cleanup(func() { cancel(); <-done; mln.Close() })
+	return pln.Addr().String()
+}
 
-	nc, err := net.Dial("tcp", pln.Addr().String())
+func dialRaw(tb testing.TB, addr, user, password string) (*rawClient, []byte) {
+	tb.Helper()
+	nc, err := net.Dial("tcp", addr)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer nc.Close()
-	r, w := bufio.NewReader(nc), bufio.NewWriter(nc)
-	pr := packetReader{r: r, max: 1 << 20}
-	greet, err := pr.readPacket()
+	tb.Cleanup(func() { nc.Close() })
+	c := &rawClient{nc: nc, w: bufio.NewWriter(nc), pr: packetReader{r: bufio.NewReader(nc), max: 1 << 20}}
+	greet, err := c.pr.readPacket()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	h, err := parseServerHello(greet)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	c.scramble = h.scramble
 	resp := appendUint32(nil, gm.CLIENT_PROTOCOL_41|gm.CLIENT_SECURE_CONNECTION|gm.CLIENT_PLUGIN_AUTH)
 	resp = appendUint32(resp, 1<<24)
 	resp = append(resp, defaultCollationID)
 	resp = append(resp, make([]byte, 23)...)
-	resp = append(resp, "app\x00"...)
-	auth := gm.CalcNativePassword(h.scramble, []byte("app"))
+	resp = append(resp, user+"\x00"...)
+	auth := gm.CalcNativePassword(h.scramble, []byte(password))
 	resp = append(resp, byte(len(auth)))
 	resp = append(resp, auth...)
 	resp = append(resp, pluginNative+"\x00"...)
-	if _, err := writePacket(w, 1, resp); err != nil || w.Flush() != nil {
-		b.Fatal(err)
+	c.send(tb, 1, resp)
+	return c, c.read(tb)
+}
+
+func (c *rawClient) send(tb testing.TB, seq uint8, payload []byte) {
+	tb.Helper()
+	if _, err := writePacket(c.w, seq, payload); err != nil || c.w.Flush() != nil {
+		tb.Fatal(err)
 	}
-	if ok, err := pr.readPacket(); err != nil || ok[0] != 0 {
-		b.Fatalf("login: %v %x", err, ok)
+}
+
+func (c *rawClient) read(tb testing.TB) []byte {
+	tb.Helper()
+	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	p, err := c.pr.readPacket()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkHotPath drives one client session through a real proxy session on
+// loopback: read command, classify, route, take a pooled connection, forward,
+// relay the result set raw, release. Steady state must allocate nothing.
+func BenchmarkHotPath(b *testing.B) {
+	addr := fakeProxy(b, nil)
+	c, ok := dialRaw(b, addr, "app", "app")
+	if ok[0] != 0 {
+		b.Fatalf("login: %x", ok)
 	}
 	query := append([]byte{gm.COM_QUERY}, "SELECT c FROM sbtest1 WHERE id=4242"...)
 	roundTrip := func() {
-		if _, err := writePacket(w, 0, query); err != nil || w.Flush() != nil {
-			b.Fatal(err)
-		}
+		c.send(b, 0, query)
 		eofs := 0
 		for eofs < 2 {
-			p, err := pr.readPacket()
+			p, err := c.pr.readPacket()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -140,6 +180,7 @@ func BenchmarkHotPath(b *testing.B) {
 	for i := 0; i < 100; i++ { // warm: pool, buffers, backend connection state
 		roundTrip()
 	}
+	_ = c.nc.SetReadDeadline(time.Time{})
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

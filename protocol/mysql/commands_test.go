@@ -1,0 +1,113 @@
+package mysql
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+)
+
+func errOf(t *testing.T, p []byte) *ServerError {
+	t.Helper()
+	if len(p) == 0 || p[0] != 0xff {
+		t.Fatalf("want an ERR packet, got %x", p)
+	}
+	return parseErr(p)
+}
+
+func TestLocalCommands(t *testing.T) {
+	addr := fakeProxy(t, nil)
+	c, ok := dialRaw(t, addr, "app", "app")
+	if ok[0] != 0 {
+		t.Fatalf("login: %x", ok)
+	}
+	t.Run("Ping", func(t *testing.T) {
+		c.send(t, 0, []byte{gm.COM_PING})
+		if p := c.read(t); p[0] != 0 {
+			t.Fatalf("ping: %x", p)
+		}
+	})
+	t.Run("UnknownCommand", func(t *testing.T) {
+		c.send(t, 0, []byte{gm.COM_BINLOG_DUMP, 0, 0})
+		if e := errOf(t, c.read(t)); e.Code != CodeUnknownCommand || !strings.Contains(e.Message, "not supported") {
+			t.Fatalf("%v", e)
+		}
+	})
+	t.Run("UnknownStatementID", func(t *testing.T) {
+		c.send(t, 0, []byte{gm.COM_STMT_EXECUTE, 99, 0, 0, 0, 0, 1, 0, 0, 0})
+		if e := errOf(t, c.read(t)); e.Code != CodeUnknownStmt {
+			t.Fatalf("%v", e)
+		}
+	})
+	t.Run("SetOptionAnsweredWithEOF", func(t *testing.T) {
+		c.send(t, 0, []byte{gm.COM_SET_OPTION, 0, 0})
+		if p := c.read(t); !isEOF(p, false) {
+			t.Fatalf("set option: %x", p)
+		}
+	})
+	t.Run("ResetConnection", func(t *testing.T) {
+		c.send(t, 0, []byte{gm.COM_RESET_CONNECTION})
+		if p := c.read(t); p[0] != 0 {
+			t.Fatalf("reset: %x", p)
+		}
+	})
+	t.Run("ChangeUser", func(t *testing.T) {
+		change := func(user, pw string) []byte {
+			b := append([]byte{gm.COM_CHANGE_USER}, user+"\x00"...)
+			auth := gm.CalcNativePassword(c.scramble, []byte(pw))
+			b = append(b, byte(len(auth)))
+			b = append(b, auth...)
+			b = append(b, "app\x00"...)
+			b = append(b, defaultCollationID, 0)
+			return append(b, pluginNative+"\x00"...)
+		}
+		c.send(t, 0, change("app2", "two"))
+		if p := c.read(t); p[0] != 0 {
+			t.Fatalf("change user: %x", p)
+		}
+		c.send(t, 0, append([]byte{gm.COM_QUERY}, "SELECT 1"...))
+		if p := c.read(t); p[0] != 1 {
+			t.Fatalf("query after change user: %x", p)
+		}
+		for i := 0; i < 4; i++ { // rest of the canned result set
+			c.read(t)
+		}
+		c.send(t, 0, change("app2", "wrong"))
+		if e := errOf(t, c.read(t)); e.Code != CodeAccessDenied || e.State != "28000" {
+			t.Fatalf("%v", e)
+		}
+	})
+}
+
+func TestOversizedPacketClosesOnlyThatClient(t *testing.T) {
+	addr := fakeProxy(t, func(c *Config) { c.MaxPacket = 1 << 16 })
+	victim, _ := dialRaw(t, addr, "app", "app")
+	other, _ := dialRaw(t, addr, "app", "app")
+	big := append([]byte{gm.COM_QUERY}, bytes.Repeat([]byte("x"), 1<<17)...)
+	victim.send(t, 0, big)
+	e := errOf(t, victim.read(t))
+	if e.Code != CodePacketTooLarge || !strings.Contains(e.Message, "dbrouter: cluster fake:") {
+		t.Fatalf("%v", e)
+	}
+	if _, err := victim.pr.readPacket(); err == nil {
+		t.Fatal("oversized client still connected")
+	}
+	other.send(t, 0, []byte{gm.COM_PING})
+	if p := other.read(t); p[0] != 0 {
+		t.Fatalf("other client disturbed: %x", p)
+	}
+}
+
+func TestErrorTable(t *testing.T) {
+	for _, e := range errorTable {
+		se := toServerError("c", e.target)
+		if se.Code != e.code || se.State != e.state || !strings.HasPrefix(se.Message, "dbrouter: cluster c: ") {
+			t.Errorf("%v -> %+v", e.target, se)
+		}
+	}
+	backend := &ServerError{Code: 1146, State: "42S02", Message: "Table 'x' doesn't exist"}
+	if got := toServerError("c", backend); got != backend {
+		t.Errorf("backend errors must pass unchanged, got %+v", got)
+	}
+}
