@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# make bench: sysbench through three paths in one run — direct to a replica,
+# make bench: sysbench through three paths in one run (BENCH_ROUNDS rounds of
+# BENCH_TIME seconds per target, interleaved; medians reported) — direct to a replica,
 # HAProxy (TCP mode, round robin over the replicas) and routerd — and 2000
 # idle clients against routerd. Writes bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${BENCH_TIME:-20}
+DUR=${BENCH_TIME:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=8
 ROUTER=127.0.0.1:16033
 ADMIN=127.0.0.1:17080
@@ -53,23 +55,34 @@ for p in "$P2" "$P3"; do
   done
 done
 
-declare -A QPS P95
+declare -A QPS P95 ALLQ ALLP
 run() { # workload label port extra...
   local w=$1 label=$2 port=$3; shift 3
-  local out
+  local out q p
   out=$(sb "$w" --mysql-port="$port" --threads=$THREADS --time="$DUR" --db-ps-mode=auto --report-interval=0 "$@" run)
-  QPS[$w/$label]=$(echo "$out" | sed -n 's/.*queries: .*(\(.*\) per sec.)/\1/p' | head -1)
-  P95[$w/$label]=$(echo "$out" | awk '/95th percentile:/ {print $3}')
-  printf 'bench: %-18s %-8s qps %10s  p95 %6s ms\n' "$w" "$label" "${QPS[$w/$label]}" "${P95[$w/$label]}"
+  q=$(echo "$out" | sed -n 's/.*queries: .*(\(.*\) per sec.)/\1/p' | head -1)
+  p=$(echo "$out" | awk '/95th percentile:/ {print $3}')
+  ALLQ[$w/$label]+="$q "
+  ALLP[$w/$label]+="$p "
+  printf 'bench: %-18s %-8s qps %10s  p95 %6s ms\n' "$w" "$label" "$q" "$p"
 }
-for w in oltp_point_select oltp_read_only; do
-  extra=()
-  # sysbench wraps read_only in BEGIN/COMMIT; transactions stay on the
-  # primary by design, so measure the read path with skip_trx.
-  [ "$w" = oltp_read_only ] && extra=(--skip_trx=on)
-  run "$w" direct "$P2" "${extra[@]}"
-  run "$w" haproxy "$HAPORT" "${extra[@]}"
-  run "$w" routerd "${ROUTER##*:}" "${extra[@]}"
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Targets are interleaved round by round, and medians reported: the machine
+# is shared, and one run per target measures the neighbours as much as us.
+for round in $(seq 1 "$ROUNDS"); do
+  for w in oltp_point_select oltp_read_only; do
+    extra=()
+    # sysbench wraps read_only in BEGIN/COMMIT; transactions stay on the
+    # primary by design, so measure the read path with skip_trx.
+    [ "$w" = oltp_read_only ] && extra=(--skip_trx=on)
+    run "$w" direct "$P2" "${extra[@]}"
+    run "$w" haproxy "$HAPORT" "${extra[@]}"
+    run "$w" routerd "${ROUTER##*:}" "${extra[@]}"
+  done
+done
+for k in "${!ALLQ[@]}"; do
+  QPS[$k]=$(echo "${ALLQ[$k]}" | median)
+  P95[$k]=$(echo "${ALLP[$k]}" | median)
 done
 
 idle=$(go run ./bench/idleclients -addr "$ROUTER" -admin "$ADMIN" -n 2000 -pid "$routerd_pid")
@@ -83,7 +96,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
   echo "Everything (3 mariadbd, HAProxy or routerd, sysbench) shares the same cores, so compare ratios, not absolute numbers."
   echo
-  echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`"
+  echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
+  echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
   echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; routerd = reads to both replicas."
   echo
@@ -91,6 +105,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "|---|---|---|---|---|---|---|---|---|"
   for w in oltp_point_select oltp_read_only; do
     echo "| $w | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") |"
+  done
+  echo
+  echo "All runs (qps / p95 ms, in round order):"
+  echo
+  for k in $(echo "${!ALLQ[@]}" | tr ' ' '\n' | sort); do
+    echo "- $k: qps ${ALLQ[$k]}/ p95 ${ALLP[$k]}"
   done
   echo
   echo "Idle clients (each ran one SELECT, then stayed connected): \`$idle\`"

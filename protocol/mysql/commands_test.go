@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 )
@@ -109,5 +110,40 @@ func TestErrorTable(t *testing.T) {
 	backend := &ServerError{Code: 1146, State: "42S02", Message: "Table 'x' doesn't exist"}
 	if got := toServerError("c", backend); got != backend {
 		t.Errorf("backend errors must pass unchanged, got %+v", got)
+	}
+}
+
+func query(t *testing.T, c *rawClient, sql string) []byte {
+	t.Helper()
+	c.send(t, 0, append([]byte{gm.COM_QUERY}, sql...))
+	first := bytes.Clone(c.read(t)) // the reader reuses its buffer
+	if first[0] == 1 { // the fake's one-row result set
+		for i := 0; i < 4; i++ {
+			c.read(t)
+		}
+	}
+	return first
+}
+
+func TestPoolTimeoutWhenMemberConnectionsAreAllPinned(t *testing.T) {
+	addr := fakeProxy(t, func(c *Config) {
+		c.MaxConnsPerMember = 1
+		c.PoolTimeout = 200 * time.Millisecond
+	})
+	holder, _ := dialRaw(t, addr, "app", "app")
+	waiter, _ := dialRaw(t, addr, "app", "app")
+	if p := query(t, holder, "SELECT GET_LOCK('x', 1)"); p[0] != 1 {
+		t.Fatalf("GET_LOCK: %x", p)
+	}
+	start := time.Now()
+	e := errOf(t, query(t, waiter, "SELECT 1"))
+	if e.Code != CodePoolTimeout || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("%v after %v", e, time.Since(start))
+	}
+	// The holder leaves: its connection is reset and handed over.
+	holder.send(t, 0, []byte{gm.COM_QUIT})
+	holder.nc.Close()
+	if p := query(t, waiter, "SELECT 1"); p[0] != 1 {
+		t.Fatalf("after the holder quit: %x", p)
 	}
 }
