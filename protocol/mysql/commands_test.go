@@ -117,7 +117,7 @@ func query(t *testing.T, c *rawClient, sql string) []byte {
 	t.Helper()
 	c.send(t, 0, append([]byte{gm.COM_QUERY}, sql...))
 	first := bytes.Clone(c.read(t)) // the reader reuses its buffer
-	if first[0] == 1 { // the fake's one-row result set
+	if first[0] == 1 {              // the fake's one-row result set
 		for i := 0; i < 4; i++ {
 			c.read(t)
 		}
