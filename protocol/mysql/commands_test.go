@@ -7,6 +7,7 @@ import (
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/goleak"
 )
 
 func errOf(t *testing.T, p []byte) *ServerError {
@@ -17,7 +18,15 @@ func errOf(t *testing.T, p []byte) *ServerError {
 	return parseErr(p)
 }
 
+// noLeaks checks, after every other cleanup of the test (clients closed,
+// proxy shut down), that no goroutine the test started is left.
+func noLeaks(t *testing.T) {
+	before := goleak.IgnoreCurrent() // snapshot now, not at cleanup time
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
 func TestLocalCommands(t *testing.T) {
+	noLeaks(t)
 	addr := fakeProxy(t, nil)
 	c, ok := dialRaw(t, addr, "app", "app")
 	if ok[0] != 0 {
@@ -82,6 +91,7 @@ func TestLocalCommands(t *testing.T) {
 }
 
 func TestOversizedPacketClosesOnlyThatClient(t *testing.T) {
+	noLeaks(t)
 	addr := fakeProxy(t, func(c *Config) { c.MaxPacket = 1 << 16 })
 	victim, _ := dialRaw(t, addr, "app", "app")
 	other, _ := dialRaw(t, addr, "app", "app")
@@ -126,6 +136,7 @@ func query(t *testing.T, c *rawClient, sql string) []byte {
 }
 
 func TestPoolTimeoutWhenMemberConnectionsAreAllPinned(t *testing.T) {
+	noLeaks(t)
 	addr := fakeProxy(t, func(c *Config) {
 		c.MaxConnsPerMember = 1
 		c.PoolTimeout = 200 * time.Millisecond

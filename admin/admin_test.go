@@ -1,0 +1,54 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+func TestStatusJSONShape(t *testing.T) {
+	snap := &topology.Snapshot{Cluster: "app", Primary: 0, Members: []topology.Member{
+		{Name: "db1", Addr: "a:1", Reachable: true, Role: topology.RolePrimary, SemiSyncOn: true, Lag: 0, RTT: 1500 * time.Microsecond},
+		{Name: "db2", Addr: "a:2", Reachable: true, ReadOnly: true, Role: topology.RoleReplica, Eligible: true, Lag: 40 * time.Millisecond},
+		{Name: "db3", Addr: "a:3", Role: topology.RoleUnknown, Lag: -1, ProbeError: "refused"},
+	}}
+	c := Cluster{Name: "app", Kind: "mysql", Snapshot: func() *topology.Snapshot { return snap },
+		Conns: func() map[string][2]int { return map[string][2]int{"db2": {3, 2}} }}
+	rec := httptest.NewRecorder()
+	New([]Cluster{c}, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	var doc struct {
+		Clusters []struct {
+			Name, Kind, Primary, Phase string
+			Epoch                      uint64
+			Members                    []map[string]any
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	cl := doc.Clusters[0]
+	if cl.Name != "app" || cl.Kind != "mysql" || cl.Primary != "db1" || cl.Phase != "serving" || len(cl.Members) != 3 {
+		t.Fatalf("%+v", cl)
+	}
+	for _, k := range []string{"name", "addr", "role", "healthy", "lag_ms", "rtt_ms"} {
+		if _, ok := cl.Members[0][k]; !ok {
+			t.Errorf("member lacks %q", k)
+		}
+	}
+	m1, m2, m3 := cl.Members[0], cl.Members[1], cl.Members[2]
+	if m1["semi_sync"] != "off (fell back to async)" || m1["rtt_ms"] != 1.5 || m1["healthy"] != true {
+		t.Errorf("primary %v", m1)
+	}
+	if m2["lag_ms"] != 40.0 || m2["backend_connections"] != 3.0 || m2["healthy"] != true {
+		t.Errorf("replica %v", m2)
+	}
+	if m3["lag_ms"] != -1.0 || m3["healthy"] != false || m3["error"] != "refused" || m3["role"] != "unknown" {
+		t.Errorf("unreachable %v", m3)
+	}
+}
