@@ -1,0 +1,95 @@
+package mysql
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"testing"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/dbrouter/dbrouter/chaos"
+)
+
+// realProxy puts a proxy with a fixed route in front of one real member.
+func realProxy(t *testing.T) string {
+	t.Helper()
+	c := chaos.StartT(t, chaos.Options{Members: 1})
+	p, err := New(Config{Cluster: "real", Members: []Member{{Name: "db1", Addr: c.Members[0].Addr()}},
+		Users: map[string]*User{"app": {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}}},
+		fixedRouter{}, zaptest.NewLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+func expectOK(t *testing.T, p []byte, what string) {
+	t.Helper()
+	if len(p) == 0 || p[0] != 0 {
+		t.Fatalf("%s: %q", what, p)
+	}
+}
+
+func TestCursorFetchStaysOnItsConnection(t *testing.T) {
+	addr := realProxy(t)
+	c, ok := dialRaw(t, addr, "app", "app")
+	expectOK(t, ok, "login")
+	c.send(t, 0, append([]byte{gm.COM_INIT_DB}, "app"...))
+	expectOK(t, c.read(t), "init db")
+	for _, q := range []string{"CREATE TABLE cur (id INT PRIMARY KEY)", "INSERT INTO cur VALUES (1),(2),(3),(4),(5)"} {
+		c.send(t, 0, append([]byte{gm.COM_QUERY}, q...))
+		expectOK(t, c.read(t), q)
+	}
+	c.send(t, 0, append([]byte{gm.COM_STMT_PREPARE}, "SELECT id FROM cur ORDER BY id"...))
+	prep := c.read(t)
+	expectOK(t, prep, "prepare")
+	id := binary.LittleEndian.Uint32(prep[1:])
+	c.read(t) // column definition
+	c.read(t) // EOF
+	exec := appendUint32([]byte{gm.COM_STMT_EXECUTE}, id)
+	exec = append(exec, 1) // CURSOR_TYPE_READ_ONLY
+	exec = appendUint32(exec, 1)
+	c.send(t, 0, exec)
+	if p := c.read(t); p[0] != 1 {
+		t.Fatalf("execute: column count %q", p)
+	}
+	c.read(t) // column definition
+	if st := eofStatus(c.read(t), false); st&statusCursorExists == 0 {
+		t.Fatalf("no cursor opened (status %#x)", st)
+	}
+	// Other statements between fetches run on the same connection, and the
+	// cursor survives them.
+	c.send(t, 0, append([]byte{gm.COM_QUERY}, "DO 1"...))
+	expectOK(t, c.read(t), "statement between fetches")
+	rows := 0
+	for fetches := 0; fetches < 10; fetches++ {
+		c.send(t, 0, appendUint32(appendUint32([]byte{gm.COM_STMT_FETCH}, id), 2))
+		for {
+			p := c.read(t)
+			if p[0] == 0xff {
+				t.Fatalf("fetch: %v", parseErr(p))
+			}
+			if isEOF(p, false) {
+				if eofStatus(p, false)&statusLastRowSent != 0 {
+					if rows != 5 {
+						t.Fatalf("fetched %d rows, want 5", rows)
+					}
+					return
+				}
+				break
+			}
+			rows++
+		}
+	}
+	t.Fatalf("cursor never finished (%d rows)", rows)
+}
