@@ -489,6 +489,18 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 		// connection instead.
 		return s.run(ctx, pkt, Class{Kind: KindWrite, Pin: PinUnknown}, respResult)
 	}
+	return s.runStateChange(ctx, pkt, KindSet, func(bc *backendConn) error {
+		s.sets = next
+		s.setsHash = hashSets(next)
+		bc.setsHash = s.setsHash
+		return nil
+	})
+}
+
+// runStateChange runs a statement that changes replayed session state (SET,
+// USE, COM_INIT_DB) on the primary, and applies the change to the session only
+// when the member accepted it.
+func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, apply func(bc *backendConn) error) error {
 	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
 		s.p.metrics.errorsByKind(err).Inc()
@@ -496,17 +508,15 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 	}
 	res, err := s.execOn(bc, pkt, respResult)
 	if err != nil {
-		if errors.Is(err, errHandled) {
-			return nil
-		}
-		return err
+		return ignoreHandled(err)
 	}
 	if !res.serverErr {
-		s.sets = next
-		s.setsHash = hashSets(next)
-		bc.setsHash = s.setsHash
+		if err := apply(bc); err != nil {
+			s.dropConn(bc)
+			return nil
+		}
 	}
-	s.settle(bc, Class{Kind: KindSet}, res, respResult)
+	s.settle(bc, Class{Kind: kind}, res, respResult)
 	return nil
 }
 
@@ -562,30 +572,17 @@ func (s *session) comInitDB(ctx context.Context, pkt []byte) error {
 }
 
 func (s *session) changeDB(ctx context.Context, pkt []byte, db string) error {
-	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
-	if err != nil {
-		s.p.metrics.errorsByKind(err).Inc()
-		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
-	}
-	res, err := s.execOn(bc, pkt, respResult)
-	if err != nil {
-		if errors.Is(err, errHandled) {
-			return nil
-		}
-		return err
-	}
-	if !res.serverErr {
+	return s.runStateChange(ctx, pkt, KindUse, func(bc *backendConn) error {
 		s.db = db
 		if bc.db != db {
+			// Cached statements name tables relative to the old database.
 			if err := bc.forgetStmts(); err != nil {
-				s.dropConn(bc)
-				return nil
+				return err
 			}
 			bc.db = db
 		}
-	}
-	s.settle(bc, Class{Kind: KindUse}, res, respResult)
-	return nil
+		return nil
+	})
 }
 
 func (s *session) comSetOption(ctx context.Context, pkt []byte) error {
