@@ -105,3 +105,45 @@ func TestMemberKillPauseRestart(t *testing.T) {
 		t.Fatal(fmt.Sprint("server id after restart ", got))
 	}
 }
+
+func TestLinkAddsLatencyAndCuts(t *testing.T) {
+	c := StartT(t, Options{Members: 1})
+	l, err := NewLink(t.Name(), c.Members[0].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/?timeout=2s", AdminUser, AdminPassword, l.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxIdleConns(0)
+	rtt := func() time.Duration {
+		start := time.Now()
+		if serverID(t, db) != 1 {
+			t.Fatal("wrong server behind the link")
+		}
+		return time.Since(start)
+	}
+	base := rtt()
+	if err := l.SetLatency(10 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if slow := rtt(); slow < base+20*time.Millisecond {
+		t.Fatalf("with 10ms each way a connect+query took %v (without: %v)", slow, base)
+	}
+	l.Cut()
+	if err := db.Ping(); err == nil {
+		t.Fatal("ping through a cut link succeeded")
+	}
+	if err := l.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLatency(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(); err != nil {
+		t.Fatalf("after restore: %v", err)
+	}
+}

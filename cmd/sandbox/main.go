@@ -27,6 +27,7 @@ func run() int {
 	listen := flag.String("listen", "127.0.0.1:6033", "MySQL listener of the proxy")
 	adminAddr := flag.String("admin", "127.0.0.1:7080", "admin API of the proxy")
 	dir := flag.String("dir", "", "work dir (default: a new temp dir, removed on exit)")
+	remoteLatency := flag.Duration("remote-latency", 5*time.Millisecond, "latency each way to db3, a simulated second site (0: db3 is local)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sandbox: unexpected argument %q\n", flag.Arg(0))
@@ -58,8 +59,27 @@ func run() int {
 		fmt.Println("sandbox: stopping mariadbd ...")
 		c.Close()
 	}()
+	// db3 sits in a simulated second site: the proxy reaches it through a
+	// link adding latency each way, so "nearest" has something to show.
+	addrs := []string{c.Members[0].Addr(), c.Members[1].Addr(), c.Members[2].Addr()}
+	sites := []string{"local", "local", "local"}
+	remoteNote := ""
+	if *remoteLatency > 0 {
+		remote, err := chaos.NewLink("sandbox-db3", c.Members[2].Addr())
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
+			return 1
+		}
+		defer remote.Close()
+		if err := remote.SetLatency(*remoteLatency); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
+			return 1
+		}
+		addrs[2], sites[2] = remote.Addr, "remote"
+		remoteNote = fmt.Sprintf("\n                            (the proxy reaches db3 through a link adding %v each way: site \"remote\")", *remoteLatency)
+	}
 	cfgPath := filepath.Join(c.Dir(), "routerd.yaml")
-	if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, *listen, *adminAddr)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, addrs, sites, *listen, *adminAddr)), 0o600); err != nil {
 		fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 		return 1
 	}
@@ -92,10 +112,10 @@ dbrouter sandbox is up (work dir %s)
   MySQL through the proxy:  mariadb -h %s -P %s -u %s -p%s %s
   status:                   bin/routerctl status        (admin API http://%s/status)
   metrics:                  curl http://%s/metrics
-  members (direct):         %s
+  members (direct):         %s%s
 
 Ctrl-C stops everything.
-`, c.Dir(), host, port, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase, *adminAddr, *adminAddr, memberList(c))
+`, c.Dir(), host, port, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase, *adminAddr, *adminAddr, memberList(c), remoteNote)
 	select {
 	case <-ctx.Done():
 		fmt.Println("\nsandbox: stopping routerd ...")
@@ -119,12 +139,12 @@ func memberList(c *chaos.Cluster) string {
 	return strings.Join(parts, ", ")
 }
 
-func routerdConfig(c *chaos.Cluster, listen, adminAddr string) string {
+func routerdConfig(c *chaos.Cluster, addrs, sites []string, listen, adminAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "role: proxy\nname: sandbox-proxy\nsite: local\nadmin:\n  listen: %s\nclusters:\n  - name: app\n    kind: mysql\n    listen: %s\n", adminAddr, listen)
 	fmt.Fprintf(&b, "    monitor: {user: %s, password: %s}\n    users:\n      - {name: %s, password: %s}\n    members:\n", chaos.AdminUser, chaos.AdminPassword, chaos.AppUser, chaos.AppPassword)
-	for _, m := range c.Members {
-		fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: local}\n", m.Name, m.Addr())
+	for i, m := range c.Members {
+		fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: %s}\n", m.Name, addrs[i], sites[i])
 	}
 	return b.String()
 }

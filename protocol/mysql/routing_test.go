@@ -5,8 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"testing"
+	"time"
 
 	driver "github.com/go-sql-driver/mysql"
+
+	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/router"
 )
 
 const primaryID = 1
@@ -247,3 +251,35 @@ func TestRouting(t *testing.T) {
 }
 
 var _ = sql.ErrNoRows
+
+// TestNearestReplica: a replica 10 ms away (each way) gets no reads while a
+// near one is eligible, and takes them when the near one breaks.
+func TestNearestReplica(t *testing.T) {
+	e := newEnv(t, envOpts{remote: map[int]time.Duration{2: 10 * time.Millisecond},
+		routerFn: func(c *router.Config) { c.LocalityWindow = 5 * time.Millisecond }})
+	db := e.db(t, "")
+	ctx := context.Background()
+	s := e.mon.Snapshot()
+	if s.Members[2].RTT < 15*time.Millisecond || s.Members[1].RTT > 10*time.Millisecond {
+		t.Fatalf("measured RTTs near %v, far %v", s.Members[1].RTT, s.Members[2].RTT)
+	}
+	for i := 0; i < 20; i++ {
+		if id := serverID(t, db, "SELECT @@server_id"); id != 2 {
+			t.Fatalf("read %d answered by %d, want the near replica 2", i, id)
+		}
+	}
+	near, _ := e.cluster.Members[1].DB()
+	defer near.Close()
+	if _, err := near.ExecContext(ctx, "STOP SLAVE SQL_THREAD"); err != nil {
+		t.Fatal(err)
+	}
+	err := chaos.Poll(ctx, 5*time.Second, func() (bool, error) { return !e.mon.Snapshot().Members[1].Eligible, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if id := serverID(t, db, "SELECT @@server_id"); id != 3 {
+			t.Fatalf("with the near replica broken, read answered by %d, want the far replica 3", id)
+		}
+	}
+}

@@ -27,7 +27,10 @@ type env struct {
 }
 
 type envOpts struct {
-	members  int
+	members int
+	// remote: member indexes reached through a link adding this latency
+	// each way, in site "remote" (the others are in "local").
+	remote   map[int]time.Duration
 	mutate   func(*pmysql.Config)
 	routerFn func(*router.Config)
 }
@@ -41,9 +44,21 @@ func newEnv(t *testing.T, o envOpts) *env {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var members []topology.MemberConfig
 	var pm []pmysql.Member
-	for _, m := range c.Members {
-		members = append(members, topology.MemberConfig{Name: m.Name, Addr: m.Addr()})
-		pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr()})
+	for i, m := range c.Members {
+		addr, site := m.Addr(), "local"
+		if d, ok := o.remote[i]; ok {
+			l, err := chaos.NewLink(t.Name()+"/"+m.Name, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(l.Close)
+			if err := l.SetLatency(d); err != nil {
+				t.Fatal(err)
+			}
+			addr, site = l.Addr, "remote"
+		}
+		members = append(members, topology.MemberConfig{Name: m.Name, Addr: addr, Site: site})
+		pm = append(pm, pmysql.Member{Name: m.Name, Addr: addr})
 	}
 	mon, err := topology.New(topology.Config{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
 		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: time.Second, HeartbeatID: t.Name()}, log)
