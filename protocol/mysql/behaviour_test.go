@@ -349,6 +349,9 @@ func TestMemberFailures(t *testing.T) {
 			if errCode(err) != pmysql.CodeBackendLost {
 				t.Fatalf("in-flight read on a killed replica: %v, want error %d", err, pmysql.CodeBackendLost)
 			}
+			if n := e.counter(t, "dbrouter_errors_total", map[string]string{"kind": "backend_lost"}); n < 1 {
+				t.Fatalf("dbrouter_errors_total{kind=backend_lost} = %v", n)
+			}
 			if time.Since(start) > 15*time.Second {
 				t.Fatal("error came only after the sleep would have ended")
 			}

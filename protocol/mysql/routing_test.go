@@ -263,10 +263,19 @@ func TestNearestReplica(t *testing.T) {
 	if s.Members[2].RTT < 15*time.Millisecond || s.Members[1].RTT > 10*time.Millisecond {
 		t.Fatalf("measured RTTs near %v, far %v", s.Members[1].RTT, s.Members[2].RTT)
 	}
+	farBefore := e.counter(t, "dbrouter_queries_total", map[string]string{"member": "db3"})
+	nearBefore := e.counter(t, "dbrouter_queries_total", map[string]string{"member": "db2", "route": "routed"})
 	for i := 0; i < 20; i++ {
 		if id := serverID(t, db, "SELECT @@server_id"); id != 2 {
 			t.Fatalf("read %d answered by %d, want the near replica 2", i, id)
 		}
+	}
+	// The metrics say the same.
+	if got := e.counter(t, "dbrouter_queries_total", map[string]string{"member": "db2", "route": "routed"}) - nearBefore; got < 20 {
+		t.Fatalf("dbrouter_queries_total{member=db2} grew by %v, want >= 20", got)
+	}
+	if got := e.counter(t, "dbrouter_queries_total", map[string]string{"member": "db3"}); got != farBefore {
+		t.Fatalf("dbrouter_queries_total{member=db3} grew while db3 got no reads")
 	}
 	near, _ := e.cluster.Members[1].DB()
 	defer near.Close()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -24,6 +25,7 @@ type env struct {
 	mon     *topology.Monitor
 	proxy   *pmysql.Proxy
 	addr    string
+	reg     *prometheus.Registry
 }
 
 type envOpts struct {
@@ -85,7 +87,8 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
-	p, err := pmysql.New(cfg, rt, log, nil)
+	reg := prometheus.NewRegistry()
+	p, err := pmysql.New(cfg, rt, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		<-serveDone
 		<-monDone
 	})
-	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String()}
+	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String(), reg: reg}
 	e.waitHealthy(t, o.members-1)
 	return e
 }
@@ -176,3 +179,32 @@ func mustExec(t *testing.T, c interface {
 }
 
 var _ = driver.ErrInvalidConn
+
+// counter sums a counter's samples whose labels include all of want.
+func (e *env) counter(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
