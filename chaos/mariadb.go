@@ -126,13 +126,20 @@ func buildTemplate() (string, error) {
 			return
 		}
 		data := filepath.Join(dir, "data")
-		args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}, innodbArgs...)
+		// A private tmpdir: test binaries bootstrap in parallel, and their
+		// temporary tables must not meet in /tmp.
+		tmp := filepath.Join(dir, "tmp")
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			templateErr = err
+			return
+		}
+		args := append([]string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp, "--auth-root-authentication-method=normal", "--skip-test-db"}, innodbArgs...)
 		args = append(args, userArg()...)
 		if out, err := exec.Command("mariadb-install-db", args...).CombinedOutput(); err != nil {
 			templateErr = fmt.Errorf("mariadb-install-db: %w\n%s", err, tail(out, 2000))
 			return
 		}
-		bargs := append([]string{"--no-defaults", "--bootstrap", "--datadir=" + data, "--skip-log-bin"}, innodbArgs...)
+		bargs := append([]string{"--no-defaults", "--bootstrap", "--datadir=" + data, "--tmpdir=" + tmp, "--skip-log-bin"}, innodbArgs...)
 		bargs = append(bargs, userArg()...)
 		cmd := exec.Command(mariadbdPath(), bargs...)
 		cmd.Stdin = strings.NewReader(usersSQL)
@@ -240,6 +247,9 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 	if out, err := exec.Command("cp", "-a", tmpl, m.DataDir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy template for %s: %w: %s", name, err, out)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		return nil, err
+	}
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -253,6 +263,7 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		"[mariadbd]",
 		"datadir=" + m.DataDir,
 		"socket=" + m.Socket,
+		"tmpdir=" + filepath.Join(dir, "tmp"),
 		"pid-file=" + filepath.Join(dir, "mysqld.pid"),
 		"log-error=" + m.logPath,
 		"port=" + strconv.Itoa(port),

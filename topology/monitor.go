@@ -45,10 +45,19 @@ type Monitor struct {
 }
 
 type prober struct {
-	cfg  MemberConfig
-	db   *sql.DB
-	srtt time.Duration
+	cfg   MemberConfig
+	db    *sql.DB
+	srtt  time.Duration
+	fails int // consecutive failed probes
 }
+
+// unreachableAfter consecutive failed probes mark a member unreachable: one
+// probe that misses its deadline on a busy server must not take the primary
+// away from every writer.
+const unreachableAfter = 2
+
+// minProbeTimeout: probes get at least this long, whatever the interval.
+const minProbeTimeout = time.Second
 
 // New returns a monitor whose first snapshot has every member unreachable.
 func New(cfg Config, log *zap.Logger) (*Monitor, error) {
@@ -63,9 +72,9 @@ func New(cfg Config, log *zap.Logger) (*Monitor, error) {
 	for _, mc := range cfg.Members {
 		dc := mysql.NewConfig()
 		dc.User, dc.Passwd, dc.Net, dc.Addr = cfg.User, cfg.Password, "tcp", mc.Addr
-		dc.Timeout = cfg.ProbeInterval * 2
-		dc.ReadTimeout = cfg.ProbeInterval * 2
-		dc.WriteTimeout = cfg.ProbeInterval * 2
+		dc.Timeout = max(cfg.ProbeInterval, minProbeTimeout)
+		dc.ReadTimeout = max(cfg.ProbeInterval, minProbeTimeout)
+		dc.WriteTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.InterpolateParams = true
 		conn, err := mysql.NewConnector(dc)
 		if err != nil {
@@ -109,7 +118,7 @@ func (m *Monitor) Run(ctx context.Context) {
 // ProbeOnce probes all members in parallel and publishes the result.
 func (m *Monitor) ProbeOnce(ctx context.Context) {
 	prev := m.snap.Load()
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.ProbeInterval)
+	ctx, cancel := context.WithTimeout(ctx, max(m.cfg.ProbeInterval, minProbeTimeout))
 	defer cancel()
 	next := &Snapshot{Cluster: m.cfg.Cluster, Taken: time.Now(), Primary: -1, Members: make([]Member, len(m.members))}
 	var wg sync.WaitGroup
@@ -188,9 +197,15 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	err := p.db.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled").
 		Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi)
 	if err != nil {
+		p.fails++
+		if p.fails < unreachableAfter && prev.Reachable {
+			prev.ProbeError = err.Error()
+			return prev // keep the last observation until failures repeat
+		}
 		st.ProbeError = err.Error()
 		return st
 	}
+	p.fails = 0
 	rtt := time.Since(t0)
 	// Exponential smoothing: one slow probe must not reorder "nearest".
 	if p.srtt == 0 {

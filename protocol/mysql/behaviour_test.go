@@ -323,13 +323,16 @@ func TestMemberFailures(t *testing.T) {
 			_, err := c.ExecContext(ctx, "SELECT SLEEP(20)")
 			done <- err
 		}()
-		// Find the replica running the sleep and kill it.
+		// Find the replica running the sleep and kill it once it is sleeping:
+		// by then the result metadata has reached the client, so this is a
+		// read that dies mid-response (an error), not one that failed before
+		// any byte (which the proxy retries elsewhere, by design).
 		var victim *chaos.Member
 		err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
 			for _, m := range e.cluster.Members[1:] {
 				mdb, _ := m.DB()
 				var n int
-				err := mdb.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%'").Scan(&n)
+				err := mdb.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(20)%' AND STATE = 'User sleep'").Scan(&n)
 				mdb.Close()
 				if err == nil && n > 0 {
 					victim = m
