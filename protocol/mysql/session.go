@@ -70,14 +70,7 @@ type session struct {
 }
 
 func (s *session) close() {
-	if s.pinned != nil {
-		s.releaseDirty(s.pinned)
-		s.pinned = nil
-	}
-	if s.held != nil {
-		s.release(s.held)
-		s.held = nil
-	}
+	s.resetSession() // hands pinned and held connections back, reset if dirty
 	s.nc.Close()
 }
 
@@ -303,9 +296,7 @@ func (s *session) unpin(p Pin) {
 	if s.pin == 0 && s.pinned != nil {
 		bc := s.pinned
 		s.pinned = nil
-		if s.held == nil {
-			s.release(bc)
-		} else if s.held != bc {
+		if s.held != bc {
 			s.release(bc)
 		}
 	}
