@@ -191,11 +191,18 @@ func (m *Monitor) logChanges(prev, next *Snapshot) {
 
 func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	st := Member{Name: p.cfg.Name, Addr: p.cfg.Addr, Site: p.cfg.Site, Lag: -1, RTT: prev.RTT}
-	t0 := time.Now()
 	var ro int
 	var semi sql.NullString
-	err := p.db.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled").
-		Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi)
+	// Take the connection first, so dialing (several round trips) is never
+	// counted as RTT: one slow reconnect must not make a member look far.
+	conn, err := p.db.Conn(ctx)
+	var t0 time.Time
+	if err == nil {
+		t0 = time.Now()
+		err = conn.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled").
+			Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi)
+		conn.Close()
+	}
 	if err != nil {
 		p.fails++
 		if p.fails < unreachableAfter && prev.Reachable {
