@@ -25,8 +25,16 @@ func TestRouting(t *testing.T) {
 	mustExec(t, db, "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
 	mustExec(t, db, "INSERT INTO t (v) VALUES (1), (2), (3)")
 	ctx := context.Background()
+	// Each case starts from a healthy cluster: under load replicas can lag
+	// past max_replica_lag, and reads then (correctly) go to the primary.
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			e.waitHealthy(t, 2)
+			f(t)
+		})
+	}
 
-	t.Run("AutocommitReadGoesToReplica", func(t *testing.T) {
+	run("AutocommitReadGoesToReplica", func(t *testing.T) {
 		c := e.conn(t, db)
 		seen := map[int]bool{}
 		for i := 0; i < 20; i++ {
@@ -40,18 +48,18 @@ func TestRouting(t *testing.T) {
 			t.Errorf("reads within the locality window should share replicas, saw %v", seen)
 		}
 	})
-	t.Run("PrimaryHint", func(t *testing.T) {
+	run("PrimaryHint", func(t *testing.T) {
 		if id := serverID(t, db, "SELECT /* dbrouter:primary */ @@server_id"); id != primaryID {
 			t.Fatalf("primary hint answered by %d", id)
 		}
 	})
-	t.Run("ReplicaHintOnSessionRead", func(t *testing.T) {
+	run("ReplicaHintOnSessionRead", func(t *testing.T) {
 		var id, last int
 		if err := db.QueryRowContext(ctx, "SELECT /* dbrouter:replica */ @@server_id, LAST_INSERT_ID()").Scan(&id, &last); err != nil || !isReplica(id) {
 			t.Fatalf("replica hint answered by %d (%v)", id, err)
 		}
 	})
-	t.Run("TransactionStaysOnPrimary", func(t *testing.T) {
+	run("TransactionStaysOnPrimary", func(t *testing.T) {
 		for _, begin := range []string{"BEGIN", "START TRANSACTION", "START TRANSACTION READ ONLY", "XA START 'x1'"} {
 			c := e.conn(t, db)
 			mustExec(t, c, begin)
@@ -71,7 +79,7 @@ func TestRouting(t *testing.T) {
 			}
 		}
 	})
-	t.Run("AutocommitOffStaysOnPrimary", func(t *testing.T) {
+	run("AutocommitOffStaysOnPrimary", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "SET autocommit=0")
 		if id := serverID(t, c, "SELECT @@server_id"); id != primaryID {
@@ -86,7 +94,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("read after autocommit=1 answered by %d", id)
 		}
 	})
-	t.Run("LockTablesPins", func(t *testing.T) {
+	run("LockTablesPins", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "LOCK TABLES t READ")
 		if id := serverID(t, c, "SELECT @@server_id FROM t LIMIT 1"); id != primaryID {
@@ -97,7 +105,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("read after UNLOCK TABLES answered by %d", id)
 		}
 	})
-	t.Run("GetLockPins", func(t *testing.T) {
+	run("GetLockPins", func(t *testing.T) {
 		c := e.conn(t, db)
 		if id := serverID(t, c, "SELECT GET_LOCK('l1', 1)"); id != 1 {
 			t.Fatalf("GET_LOCK returned %d", id)
@@ -110,7 +118,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("lock not held by the session's connection: %v %v", held, err)
 		}
 	})
-	t.Run("TemporaryTablePins", func(t *testing.T) {
+	run("TemporaryTablePins", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "CREATE TEMPORARY TABLE tmp1 (a INT)")
 		mustExec(t, c, "INSERT INTO tmp1 VALUES (7)")
@@ -119,7 +127,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("temporary table read: %v %v", a, err)
 		}
 	})
-	t.Run("LockingReadsGoToPrimary", func(t *testing.T) {
+	run("LockingReadsGoToPrimary", func(t *testing.T) {
 		for _, q := range []string{
 			"SELECT @@server_id FROM t WHERE id = 1 FOR UPDATE",
 			"SELECT @@server_id FROM t WHERE id = 1 LOCK IN SHARE MODE",
@@ -129,7 +137,7 @@ func TestRouting(t *testing.T) {
 			}
 		}
 	})
-	t.Run("LastInsertIDOnSameConnection", func(t *testing.T) {
+	run("LastInsertIDOnSameConnection", func(t *testing.T) {
 		c := e.conn(t, db)
 		r := mustExec(t, c, "INSERT INTO t (v) VALUES (10)")
 		want, _ := r.LastInsertId()
@@ -142,7 +150,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("LAST_INSERT_ID() = %d on %d, want %d on the primary", got, id, want)
 		}
 	})
-	t.Run("FoundRows", func(t *testing.T) {
+	run("FoundRows", func(t *testing.T) {
 		c := e.conn(t, db)
 		var id int
 		if err := c.QueryRowContext(ctx, "SELECT SQL_CALC_FOUND_ROWS id FROM t LIMIT 1").Scan(&id); err != nil {
@@ -153,7 +161,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("FOUND_ROWS() = %d, %v", n, err)
 		}
 	})
-	t.Run("UserVariablesPin", func(t *testing.T) {
+	run("UserVariablesPin", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "SET @x = 42")
 		var x, id int
@@ -161,7 +169,7 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("SELECT @x = %d on %d (%v)", x, id, err)
 		}
 	})
-	t.Run("SessionStateReplayedOnReplica", func(t *testing.T) {
+	run("SessionStateReplayedOnReplica", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "SET SESSION sql_mode = 'ANSI_QUOTES'")
 		mustExec(t, c, "SET NAMES latin1")
@@ -176,7 +184,7 @@ func TestRouting(t *testing.T) {
 			}
 		}
 	})
-	t.Run("UseReplayed", func(t *testing.T) {
+	run("UseReplayed", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "USE sbtest")
 		var dbname string
@@ -185,14 +193,14 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("DATABASE() = %q on %d (%v)", dbname, id, err)
 		}
 	})
-	t.Run("SelectIntoIsAWrite", func(t *testing.T) {
+	run("SelectIntoIsAWrite", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "SELECT @@server_id INTO @sid")
 		if id := serverID(t, c, "SELECT @sid"); id != primaryID {
 			t.Fatalf("SELECT ... INTO ran on %d", id)
 		}
 	})
-	t.Run("PreparedStatementsFollowTheirClass", func(t *testing.T) {
+	run("PreparedStatementsFollowTheirClass", func(t *testing.T) {
 		c := e.conn(t, db)
 		st, err := c.PrepareContext(ctx, "SELECT @@server_id, v FROM t WHERE id = ?")
 		if err != nil {
@@ -221,14 +229,14 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("prepared insert: %d rows, %v", n, err)
 		}
 	})
-	t.Run("BackendErrorsPassThrough", func(t *testing.T) {
+	run("BackendErrorsPassThrough", func(t *testing.T) {
 		_, err := db.ExecContext(ctx, "SELECT * FROM no_such_table")
 		var me *driver.MySQLError
 		if !errors.As(err, &me) || me.Number != 1146 || string(me.SQLState[:]) != "42S02" {
 			t.Fatalf("error = %#v", err)
 		}
 	})
-	t.Run("MultiStatementsAndResults", func(t *testing.T) {
+	run("MultiStatementsAndResults", func(t *testing.T) {
 		mdb := e.db(t, "&multiStatements=true")
 		rows, err := mdb.QueryContext(ctx, "SELECT 1; SELECT 2, 3")
 		if err != nil {
