@@ -93,3 +93,87 @@ func TestCursorFetchStaysOnItsConnection(t *testing.T) {
 	}
 	t.Fatalf("cursor never finished (%d rows)", rows)
 }
+
+// readResult reads a text result set of one column and returns its rows
+// (copied; nil entries are NULL).
+func readResult(t *testing.T, c *rawClient) [][]byte {
+	t.Helper()
+	if p := c.read(t); p[0] == 0xff {
+		t.Fatalf("query: %v", parseErr(p))
+	} else if p[0] != 1 {
+		t.Fatalf("want one column, got %q", p)
+	}
+	c.read(t) // column definition
+	c.read(t) // EOF
+	var rows [][]byte
+	for {
+		p := c.read(t)
+		if isEOF(p, false) {
+			return rows
+		}
+		if p[0] == 0xfb {
+			rows = append(rows, nil)
+			continue
+		}
+		v, _, ok := readLenEncBytes(p, 0)
+		if !ok {
+			t.Fatalf("row %q", p)
+		}
+		rows = append(rows, append([]byte{}, v...))
+	}
+}
+
+func TestResetAndChangeUserOnARealServer(t *testing.T) {
+	addr := realProxy(t)
+	c, ok := dialRaw(t, addr, "app", "app")
+	expectOK(t, ok, "login")
+	q := func(sql string) { c.send(t, 0, append([]byte{gm.COM_QUERY}, sql...)) }
+
+	q("SET @x = 5")
+	expectOK(t, c.read(t), "set @x")
+	q("SELECT @x")
+	if rows := readResult(t, c); len(rows) != 1 || string(rows[0]) != "5" {
+		t.Fatalf("@x before reset = %q", rows)
+	}
+	c.send(t, 0, []byte{gm.COM_RESET_CONNECTION})
+	expectOK(t, c.read(t), "reset connection")
+	q("SELECT @x")
+	if rows := readResult(t, c); len(rows) != 1 || rows[0] != nil {
+		t.Fatalf("@x after COM_RESET_CONNECTION = %q, want NULL", rows)
+	}
+
+	q("SET @y = 7")
+	expectOK(t, c.read(t), "set @y")
+	change := append([]byte{gm.COM_CHANGE_USER}, "app\x00"...)
+	auth := gm.CalcNativePassword(c.scramble, []byte("app"))
+	change = append(change, byte(len(auth)))
+	change = append(change, auth...)
+	change = append(change, "sbtest\x00"...)
+	change = append(change, defaultCollationID, 0)
+	change = append(change, pluginNative+"\x00"...)
+	c.send(t, 0, change)
+	expectOK(t, c.read(t), "change user")
+	q("SELECT CONCAT(DATABASE(), ':', IFNULL(@y, 'null'))")
+	if rows := readResult(t, c); len(rows) != 1 || string(rows[0]) != "sbtest:null" {
+		t.Fatalf("after COM_CHANGE_USER: %q, want the new database and no user variables", rows)
+	}
+
+	// COM_STMT_RESET after long data goes to the pinned member connection.
+	c.send(t, 0, append([]byte{gm.COM_STMT_PREPARE}, "SELECT ?"...))
+	prep := c.read(t)
+	expectOK(t, prep, "prepare")
+	id := binary.LittleEndian.Uint32(prep[1:])
+	for i := 0; i < 4; i++ { // param def, EOF, column def, EOF
+		c.read(t)
+	}
+	long := appendUint32([]byte{gm.COM_STMT_SEND_LONG_DATA}, id)
+	long = append(long, 0, 0)
+	long = append(long, "payload"...)
+	c.send(t, 0, long) // no reply
+	c.send(t, 0, appendUint32([]byte{gm.COM_STMT_RESET}, id))
+	expectOK(t, c.read(t), "stmt reset")
+	q("SELECT 'still fine'")
+	if rows := readResult(t, c); len(rows) != 1 || string(rows[0]) != "still fine" {
+		t.Fatalf("after reset: %q", rows)
+	}
+}
