@@ -316,12 +316,7 @@ func (c *Config) Validate() error {
 		mnames := map[string]bool{}
 		for j, m := range cl.Members {
 			mf := fmt.Sprintf("%s.members[%d]", f, j)
-			if m.Name == "" {
-				add(mf+".name", "required")
-			} else if mnames[m.Name] {
-				add(mf+".name", "duplicate member %q", m.Name)
-			}
-			mnames[m.Name] = true
+			uniqueName(add, mf, "member", m.Name, mnames)
 			if err := checkAddr(m.Addr); err != nil {
 				add(mf+".addr", "%v", err)
 			}
@@ -338,12 +333,7 @@ func (c *Config) Validate() error {
 		unames := map[string]bool{}
 		for j, u := range cl.Users {
 			uf := fmt.Sprintf("%s.users[%d]", f, j)
-			if u.Name == "" {
-				add(uf+".name", "required")
-			} else if unames[u.Name] {
-				add(uf+".name", "duplicate user %q", u.Name)
-			}
-			unames[u.Name] = true
+			uniqueName(add, uf, "user", u.Name, unames)
 			if _, err := u.Password.resolve(); err != nil {
 				add(uf+".password", "%v", err)
 			}
@@ -393,6 +383,17 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
+}
+
+// uniqueName checks that a list entry's name is set and not repeated.
+func uniqueName(add func(field, format string, args ...any), field, kind, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		add(field+".name", "required")
+	case seen[name]:
+		add(field+".name", "duplicate %s %q", kind, name)
+	}
+	seen[name] = true
 }
 
 func checkAddr(a string) error {

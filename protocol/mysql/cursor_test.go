@@ -1,9 +1,7 @@
 package mysql
 
 import (
-	"context"
 	"encoding/binary"
-	"net"
 	"testing"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
@@ -16,21 +14,9 @@ import (
 func realProxy(t *testing.T) string {
 	t.Helper()
 	c := chaos.StartT(t, chaos.Options{Members: 1})
-	p, err := New(Config{Cluster: "real", Members: []Member{{Name: "db1", Addr: c.Members[0].Addr()}},
+	return serveProxy(t, Config{Cluster: "real", Members: []Member{{Name: "db1", Addr: c.Members[0].Addr()}},
 		Users: map[string]*User{"app": {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}}},
-		fixedRouter{}, zaptest.NewLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+		zaptest.NewLogger(t))
 }
 
 func expectOK(t *testing.T, p []byte, what string) {

@@ -89,7 +89,15 @@ func fakeProxy(tb testing.TB, mutate func(*Config)) string {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	p, err := New(cfg, fixedRouter{}, zap.NewNop(), nil)
+	tb.Cleanup(func() { mln.Close() })
+	return serveProxy(tb, cfg, zap.NewNop())
+}
+
+// serveProxy runs a proxy with a fixed route on a loopback listener until the
+// test ends, and returns its address.
+func serveProxy(tb testing.TB, cfg Config, log *zap.Logger) string {
+	tb.Helper()
+	p, err := New(cfg, fixedRouter{}, log, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -100,7 +108,7 @@ func fakeProxy(tb testing.TB, mutate func(*Config)) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Serve(ctx, pln) }()
-	tb.Cleanup(func() { cancel(); <-done; mln.Close() })
+	tb.Cleanup(func() { cancel(); <-done })
 	return pln.Addr().String()
 }
 
