@@ -1,0 +1,127 @@
+package raftfsm
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// Phase is where a cluster is in its primary's lifecycle.
+type Phase string
+
+// Phases. Writes are routed only in PhaseServing.
+const (
+	PhaseServing     Phase = "serving"
+	PhaseSwitching   Phase = "switching"
+	PhaseFailingOver Phase = "failing_over"
+)
+
+// HistoryLimit bounds each cluster's decision history, so the replicated
+// state (and every snapshot) stays small however long the group runs.
+const HistoryLimit = 100
+
+// MemberState is what the group has decided about one member.
+type MemberState struct {
+	Maintenance bool `json:"maintenance,omitempty"`
+	// Fenced: made read-only and out of the write path; it rejoins only
+	// through a decision.
+	Fenced bool `json:"fenced,omitempty"`
+	// Errant holds transactions the member has that the primary lacks (a
+	// GTID set); such a member stays fenced until an operator acts.
+	Errant string `json:"errant,omitempty"`
+}
+
+// Decision is one entry of a cluster's history.
+type Decision struct {
+	Epoch  uint64    `json:"epoch"`
+	At     time.Time `json:"at"`
+	Kind   string    `json:"kind"`
+	From   string    `json:"from,omitempty"`
+	To     string    `json:"to,omitempty"`
+	Member string    `json:"member,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Cluster is the replicated state of one database cluster.
+type Cluster struct {
+	Name    string `json:"name"`
+	Epoch   uint64 `json:"epoch"`
+	Primary string `json:"primary"`
+	Phase   Phase  `json:"phase"`
+	// Previous is the primary before the change in progress (phase switching
+	// or failing_over): the member a switchover rolls back to and the one to
+	// fence. Empty while serving.
+	Previous string `json:"previous,omitempty"`
+	// PhaseSince is when the phase was entered (the leader's clock, from the
+	// command).
+	PhaseSince   time.Time              `json:"phase_since"`
+	LastFailover time.Time              `json:"last_failover,omitempty"`
+	Members      map[string]MemberState `json:"members"`
+	History      []Decision             `json:"history"`
+}
+
+// Proxy is a routerd in role proxy that joined the group as a non-voter.
+type Proxy struct {
+	ID     string    `json:"id"`
+	Raft   string    `json:"raft"`
+	Admin  string    `json:"admin,omitempty"`
+	Site   string    `json:"site,omitempty"`
+	Joined time.Time `json:"joined"`
+}
+
+// State is the whole replicated state. A State is never modified after it is
+// published; Apply builds the next one (sharing what did not change), so
+// readers on the routing path take it with one atomic load.
+type State struct {
+	// Index is the last log index applied.
+	Index    uint64              `json:"index"`
+	Clusters map[string]*Cluster `json:"clusters"`
+	Proxies  map[string]Proxy    `json:"proxies"`
+	// Incompatible is set when this node met a command it cannot apply (a
+	// newer binary wrote it without FlagIgnoreUnknown). The node then stops
+	// applying, so its state never diverges from the others', and routes no
+	// writes until it is upgraded.
+	Incompatible string `json:"incompatible,omitempty"`
+}
+
+func emptyState() *State {
+	return &State{Clusters: map[string]*Cluster{}, Proxies: map[string]Proxy{}}
+}
+
+// Cluster returns the named cluster or nil.
+func (s *State) Cluster(name string) *Cluster {
+	if s == nil {
+		return nil
+	}
+	return s.Clusters[name]
+}
+
+// next returns a shallow copy to build the next state in.
+func (s *State) next(index uint64) *State {
+	n := *s
+	n.Index = index
+	n.Clusters = maps.Clone(s.Clusters)
+	n.Proxies = maps.Clone(s.Proxies)
+	return &n
+}
+
+// clone copies a cluster deeply enough to modify it.
+func (c *Cluster) clone() *Cluster {
+	n := *c
+	n.Members = maps.Clone(c.Members)
+	n.History = slices.Clone(c.History)
+	return &n
+}
+
+func (c *Cluster) record(d Decision) {
+	c.History = append(c.History, d)
+	if over := len(c.History) - HistoryLimit; over > 0 {
+		c.History = slices.Delete(c.History, 0, over)
+	}
+}
+
+// Writable reports whether writes may go to the primary: serving, with a
+// primary named.
+func (c *Cluster) Writable() bool {
+	return c != nil && c.Phase == PhaseServing && c.Primary != ""
+}
