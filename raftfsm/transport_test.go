@@ -36,9 +36,14 @@ func TestHandshakeNeedsTheSecret(t *testing.T) {
 			defer a.Close()
 			defer b.Close()
 			errc := make(chan error, 1)
-			go func() { errc <- serverHandshake(b, []byte(tc.server)) }()
+			go func() {
+				err := serverHandshake(b, []byte(tc.server))
+				if err != nil {
+					b.Close() // as the accept loop does
+				}
+				errc <- err
+			}()
 			cerr := clientHandshake(a, []byte(tc.client))
-			b.Close() // a refusing server closes; the client then sees no proof
 			serr := <-errc
 			if tc.ok && (cerr != nil || serr != nil) {
 				t.Fatalf("client %v, server %v", cerr, serr)
