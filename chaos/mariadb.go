@@ -255,10 +255,6 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		return nil, err
 	}
 	m.Port = port
-	readOnly := "OFF"
-	if i > 0 {
-		readOnly = "ON"
-	}
 	conf := []string{
 		"[mariadbd]",
 		"datadir=" + m.DataDir,
@@ -279,7 +275,10 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		"rpl_semi_sync_master_timeout=" + strconv.FormatInt(c.opts.SemiSyncTimeout.Milliseconds(), 10),
 		"slave_net_timeout=" + strconv.Itoa(int(c.opts.SlaveNetTimeout.Seconds())),
 		"max_allowed_packet=64M",
-		"read_only=" + readOnly,
+		// Every member starts read-only, the primary included: a primary that
+		// restarts after a failover must not come back writable. wire opens
+		// the first primary; after that only the control plane opens one.
+		"read_only=ON",
 		"skip-name-resolve",
 		"performance_schema=OFF",
 		"innodb_log_file_size=8M",
@@ -299,10 +298,13 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 	return m, nil
 }
 
-// wire points every replica at member 0 and turns semi-sync on once they are
-// all attached.
+// wire opens member 0 as the primary, points every replica at it and turns
+// semi-sync on once they are all attached.
 func (c *Cluster) wire(ctx context.Context) error {
 	primary := c.Members[0]
+	if err := primary.exec(ctx, "SET GLOBAL read_only=OFF"); err != nil {
+		return err
+	}
 	for _, m := range c.Members[1:] {
 		if err := m.ReplicateFrom(ctx, primary); err != nil {
 			return err
@@ -333,6 +335,20 @@ func (c *Cluster) wire(ctx context.Context) error {
 		})
 		if err != nil {
 			return fmt.Errorf("%s: waiting for %d semi-sync replicas: %w", primary.Name, want, err)
+		}
+	}
+	return nil
+}
+
+func (m *Member) exec(ctx context.Context, stmts ...string) error {
+	db, err := m.DB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, s := range stmts {
+		if _, err := db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("%s: %s: %w", m.Name, s, err)
 		}
 	}
 	return nil

@@ -49,6 +49,9 @@ type prober struct {
 	db    *sql.DB
 	srtt  time.Duration
 	fails int // consecutive failed probes
+	// failingSince is when the current run of failed probes began (zero while
+	// probes succeed): failure detection counts from the first miss.
+	failingSince time.Time
 }
 
 // unreachableAfter consecutive failed probes mark a member unreachable: one
@@ -205,14 +208,23 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	}
 	if err != nil {
 		p.fails++
+		if p.failingSince.IsZero() {
+			p.failingSince = t0
+			if t0.IsZero() {
+				p.failingSince = time.Now()
+			}
+		}
 		if p.fails < unreachableAfter && prev.Reachable {
 			prev.ProbeError = err.Error()
+			prev.FailingFor = time.Since(p.failingSince)
 			return prev // keep the last observation until failures repeat
 		}
 		st.ProbeError = err.Error()
+		st.FailingFor = time.Since(p.failingSince)
 		return st
 	}
 	p.fails = 0
+	p.failingSince = time.Time{}
 	rtt := time.Since(t0)
 	// Exponential smoothing: one slow probe must not reorder "nearest".
 	if p.srtt == 0 {
@@ -293,6 +305,7 @@ func probeReplication(ctx context.Context, db *sql.DB, st *Member) error {
 		io = io && get("Slave_IO_Running") == "Yes"
 		sqlr = sqlr && get("Slave_SQL_Running") == "Yes"
 		st.Source = get("Master_Host") + ":" + get("Master_Port")
+		st.GTIDIOPos = get("Gtid_IO_Pos")
 		for _, e := range []string{get("Last_IO_Error"), get("Last_SQL_Error")} {
 			if e != "" {
 				errs = append(errs, e)

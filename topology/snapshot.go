@@ -34,6 +34,10 @@ type Member struct {
 	// outstanding; -1 when unknown.
 	Lag time.Duration `json:"-"`
 
+	// FailingFor is how long probes of this member have failed without a
+	// success in between (0 while they succeed).
+	FailingFor time.Duration `json:"-"`
+
 	IORunning  bool   `json:"io_running"`
 	SQLRunning bool   `json:"sql_running"`
 	Source     string `json:"source,omitempty"` // host:port it replicates from
@@ -43,6 +47,7 @@ type Member struct {
 	GTIDBinlogPos  string `json:"gtid_binlog_pos"`
 	GTIDSlavePos   string `json:"gtid_slave_pos"`
 	GTIDCurrentPos string `json:"gtid_current_pos"`
+	GTIDIOPos      string `json:"gtid_io_pos,omitempty"` // received by a replica
 	SemiSyncOn     bool   `json:"semi_sync_master,omitempty"`
 	SemiSyncActive bool   `json:"semi_sync_active,omitempty"`
 
