@@ -19,6 +19,10 @@ type MemberConfig struct {
 	Name string
 	Addr string
 	Site string
+	// Dial, when set, is where probes connect instead of Addr (a test link
+	// in front of the member); Addr stays the member's identity, the address
+	// replicas name as their source.
+	Dial string
 }
 
 // Config is what a Monitor needs.
@@ -75,6 +79,9 @@ func New(cfg Config, log *zap.Logger) (*Monitor, error) {
 	for _, mc := range cfg.Members {
 		dc := mysql.NewConfig()
 		dc.User, dc.Passwd, dc.Net, dc.Addr = cfg.User, cfg.Password, "tcp", mc.Addr
+		if mc.Dial != "" {
+			dc.Addr = mc.Dial
+		}
 		dc.Timeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.ReadTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.WriteTimeout = max(cfg.ProbeInterval, minProbeTimeout)

@@ -1,0 +1,488 @@
+// Package arbiter owns the decisions of the Raft leader for one cluster:
+// recording the first primary, detecting a failed primary with agreement of
+// a majority of arbiters, failing over, planned switchover, and letting a
+// returning member rejoin (or fencing it when it has errant transactions).
+//
+// Every decision is committed through the Raft log as a compare-and-set on
+// the cluster's epoch before anything is done to a database, and every
+// database step is idempotent, so a leader that dies mid-change leaves a
+// phase its successor can finish or roll back.
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/raftfsm"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// Group is what an arbiter needs of its Raft node.
+type Group interface {
+	IsLeader() bool
+	State() *raftfsm.State
+	Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error)
+}
+
+// Snapshots is the local view of the cluster (a topology.Monitor).
+type Snapshots interface {
+	Snapshot() *topology.Snapshot
+}
+
+// Observation is one arbiter's view of which members it cannot reach, and
+// for how long.
+type Observation struct {
+	Arbiter string                   `json:"arbiter"`
+	Failing map[string]time.Duration `json:"failing"`
+}
+
+// Observers gathers every arbiter's observation (this one's included). An
+// arbiter that does not answer is simply missing: it never counts towards a
+// failure.
+type Observers interface {
+	Observe(ctx context.Context, cluster string) []Observation
+}
+
+// Config shapes one cluster's arbiter.
+type Config struct {
+	Cluster string
+	// Arbiters is the number of voters; a failure needs a majority of them.
+	Arbiters int
+	// FailureThreshold: how long a majority must have failed to reach the
+	// primary. Default 2 s.
+	FailureThreshold time.Duration
+	// Cooldown between automatic failovers, and before a switchover after a
+	// change. Default 30 s.
+	Cooldown time.Duration
+	// Lease is the proxies' write lease; LeaseMargin covers clock rate drift.
+	// A new primary opens lease+margin after its epoch commits.
+	Lease       time.Duration
+	LeaseMargin time.Duration
+	// DrainTimeout bounds how long a switchover waits for open transactions
+	// on the old primary. Default 5 s.
+	DrainTimeout time.Duration
+	// CatchupTimeout bounds waiting for a candidate to apply what it has
+	// received (failover) or what the old primary had (switchover). Default 10 s.
+	CatchupTimeout time.Duration
+	// MaxPromoteLag refuses a switchover to a replica further behind. Default 5 s.
+	MaxPromoteLag time.Duration
+	// Interval between reconciliations. Default 250 ms.
+	Interval time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Arbiters <= 0 {
+		c.Arbiters = 1
+	}
+	if c.FailureThreshold <= 0 {
+		c.FailureThreshold = 2 * time.Second
+	}
+	if c.Cooldown <= 0 {
+		c.Cooldown = 30 * time.Second
+	}
+	if c.Lease <= 0 {
+		c.Lease = 2 * time.Second
+	}
+	if c.LeaseMargin <= 0 {
+		c.LeaseMargin = 300 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 5 * time.Second
+	}
+	if c.CatchupTimeout <= 0 {
+		c.CatchupTimeout = 10 * time.Second
+	}
+	if c.MaxPromoteLag <= 0 {
+		c.MaxPromoteLag = 5 * time.Second
+	}
+	if c.Interval <= 0 {
+		c.Interval = 250 * time.Millisecond
+	}
+}
+
+// Refusal errors of Promote; the message says why.
+var (
+	ErrRefused  = errors.New("switchover refused")
+	ErrNotReady = errors.New("cluster not bootstrapped")
+)
+
+// Arbiter makes one cluster's decisions while its node leads.
+type Arbiter struct {
+	cfg   Config
+	group Group
+	snaps Snapshots
+	obs   Observers
+	act   *topology.Actions
+	log   *zap.Logger
+
+	// mu serialises changes: one decision at a time per cluster.
+	mu sync.Mutex
+	// refusedAt avoids writing the same refusal to the history every round.
+	refused string
+	// hook, when set (tests), runs before each step of a change.
+	hook atomic.Pointer[func(step string)]
+}
+
+// New returns an arbiter for one cluster.
+func New(cfg Config, g Group, snaps Snapshots, obs Observers, act *topology.Actions, log *zap.Logger) *Arbiter {
+	cfg.defaults()
+	return &Arbiter{cfg: cfg, group: g, snaps: snaps, obs: obs, act: act, log: log.Named("arbiter").With(zap.String("cluster", cfg.Cluster))}
+}
+
+// Run reconciles every Interval while ctx lives; it acts only while this
+// node leads.
+func (a *Arbiter) Run(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !a.group.IsLeader() {
+			continue
+		}
+		if err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("reconcile", zap.Error(err))
+		}
+	}
+}
+
+func (a *Arbiter) step(name string) {
+	if h := a.hook.Load(); h != nil {
+		(*h)(name)
+	}
+}
+
+func (a *Arbiter) propose(ctx context.Context, c *raftfsm.Command) (*raftfsm.Cluster, error) {
+	c.Cluster = a.cfg.Cluster
+	c.At = time.Now()
+	if _, err := a.group.Propose(ctx, c); err != nil {
+		return nil, err
+	}
+	return a.group.State().Cluster(a.cfg.Cluster), nil
+}
+
+func (a *Arbiter) note(ctx context.Context, member, reason string) {
+	if a.refused == reason {
+		return
+	}
+	a.refused = reason
+	a.log.Warn("decision", zap.String("member", member), zap.String("reason", reason))
+	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeNote, Member: member, Reason: reason}); err != nil {
+		a.log.Warn("record note", zap.Error(err))
+	}
+}
+
+func memberByName(s *topology.Snapshot, name string) (topology.Member, bool) {
+	for _, m := range s.Members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return topology.Member{}, false
+}
+
+// Reconcile makes one round of decisions.
+func (a *Arbiter) Reconcile(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cl := a.group.State().Cluster(a.cfg.Cluster)
+	snap := a.snaps.Snapshot()
+	switch {
+	case cl == nil:
+		return a.bootstrap(ctx, snap)
+	case cl.Phase == raftfsm.PhaseFailingOver:
+		// A failover this node (or a leader before it) started.
+		return a.finishFailover(ctx, cl, time.Now())
+	case cl.Phase == raftfsm.PhaseSwitching:
+		return a.recoverSwitch(ctx, cl)
+	}
+	if failed, why := a.primaryFailed(ctx, cl, snap); failed {
+		return a.failover(ctx, cl, snap, why)
+	}
+	a.refused = ""
+	return a.rejoin(ctx, cl, snap)
+}
+
+// bootstrap records the first primary: the single writable member.
+func (a *Arbiter) bootstrap(ctx context.Context, snap *topology.Snapshot) error {
+	if snap.Primary < 0 || len(snap.Conflict) > 0 {
+		return nil // nothing to record yet; the monitor reports why
+	}
+	var names []string
+	for _, m := range snap.Members {
+		names = append(names, m.Name)
+	}
+	_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBootstrap, Primary: snap.PrimaryName(), Members: names,
+		Reason: "the only writable member when the cluster was first seen"})
+	if errors.Is(err, raftfsm.ErrStaleEpoch) {
+		return nil // another leader recorded it first
+	}
+	return err
+}
+
+// primaryFailed applies the failure rule: a majority of arbiters has failed
+// to reach the primary for FailureThreshold, and no reachable replica still
+// has its IO thread connected to it. One arbiter with a bad link is never
+// enough, and neither is a majority of arbiters on the wrong side of a
+// partition while the replicas still stream from the primary.
+func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) (bool, string) {
+	prim, ok := memberByName(snap, cl.Primary)
+	if !ok || prim.FailingFor < a.cfg.FailureThreshold {
+		return false, "" // this arbiter still reaches it: no need to ask the others
+	}
+	down := 0
+	for _, o := range a.obs.Observe(ctx, a.cfg.Cluster) {
+		if o.Failing[cl.Primary] >= a.cfg.FailureThreshold {
+			down++
+		}
+	}
+	need := a.cfg.Arbiters/2 + 1
+	if down < need {
+		return false, ""
+	}
+	for _, m := range snap.Members {
+		if m.Name != cl.Primary && m.Reachable && m.IORunning && m.Source == prim.Addr {
+			a.note(ctx, cl.Primary, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still replicates from it: no failover", cl.Primary, down, a.cfg.Arbiters, m.Name))
+			return false, ""
+		}
+	}
+	return true, fmt.Sprintf("%s unreachable from %d/%d arbiters for at least %s and no replica connected to it", cl.Primary, down, a.cfg.Arbiters, a.cfg.FailureThreshold)
+}
+
+// candidate picks the reachable, non-maintenance replica whose received
+// position contains every other's; "" with a reason when there is none.
+func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, exclude ...string) (string, string) {
+	var names []string
+	var sets []topology.GTIDSet
+	for _, m := range snap.Members {
+		ms := cl.Members[m.Name]
+		if !m.Reachable || ms.Maintenance || ms.Fenced || m.Name == cl.Primary || contains(exclude, m.Name) {
+			continue
+		}
+		p, err := a.act.Position(ctx, m.Addr)
+		if err != nil {
+			continue
+		}
+		pos := p.IOPos
+		if pos == "" {
+			pos = p.CurrentPos
+		}
+		g, err := topology.ParseGTIDSet(topology.MariaDB, pos)
+		if err != nil {
+			continue
+		}
+		names = append(names, m.Name)
+		sets = append(sets, g)
+	}
+	if len(names) == 0 {
+		return "", "no reachable replica outside maintenance"
+	}
+	i := topology.MostAdvanced(sets)
+	if i < 0 {
+		return "", fmt.Sprintf("replicas %v have diverged: none has everything the others received", names)
+	}
+	return names[i], ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Arbiter) failover(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, why string) error {
+	if since := time.Since(cl.LastFailover); !cl.LastFailover.IsZero() && since < a.cfg.Cooldown {
+		a.note(ctx, cl.Primary, fmt.Sprintf("failover refused: cooldown (%s since the last failover, cooldown %s)", since.Round(time.Second), a.cfg.Cooldown))
+		return nil
+	}
+	cand, reason := a.candidate(ctx, cl, snap)
+	if cand == "" {
+		a.note(ctx, cl.Primary, "failover impossible: "+reason)
+		return nil
+	}
+	a.log.Warn("failing over", zap.String("from", cl.Primary), zap.String("to", cand), zap.String("reason", why))
+	next, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: cand, Phase: raftfsm.PhaseFailingOver, Reason: why})
+	if err != nil {
+		return fmt.Errorf("begin failover to %s: %w", cand, err)
+	}
+	return a.finishFailover(ctx, next, time.Now())
+}
+
+// finishFailover takes the candidate the committed epoch names to open.
+// committed is no earlier than the epoch's commit on this node's clock; a
+// new leader passes its own now, which only makes the wait longer.
+func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, committed time.Time) error {
+	snap := a.snaps.Snapshot()
+	cand, ok := memberByName(snap, cl.Primary)
+	if !ok {
+		return fmt.Errorf("failover: candidate %s is not a configured member", cl.Primary)
+	}
+	if old, ok := memberByName(snap, cl.Previous); ok {
+		// Best effort: the old primary is most likely down. If it is only
+		// cut off from us, proxies stop writing to it within their lease.
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		if err := a.act.Fence(fctx, old.Addr); err == nil {
+			a.log.Info("fenced old primary", zap.String("member", old.Name))
+		}
+		cancel()
+	}
+	a.step("catchup")
+	err := a.prepareCandidate(ctx, cand.Addr)
+	if err != nil {
+		// Pick another candidate at a new epoch; the failed one is excluded.
+		next, reason := a.candidate(ctx, cl, snap, cand.Name, cl.Previous)
+		if next == "" {
+			a.note(ctx, cand.Name, fmt.Sprintf("failover candidate %s failed (%v) and no other: %s", cand.Name, err, reason))
+			return fmt.Errorf("failover to %s: %w", cand.Name, err)
+		}
+		nc, perr := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: next, Phase: raftfsm.PhaseFailingOver,
+			Reason: fmt.Sprintf("candidate %s failed: %v", cand.Name, err)})
+		if perr != nil {
+			return fmt.Errorf("re-begin failover to %s: %w", next, perr)
+		}
+		return a.finishFailover(ctx, nc, time.Now())
+	}
+	a.step("lease_wait")
+	if err := a.waitLease(ctx, committed); err != nil {
+		return err
+	}
+	a.step("open")
+	if err := a.act.Open(ctx, cand.Addr); err != nil {
+		return fmt.Errorf("open %s: %w", cand.Name, err)
+	}
+	a.repointOthers(ctx, snap, cand, cl.Previous)
+	a.step("commit")
+	// The old primary is marked fenced before `serving` commits, so no
+	// state ever shows it as an ordinary member again until it rejoins.
+	if ms, ok := cl.Members[cl.Previous]; ok && !ms.Fenced {
+		t := true
+		if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: cl.Previous, Fenced: &t,
+			Reason: "failed primary: fenced until it rejoins clean"}); err != nil {
+			return fmt.Errorf("mark %s fenced: %w", cl.Previous, err)
+		}
+	}
+	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: cand.Name + " promoted"}); err != nil {
+		return fmt.Errorf("commit failover to %s: %w", cand.Name, err)
+	}
+	a.log.Warn("failover done", zap.String("primary", cand.Name), zap.Uint64("epoch", cl.Epoch))
+	return nil
+}
+
+// prepareCandidate applies what the candidate received and detaches it; it
+// stays read-only.
+func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) error {
+	p, err := a.act.Position(ctx, addr)
+	if err != nil {
+		return err
+	}
+	if !p.ReadOnly && p.Source == "" {
+		return nil // opened already by a previous leader
+	}
+	if err := a.act.WaitApplied(ctx, addr, p.IOPos, a.cfg.CatchupTimeout); err != nil {
+		return err
+	}
+	return a.act.Detach(ctx, addr)
+}
+
+func (a *Arbiter) waitLease(ctx context.Context, committed time.Time) error {
+	d := time.Until(committed.Add(a.cfg.Lease + a.cfg.LeaseMargin))
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// repointOthers makes every reachable member but the new primary and skip a
+// replica of the new primary. Failures are logged: rejoin retries them.
+func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, prim topology.Member, skip string) {
+	for _, m := range snap.Members {
+		if m.Name == prim.Name || m.Name == skip || !m.Reachable {
+			continue
+		}
+		if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
+			a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
+		}
+	}
+}
+
+// rejoin brings members that are not replicating from the primary back, or
+// fences them: a writable member that is not the primary is fenced at once
+// (a second writer is the failure everything else here prevents); a member
+// with transactions the primary lacks stays fenced and is reported.
+func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) error {
+	prim, ok := memberByName(snap, cl.Primary)
+	if !ok || !prim.Reachable {
+		return nil
+	}
+	for _, m := range snap.Members {
+		ms := cl.Members[m.Name]
+		if m.Name == cl.Primary || !m.Reachable || ms.Maintenance {
+			continue
+		}
+		if !m.ReadOnly {
+			if err := a.act.Fence(ctx, m.Addr); err != nil {
+				return fmt.Errorf("fence second writable member %s: %w", m.Name, err)
+			}
+			a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
+		}
+		if m.Source == prim.Addr && !ms.Fenced {
+			continue
+		}
+		if ms.Errant != "" {
+			continue // waits for an operator
+		}
+		mp, err := a.act.Position(ctx, m.Addr)
+		if err != nil {
+			continue
+		}
+		pp, err := a.act.Position(ctx, prim.Addr)
+		if err != nil {
+			return err
+		}
+		have, err1 := topology.ParseGTIDSet(topology.MariaDB, mp.BinlogPos)
+		want, err2 := topology.ParseGTIDSet(topology.MariaDB, pp.BinlogPos)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		if errant := have.Subtract(want); !errant.Empty() {
+			t, e := true, errant.String()
+			if err := a.act.Fence(ctx, m.Addr); err != nil {
+				a.log.Warn("fence errant member", zap.String("member", m.Name), zap.Error(err))
+			}
+			_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &t, Errant: &e,
+				Reason: fmt.Sprintf("%s has transactions %s that primary %s lacks: fenced, not rejoined", m.Name, e, cl.Primary)})
+			return err
+		}
+		if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
+			return fmt.Errorf("rejoin %s: %w", m.Name, err)
+		}
+		if ms.Fenced {
+			f := false
+			if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &f,
+				Reason: fmt.Sprintf("rejoined as a replica of %s (no errant transactions)", cl.Primary)}); err != nil {
+				return err
+			}
+		}
+		a.log.Info("rejoined", zap.String("member", m.Name), zap.String("primary", cl.Primary))
+	}
+	return nil
+}

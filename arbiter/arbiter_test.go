@@ -1,0 +1,469 @@
+package arbiter
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	"github.com/hashicorp/raft"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/raftfsm"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// arbiters is three arbiters (in-memory Raft, real monitors and actions)
+// watching one real MariaDB cluster.
+type arbiters struct {
+	t     *testing.T
+	db    *chaos.Cluster
+	nodes []*raftfsm.Node
+	mons  []*topology.Monitor
+	arbs  []*Arbiter
+	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes through
+	mu    sync.Mutex
+}
+
+func (g *arbiters) Observe(ctx context.Context, cluster string) []Observation {
+	var out []Observation
+	for i, m := range g.mons {
+		o := Observation{Arbiter: g.nodes[i].ID(), Failing: map[string]time.Duration{}}
+		for _, mm := range m.Snapshot().Members {
+			o.Failing[mm.Name] = mm.FailingFor
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+func testConfig() Config {
+	return Config{Cluster: "shop", Arbiters: 3, FailureThreshold: time.Second, Cooldown: 1500 * time.Millisecond,
+		Lease: 500 * time.Millisecond, LeaseMargin: 100 * time.Millisecond, DrainTimeout: 2 * time.Second,
+		CatchupTimeout: 5 * time.Second, MaxPromoteLag: 5 * time.Second, Interval: 100 * time.Millisecond}
+}
+
+// startArbiters starts the group; linked names the arbiters (0..2) whose
+// probes of member 0 go through a cuttable link.
+func startArbiters(t *testing.T, linked ...int) *arbiters {
+	c := chaos.StartT(t, chaos.Options{Members: 3})
+	g := &arbiters{t: t, db: c, links: map[string]*chaos.Link{}}
+	var voters []raftfsm.Peer
+	trans := map[string]*raft.InmemTransport{}
+	for i := 0; i < 3; i++ {
+		id := fmt.Sprintf("a%d", i+1)
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(id))
+		trans[id] = tr
+		voters = append(voters, raftfsm.Peer{ID: id, Addr: string(addr)})
+	}
+	for a, ta := range trans {
+		for b, tb := range trans {
+			if a != b {
+				ta.Connect(raft.ServerAddress(b), tb)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		for _, n := range g.nodes {
+			n.Close()
+		}
+		for _, l := range g.links {
+			l.Close()
+		}
+	})
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	for i, p := range voters {
+		n, err := raftfsm.Open(raftfsm.NodeConfig{ID: p.ID, Voter: true, Voters: voters, Transport: trans[p.ID], InMemory: true,
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond, Lease: 500 * time.Millisecond}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.nodes = append(g.nodes, n)
+		var members []topology.MemberConfig
+		for j, m := range c.Members {
+			mc := topology.MemberConfig{Name: m.Name, Addr: m.Addr()}
+			if j == 0 && contains(intsToNames(linked), fmt.Sprint(i)) {
+				l, err := chaos.NewLink(fmt.Sprintf("%s-%s-%d", p.ID, m.Name, time.Now().UnixNano()), m.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				g.links[p.ID+"/"+m.Name] = l
+				mc.Dial = l.Addr
+			}
+			members = append(members, mc)
+		}
+		mon, err := topology.New(topology.Config{Cluster: "shop", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
+			ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: 2 * time.Second, HeartbeatID: p.ID}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.mons = append(g.mons, mon)
+		act := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second}
+		arb := New(testConfig(), n, mon, g, act, log.With(zap.String("arbiter", p.ID)))
+		g.arbs = append(g.arbs, arb)
+		wg.Add(2)
+		go func() { defer wg.Done(); mon.Run(ctx) }()
+		go func() { defer wg.Done(); arb.Run(ctx) }()
+	}
+	g.waitState("bootstrap", 20*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl != nil && cl.Primary == "db1" && cl.Phase == raftfsm.PhaseServing
+	})
+	return g
+}
+
+func intsToNames(is []int) []string {
+	var out []string
+	for _, i := range is {
+		out = append(out, fmt.Sprint(i))
+	}
+	return out
+}
+
+func (g *arbiters) leader() (*raftfsm.Node, *Arbiter) {
+	for i, n := range g.nodes {
+		if n.IsLeader() {
+			return n, g.arbs[i]
+		}
+	}
+	return nil, nil
+}
+
+// waitState polls every node's FSM until ok holds on all of them.
+func (g *arbiters) waitState(what string, d time.Duration, ok func(*raftfsm.Cluster) bool) *raftfsm.Cluster {
+	g.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		all := true
+		var cl *raftfsm.Cluster
+		for _, n := range g.nodes {
+			cl = n.State().Cluster("shop")
+			if !ok(cl) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return cl
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("timed out waiting for %s; state %+v", what, cl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (g *arbiters) member(name string) *chaos.Member {
+	for _, m := range g.db.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	g.t.Fatalf("no member %s", name)
+	return nil
+}
+
+func appDB(t *testing.T, m *chaos.Member) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", chaos.AppUser, chaos.AppPassword, m.Addr(), chaos.AppDatabase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxIdleConns(0)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// writable lists the running members with read_only=OFF.
+func (g *arbiters) writable(ctx context.Context) []string {
+	var out []string
+	for _, m := range g.db.Members {
+		if !m.Running() {
+			continue
+		}
+		db, err := m.DB()
+		if err != nil {
+			continue
+		}
+		var ro int
+		if err := db.QueryRowContext(ctx, "SELECT @@read_only").Scan(&ro); err == nil && ro == 0 {
+			out = append(out, m.Name)
+		}
+		db.Close()
+	}
+	return out
+}
+
+func (g *arbiters) position(ctx context.Context, m *chaos.Member) topology.Position {
+	g.t.Helper()
+	a := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, Timeout: 3 * time.Second}
+	p, err := a.Position(ctx, m.Addr())
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return p
+}
+
+func historyHas(cl *raftfsm.Cluster, kind, substr string) bool {
+	for _, d := range cl.History {
+		if d.Kind == kind && strings.Contains(d.Reason, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestFailoverAfterKillAndCleanRejoin(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db1 := g.member("db1")
+	app := appDB(t, db1)
+	if _, err := app.ExecContext(ctx, "CREATE TABLE acked (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 50; i++ {
+		if _, err := app.ExecContext(ctx, "INSERT INTO acked VALUES (?)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := time.Now()
+	if err := db1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cl := g.waitState("failover", 30*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing && cl.Primary != "db1"
+	})
+	t.Logf("failover committed %s after kill -9; epoch %d primary %s", time.Since(killed).Round(time.Millisecond), cl.Epoch, cl.Primary)
+	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
+		t.Fatalf("writable members %v, want only %s", w, cl.Primary)
+	}
+	if !historyHas(cl, "failover_begin", "unreachable from") || !cl.Members["db1"].Fenced {
+		t.Fatalf("history/member state: %+v", cl)
+	}
+	newp := g.member(cl.Primary)
+	var n int
+	if err := appDB(t, newp).QueryRowContext(ctx, "SELECT COUNT(*) FROM acked").Scan(&n); err != nil || n != 50 {
+		t.Fatalf("new primary has %d of 50 acknowledged rows (%v)", n, err)
+	}
+	if _, err := appDB(t, newp).ExecContext(ctx, "INSERT INTO acked VALUES (51)"); err != nil {
+		t.Fatalf("write on the new primary: %v", err)
+	}
+	for _, m := range g.db.Members {
+		if m.Name == cl.Primary || m.Name == "db1" {
+			continue
+		}
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			p := g.position(ctx, m)
+			return p.IORunning && p.Source == newp.Addr(), nil
+		}); err != nil {
+			t.Fatalf("%s not repointed to %s: %v", m.Name, cl.Primary, err)
+		}
+	}
+
+	// The old primary returns with nothing the new one lacks: it rejoins.
+	if err := db1.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.waitState("clean rejoin", 30*time.Second, func(cl *raftfsm.Cluster) bool { return !cl.Members["db1"].Fenced })
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+		p := g.position(ctx, db1)
+		return p.IORunning && p.SQLRunning && p.Source == newp.Addr() && p.ReadOnly, nil
+	}); err != nil {
+		t.Fatalf("db1 is not a replica of %s: %v", cl.Primary, err)
+	}
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+		var n int
+		err := appDB(t, db1).QueryRowContext(ctx, "SELECT COUNT(*) FROM acked").Scan(&n)
+		return err == nil && n == 51, nil
+	}); err != nil {
+		t.Fatalf("rejoined db1 did not catch up: %v", err)
+	}
+	// Cooldown respected: the history holds exactly one failover.
+	begins := 0
+	for _, d := range g.nodes[0].State().Cluster("shop").History {
+		if d.Kind == "failover_begin" {
+			begins++
+		}
+	}
+	if begins != 1 {
+		t.Fatalf("%d failovers recorded, want 1", begins)
+	}
+}
+
+func TestErrantOldPrimaryStaysFenced(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db1 := g.member("db1")
+	if err := db1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cl := g.waitState("failover", 30*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing && cl.Primary != "db1"
+	})
+	// db1 comes back and takes a write nobody else has (admin bypasses
+	// read_only, as a stray cron job would).
+	if err := db1.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	adm, err := db1.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	// In its own GTID domain the write is errant whether or not the leader
+	// repointed db1 first: no other member has domain 7, and a replica's own
+	// writes are not sent back to the primary.
+	if _, err := adm.ExecContext(ctx, "SET SESSION gtid_domain_id=7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS app.errant (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	got := g.waitState("errant fenced", 30*time.Second, func(c *raftfsm.Cluster) bool {
+		return c.Members["db1"].Fenced && c.Members["db1"].Errant != ""
+	})
+	if !strings.HasPrefix(got.Members["db1"].Errant, "7:") {
+		t.Fatalf("errant %q, want domain 7", got.Members["db1"].Errant)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
+		t.Fatalf("writable members %v, want only %s", w, cl.Primary)
+	}
+}
+
+func TestNoFailoverWithoutAgreement(t *testing.T) {
+	// Arbiters 0 and 1 probe db1 through links that can be cut.
+	g := startArbiters(t, 0, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// One arbiter loses its link to the primary: a minority, no failover.
+	g.links["a1/db1"].Cut()
+	waitFailing := func(n int) {
+		t.Helper()
+		if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+			down := 0
+			for _, o := range g.Observe(ctx, "shop") {
+				if o.Failing["db1"] >= 2*testConfig().FailureThreshold {
+					down++
+				}
+			}
+			return down >= n, nil
+		}); err != nil {
+			t.Fatalf("%d arbiters never saw db1 failing for twice the threshold", n)
+		}
+	}
+	waitFailing(1)
+	if cl := g.nodes[0].State().Cluster("shop"); cl.Epoch != 1 || cl.Primary != "db1" {
+		t.Fatalf("one arbiter's broken link changed the primary: %+v", cl)
+	}
+	// A majority loses it, but the replicas still stream from it: still no
+	// failover, and the leader says why (if it is one of the cut ones; the
+	// uncut leader never even asks).
+	g.links["a2/db1"].Cut()
+	waitFailing(2)
+	cl := g.nodes[0].State().Cluster("shop")
+	if cl.Epoch != 1 || cl.Primary != "db1" {
+		t.Fatalf("failover while replicas were connected to the primary: %+v", cl)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != "db1" {
+		t.Fatalf("writable members %v", w)
+	}
+}
+
+func TestSwitchoverAndRollback(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db1, db2, db3 := g.member("db1"), g.member("db2"), g.member("db3")
+	if _, err := appDB(t, db1).ExecContext(ctx, "CREATE TABLE s (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the monitors to see db2 replicating with a known lag.
+	_, arb := g.leader()
+	var err error
+	if err = chaos.Poll(ctx, 20*time.Second, func() (bool, error) {
+		_, arb = g.leader()
+		if arb == nil {
+			return false, nil
+		}
+		err = arb.Promote(ctx, "db2", 20*time.Second)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("promote db2: %v", err)
+	}
+	cl := g.waitState("switchover", 10*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Primary == "db2" && cl.Phase == raftfsm.PhaseServing && cl.Epoch == 2
+	})
+	// The cooldown after a change applies to switchovers too.
+	if err := arb.Promote(ctx, "db3", time.Second); err == nil || !strings.Contains(err.Error(), "cooldown") {
+		t.Fatalf("promote within the cooldown: %v", err)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != "db2" {
+		t.Fatalf("writable %v after switchover", w)
+	}
+	for _, m := range []*chaos.Member{db1, db3} {
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			p := g.position(ctx, m)
+			return p.IORunning && p.Source == db2.Addr(), nil
+		}); err != nil {
+			t.Fatalf("%s not replicating from db2: %v", m.Name, err)
+		}
+	}
+	if !historyHas(cl, "switchover_done", "promoted") {
+		t.Fatalf("history %+v", cl.History)
+	}
+
+	// Refusals: unknown member, the primary itself.
+	for _, target := range []string{"db9", "db2"} {
+		if err := arb.Promote(ctx, target, time.Second); err == nil {
+			t.Fatalf("promote %s accepted", target)
+		}
+	}
+
+	// Kill the target mid-switch: everything rolls back to db2.
+	if err := chaos.Poll(ctx, 20*time.Second, func() (bool, error) {
+		m := g.mons[0].Snapshot().Members[2]
+		return m.Eligible, nil
+	}); err != nil {
+		t.Fatal("db3 never eligible after repoint")
+	}
+	if err := chaos.Poll(ctx, 5*time.Second, func() (bool, error) {
+		return time.Since(g.nodes[0].State().Cluster("shop").PhaseSince) > testConfig().Cooldown, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, arb = g.leader()
+	kill := func(step string) {
+		if step == "catchup" {
+			_ = db3.Kill()
+		}
+	}
+	arb.hook.Store(&kill)
+	err = arb.Promote(ctx, "db3", 20*time.Second)
+	arb.hook.Store(nil)
+	if err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("promote with the target killed: %v", err)
+	}
+	cl = g.waitState("rollback", 10*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Primary == "db2" && cl.Phase == raftfsm.PhaseServing && cl.Epoch == 4
+	})
+	if w := g.writable(ctx); len(w) != 1 || w[0] != "db2" {
+		t.Fatalf("writable %v after rollback", w)
+	}
+	if _, err := appDB(t, db2).ExecContext(ctx, "INSERT INTO s VALUES (1)"); err != nil {
+		t.Fatalf("write after rollback: %v", err)
+	}
+	if !historyHas(cl, "switchover_aborted", "switchover failed") {
+		t.Fatalf("history %+v", cl.History)
+	}
+}

@@ -1,0 +1,197 @@
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/raftfsm"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// Promote runs a planned switchover to target, within timeout. Clients see
+// a pause, not errors: proxies hold new writes and transactions from the
+// moment `switching` commits until `serving` does. Every step before the
+// target opens can fail; then the old primary is reopened at a new epoch and
+// nothing is left half done. Refusals wrap ErrRefused.
+func (a *Arbiter) Promote(ctx context.Context, target string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.group.IsLeader() {
+		return fmt.Errorf("%w: this arbiter is not the raft leader", ErrRefused)
+	}
+	cl := a.group.State().Cluster(a.cfg.Cluster)
+	if cl == nil {
+		return fmt.Errorf("%w: cluster %s has no primary recorded yet", ErrNotReady, a.cfg.Cluster)
+	}
+	snap := a.snaps.Snapshot()
+	if err := a.checkPromote(cl, snap, target); err != nil {
+		return err
+	}
+	tm, _ := memberByName(snap, target)
+	old, _ := memberByName(snap, cl.Primary)
+
+	next, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: target, Phase: raftfsm.PhaseSwitching,
+		Reason: "switchover requested by operator"})
+	if err != nil {
+		return fmt.Errorf("begin switchover to %s: %w", target, err)
+	}
+	committed := time.Now()
+	a.log.Info("switchover begun", zap.String("from", old.Name), zap.String("to", target), zap.Uint64("epoch", next.Epoch))
+
+	opened, err := a.switchSteps(ctx, next, old, tm, committed)
+	if err != nil && !opened {
+		// Roll back with a fresh context: the switchover's may have expired.
+		rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer rcancel()
+		if rerr := a.rollback(rctx, next, old, tm, err.Error()); rerr != nil {
+			return fmt.Errorf("switchover to %s failed (%v) and rollback failed: %w", target, err, rerr)
+		}
+		return fmt.Errorf("switchover to %s failed and was rolled back to %s: %w", target, old.Name, err)
+	}
+	return err
+}
+
+func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, target string) error {
+	ms, known := cl.Members[target]
+	tm, seen := memberByName(snap, target)
+	switch {
+	case !known || !seen:
+		return fmt.Errorf("%w: %s is not a member of cluster %s", ErrRefused, target, a.cfg.Cluster)
+	case cl.Phase != raftfsm.PhaseServing:
+		return fmt.Errorf("%w: cluster %s is %s", ErrRefused, a.cfg.Cluster, cl.Phase)
+	case target == cl.Primary:
+		return fmt.Errorf("%w: %s is already the primary", ErrRefused, target)
+	case time.Since(cl.PhaseSince) < a.cfg.Cooldown:
+		return fmt.Errorf("%w: cooldown: the last change was %s ago (cooldown %s)", ErrRefused, time.Since(cl.PhaseSince).Round(time.Second), a.cfg.Cooldown)
+	case ms.Maintenance || ms.Fenced:
+		return fmt.Errorf("%w: %s is in maintenance or fenced", ErrRefused, target)
+	case !tm.Reachable:
+		return fmt.Errorf("%w: %s is unreachable", ErrRefused, target)
+	case !tm.IORunning || !tm.SQLRunning:
+		return fmt.Errorf("%w: %s is not replicating (%s)", ErrRefused, target, tm.ReplError)
+	case tm.Lag < 0 || tm.Lag > a.cfg.MaxPromoteLag:
+		return fmt.Errorf("%w: %s lags %s, more than max_promote_lag %s", ErrRefused, target, tm.Lag, a.cfg.MaxPromoteLag)
+	}
+	if old, ok := memberByName(snap, cl.Primary); !ok || !old.Reachable {
+		return fmt.Errorf("%w: the primary %s is unreachable; a failover, not a switchover, handles that", ErrRefused, cl.Primary)
+	}
+	return nil
+}
+
+// switchSteps runs the switchover after `switching` committed. opened tells
+// whether the target took the primary role (the point of no return).
+func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, target topology.Member, committed time.Time) (opened bool, err error) {
+	// Drain: proxies hold new transactions; in-flight ones get DrainTimeout.
+	a.step("drain")
+	drainEnd := time.Now().Add(a.cfg.DrainTimeout)
+	for {
+		n, err := a.act.ActiveTransactions(ctx, old.Addr)
+		if err != nil {
+			return false, fmt.Errorf("drain %s: %w", old.Name, err)
+		}
+		if n == 0 || time.Now().After(drainEnd) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	a.step("fence")
+	if err := a.act.Fence(ctx, old.Addr); err != nil {
+		return false, err
+	}
+	op, err := a.act.Position(ctx, old.Addr)
+	if err != nil {
+		return false, fmt.Errorf("read final position of %s: %w", old.Name, err)
+	}
+	a.step("catchup")
+	wait := a.cfg.CatchupTimeout
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	if err := a.act.WaitApplied(ctx, target.Addr, op.BinlogPos, wait); err != nil {
+		return false, err
+	}
+	if err := a.act.Detach(ctx, target.Addr); err != nil {
+		return false, err
+	}
+	a.step("lease_wait")
+	if err := a.waitLease(ctx, committed); err != nil {
+		return false, err
+	}
+	a.step("open")
+	if err := a.act.Open(ctx, target.Addr); err != nil {
+		return false, err
+	}
+	// Past this point the target may have taken writes: only forward.
+	a.repointOthers(ctx, a.snaps.Snapshot(), target, "")
+	a.step("commit")
+	if err := a.commitOpen(ctx, cl, target.Name+" promoted by switchover"); err != nil {
+		return true, err
+	}
+	a.log.Info("switchover done", zap.String("primary", target.Name), zap.Uint64("epoch", cl.Epoch))
+	return true, nil
+}
+
+// commitOpen commits `serving`, retrying for a moment: the target is open,
+// so giving up here would leave writes held needlessly (a new leader would
+// finish it, but later).
+func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason string) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		if _, err = a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: reason}); err == nil || errors.Is(err, raftfsm.ErrStaleEpoch) || errors.Is(err, raftfsm.ErrPhase) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// rollback reopens the old primary: the target (never opened) replicates
+// from it again, the old primary leaves read-only, and a new epoch names it
+// primary again.
+func (a *Arbiter) rollback(ctx context.Context, cl *raftfsm.Cluster, old, target topology.Member, why string) error {
+	a.log.Warn("switchover failed: rolling back", zap.String("to", old.Name), zap.String("reason", why))
+	// Make sure the target cannot take writes before the old primary does.
+	if err := a.act.Repoint(ctx, target.Addr, old.Addr); err != nil {
+		a.log.Warn("repoint target back", zap.String("member", target.Name), zap.Error(err))
+	}
+	if err := a.act.Open(ctx, old.Addr); err != nil {
+		return fmt.Errorf("reopen %s: %w", old.Name, err)
+	}
+	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeAbort, Epoch: cl.Epoch, Reason: "switchover failed: " + why}); err != nil {
+		return fmt.Errorf("commit rollback: %w", err)
+	}
+	return nil
+}
+
+// recoverSwitch finishes a switchover a previous leader left in `switching`:
+// forward if the target was opened, back otherwise.
+func (a *Arbiter) recoverSwitch(ctx context.Context, cl *raftfsm.Cluster) error {
+	snap := a.snaps.Snapshot()
+	target, ok1 := memberByName(snap, cl.Primary)
+	old, ok2 := memberByName(snap, cl.Previous)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("recover switchover: unknown members %s/%s", cl.Primary, cl.Previous)
+	}
+	if p, err := a.act.Position(ctx, target.Addr); err == nil && !p.ReadOnly {
+		a.repointOthers(ctx, snap, target, "")
+		return a.commitOpen(ctx, cl, "switchover finished by a new leader")
+	}
+	return a.rollback(ctx, cl, old, target, "the leader running it was lost before the target opened")
+}
