@@ -28,7 +28,6 @@ type arbiters struct {
 	mons  []*topology.Monitor
 	arbs  []*Arbiter
 	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes through
-	mu    sync.Mutex
 }
 
 func (g *arbiters) Observe(ctx context.Context, cluster string) []Observation {

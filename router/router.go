@@ -5,6 +5,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,7 +20,25 @@ var (
 	ErrNoPrimary        = errors.New("no eligible primary")
 	ErrWritableConflict = errors.New("more than one writable member")
 	ErrNoReplica        = errors.New("no eligible replica")
+	// ErrNoLease: this proxy cannot show that its view of the primary is
+	// current (it has lost the control plane), so it routes no write.
+	ErrNoLease = errors.New("no write lease")
+	// ErrChanging: a switchover or failover is in progress.
+	ErrChanging = errors.New("primary change in progress")
 )
+
+// Authority is the control plane's word on where writes go. When a router
+// has one, it alone names the primary: the topology snapshot only locates
+// members and chooses replicas.
+type Authority interface {
+	// Writer names the member writes may go to now, or says why none may:
+	// ErrNoLease and ErrChanging make a write wait (up to the hold timeout)
+	// for the next Changed.
+	Writer() (string, error)
+	// Changed is closed at the next change of the control plane's state.
+	// Lease expiry is not a change: waiters also poll.
+	Changed() <-chan struct{}
+}
 
 // Fallback says what a read does when no replica is eligible.
 type Fallback string
@@ -45,6 +64,11 @@ type Config struct {
 	LocalityWindow time.Duration
 	// ReadsWithoutReplica: FallbackPrimary (default) or FallbackFail.
 	ReadsWithoutReplica Fallback
+	// Authority, when set, decides the primary (the Raft control plane).
+	Authority Authority
+	// WriteHold is how long a write waits for the authority to allow it
+	// before it fails. Default 10 s.
+	WriteHold time.Duration
 }
 
 // Router picks members for one cluster.
@@ -67,6 +91,9 @@ type plan struct {
 func New(cfg Config, src SnapshotSource) *Router {
 	if cfg.ReadsWithoutReplica == "" {
 		cfg.ReadsWithoutReplica = FallbackPrimary
+	}
+	if cfg.WriteHold <= 0 {
+		cfg.WriteHold = 10 * time.Second
 	}
 	return &Router{cfg: cfg, src: src}
 }
@@ -131,13 +158,55 @@ func describeMembers(s *topology.Snapshot) string {
 	return strings.Join(parts, ", ")
 }
 
-// Primary returns the member index writes go to.
-func (r *Router) Primary() (int, error) {
+// Primary returns the member index writes go to. With an authority, a
+// write that may not go anywhere yet (no lease, a change in progress) waits
+// up to WriteHold: clients see a pause, not an error.
+func (r *Router) Primary(ctx context.Context) (int, error) {
 	p := r.current()
-	if p.writeErr != nil {
-		return -1, p.writeErr
+	if r.cfg.Authority == nil {
+		if p.writeErr != nil {
+			return -1, p.writeErr
+		}
+		return p.primary, nil
 	}
-	return p.primary, nil
+	name, err := r.cfg.Authority.Writer()
+	if err == nil {
+		return p.index(name)
+	}
+	if !errors.Is(err, ErrNoLease) && !errors.Is(err, ErrChanging) {
+		return -1, err
+	}
+	hold := time.NewTimer(r.cfg.WriteHold)
+	defer hold.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		changed := r.cfg.Authority.Changed()
+		if name, err = r.cfg.Authority.Writer(); err == nil {
+			return r.current().index(name)
+		}
+		if !errors.Is(err, ErrNoLease) && !errors.Is(err, ErrChanging) {
+			return -1, err
+		}
+		select {
+		case <-ctx.Done():
+			return -1, fmt.Errorf("%w (write held, then abandoned: %v)", err, ctx.Err())
+		case <-hold.C:
+			return -1, fmt.Errorf("%w: write held %s (write_hold_timeout) without a writable primary", err, r.cfg.WriteHold)
+		case <-changed:
+		case <-poll.C:
+		}
+	}
+}
+
+// index finds the named member; the authority names members by config name.
+func (p *plan) index(name string) (int, error) {
+	for i := range p.snap.Members {
+		if p.snap.Members[i].Name == name {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("%w: the control plane names %q, which is not a member here", ErrNoPrimary, name)
 }
 
 // Replica returns the member index an autocommit read goes to, avoiding the

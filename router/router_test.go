@@ -1,7 +1,10 @@
 package router
 
 import (
+	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +17,10 @@ type fakeSource struct {
 }
 
 func (f *fakeSource) Snapshot() *topology.Snapshot { return f.p.Load() }
+
+type staticSource struct{ s *topology.Snapshot }
+
+func (f staticSource) Snapshot() *topology.Snapshot { return f.s }
 
 func member(name, site string, eligible bool, rtt time.Duration) topology.Member {
 	return topology.Member{Name: name, Site: site, Reachable: true, ReadOnly: true, Eligible: eligible, RTT: rtt, Role: topology.RoleReplica}
@@ -53,7 +60,7 @@ func TestNearestWithinLocalityWindowShareReads(t *testing.T) {
 	if got[1] == 0 || got[2] == 0 || got[3] != 0 || got[0] != 0 {
 		t.Fatalf("reads spread %v: want r1 and r2 only", got)
 	}
-	if p, err := r.Primary(); err != nil || p != 0 {
+	if p, err := r.Primary(context.Background()); err != nil || p != 0 {
 		t.Fatalf("primary = %d, %v", p, err)
 	}
 }
@@ -102,13 +109,13 @@ func TestNoWritesWithoutExactlyOnePrimary(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(-1, member("a", "", true, 0), member("b", "", true, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if _, err := r.Primary(); !errors.Is(err, ErrNoPrimary) {
+	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
 		t.Fatalf("no writable member: %v", err)
 	}
 	s := snap(-1, member("a", "", false, 0), member("b", "", false, 0))
 	s.Conflict = []string{"a", "b"}
 	src.p.Store(s)
-	if _, err := r.Primary(); !errors.Is(err, ErrWritableConflict) {
+	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrWritableConflict) {
 		t.Fatalf("two writable members: %v", err)
 	}
 }
@@ -121,7 +128,7 @@ func TestPlanFollowsNewSnapshots(t *testing.T) {
 		t.Fatalf("read went to %d", m)
 	}
 	src.p.Store(snap(1, member("r1", "", true, 0), member("p", "", false, 0)))
-	if p, _ := r.Primary(); p != 1 {
+	if p, _ := r.Primary(context.Background()); p != 1 {
 		t.Fatalf("primary after a new snapshot = %d", p)
 	}
 }
@@ -135,5 +142,98 @@ func BenchmarkReplica(b *testing.B) {
 		if _, err := r.Replica(-1); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// fakeAuthority is a control plane whose answer the test sets.
+type fakeAuthority struct {
+	mu      sync.Mutex
+	name    string
+	err     error
+	changed chan struct{}
+}
+
+func newFakeAuthority(name string, err error) *fakeAuthority {
+	return &fakeAuthority{name: name, err: err, changed: make(chan struct{})}
+}
+
+func (f *fakeAuthority) Writer() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.name, f.err
+}
+
+func (f *fakeAuthority) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+func (f *fakeAuthority) set(name string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.name, f.err = name, err
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func TestAuthorityNamesThePrimary(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Conflict: []string{"db1", "db2"}, Members: []topology.Member{
+		{Name: "db1", Reachable: true}, {Name: "db2", Reachable: true}, {Name: "db3", Reachable: true, ReadOnly: true}}}
+	auth := newFakeAuthority("db2", nil)
+	r := New(Config{Authority: auth, WriteHold: time.Second}, staticSource{snap})
+	// The snapshot's conflict does not matter: the control plane decides.
+	if p, err := r.Primary(context.Background()); err != nil || p != 1 {
+		t.Fatalf("Primary = %d, %v; want db2 (1)", p, err)
+	}
+	auth.set("db9", nil)
+	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
+		t.Fatalf("unknown member: %v", err)
+	}
+	auth.set("", errors.New("cluster state incompatible"))
+	start := time.Now()
+	if _, err := r.Primary(context.Background()); err == nil || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("a non-holding error must fail at once: %v after %s", err, time.Since(start))
+	}
+}
+
+func TestWritesHoldDuringAChange(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}, {Name: "db2"}}}
+	auth := newFakeAuthority("", ErrChanging)
+	r := New(Config{Authority: auth, WriteHold: 10 * time.Second}, staticSource{snap})
+	done := make(chan struct{})
+	var got int
+	var err error
+	go func() {
+		defer close(done)
+		got, err = r.Primary(context.Background())
+	}()
+	select {
+	case <-done:
+		t.Fatalf("write was not held: %d, %v", got, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	auth.set("db2", nil)
+	<-done
+	if err != nil || got != 1 {
+		t.Fatalf("held write got %d, %v; want db2", got, err)
+	}
+}
+
+func TestHeldWriteFailsAfterWriteHold(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}}}
+	r := New(Config{Authority: newFakeAuthority("", ErrNoLease), WriteHold: 150 * time.Millisecond}, staticSource{snap})
+	start := time.Now()
+	_, err := r.Primary(context.Background())
+	if !errors.Is(err, ErrNoLease) || !strings.Contains(err.Error(), "write_hold_timeout") {
+		t.Fatalf("err %v", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("failed after %s, before the hold ended", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Primary(ctx); !errors.Is(err, ErrNoLease) {
+		t.Fatalf("cancelled: %v", err)
 	}
 }

@@ -25,6 +25,8 @@ const (
 	CodeBackendLost      = 9005 // member connection lost during the statement
 	CodePoolTimeout      = 9006 // every backend connection of the member busy for pool_timeout
 	CodeSessionState     = 9007 // session state could not be replayed on the chosen member
+	CodeNoLease          = 9008 // write held for write_hold_timeout: the proxy lost the control plane
+	CodeChanging         = 9009 // write held for write_hold_timeout: a primary change did not finish
 )
 
 // errorTable maps what went wrong inside the proxy to what the client sees.
@@ -36,6 +38,8 @@ var errorTable = []struct {
 	{router.ErrNoPrimary, CodeNoPrimary, "HY000"},
 	{router.ErrWritableConflict, CodeWritableConflict, "HY000"},
 	{router.ErrNoReplica, CodeNoReplica, "HY000"},
+	{router.ErrNoLease, CodeNoLease, "HY000"},
+	{router.ErrChanging, CodeChanging, "HY000"},
 	{errBackendDown, CodeBackendDown, "08S01"},
 	{errBackendLost, CodeBackendLost, "08S01"},
 	{errPoolTimeout, CodePoolTimeout, "HY000"},

@@ -20,7 +20,7 @@ import (
 // Router is what the proxy asks where a statement goes. Members are indexes
 // into Config.Members.
 type Router interface {
-	Primary() (int, error)
+	Primary(ctx context.Context) (int, error)
 	Replica(avoid int) (int, error)
 }
 

@@ -174,17 +174,17 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 
 // target decides which member a statement goes to. The connection the
 // session holds wins: pinned state must not be split across connections.
-func (s *session) target(c Class, avoid int) (int, error) {
+func (s *session) target(ctx context.Context, c Class, avoid int) (int, error) {
 	rt := s.p.router
 	switch {
 	case c.Hint == HintPrimary:
-		return rt.Primary()
+		return rt.Primary(ctx)
 	case c.Kind == KindRead && c.Hint == HintReplica:
 		return rt.Replica(avoid)
 	case c.Kind == KindRead && !c.ReadsSession && c.Pin == 0:
 		return rt.Replica(avoid)
 	default:
-		return rt.Primary()
+		return rt.Primary(ctx)
 	}
 }
 
@@ -197,7 +197,7 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 	if s.held != nil && c.ReadsSession {
 		return s.held, s.held.pool.idx, nil
 	}
-	m, err := s.target(c, avoid)
+	m, err := s.target(ctx, c, avoid)
 	if err != nil {
 		return nil, -1, err
 	}
