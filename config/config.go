@@ -97,13 +97,43 @@ func (s Secret) resolve() (string, error) {
 
 // Config is routerd's configuration.
 type Config struct {
-	// Role: proxy (routes clients). Arbiters come with the control plane.
+	// Role: proxy (routes clients) or arbiter (a Raft voter that decides
+	// promotions and carries no client traffic).
 	Role     string    `yaml:"role"`
 	Name     string    `yaml:"name"`
 	Site     string    `yaml:"site"`
 	Admin    Admin     `yaml:"admin"`
 	Log      Log       `yaml:"log"`
+	Control  *Control  `yaml:"control"`
 	Clusters []Cluster `yaml:"clusters"`
+}
+
+// Control is the Raft control plane. Without it a proxy runs standalone:
+// the single writable member is the primary, and nothing is ever promoted.
+type Control struct {
+	// Secret is shared by every arbiter and proxy: Raft connections and
+	// admin requests that change state are authenticated with it.
+	Secret Secret `yaml:"secret"`
+	// RaftListen is this node's Raft address (other nodes dial it).
+	RaftListen string `yaml:"raft_listen"`
+	// Dir keeps the Raft log, stable store and snapshots.
+	Dir      string    `yaml:"dir"`
+	Arbiters []Arbiter `yaml:"arbiters"`
+
+	Lease            Duration `yaml:"lease"`
+	LeaseMargin      Duration `yaml:"lease_margin"`
+	WriteHoldTimeout Duration `yaml:"write_hold_timeout"`
+	FailureThreshold Duration `yaml:"failure_threshold"`
+	Cooldown         Duration `yaml:"cooldown"`
+	DrainTimeout     Duration `yaml:"drain_timeout"`
+	ProxyTimeout     Duration `yaml:"proxy_timeout"`
+}
+
+// Arbiter is one voter of the control plane.
+type Arbiter struct {
+	Name  string `yaml:"name"`
+	Raft  string `yaml:"raft"`
+	Admin string `yaml:"admin"`
 }
 
 // Admin is the HTTP admin API.
@@ -137,6 +167,10 @@ type Cluster struct {
 	ClientIdleTimeout           Duration `yaml:"client_idle_timeout"`
 	MaxPacket                   int      `yaml:"max_packet"`
 	AutoIncrementDelayMultiplex *int     `yaml:"auto_increment_delay_multiplex"`
+	// Replication is the account replicas use to connect to a new primary
+	// (needed with a control plane).
+	Replication   Account  `yaml:"replication"`
+	MaxPromoteLag Duration `yaml:"max_promote_lag"`
 }
 
 // Member is one database server.
@@ -210,6 +244,7 @@ func clusterDefaults(c *Cluster) {
 	def(&c.ConnectTimeout, 2*time.Second)
 	def(&c.QueryTimeout, time.Hour)
 	def(&c.ClientIdleTimeout, 8*time.Hour)
+	def(&c.MaxPromoteLag, 5*time.Second)
 	if c.ReadsWithoutReplica == "" {
 		c.ReadsWithoutReplica = "primary"
 	}
@@ -231,6 +266,21 @@ func clusterDefaults(c *Cluster) {
 			}
 		}
 	}
+}
+
+func controlDefaults(c *Control) {
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	def(&c.Lease, 2*time.Second)
+	def(&c.LeaseMargin, 300*time.Millisecond)
+	def(&c.WriteHoldTimeout, 10*time.Second)
+	def(&c.FailureThreshold, 2*time.Second)
+	def(&c.Cooldown, 30*time.Second)
+	def(&c.DrainTimeout, 5*time.Second)
+	def(&c.ProxyTimeout, time.Minute)
 }
 
 func strictDecode(n *yaml.Node, v any) error {
@@ -264,6 +314,9 @@ func Parse(b []byte) (*Config, error) {
 	for i := range cfg.Clusters {
 		clusterDefaults(&cfg.Clusters[i])
 	}
+	if cfg.Control != nil {
+		controlDefaults(cfg.Control)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -276,8 +329,15 @@ func (c *Config) Validate() error {
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &Error{Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
-	if c.Role != "proxy" {
-		add("role", "%q is not a role (want proxy)", c.Role)
+	if c.Role != "proxy" && c.Role != "arbiter" {
+		add("role", "%q is not a role (want proxy or arbiter)", c.Role)
+	}
+	arbiter := c.Role == "arbiter"
+	if arbiter && c.Control == nil {
+		add("control", "required for role arbiter")
+	}
+	if c.Control != nil {
+		c.validateControl(add)
 	}
 	if err := checkAddr(c.Admin.Listen); err != nil {
 		add("admin.listen", "%v", err)
@@ -304,7 +364,9 @@ func (c *Config) Validate() error {
 		if cl.Kind != "mysql" {
 			add(f+".kind", "%q is not supported (want mysql)", cl.Kind)
 		}
-		if err := checkAddr(cl.Listen); err != nil {
+		if arbiter {
+			// Arbiters carry no client traffic: no listener, no users.
+		} else if err := checkAddr(cl.Listen); err != nil {
 			add(f+".listen", "%v", err)
 		} else if other, dup := listens[cl.Listen]; dup {
 			add(f+".listen", "%s is already used by %s", cl.Listen, other)
@@ -327,8 +389,16 @@ func (c *Config) Validate() error {
 		if _, err := cl.Monitor.Password.resolve(); err != nil {
 			add(f+".monitor.password", "%v", err)
 		}
-		if len(cl.Users) == 0 {
+		if len(cl.Users) == 0 && !arbiter {
 			add(f+".users", "at least one user is required")
+		}
+		if c.Control != nil {
+			if cl.Replication.User == "" {
+				add(f+".replication.user", "required with a control plane (the account replicas use to follow a new primary)")
+			}
+			if _, err := cl.Replication.Password.resolve(); err != nil {
+				add(f+".replication.password", "%v", err)
+			}
 		}
 		unames := map[string]bool{}
 		for j, u := range cl.Users {
@@ -383,6 +453,63 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
+}
+
+func (c *Config) validateControl(add func(field, format string, args ...any)) {
+	ct := c.Control
+	if c.Name == "" {
+		add("name", "required with a control plane (this node's id in the Raft group)")
+	}
+	if v, err := ct.Secret.resolve(); err != nil {
+		add("control.secret", "%v", err)
+	} else if len(v) < 16 {
+		add("control.secret", "too short (%d bytes): use at least 16 random bytes", len(v))
+	}
+	if err := checkAddr(ct.RaftListen); err != nil {
+		add("control.raft_listen", "%v", err)
+	}
+	if ct.Dir == "" {
+		add("control.dir", "required (where the Raft log is kept)")
+	}
+	switch n := len(ct.Arbiters); {
+	case n == 0:
+		add("control.arbiters", "at least one arbiter is required (3 or 5 in production)")
+	case n%2 == 0:
+		add("control.arbiters", "%d arbiters: use an odd number (3 or 5); an even one tolerates no more failures than one fewer", n)
+	}
+	seen := map[string]bool{}
+	self := false
+	for i, a := range ct.Arbiters {
+		f := fmt.Sprintf("control.arbiters[%d]", i)
+		uniqueName(add, f, "arbiter", a.Name, seen)
+		if err := checkAddr(a.Raft); err != nil {
+			add(f+".raft", "%v", err)
+		}
+		if err := checkAddr(a.Admin); err != nil {
+			add(f+".admin", "%v", err)
+		}
+		if a.Name == c.Name {
+			self = true
+			if c.Role == "arbiter" && a.Raft != ct.RaftListen {
+				add(f+".raft", "%s differs from control.raft_listen %s for this arbiter", a.Raft, ct.RaftListen)
+			}
+		}
+	}
+	switch {
+	case c.Role == "arbiter" && !self && c.Name != "":
+		add("name", "arbiter %q is not listed in control.arbiters", c.Name)
+	case c.Role == "proxy" && self:
+		add("name", "proxy %q has the name of an arbiter", c.Name)
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"lease", ct.Lease}, {"lease_margin", ct.LeaseMargin}, {"write_hold_timeout", ct.WriteHoldTimeout}, {"failure_threshold", ct.FailureThreshold},
+		{"cooldown", ct.Cooldown}, {"drain_timeout", ct.DrainTimeout}, {"proxy_timeout", ct.ProxyTimeout}} {
+		if d.v < 0 {
+			add("control."+d.name, "must not be negative")
+		}
+	}
 }
 
 // uniqueName checks that a list entry's name is set and not repeated.

@@ -92,3 +92,56 @@ func TestSecretIsNeverPrinted(t *testing.T) {
 		t.Fatal("secret printed")
 	}
 }
+
+const arbiterCfg = `
+role: arbiter
+name: a1
+admin: {listen: "127.0.0.1:7081"}
+control:
+  secret: 0123456789abcdef0123
+  raft_listen: "127.0.0.1:7301"
+  dir: /tmp/a1
+  arbiters:
+    - {name: a1, raft: "127.0.0.1:7301", admin: "127.0.0.1:7081"}
+    - {name: a2, raft: "127.0.0.1:7302", admin: "127.0.0.1:7082"}
+    - {name: a3, raft: "127.0.0.1:7303", admin: "127.0.0.1:7083"}
+clusters:
+  - name: app
+    members:
+      - {name: db1, addr: "127.0.0.1:3306"}
+    monitor: {user: admin, password: admin}
+    replication: {user: repl, password: repl}
+`
+
+func TestControlPlaneConfig(t *testing.T) {
+	c, err := Parse([]byte(arbiterCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Control.Lease.D() != 2*time.Second || c.Control.WriteHoldTimeout.D() != 10*time.Second || c.Control.FailureThreshold.D() != 2*time.Second ||
+		c.Control.Cooldown.D() != 30*time.Second || c.Control.DrainTimeout.D() != 5*time.Second {
+		t.Fatalf("control defaults: %+v", c.Control)
+	}
+	cases := []struct{ name, from, to, want string }{
+		{"unknown role", "role: arbiter", "role: voter", `role: "voter" is not a role`},
+		{"short secret", "secret: 0123456789abcdef0123", "secret: short", "control.secret: too short"},
+		{"even arbiters", `    - {name: a3, raft: "127.0.0.1:7303", admin: "127.0.0.1:7083"}`, "", "control.arbiters: 2 arbiters"},
+		{"arbiter not listed", "name: a1", "name: a9", `name: arbiter "a9" is not listed`},
+		{"raft address mismatch", `raft_listen: "127.0.0.1:7301"`, `raft_listen: "127.0.0.1:7309"`, "control.arbiters[0].raft: 127.0.0.1:7301 differs"},
+		{"arbiter admin port", `admin: "127.0.0.1:7082"}`, `admin: "127.0.0.1"}`, "control.arbiters[1].admin: missing port"},
+		{"replication account", "    replication: {user: repl, password: repl}\n", "", "clusters[0].replication.user: required"},
+		{"negative lease", "  dir: /tmp/a1\n", "  dir: /tmp/a1\n  lease: -1s\n", "control.lease: must not be negative"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := strings.Replace(arbiterCfg, tc.from, tc.to, 1)
+			if in == arbiterCfg {
+				t.Fatalf("case does not change the config")
+			}
+			_, err := Parse([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -15,7 +15,7 @@ import (
 type fixedRouter struct{}
 
 func (fixedRouter) Primary(context.Context) (int, error) { return 0, nil }
-func (fixedRouter) Replica(int) (int, error) { return 0, nil }
+func (fixedRouter) Replica(int) (int, error)             { return 0, nil }
 
 // fakeMember answers the handshake, COM_SET_OPTION and COM_QUERY (with one
 // canned row) from preallocated buffers, so the benchmark's allocation count
