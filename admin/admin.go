@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
 )
 
@@ -28,23 +29,29 @@ type Cluster struct {
 	// Conns returns open and idle backend connections per member name.
 	Conns    func() map[string][2]int
 	Sessions func() int
+	// State is the control plane's state of the cluster (nil without one).
+	State func() *raftfsm.Cluster
 }
 
 // Status is the JSON of GET /status. Its shape is a stable contract
 // (docs/admin.md): fields are only ever added.
 type Status struct {
+	Control  *ControlStatus  `json:"control,omitempty"`
 	Clusters []ClusterStatus `json:"clusters"`
 }
 
 // ClusterStatus is one cluster.
 type ClusterStatus struct {
-	Name     string         `json:"name"`
-	Kind     string         `json:"kind"`
-	Listen   string         `json:"listen"`
-	Epoch    uint64         `json:"epoch"`
-	Phase    string         `json:"phase"`
-	Primary  string         `json:"primary"`
-	Conflict []string       `json:"conflict,omitempty"`
+	Name     string   `json:"name"`
+	Kind     string   `json:"kind"`
+	Listen   string   `json:"listen"`
+	Epoch    uint64   `json:"epoch"`
+	Phase    string   `json:"phase"`
+	Primary  string   `json:"primary"`
+	Conflict []string `json:"conflict,omitempty"`
+	// SemiSync is the primary's semi-sync state: "on", or "off (fell back
+	// to async)" when writes acknowledged now may be lost in a failover.
+	SemiSync string         `json:"semi_sync,omitempty"`
 	Sessions int            `json:"client_sessions"`
 	Taken    time.Time      `json:"observed_at"`
 	Members  []MemberStatus `json:"members"`
@@ -70,14 +77,30 @@ type MemberStatus struct {
 	Error          string  `json:"error,omitempty"`
 	ConnsOpen      int     `json:"backend_connections"`
 	ConnsIdle      int     `json:"backend_connections_idle"`
+	Maintenance    bool    `json:"maintenance,omitempty"`
+	Fenced         bool    `json:"fenced,omitempty"`
+	// Errant lists transactions this member has that the primary lacks.
+	Errant string `json:"errant,omitempty"`
 }
 
 // BuildStatus assembles the status document.
-func BuildStatus(clusters []Cluster) Status {
+func BuildStatus(clusters []Cluster, control Control) Status {
 	st := Status{Clusters: []ClusterStatus{}}
+	if control != nil {
+		o := control.Overview()
+		st.Control = &o
+	}
 	for _, c := range clusters {
 		s := c.Snapshot()
 		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken}
+		var fsm *raftfsm.Cluster
+		if c.State != nil {
+			fsm = c.State()
+			cs.Phase, cs.Primary = "unknown", ""
+			if fsm != nil {
+				cs.Epoch, cs.Phase, cs.Primary = fsm.Epoch, string(fsm.Phase), fsm.Primary
+			}
+		}
 		if c.Sessions != nil {
 			cs.Sessions = c.Sessions()
 		}
@@ -99,6 +122,17 @@ func BuildStatus(clusters []Cluster) Status {
 					ms.SemiSync = "on"
 				}
 			}
+			if m.Name == cs.Primary {
+				cs.SemiSync = ms.SemiSync
+				if !m.SemiSyncOn && m.Reachable {
+					cs.SemiSync = "disabled"
+				}
+			}
+			if fsm != nil {
+				fm := fsm.Members[m.Name]
+				ms.Maintenance, ms.Fenced, ms.Errant = fm.Maintenance, fm.Fenced, fm.Errant
+				ms.Healthy = ms.Healthy && !fm.Fenced
+			}
 			ms.Error = m.ProbeError
 			if ms.Error == "" {
 				ms.Error = m.ReplError
@@ -117,13 +151,14 @@ func BuildStatus(clusters []Cluster) Status {
 // Server is the admin HTTP server.
 type Server struct {
 	clusters []Cluster
+	control  Control
 	gather   prometheus.Gatherer
 	log      *zap.Logger
 }
 
-// New returns an admin server.
-func New(clusters []Cluster, g prometheus.Gatherer, log *zap.Logger) *Server {
-	return &Server{clusters: clusters, gather: g, log: log.Named("admin")}
+// New returns an admin server; control is nil on a standalone proxy.
+func New(clusters []Cluster, control Control, g prometheus.Gatherer, log *zap.Logger) *Server {
+	return &Server{clusters: clusters, control: control, gather: g, log: log.Named("admin")}
 }
 
 // Handler returns the HTTP routes.
@@ -133,8 +168,11 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(BuildStatus(s.clusters))
+		_ = enc.Encode(BuildStatus(s.clusters, s.control))
 	})
+	if s.control != nil {
+		s.controlRoutes(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	// Profiles, for measuring before optimising; the admin API binds to

@@ -21,7 +21,7 @@ func TestStatusJSONShape(t *testing.T) {
 	c := Cluster{Name: "app", Kind: "mysql", Snapshot: func() *topology.Snapshot { return snap },
 		Conns: func() map[string][2]int { return map[string][2]int{"db2": {3, 2}} }}
 	rec := httptest.NewRecorder()
-	New([]Cluster{c}, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	New([]Cluster{c}, nil, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
 	var doc struct {
 		Clusters []struct {
 			Name, Kind, Primary, Phase string

@@ -190,7 +190,7 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := admin.New(views, reg, log).Serve(ctx, aln); err != nil {
+		if err := admin.New(views, nil, reg, log).Serve(ctx, aln); err != nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}

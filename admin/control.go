@@ -1,0 +1,253 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/dbrouter/dbrouter/arbiter"
+	"github.com/dbrouter/dbrouter/raftfsm"
+)
+
+// Control is what the admin API needs of the control plane; nil on a
+// standalone proxy. Operations that must run on the Raft leader are
+// forwarded there by the implementation.
+type Control interface {
+	Secret() []byte
+	Overview() ControlStatus
+	Members() ([]raftfsm.Server, error)
+	Join(ctx context.Context, req JoinRequest) error
+	Lease(ctx context.Context, proxy string) (LeaseAnswer, error)
+	Observe(cluster string) (arbiter.Observation, error)
+	Promote(ctx context.Context, cluster, member string, timeout time.Duration) error
+	Maintenance(ctx context.Context, cluster, member string, on bool) error
+}
+
+// ControlStatus is the control plane part of /status.
+type ControlStatus struct {
+	Node   string `json:"node"`
+	Role   string `json:"role"`
+	Leader string `json:"leader"`
+	Term   uint64 `json:"term"`
+	// Applied is the last log index this node applied.
+	Applied uint64 `json:"applied_index"`
+	// LeaseOK and LeaseAgeMs: on a proxy, whether it may route writes and
+	// how old its lease is (-1: never had one).
+	LeaseOK      bool          `json:"lease_ok"`
+	LeaseAgeMs   int64         `json:"lease_age_ms"`
+	Incompatible string        `json:"incompatible,omitempty"`
+	Proxies      []ProxyStatus `json:"proxies"`
+}
+
+// ProxyStatus is one proxy of the group.
+type ProxyStatus struct {
+	ID    string `json:"id"`
+	Site  string `json:"site,omitempty"`
+	Admin string `json:"admin,omitempty"`
+	// LeaseAgeMs is how long ago the proxy last renewed its lease with the
+	// leader (-1: not known to this node; only the leader knows).
+	LeaseAgeMs int64 `json:"lease_age_ms"`
+}
+
+// JoinRequest asks the leader to add a proxy as a non-voter.
+type JoinRequest struct {
+	ID    string `json:"id"`
+	Raft  string `json:"raft"`
+	Admin string `json:"admin,omitempty"`
+	Site  string `json:"site,omitempty"`
+}
+
+// LeaseAnswer is the leader's half of a lease renewal.
+type LeaseAnswer struct {
+	Index  uint64 `json:"index"`
+	Leader string `json:"leader"`
+}
+
+// PromoteRequest is the body of POST /v1/clusters/{name}/promote.
+type PromoteRequest struct {
+	Member  string `json:"member"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// MaintenanceRequest is the body of POST /v1/clusters/{name}/maintenance.
+type MaintenanceRequest struct {
+	Member string `json:"member"`
+	On     bool   `json:"on"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// writeError maps an error to a status code callers can branch on: 401 not
+// signed, 404 unknown cluster, 409 refused, 421 not the leader (with the
+// leader's name), 503 no leader or quorum, 400 bad request, 500 otherwise.
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	body := map[string]string{"error": err.Error()}
+	var nl *raftfsm.ErrNotLeader
+	var bad *badRequest
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		code = http.StatusUnauthorized
+	case errors.As(err, &bad):
+		code = http.StatusBadRequest
+	case errors.Is(err, raftfsm.ErrUnknownCluster), errors.Is(err, arbiter.ErrNotReady):
+		code = http.StatusNotFound
+	case errors.Is(err, arbiter.ErrRefused), errors.Is(err, raftfsm.ErrStaleEpoch), errors.Is(err, raftfsm.ErrPhase),
+		errors.Is(err, raftfsm.ErrInvalid), errors.Is(err, raftfsm.ErrUnknownMember):
+		code = http.StatusConflict
+	case errors.As(err, &nl):
+		code = http.StatusServiceUnavailable
+		if nl.LeaderID != "" {
+			code = http.StatusMisdirectedRequest
+			body["leader"] = nl.LeaderID
+		}
+	}
+	writeJSON(w, code, body)
+}
+
+type badRequest struct{ msg string }
+
+func (b *badRequest) Error() string { return b.msg }
+
+// signed reads the body and checks its signature.
+func (s *Server) signed(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, &badRequest{"read body: " + err.Error()}
+	}
+	if err := Verify(r, body, s.control.Secret(), time.Now()); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+func decode(body []byte, v any) error {
+	if len(body) == 0 {
+		return &badRequest{"empty body: a JSON object is required"}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return &badRequest{"body: " + err.Error()}
+	}
+	return nil
+}
+
+func (s *Server) controlRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/raft/members", func(w http.ResponseWriter, r *http.Request) {
+		m, err := s.control.Members()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"servers": m, "leader": s.control.Overview().Leader})
+	})
+	mux.HandleFunc("POST /v1/raft/join", func(w http.ResponseWriter, r *http.Request) {
+		var req JoinRequest
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		if err == nil && (req.ID == "" || req.Raft == "") {
+			err = &badRequest{"join needs id and raft"}
+		}
+		if err == nil {
+			err = s.control.Join(r.Context(), req)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID})
+	})
+	mux.HandleFunc("POST /v1/raft/lease", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Proxy string `json:"proxy"`
+		}
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		var ans LeaseAnswer
+		if err == nil {
+			ans, err = s.control.Lease(r.Context(), req.Proxy)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ans)
+	})
+	mux.HandleFunc("POST /v1/observe/{cluster}", func(w http.ResponseWriter, r *http.Request) {
+		_, err := s.signed(r)
+		var o arbiter.Observation
+		if err == nil {
+			o, err = s.control.Observe(r.PathValue("cluster"))
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, o)
+	})
+	mux.HandleFunc("POST /v1/clusters/{cluster}/promote", func(w http.ResponseWriter, r *http.Request) {
+		var req PromoteRequest
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		timeout := 30 * time.Second
+		if err == nil && req.Timeout != "" {
+			if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout <= 0 {
+				err = &badRequest{"timeout " + req.Timeout + " is not a positive duration"}
+			}
+		}
+		if err == nil && req.Member == "" {
+			err = &badRequest{"promote needs a member"}
+		}
+		if err == nil {
+			err = s.control.Promote(r.Context(), r.PathValue("cluster"), req.Member, timeout)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"primary": req.Member})
+	})
+	mux.HandleFunc("POST /v1/clusters/{cluster}/maintenance", func(w http.ResponseWriter, r *http.Request) {
+		var req MaintenanceRequest
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		if err == nil && req.Member == "" {
+			err = &badRequest{"maintenance needs a member"}
+		}
+		if err == nil {
+			err = s.control.Maintenance(r.Context(), r.PathValue("cluster"), req.Member, req.On)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, req)
+	})
+	mux.HandleFunc("GET /v1/clusters/{cluster}/history", func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range s.clusters {
+			if c.Name == r.PathValue("cluster") && c.State != nil {
+				if cl := c.State(); cl != nil {
+					writeJSON(w, http.StatusOK, map[string]any{"cluster": cl.Name, "epoch": cl.Epoch, "history": cl.History})
+					return
+				}
+			}
+		}
+		writeError(w, raftfsm.ErrUnknownCluster)
+	})
+}

@@ -1,0 +1,135 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/arbiter"
+	"github.com/dbrouter/dbrouter/raftfsm"
+)
+
+func TestSignVerify(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	mk := func(body string) *http.Request {
+		return httptest.NewRequest("POST", "/v1/clusters/app/promote?x=1", strings.NewReader(body))
+	}
+	cases := []struct {
+		name   string
+		mutate func(r *http.Request) ([]byte, time.Time)
+		ok     bool
+	}{
+		{"valid", func(r *http.Request) ([]byte, time.Time) { return []byte(`{"member":"db2"}`), now }, true},
+		{"tampered body", func(r *http.Request) ([]byte, time.Time) { return []byte(`{"member":"db3"}`), now }, false},
+		{"other path", func(r *http.Request) ([]byte, time.Time) {
+			r.URL.Path = "/v1/clusters/app/maintenance"
+			return []byte(`{"member":"db2"}`), now
+		}, false},
+		{"too old", func(r *http.Request) ([]byte, time.Time) { return []byte(`{"member":"db2"}`), now.Add(2 * MaxSkew) }, false},
+		{"no header", func(r *http.Request) ([]byte, time.Time) {
+			r.Header.Del(AuthHeader)
+			return []byte(`{"member":"db2"}`), now
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mk(`{"member":"db2"}`)
+			Sign(r, []byte(`{"member":"db2"}`), secret, now)
+			body, at := tc.mutate(r)
+			err := Verify(r, body, secret, at)
+			if (err == nil) != tc.ok {
+				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("error %v does not wrap ErrUnauthenticated", err)
+			}
+		})
+	}
+	r := mk("{}")
+	Sign(r, []byte("{}"), []byte("another-secret-16b"), now)
+	if err := Verify(r, []byte("{}"), secret, now); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+}
+
+type fakeControl struct {
+	promoted string
+	err      error
+}
+
+func (f *fakeControl) Secret() []byte { return []byte("0123456789abcdef") }
+func (f *fakeControl) Overview() ControlStatus {
+	return ControlStatus{Node: "a1", Role: "arbiter", Leader: "a1"}
+}
+func (f *fakeControl) Members() ([]raftfsm.Server, error) {
+	return []raftfsm.Server{{ID: "a1", Voter: true}}, nil
+}
+func (f *fakeControl) Join(context.Context, JoinRequest) error { return f.err }
+func (f *fakeControl) Lease(context.Context, string) (LeaseAnswer, error) {
+	return LeaseAnswer{Index: 7}, f.err
+}
+func (f *fakeControl) Observe(string) (arbiter.Observation, error) {
+	return arbiter.Observation{}, f.err
+}
+func (f *fakeControl) Promote(_ context.Context, _, member string, _ time.Duration) error {
+	if f.err == nil {
+		f.promoted = member
+	}
+	return f.err
+}
+func (f *fakeControl) Maintenance(context.Context, string, string, bool) error { return f.err }
+
+func TestControlRoutesNeedTheSecretAndMapErrors(t *testing.T) {
+	fc := &fakeControl{}
+	srv := httptest.NewServer(New(nil, fc, prometheus.NewRegistry(), zap.NewNop()).Handler())
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+
+	// Unsigned: 401, nothing done.
+	err := (&Client{Addr: addr}).Do(ctx, "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db2"}, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || fc.promoted != "" {
+		t.Fatalf("unsigned promote: %v (promoted %q)", err, fc.promoted)
+	}
+	signed := &Client{Addr: addr, Secret: fc.Secret()}
+	if err := signed.Do(ctx, "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db2"}, nil); err != nil || fc.promoted != "db2" {
+		t.Fatalf("signed promote: %v (promoted %q)", err, fc.promoted)
+	}
+	cases := []struct {
+		err    error
+		status int
+	}{
+		{fmt.Errorf("%w: db9 is not a member", arbiter.ErrRefused), http.StatusConflict},
+		{&raftfsm.ErrNotLeader{LeaderID: "a2"}, http.StatusMisdirectedRequest},
+		{&raftfsm.ErrNotLeader{}, http.StatusServiceUnavailable},
+		{raftfsm.ErrUnknownCluster, http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		fc.err = tc.err
+		err := signed.Do(ctx, "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db2"}, nil)
+		if !errors.As(err, &ae) || ae.Status != tc.status || ae.Message != tc.err.Error() {
+			t.Fatalf("%v: got %v (status %d), want %d", tc.err, err, ae.Status, tc.status)
+		}
+	}
+	fc.err = nil
+	if err := signed.Do(ctx, "POST", "/v1/clusters/app/promote", PromoteRequest{}, nil); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Fatalf("promote without a member: %v", err)
+	}
+	if err := signed.Do(ctx, "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db2", Timeout: "soon"}, nil); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Fatalf("bad timeout: %v", err)
+	}
+	var st Status
+	if err := (&Client{Addr: addr}).Do(ctx, "GET", "/status", nil, &st); err != nil || st.Control == nil || st.Control.Leader != "a1" {
+		t.Fatalf("status: %v %+v", err, st.Control)
+	}
+}
