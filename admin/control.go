@@ -20,7 +20,7 @@ type Control interface {
 	Overview() ControlStatus
 	Members() ([]raftfsm.Server, error)
 	Join(ctx context.Context, req JoinRequest) error
-	Lease(ctx context.Context, proxy string) (LeaseAnswer, error)
+	Lease(ctx context.Context, proxy string, applied uint64) (LeaseAnswer, error)
 	Observe(cluster string) (arbiter.Observation, error)
 	Promote(ctx context.Context, cluster, member string, timeout time.Duration) error
 	Maintenance(ctx context.Context, cluster, member string, on bool) error
@@ -60,6 +60,14 @@ type JoinRequest struct {
 	Site  string `json:"site,omitempty"`
 }
 
+// LeaseRequest is a proxy's lease renewal: Applied is the last log index it
+// has applied, which tells the leader the proxy holds writes for every change
+// up to there.
+type LeaseRequest struct {
+	Proxy   string `json:"proxy"`
+	Applied uint64 `json:"applied"`
+}
+
 // LeaseAnswer is the leader's half of a lease renewal.
 type LeaseAnswer struct {
 	Index  uint64 `json:"index"`
@@ -94,7 +102,14 @@ func writeError(w http.ResponseWriter, err error) {
 	body := map[string]string{"error": err.Error()}
 	var nl *raftfsm.ErrNotLeader
 	var bad *badRequest
+	var fwd *APIError
 	switch {
+	case errors.As(err, &fwd):
+		// An answer forwarded from the leader keeps its status.
+		code = fwd.Status
+		if fwd.Leader != "" {
+			body["leader"] = fwd.Leader
+		}
 	case errors.Is(err, ErrUnauthenticated):
 		code = http.StatusUnauthorized
 	case errors.As(err, &bad):
@@ -168,16 +183,14 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID})
 	})
 	mux.HandleFunc("POST /v1/raft/lease", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Proxy string `json:"proxy"`
-		}
+		var req LeaseRequest
 		body, err := s.signed(r)
 		if err == nil {
 			err = decode(body, &req)
 		}
 		var ans LeaseAnswer
 		if err == nil {
-			ans, err = s.control.Lease(r.Context(), req.Proxy)
+			ans, err = s.control.Lease(r.Context(), req.Proxy, req.Applied)
 		}
 		if err != nil {
 			writeError(w, err)

@@ -74,7 +74,7 @@ func (f *fakeControl) Members() ([]raftfsm.Server, error) {
 	return []raftfsm.Server{{ID: "a1", Voter: true}}, nil
 }
 func (f *fakeControl) Join(context.Context, JoinRequest) error { return f.err }
-func (f *fakeControl) Lease(context.Context, string) (LeaseAnswer, error) {
+func (f *fakeControl) Lease(context.Context, string, uint64) (LeaseAnswer, error) {
 	return LeaseAnswer{Index: 7}, f.err
 }
 func (f *fakeControl) Observe(string) (arbiter.Observation, error) {

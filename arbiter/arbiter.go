@@ -46,7 +46,7 @@ type Observation struct {
 // arbiter that does not answer is simply missing: it never counts towards a
 // failure.
 type Observers interface {
-	Observe(ctx context.Context, cluster string) []Observation
+	Observations(ctx context.Context, cluster string) []Observation
 }
 
 // Config shapes one cluster's arbiter.
@@ -74,6 +74,12 @@ type Config struct {
 	MaxPromoteLag time.Duration
 	// Interval between reconciliations. Default 250 ms.
 	Interval time.Duration
+	// Confirmed, when set, reports whether every proxy in the group has
+	// confirmed applying the log up to index. A proxy that has applied a
+	// change holds its writes, so once all have, the new primary need not
+	// wait out the lease; one that has not (cut off, say) makes the leader
+	// wait the full lease+margin, after which it cannot be writing.
+	Confirmed func(index uint64) bool
 }
 
 func (c *Config) defaults() {
@@ -156,18 +162,26 @@ func (a *Arbiter) Run(ctx context.Context) {
 }
 
 func (a *Arbiter) step(name string) {
+	a.log.Info("step", zap.String("step", name))
 	if h := a.hook.Load(); h != nil {
 		(*h)(name)
 	}
 }
 
 func (a *Arbiter) propose(ctx context.Context, c *raftfsm.Command) (*raftfsm.Cluster, error) {
+	cl, _, err := a.proposeIndex(ctx, c)
+	return cl, err
+}
+
+// proposeIndex also returns the command's log index.
+func (a *Arbiter) proposeIndex(ctx context.Context, c *raftfsm.Command) (*raftfsm.Cluster, uint64, error) {
 	c.Cluster = a.cfg.Cluster
 	c.At = time.Now()
-	if _, err := a.group.Propose(ctx, c); err != nil {
-		return nil, err
+	res, err := a.group.Propose(ctx, c)
+	if err != nil {
+		return nil, 0, err
 	}
-	return a.group.State().Cluster(a.cfg.Cluster), nil
+	return a.group.State().Cluster(a.cfg.Cluster), res.Index, nil
 }
 
 func (a *Arbiter) note(ctx context.Context, member, reason string) {
@@ -201,7 +215,7 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 		return a.bootstrap(ctx, snap)
 	case cl.Phase == raftfsm.PhaseFailingOver:
 		// A failover this node (or a leader before it) started.
-		return a.finishFailover(ctx, cl, time.Now())
+		return a.finishFailover(ctx, cl, time.Now(), 0)
 	case cl.Phase == raftfsm.PhaseSwitching:
 		return a.recoverSwitch(ctx, cl)
 	}
@@ -240,7 +254,7 @@ func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *
 		return false, "" // this arbiter still reaches it: no need to ask the others
 	}
 	down := 0
-	for _, o := range a.obs.Observe(ctx, a.cfg.Cluster) {
+	for _, o := range a.obs.Observations(ctx, a.cfg.Cluster) {
 		if o.Failing[cl.Primary] >= a.cfg.FailureThreshold {
 			down++
 		}
@@ -313,17 +327,18 @@ func (a *Arbiter) failover(ctx context.Context, cl *raftfsm.Cluster, snap *topol
 		return nil
 	}
 	a.log.Warn("failing over", zap.String("from", cl.Primary), zap.String("to", cand), zap.String("reason", why))
-	next, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: cand, Phase: raftfsm.PhaseFailingOver, Reason: why})
+	next, idx, err := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: cand, Phase: raftfsm.PhaseFailingOver, Reason: why})
 	if err != nil {
 		return fmt.Errorf("begin failover to %s: %w", cand, err)
 	}
-	return a.finishFailover(ctx, next, time.Now())
+	return a.finishFailover(ctx, next, time.Now(), idx)
 }
 
 // finishFailover takes the candidate the committed epoch names to open.
-// committed is no earlier than the epoch's commit on this node's clock; a
-// new leader passes its own now, which only makes the wait longer.
-func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, committed time.Time) error {
+// committed is no earlier than the epoch's commit on this node's clock, and
+// index its log index; a new leader passes its own now and 0, which only
+// makes the wait longer.
+func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, committed time.Time, index uint64) error {
 	snap := a.snaps.Snapshot()
 	cand, ok := memberByName(snap, cl.Primary)
 	if !ok {
@@ -347,15 +362,15 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 			a.note(ctx, cand.Name, fmt.Sprintf("failover candidate %s failed (%v) and no other: %s", cand.Name, err, reason))
 			return fmt.Errorf("failover to %s: %w", cand.Name, err)
 		}
-		nc, perr := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: next, Phase: raftfsm.PhaseFailingOver,
+		nc, idx, perr := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: next, Phase: raftfsm.PhaseFailingOver,
 			Reason: fmt.Sprintf("candidate %s failed: %v", cand.Name, err)})
 		if perr != nil {
 			return fmt.Errorf("re-begin failover to %s: %w", next, perr)
 		}
-		return a.finishFailover(ctx, nc, time.Now())
+		return a.finishFailover(ctx, nc, time.Now(), idx)
 	}
 	a.step("lease_wait")
-	if err := a.waitLease(ctx, committed); err != nil {
+	if err := a.waitLease(ctx, committed, index); err != nil {
 		return err
 	}
 	a.step("open")
@@ -396,19 +411,24 @@ func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) error {
 	return a.act.Detach(ctx, addr)
 }
 
-func (a *Arbiter) waitLease(ctx context.Context, committed time.Time) error {
-	d := time.Until(committed.Add(a.cfg.Lease + a.cfg.LeaseMargin))
-	if d <= 0 {
-		return nil
+// waitLease returns once no proxy can still be writing under the previous
+// epoch: every proxy confirmed applying index, or lease+margin has passed
+// since the commit (leases run out even on proxies that hear nothing).
+func (a *Arbiter) waitLease(ctx context.Context, committed time.Time, index uint64) error {
+	end := committed.Add(a.cfg.Lease + a.cfg.LeaseMargin)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		if index > 0 && a.cfg.Confirmed != nil && a.cfg.Confirmed(index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return nil
 }
 
 // repointOthers makes every reachable member but the new primary and skip a

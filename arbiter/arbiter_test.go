@@ -30,7 +30,7 @@ type arbiters struct {
 	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes through
 }
 
-func (g *arbiters) Observe(ctx context.Context, cluster string) []Observation {
+func (g *arbiters) Observations(ctx context.Context, cluster string) []Observation {
 	var out []Observation
 	for i, m := range g.mons {
 		o := Observation{Arbiter: g.nodes[i].ID(), Failing: map[string]time.Duration{}}
@@ -351,7 +351,7 @@ func TestNoFailoverWithoutAgreement(t *testing.T) {
 		t.Helper()
 		if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
 			down := 0
-			for _, o := range g.Observe(ctx, "shop") {
+			for _, o := range g.Observations(ctx, "shop") {
 				if o.Failing["db1"] >= 2*testConfig().FailureThreshold {
 					down++
 				}

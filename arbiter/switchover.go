@@ -39,7 +39,7 @@ func (a *Arbiter) Promote(ctx context.Context, target string, timeout time.Durat
 	tm, _ := memberByName(snap, target)
 	old, _ := memberByName(snap, cl.Primary)
 
-	next, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: target, Phase: raftfsm.PhaseSwitching,
+	next, idx, err := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: target, Phase: raftfsm.PhaseSwitching,
 		Reason: "switchover requested by operator"})
 	if err != nil {
 		return fmt.Errorf("begin switchover to %s: %w", target, err)
@@ -47,7 +47,7 @@ func (a *Arbiter) Promote(ctx context.Context, target string, timeout time.Durat
 	committed := time.Now()
 	a.log.Info("switchover begun", zap.String("from", old.Name), zap.String("to", target), zap.Uint64("epoch", next.Epoch))
 
-	opened, err := a.switchSteps(ctx, next, old, tm, committed)
+	opened, err := a.switchSteps(ctx, next, old, tm, committed, idx)
 	if err != nil && !opened {
 		// Roll back with a fresh context: the switchover's may have expired.
 		rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -70,7 +70,7 @@ func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, tar
 		return fmt.Errorf("%w: cluster %s is %s", ErrRefused, a.cfg.Cluster, cl.Phase)
 	case target == cl.Primary:
 		return fmt.Errorf("%w: %s is already the primary", ErrRefused, target)
-	case time.Since(cl.PhaseSince) < a.cfg.Cooldown:
+	case cl.Epoch > 1 && time.Since(cl.PhaseSince) < a.cfg.Cooldown: // a change, not the bootstrap
 		return fmt.Errorf("%w: cooldown: the last change was %s ago (cooldown %s)", ErrRefused, time.Since(cl.PhaseSince).Round(time.Second), a.cfg.Cooldown)
 	case ms.Maintenance || ms.Fenced:
 		return fmt.Errorf("%w: %s is in maintenance or fenced", ErrRefused, target)
@@ -89,7 +89,15 @@ func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, tar
 
 // switchSteps runs the switchover after `switching` committed. opened tells
 // whether the target took the primary role (the point of no return).
-func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, target topology.Member, committed time.Time) (opened bool, err error) {
+func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, target topology.Member, committed time.Time, index uint64) (opened bool, err error) {
+	// Proxies hold new writes once they apply `switching`. Wait until every
+	// one has (or its lease has run out) before fencing: a proxy that has
+	// not yet applied it would otherwise send writes into the read-only old
+	// primary and its clients would see errors, not a pause.
+	a.step("lease_wait")
+	if err := a.waitLease(ctx, committed, index); err != nil {
+		return false, err
+	}
 	// Drain: proxies hold new transactions; in-flight ones get DrainTimeout.
 	a.step("drain")
 	drainEnd := time.Now().Add(a.cfg.DrainTimeout)
@@ -124,10 +132,6 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 		return false, err
 	}
 	if err := a.act.Detach(ctx, target.Addr); err != nil {
-		return false, err
-	}
-	a.step("lease_wait")
-	if err := a.waitLease(ctx, committed); err != nil {
 		return false, err
 	}
 	a.step("open")

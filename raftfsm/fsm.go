@@ -39,6 +39,8 @@ var (
 type Result struct {
 	// Epoch is the cluster's epoch after the command.
 	Epoch uint64
+	// Index is the command's log index (set by Node.Propose).
+	Index uint64
 	Err   error
 }
 

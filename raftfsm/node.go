@@ -288,6 +288,7 @@ func (n *Node) Propose(ctx context.Context, c *Command) (Result, error) {
 		return Result{}, fmt.Errorf("propose %s: %w", c.Type, err)
 	}
 	res, _ := f.Response().(Result)
+	res.Index = f.Index()
 	return res, res.Err
 }
 

@@ -199,6 +199,35 @@ func (r *Router) Primary(ctx context.Context) (int, error) {
 	}
 }
 
+// RetryWrite is asked when the member chosen for a write (failed) refused
+// the connection, so the statement never reached a server. With an
+// authority the write waits, like a held one, for the control plane to name
+// another primary (a failover is likely under way), re-checking at least
+// every 250 ms; it reports false once WriteHold has passed since first, and
+// at once without an authority.
+func (r *Router) RetryWrite(ctx context.Context, failed int, first time.Time) bool {
+	if r.cfg.Authority == nil || time.Since(first) >= r.cfg.WriteHold {
+		return false
+	}
+	wait := time.NewTimer(min(250*time.Millisecond, r.cfg.WriteHold-time.Since(first)))
+	defer wait.Stop()
+	for {
+		changed := r.cfg.Authority.Changed()
+		if name, err := r.cfg.Authority.Writer(); err == nil {
+			if i, err := r.current().index(name); err == nil && i != failed {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-wait.C:
+			return true
+		case <-changed:
+		}
+	}
+}
+
 // index finds the named member; the authority names members by config name.
 func (p *plan) index(name string) (int, error) {
 	for i := range p.snap.Members {

@@ -36,6 +36,11 @@ type Config struct {
 	// HeartbeatID identifies this monitor's heartbeat row; every monitor writes
 	// its own, so several proxies never disturb each other's lag measurement.
 	HeartbeatID string
+	// HeartbeatGate, when set, must approve the member a heartbeat is written
+	// to. With a control plane it allows only the primary of the applied
+	// epoch while this node may write: a heartbeat is a write, and one
+	// written to a cut-off old primary would become an errant transaction.
+	HeartbeatGate func(member string) bool
 }
 
 // Monitor probes a cluster and publishes snapshots.
@@ -169,7 +174,7 @@ func (m *Monitor) ProbeOnce(ctx context.Context) {
 		}
 		mm.Eligible = mm.Reachable && mm.ReadOnly && mm.IORunning && mm.SQLRunning && mm.Lag >= 0 && mm.Lag <= m.cfg.MaxReplicaLag
 	}
-	if next.Primary >= 0 {
+	if next.Primary >= 0 && (m.cfg.HeartbeatGate == nil || m.cfg.HeartbeatGate(next.Members[next.Primary].Name)) {
 		p := m.members[next.Primary]
 		if err := m.hb.write(ctx, p.db, m.cfg.HeartbeatID); err != nil {
 			m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))

@@ -14,8 +14,9 @@ import (
 // fixedRouter routes every read to member 0 and writes nowhere.
 type fixedRouter struct{}
 
-func (fixedRouter) Primary(context.Context) (int, error) { return 0, nil }
-func (fixedRouter) Replica(int) (int, error)             { return 0, nil }
+func (fixedRouter) Primary(context.Context) (int, error)            { return 0, nil }
+func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
+func (fixedRouter) Replica(int) (int, error)                        { return 0, nil }
 
 // fakeMember answers the handshake, COM_SET_OPTION and COM_QUERY (with one
 // canned row) from preallocated buffers, so the benchmark's allocation count

@@ -21,6 +21,9 @@ import (
 // into Config.Members.
 type Router interface {
 	Primary(ctx context.Context) (int, error)
+	// RetryWrite says whether a write whose member refused the connection
+	// should be tried again (waiting for a new primary first).
+	RetryWrite(ctx context.Context, failed int, first time.Time) bool
 	Replica(avoid int) (int, error)
 }
 

@@ -313,6 +313,7 @@ func (s *session) run(ctx context.Context, pkt []byte, c Class, kind respKind) e
 // COM_STMT_PREPARE (the response carries the proxy's id and is recorded).
 func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind, st *stmt) error {
 	avoid := -1
+	var downSince time.Time
 	for attempt := 0; ; attempt++ {
 		bc, m, err := s.acquire(ctx, c, avoid)
 		if err != nil {
@@ -321,6 +322,16 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			if m >= 0 && retryable(err, attempt, c, s) {
 				avoid = m
 				continue
+			}
+			// The primary refuses connections: the statement reached no
+			// server, so it can wait for a failover and go to the new one.
+			if m >= 0 && errors.Is(err, errBackendDown) {
+				if downSince.IsZero() {
+					downSince = time.Now()
+				}
+				if s.p.router.RetryWrite(ctx, m, downSince) {
+					continue
+				}
 			}
 			s.p.metrics.errorsByKind(err).Inc()
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))

@@ -1,0 +1,238 @@
+// Package daemon assembles a routerd from its configuration: the topology
+// monitors, and per role either the client-facing proxies and their routers
+// (role proxy) or the Raft voter and the per-cluster arbiters (role
+// arbiter), the control plane client that joins proxies to the group and
+// keeps their write lease, and the admin API. cmd/routerd parses flags and
+// calls Run; tests and the sandbox run whole deployments through it.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/admin"
+	"github.com/dbrouter/dbrouter/arbiter"
+	"github.com/dbrouter/dbrouter/config"
+	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
+	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// Options tune Run for tests and the sandbox.
+type Options struct {
+	// Ready, when set, is called once every listener is open.
+	Ready func(adminAddr string)
+}
+
+type unit struct {
+	cfg   config.Cluster
+	mon   *topology.Monitor
+	proxy *pmysql.Proxy
+	ln    net.Listener
+	arb   *arbiter.Arbiter
+}
+
+// Run serves cfg until ctx ends. Listeners are opened before anything runs,
+// so a port in use fails start-up instead of half-starting.
+func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lagGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_replica_lag_ms", Help: "Heartbeat lag per member (-1 unknown)."}, []string{"cluster", "member"})
+	rttGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_member_rtt_ms", Help: "Smoothed probe RTT per member."}, []string{"cluster", "member"})
+	healthy := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_member_eligible", Help: "1 when the member may serve reads (replica) or is the primary."}, []string{"cluster", "member"})
+	reg.MustRegister(lagGauge, rttGauge, healthy)
+
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	var ctl *control
+	if cfg.Control != nil {
+		var err error
+		if ctl, err = openControl(cfg, log); err != nil {
+			return err
+		}
+		closers = append(closers, ctl.close)
+	}
+	arbiterRole := cfg.Role == "arbiter"
+
+	var units []*unit
+	var views []admin.Cluster
+	for _, cl := range cfg.Clusters {
+		u := &unit{cfg: cl}
+		var tm []topology.MemberConfig
+		var pm []pmysql.Member
+		for _, m := range cl.Members {
+			tm = append(tm, topology.MemberConfig{Name: m.Name, Addr: m.Addr, Site: m.Site})
+			pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr})
+		}
+		hbID := cfg.Name
+		if hbID == "" {
+			host, _ := os.Hostname()
+			hbID = host + "/" + cl.Listen
+		}
+		mc := topology.Config{Cluster: cl.Name, Members: tm, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
+			ProbeInterval: cl.ProbeInterval.D(), MaxReplicaLag: cl.MaxReplicaLag.D(), HeartbeatID: hbID}
+		if ctl != nil {
+			mc.HeartbeatGate = ctl.heartbeatGate(cl.Name)
+		}
+		mon, err := topology.New(mc, log)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("cluster %s: %w", cl.Name, err)
+		}
+		u.mon = mon
+		view := admin.Cluster{Name: cl.Name, Kind: cl.Kind, Listen: cl.Listen, Snapshot: mon.Snapshot}
+		if ctl != nil {
+			view.State = ctl.clusterState(cl.Name)
+			ctl.monitors[cl.Name] = mon
+		}
+		if arbiterRole {
+			act := &topology.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
+				ReplUser: cl.Replication.User, ReplPassword: config.Password(cl.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D()}
+			ct := cfg.Control
+			u.arb = arbiter.New(arbiter.Config{Cluster: cl.Name, Arbiters: len(ct.Arbiters), FailureThreshold: ct.FailureThreshold.D(),
+				Cooldown: ct.Cooldown.D(), Lease: ct.Lease.D(), LeaseMargin: ct.LeaseMargin.D(), DrainTimeout: ct.DrainTimeout.D(),
+				MaxPromoteLag: cl.MaxPromoteLag.D(), Confirmed: ctl.confirmed}, ctl.node, mon, ctl, act, log)
+			ctl.arbiters[cl.Name] = u.arb
+		} else {
+			rc := router.Config{Cluster: cl.Name, Site: cfg.Site, LocalityWindow: cl.LocalityWindow.D(), ReadsWithoutReplica: router.Fallback(cl.ReadsWithoutReplica)}
+			if ctl != nil {
+				rc.Authority = ctl.authority(cl.Name)
+				rc.WriteHold = cfg.Control.WriteHoldTimeout.D()
+			}
+			rt := router.New(rc, mon)
+			px, ln, err := newProxy(cl, rt, log, reg)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			closers = append(closers, func() { ln.Close() })
+			u.proxy, u.ln = px, ln
+			view.Conns, view.Sessions = px.MemberConns, px.Sessions
+		}
+		units = append(units, u)
+		views = append(views, view)
+	}
+	aln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("admin: listen: %w", err)
+	}
+	defer closeAll()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(units)+2)
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	for _, u := range units {
+		goRun(func() { u.mon.Run(ctx) })
+		goRun(func() { publishGauges(ctx, u.mon, lagGauge, rttGauge, healthy) })
+		if u.arb != nil {
+			goRun(func() { u.arb.Run(ctx) })
+		}
+		if u.proxy != nil {
+			goRun(func() {
+				if err := u.proxy.Serve(ctx, u.ln); err != nil {
+					errc <- err
+					cancel()
+				}
+			})
+			log.Info("serving", zap.String("cluster", u.cfg.Name), zap.String("listen", u.ln.Addr().String()))
+		}
+	}
+	if ctl != nil && !arbiterRole {
+		goRun(func() { ctl.joinLoop(ctx) })
+		goRun(func() { ctl.leaseLoop(ctx) })
+	}
+	var adminControl admin.Control
+	if ctl != nil {
+		adminControl = ctl
+	}
+	goRun(func() {
+		if err := admin.New(views, adminControl, reg, log).Serve(ctx, aln); err != nil {
+			errc <- fmt.Errorf("admin: %w", err)
+			cancel()
+		}
+	})
+	log.Info("admin API", zap.String("listen", aln.Addr().String()), zap.String("role", cfg.Role))
+	if opts.Ready != nil {
+		opts.Ready(aln.Addr().String())
+	}
+	<-ctx.Done()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	if errors.Is(context.Cause(ctx), context.Canceled) {
+		log.Info("stopped")
+	}
+	return nil
+}
+
+func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometheus.Registerer) (*pmysql.Proxy, net.Listener, error) {
+	var pm []pmysql.Member
+	for _, m := range cl.Members {
+		pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr})
+	}
+	users := map[string]*pmysql.User{}
+	for _, u := range cl.Users {
+		users[u.Name] = &pmysql.User{Name: u.Name, Password: config.Password(u.Password), BackendUser: u.BackendUser, BackendPassword: config.Password(u.BackendPassword)}
+	}
+	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: cl.AuthPlugin, RequireTLS: cl.TLS.Require,
+		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
+		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: cl.MaxPacket,
+		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex}
+	if cl.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster %s: tls: %w", cl.Name, err)
+		}
+		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	px, err := pmysql.New(pc, rt, log, reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	ln, err := net.Listen("tcp", cl.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster %s: listen: %w", cl.Name, err)
+	}
+	return px, ln, nil
+}
+
+func publishGauges(ctx context.Context, mon *topology.Monitor, lag, rtt, healthy *prometheus.GaugeVec) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-mon.Updated():
+		}
+		s := mon.Snapshot()
+		for i, m := range s.Members {
+			lag.WithLabelValues(s.Cluster, m.Name).Set(float64(m.Lag.Milliseconds()))
+			rtt.WithLabelValues(s.Cluster, m.Name).Set(float64(m.RTT.Microseconds()) / 1000)
+			v := 0.0
+			if m.Eligible || i == s.Primary {
+				v = 1
+			}
+			healthy.WithLabelValues(s.Cluster, m.Name).Set(v)
+		}
+	}
+}
