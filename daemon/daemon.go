@@ -72,10 +72,8 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	for _, cl := range cfg.Clusters {
 		u := &unit{cfg: cl}
 		var tm []topology.MemberConfig
-		var pm []pmysql.Member
 		for _, m := range cl.Members {
 			tm = append(tm, topology.MemberConfig{Name: m.Name, Addr: m.Addr, Site: m.Site})
-			pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr})
 		}
 		hbID := cfg.Name
 		if hbID == "" {

@@ -64,4 +64,3 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc.DisableStacktrace = true
 	return zc.Build()
 }
-
