@@ -3,16 +3,21 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dbrouter/dbrouter/admin"
 )
 
 func TestUsageErrorsExitTwo(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"--nope", "status"}, {"status", "-o", "xml"}, {"status", "extra"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"--nope", "status"}, {"status", "-o", "xml"}, {"status", "extra"},
+		{"promote", "app"}, {"promote", "app", "db2", "--timeout", "-1s"}, {"maintenance", "maybe", "app", "db2"}, {"history"}, {"members", "x"}} {
 		var out, errb bytes.Buffer
 		if got := run(args, &out, &errb); got != 2 || errb.Len() == 0 {
 			t.Errorf("routerctl %v: exit %d, stderr %q", args, got, errb.String())
@@ -53,5 +58,53 @@ func TestStatus(t *testing.T) {
 	errb.Reset()
 	if got := run([]string{"--admin", addr, "status"}, &out, &errb); got != 1 || !strings.Contains(errb.String(), addr) {
 		t.Fatalf("unreachable admin: exit %d, %q", got, errb.String())
+	}
+}
+
+func TestPromoteSignsWithTheSecret(t *testing.T) {
+	secret := "0123456789abcdef-secret"
+	var got admin.PromoteRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		if r.URL.Path != "/v1/clusters/app/promote" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.Unmarshal(body, &got)
+		if got.Member == "db9" {
+			w.WriteHeader(http.StatusConflict)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "switchover refused: db9 is not a member of cluster app"})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]string{"primary": got.Member})
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	// Without the secret: a one-line reason, exit 1, nothing sent.
+	t.Setenv("DBROUTER_SECRET_FILE", "")
+	if code := run([]string{"--admin", addr, "promote", "app", "db2"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "--secret-file") || got.Member != "" {
+		t.Fatalf("no secret: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"--admin", addr, "--secret-file", file, "promote", "app", "db2", "--timeout", "5s"}, &out, &errb); code != 0 {
+		t.Fatalf("promote: exit %d, %s", code, errb.String())
+	}
+	if got.Member != "db2" || got.Timeout != "5s" || !strings.Contains(out.String(), "db2 is the primary") {
+		t.Fatalf("request %+v, output %q", got, out.String())
+	}
+	errb.Reset()
+	if code := run([]string{"--admin", addr, "--secret-file", file, "promote", "app", "db9"}, &out, &errb); code != 1 ||
+		strings.Count(strings.TrimSpace(errb.String()), "\n") != 0 || !strings.Contains(errb.String(), "not a member") {
+		t.Fatalf("refusal: exit %d, %q", code, errb.String())
 	}
 }
