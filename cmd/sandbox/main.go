@@ -1,15 +1,19 @@
 // Command sandbox is `make run`: a whole local deployment on loopback — three
-// real mariadbd (GTID, semi-sync) and a routerd proxy — in the foreground
-// until Ctrl-C, which stops everything it started.
+// real mariadbd (GTID, semi-sync), three routerd arbiters (the Raft control
+// plane) and two routerd proxies — in the foreground until Ctrl-C, which
+// stops everything it started.
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,14 +22,24 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos"
 )
 
 func main() { os.Exit(run()) }
 
+// node is one routerd the sandbox runs.
+type node struct {
+	name, role, admin, raft, listen string
+	cmd                             *exec.Cmd
+	exited                          chan error
+}
+
 func run() int {
-	listen := flag.String("listen", "127.0.0.1:6033", "MySQL listener of the proxy")
-	adminAddr := flag.String("admin", "127.0.0.1:7080", "admin API of the proxy")
+	listen := flag.String("listen", "127.0.0.1:6033", "MySQL listener of the first proxy")
+	listen2 := flag.String("listen2", "127.0.0.1:6034", "MySQL listener of the second proxy")
+	adminAddr := flag.String("admin", "127.0.0.1:7080", "admin API of the first proxy (routerctl's default)")
+	admin2 := flag.String("admin2", "127.0.0.1:7090", "admin API of the second proxy")
 	dir := flag.String("dir", "", "work dir (default: a new temp dir, removed on exit)")
 	remoteLatency := flag.Duration("remote-latency", 5*time.Millisecond, "latency each way to db3, a simulated second site (0: db3 is local)")
 	flag.Parse()
@@ -33,13 +47,25 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "sandbox: unexpected argument %q\n", flag.Arg(0))
 		return 2
 	}
-	for _, a := range []string{*listen, *adminAddr} {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "sandbox: %s is not free (is another sandbox running?): %v\n", a, err)
-			return 1
+	nodes := []*node{
+		{name: "a1", role: "arbiter", admin: "127.0.0.1:7081", raft: "127.0.0.1:7301"},
+		{name: "a2", role: "arbiter", admin: "127.0.0.1:7082", raft: "127.0.0.1:7302"},
+		{name: "a3", role: "arbiter", admin: "127.0.0.1:7083", raft: "127.0.0.1:7303"},
+		{name: "p1", role: "proxy", admin: *adminAddr, raft: "127.0.0.1:7311", listen: *listen},
+		{name: "p2", role: "proxy", admin: *admin2, raft: "127.0.0.1:7312", listen: *listen2},
+	}
+	for _, n := range nodes {
+		for _, a := range []string{n.admin, n.raft, n.listen} {
+			if a == "" {
+				continue
+			}
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "sandbox: %s is not free (is another sandbox running?): %v\n", a, err)
+				return 1
+			}
+			l.Close()
 		}
-		l.Close()
 	}
 	routerd, err := sibling("routerd")
 	if err != nil {
@@ -59,8 +85,9 @@ func run() int {
 		fmt.Println("sandbox: stopping mariadbd ...")
 		c.Close()
 	}()
-	// db3 sits in a simulated second site: the proxy reaches it through a
-	// link adding latency each way, so "nearest" has something to show.
+	// db3 sits in a simulated second site: the proxies reach it through a
+	// link adding latency each way, so "nearest" has something to show. The
+	// arbiters use its real address: it is the identity replicas name.
 	addrs := []string{c.Members[0].Addr(), c.Members[1].Addr(), c.Members[2].Addr()}
 	sites := []string{"local", "local", "local"}
 	remoteNote := ""
@@ -75,56 +102,122 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 			return 1
 		}
-		addrs[2], sites[2] = remote.Addr, "remote"
-		remoteNote = fmt.Sprintf("\n                            (the proxy reaches db3 through a link adding %v each way: site \"remote\")", *remoteLatency)
+		sites[2] = "remote"
+		remoteNote = fmt.Sprintf("\n                            (the proxies reach db3 through a link adding %v each way: site \"remote\")", *remoteLatency)
+		proxyAddrs := append([]string(nil), addrs...)
+		proxyAddrs[2] = remote.Addr
+		for _, n := range nodes {
+			if n.role == "proxy" {
+				n.listen = n.listen + "|" + strings.Join(proxyAddrs, ",")
+			}
+		}
 	}
-	cfgPath := filepath.Join(c.Dir(), "routerd.yaml")
-	if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, addrs, sites, *listen, *adminAddr)), 0o600); err != nil {
+	secretFile := filepath.Join(c.Dir(), "secret")
+	secret := make([]byte, 24)
+	if _, err := rand.Read(secret); err != nil {
 		fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 		return 1
 	}
-	cmd := exec.Command(routerd, "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "sandbox: start routerd: %v\n", err)
+	if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 		return 1
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
+		for i := len(nodes) - 1; i >= 0; i-- {
+			nodes[i].stop()
 		}
 	}()
-	if err := waitReady(ctx, *adminAddr, exited); err != nil {
-		fmt.Fprintf(os.Stderr, "sandbox: routerd: %v\n", err)
-		return 1
+	for _, n := range nodes {
+		listen, maddrs := n.listen, addrs
+		if l, a, ok := strings.Cut(n.listen, "|"); ok {
+			listen, maddrs = l, strings.Split(a, ",")
+			n.listen = listen
+		}
+		cfgPath := filepath.Join(c.Dir(), n.name+".yaml")
+		if n.name == "p1" {
+			cfgPath = filepath.Join(c.Dir(), "routerd.yaml") // bench/run.sh reads this one
+		}
+		if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, n, nodes, maddrs, sites, secretFile)), 0o600); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
+			return 1
+		}
+		n.cmd = exec.Command(routerd, "--config", cfgPath)
+		n.cmd.Stdout, n.cmd.Stderr = prefixed(n.name, os.Stdout), prefixed(n.name, os.Stderr)
+		n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		if err := n.cmd.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: start routerd %s: %v\n", n.name, err)
+			return 1
+		}
+		n.exited = make(chan error, 1)
+		go func() { n.exited <- n.cmd.Wait() }()
+	}
+	for _, n := range nodes {
+		if err := waitReady(ctx, n); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: routerd %s: %v\n", n.name, err)
+			return 1
+		}
 	}
 	host, port, _ := net.SplitHostPort(*listen)
+	_, port2, _ := net.SplitHostPort(*listen2)
 	fmt.Printf(`
 dbrouter sandbox is up (work dir %s)
 
-  MySQL through the proxy:  mariadb -h %s -P %s -u %s -p%s %s
+  MySQL through proxy p1:   mariadb -h %s -P %s -u %s -p%s %s
+  MySQL through proxy p2:   mariadb -h %s -P %s -u %s -p%s %s
   status:                   bin/routerctl status        (admin API http://%s/status)
+  switchover:               export DBROUTER_SECRET_FILE=%s
+                            bin/routerctl promote app db2
+  history, raft members:    bin/routerctl history app; bin/routerctl members
   metrics:                  curl http://%s/metrics
+  arbiters:                 a1 %s, a2 %s, a3 %s (admin APIs; routerctl --admin ADDR)
   members (direct):         %s%s
 
 Ctrl-C stops everything.
-`, c.Dir(), host, port, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase, *adminAddr, *adminAddr, memberList(c), remoteNote)
+`, c.Dir(), host, port, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase, host, port2, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase,
+		*adminAddr, secretFile, *adminAddr, nodes[0].admin, nodes[1].admin, nodes[2].admin, memberList(c), remoteNote)
+	exits := make(chan string, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			err := <-n.exited
+			n.exited <- err
+			exits <- fmt.Sprintf("%s: %v", n.name, err)
+		}()
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Println("\nsandbox: stopping routerd ...")
 		return 0
-	case err := <-exited:
-		exited <- err
-		fmt.Fprintf(os.Stderr, "sandbox: routerd exited: %v\n", err)
+	case e := <-exits:
+		fmt.Fprintf(os.Stderr, "sandbox: routerd exited: %s\n", e)
 		return 1
 	}
+}
+
+// stop sends SIGTERM and waits (SIGKILL after 10 s).
+func (n *node) stop() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.exited:
+		n.exited <- err
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+	}
+}
+
+// prefixed writes each line with the node's name in front.
+func prefixed(name string, w io.Writer) io.Writer {
+	pr, pw := io.Pipe()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			fmt.Fprintf(w, "[%s] %s\n", name, sc.Text())
+		}
+	}()
+	return pw
 }
 
 func memberList(c *chaos.Cluster) string {
@@ -139,34 +232,48 @@ func memberList(c *chaos.Cluster) string {
 	return strings.Join(parts, ", ")
 }
 
-func routerdConfig(c *chaos.Cluster, addrs, sites []string, listen, adminAddr string) string {
+func routerdConfig(c *chaos.Cluster, n *node, nodes []*node, addrs, sites []string, secretFile string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "role: proxy\nname: sandbox-proxy\nsite: local\nadmin:\n  listen: %s\nclusters:\n  - name: app\n    kind: mysql\n    listen: %s\n", adminAddr, listen)
-	fmt.Fprintf(&b, "    monitor: {user: %s, password: %s}\n    users:\n      - {name: %s, password: %s}\n    members:\n", chaos.AdminUser, chaos.AdminPassword, chaos.AppUser, chaos.AppPassword)
+	fmt.Fprintf(&b, "role: %s\nname: %s\nsite: local\nadmin:\n  listen: %s\n", n.role, n.name, n.admin)
+	fmt.Fprintf(&b, "control:\n  secret: {file: %q}\n  raft_listen: %s\n  dir: %q\n  arbiters:\n", secretFile, n.raft, filepath.Join(c.Dir(), "raft", n.name))
+	for _, a := range nodes {
+		if a.role == "arbiter" {
+			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, a.admin)
+		}
+	}
+	fmt.Fprintf(&b, "clusters:\n  - name: app\n    kind: mysql\n")
+	if n.role == "proxy" {
+		fmt.Fprintf(&b, "    listen: %s\n    users:\n      - {name: %s, password: %s}\n", n.listen, chaos.AppUser, chaos.AppPassword)
+	}
+	fmt.Fprintf(&b, "    monitor: {user: %s, password: %s}\n    replication: {user: %s, password: %s}\n    members:\n", chaos.AdminUser, chaos.AdminPassword, chaos.ReplUser, chaos.ReplPassword)
 	for i, m := range c.Members {
 		fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: %s}\n", m.Name, addrs[i], sites[i])
 	}
 	return b.String()
 }
 
-func waitReady(ctx context.Context, adminAddr string, exited chan error) error {
-	deadline := time.Now().Add(20 * time.Second)
+// waitReady waits for a node's admin API; for a proxy, until it holds a
+// write lease, so "sandbox is up" means writes work.
+func waitReady(ctx context.Context, n *node) error {
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			exited <- err
+		case err := <-n.exited:
+			n.exited <- err
 			return fmt.Errorf("exited during start-up: %v", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		resp, err := http.Get("http://" + adminAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
+		var st admin.Status
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := (&admin.Client{Addr: n.admin}).Do(cctx, "GET", "/status", nil, &st)
+		cancel()
+		if err == nil && (n.role == "arbiter" || (st.Control != nil && st.Control.LeaseOK && len(st.Clusters) > 0 && st.Clusters[0].Epoch > 0)) {
 			return nil
 		}
 	}
-	return errors.New("admin API not up after 20s")
+	return errors.New("not ready after 30s")
 }
 
 // sibling finds another of the project's binaries next to this one, then on
