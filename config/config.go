@@ -116,6 +116,9 @@ type Control struct {
 	Secret Secret `yaml:"secret"`
 	// RaftListen is this node's Raft address (other nodes dial it).
 	RaftListen string `yaml:"raft_listen"`
+	// RaftAdvertise is the address a proxy asks the leader to dial, when it
+	// differs from raft_listen (NAT, a tunnel). Default raft_listen.
+	RaftAdvertise string `yaml:"raft_advertise"`
 	// Dir keeps the Raft log, stable store and snapshots.
 	Dir      string    `yaml:"dir"`
 	Arbiters []Arbiter `yaml:"arbiters"`
@@ -467,6 +470,14 @@ func (c *Config) validateControl(add func(field, format string, args ...any)) {
 	}
 	if err := checkAddr(ct.RaftListen); err != nil {
 		add("control.raft_listen", "%v", err)
+	}
+	if ct.RaftAdvertise != "" {
+		if err := checkAddr(ct.RaftAdvertise); err != nil {
+			add("control.raft_advertise", "%v", err)
+		}
+		if c.Role == "arbiter" {
+			add("control.raft_advertise", "arbiters are dialled at their control.arbiters[].raft address; raft_advertise is for proxies")
+		}
 	}
 	if ct.Dir == "" {
 		add("control.dir", "required (where the Raft log is kept)")

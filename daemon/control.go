@@ -121,25 +121,25 @@ func (c *control) authority(cluster string) router.Authority {
 // errIncompatible is not a hold: only an upgrade helps.
 var errIncompatible = errors.New("this routerd cannot apply the control plane's log (a newer version wrote it): upgrade it")
 
-func (a *authority) Writer() (string, error) {
+func (a *authority) Writer() (string, uint64, error) {
 	st := a.node.State()
 	if st.Incompatible != "" {
-		return "", fmt.Errorf("%w: %s", errIncompatible, st.Incompatible)
+		return "", 0, fmt.Errorf("%w: %s", errIncompatible, st.Incompatible)
 	}
 	if ok, age := a.node.Lease(); !ok {
 		if age < 0 {
-			return "", fmt.Errorf("%w: not yet granted by the control plane", router.ErrNoLease)
+			return "", 0, fmt.Errorf("%w: not yet granted by the control plane", router.ErrNoLease)
 		}
-		return "", fmt.Errorf("%w: last renewed %s ago (lease %s)", router.ErrNoLease, age.Round(time.Millisecond), a.node.LeaseDuration())
+		return "", 0, fmt.Errorf("%w: last renewed %s ago (lease %s)", router.ErrNoLease, age.Round(time.Millisecond), a.node.LeaseDuration())
 	}
 	cl := st.Cluster(a.cluster)
 	switch {
 	case cl == nil:
-		return "", fmt.Errorf("%w: no epoch recorded for cluster %s yet", router.ErrNoLease, a.cluster)
+		return "", 0, fmt.Errorf("%w: no epoch recorded for cluster %s yet", router.ErrNoLease, a.cluster)
 	case cl.Phase != raftfsm.PhaseServing:
-		return "", fmt.Errorf("%w: epoch %d is %s to %s", router.ErrChanging, cl.Epoch, cl.Phase, cl.Primary)
+		return "", 0, fmt.Errorf("%w: epoch %d is %s to %s", router.ErrChanging, cl.Epoch, cl.Phase, cl.Primary)
 	}
-	return cl.Primary, nil
+	return cl.Primary, cl.Epoch, nil
 }
 
 func (a *authority) Changed() <-chan struct{} { return a.node.FSM().Changed() }
@@ -316,7 +316,11 @@ func (c *control) joinLoop(ctx context.Context) {
 }
 
 func (c *control) join(ctx context.Context) {
-	req := admin.JoinRequest{ID: c.cfg.Name, Raft: c.cfg.Control.RaftListen, Admin: c.cfg.Admin.Listen, Site: c.cfg.Site}
+	raftAddr := c.cfg.Control.RaftListen
+	if c.cfg.Control.RaftAdvertise != "" {
+		raftAddr = c.cfg.Control.RaftAdvertise
+	}
+	req := admin.JoinRequest{ID: c.cfg.Name, Raft: raftAddr, Admin: c.cfg.Admin.Listen, Site: c.cfg.Site}
 	var last error
 	for _, a := range c.cfg.Control.Arbiters {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -31,6 +31,10 @@ import (
 type Options struct {
 	// Ready, when set, is called once every listener is open.
 	Ready func(adminAddr string)
+	// Dial maps member names to the address this node connects to for
+	// probes and admin actions, in place of the configured one (which stays
+	// the member's identity). Fault-injection tests put links there.
+	Dial map[string]string
 }
 
 type unit struct {
@@ -72,8 +76,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	for _, cl := range cfg.Clusters {
 		u := &unit{cfg: cl}
 		var tm []topology.MemberConfig
+		dialByAddr := map[string]string{}
 		for _, m := range cl.Members {
-			tm = append(tm, topology.MemberConfig{Name: m.Name, Addr: m.Addr, Site: m.Site})
+			tm = append(tm, topology.MemberConfig{Name: m.Name, Addr: m.Addr, Site: m.Site, Dial: opts.Dial[m.Name]})
+			if d := opts.Dial[m.Name]; d != "" {
+				dialByAddr[m.Addr] = d
+			}
 		}
 		hbID := cfg.Name
 		if hbID == "" {
@@ -99,6 +107,14 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if arbiterRole {
 			act := &topology.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
 				ReplUser: cl.Replication.User, ReplPassword: config.Password(cl.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D()}
+			if len(dialByAddr) > 0 {
+				act.Dial = func(addr string) string {
+					if d, ok := dialByAddr[addr]; ok {
+						return d
+					}
+					return addr
+				}
+			}
 			ct := cfg.Control
 			u.arb = arbiter.New(arbiter.Config{Cluster: cl.Name, Arbiters: len(ct.Arbiters), FailureThreshold: ct.FailureThreshold.D(),
 				Cooldown: ct.Cooldown.D(), Lease: ct.Lease.D(), LeaseMargin: ct.LeaseMargin.D(), DrainTimeout: ct.DrainTimeout.D(),

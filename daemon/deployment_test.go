@@ -31,6 +31,7 @@ type deployment struct {
 	db       *chaos.Cluster
 	arbiters []node
 	proxies  []node
+	links    map[string]*chaos.Link
 }
 
 type node struct {
@@ -50,17 +51,67 @@ func freeAddr(t *testing.T) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
+// faults says which of a deployment's connections go through links.
+type faults struct {
+	// arbiterToPrimary: every arbiter reaches db1 (probes, actions) through
+	// a link, links["a1/db1"] etc.
+	arbiterToPrimary bool
+	// proxyToArbiters: proxy p1's connections to the arbiters (admin) and
+	// the leader's to p1 (raft) go through links, links["p1/..."].
+	proxyToArbiters bool
+}
+
 func startDeployment(t *testing.T, proxies int) *deployment {
-	d := &deployment{t: t, db: chaos.StartT(t, chaos.Options{Members: 3})}
+	return startDeploymentWith(t, proxies, faults{})
+}
+
+func (d *deployment) link(name, upstream string) string {
+	l, err := chaos.NewLink(fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), upstream)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { l.Close() })
+	d.links[name] = l
+	return l.Addr
+}
+
+// cut cuts every link whose name starts with prefix.
+func (d *deployment) cut(prefix string) {
+	for name, l := range d.links {
+		if strings.HasPrefix(name, prefix) {
+			l.Cut()
+		}
+	}
+}
+
+func (d *deployment) restore(prefix string) {
+	for name, l := range d.links {
+		if strings.HasPrefix(name, prefix) {
+			if err := l.Restore(); err != nil {
+				d.t.Fatal(err)
+			}
+		}
+	}
+}
+
+func startDeploymentWith(t *testing.T, proxies int, f faults) *deployment {
+	d := &deployment{t: t, db: chaos.StartT(t, chaos.Options{Members: 3}), links: map[string]*chaos.Link{}}
 	type arb struct{ name, raft, admin string }
 	var arbs []arb
 	for i := 1; i <= 3; i++ {
 		arbs = append(arbs, arb{fmt.Sprintf("a%d", i), freeAddr(t), freeAddr(t)})
 	}
-	var control strings.Builder
-	fmt.Fprintf(&control, "  secret: %s\n  lease: 1s\n  lease_margin: 200ms\n  failure_threshold: 1s\n  cooldown: 2s\n  drain_timeout: 2s\n  write_hold_timeout: 10s\n  arbiters:\n", testSecret)
-	for _, a := range arbs {
-		fmt.Fprintf(&control, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, a.admin)
+	controlYAML := func(admins map[string]string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  secret: %s\n  lease: 1s\n  lease_margin: 200ms\n  failure_threshold: 1s\n  cooldown: 2s\n  drain_timeout: 2s\n  write_hold_timeout: 10s\n  arbiters:\n", testSecret)
+		for _, a := range arbs {
+			adm := a.admin
+			if admins[a.name] != "" {
+				adm = admins[a.name]
+			}
+			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, adm)
+		}
+		return b.String()
 	}
 	var members strings.Builder
 	for _, m := range d.db.Members {
@@ -75,20 +126,32 @@ func startDeployment(t *testing.T, proxies int) *deployment {
 		return s
 	}
 	for _, a := range arbs {
+		var dial map[string]string
+		if f.arbiterToPrimary {
+			dial = map[string]string{"db1": d.link(a.name+"/db1", d.member("db1").Addr())}
+		}
 		y := fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
-			a.name, a.admin, a.raft, filepath.Join(t.TempDir(), a.name), control.String(), clusterYAML(""))
-		d.arbiters = append(d.arbiters, d.run(a.name, y, a.admin, ""))
+			a.name, a.admin, a.raft, filepath.Join(t.TempDir(), a.name), controlYAML(nil), clusterYAML(""))
+		d.arbiters = append(d.arbiters, d.run(a.name, y, a.admin, "", Options{Dial: dial}))
 	}
 	for i := 1; i <= proxies; i++ {
-		name, adm, listen := fmt.Sprintf("p%d", i), freeAddr(t), freeAddr(t)
-		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
-			name, adm, freeAddr(t), filepath.Join(t.TempDir(), name), control.String(), clusterYAML(listen))
-		d.proxies = append(d.proxies, d.run(name, y, adm, listen))
+		name, adm, listen, raft := fmt.Sprintf("p%d", i), freeAddr(t), freeAddr(t), freeAddr(t)
+		admins := map[string]string{}
+		advertise := ""
+		if f.proxyToArbiters && i == 1 {
+			for _, a := range arbs {
+				admins[a.name] = d.link(name+"/"+a.name, a.admin)
+			}
+			advertise = fmt.Sprintf("  raft_advertise: %q\n", d.link(name+"/raft", raft))
+		}
+		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n%s  dir: %q\n%s%s",
+			name, adm, raft, advertise, filepath.Join(t.TempDir(), name), controlYAML(admins), clusterYAML(listen))
+		d.proxies = append(d.proxies, d.run(name, y, adm, listen, Options{}))
 	}
 	// Ready: every proxy holds a lease and has applied the first epoch.
 	d.waitStatus(20*time.Second, "proxies hold a lease", func(st []admin.Status) bool {
 		for _, s := range st[len(d.arbiters):] {
-			if s.Control == nil || !s.Control.LeaseOK || s.Clusters[0].Epoch < 1 {
+			if s.Control == nil || !s.Control.LeaseOK || len(s.Clusters) == 0 || s.Clusters[0].Epoch < 1 {
 				return false
 			}
 		}
@@ -97,7 +160,7 @@ func startDeployment(t *testing.T, proxies int) *deployment {
 	return d
 }
 
-func (d *deployment) run(name, yaml, adminAddr, listen string) node {
+func (d *deployment) run(name, yaml, adminAddr, listen string, opts Options) node {
 	t := d.t
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
@@ -107,7 +170,8 @@ func (d *deployment) run(name, yaml, adminAddr, listen string) node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	ready := make(chan struct{})
-	go func() { done <- Run(ctx, cfg, log, Options{Ready: func(string) { close(ready) }}) }()
+	opts.Ready = func(string) { close(ready) }
+	go func() { done <- Run(ctx, cfg, log, opts) }()
 	select {
 	case <-ready:
 	case err := <-done:
@@ -413,5 +477,145 @@ func TestSwitchoverUnderLoadShowsNoErrors(t *testing.T) {
 	}
 	if p := max(longestPause(timesA), longestPause(timesT)); p > 3*time.Second {
 		t.Fatalf("writes paused %s", p)
+	}
+}
+
+// A proxy cut off from every arbiter stops writing within its lease: its
+// writes are held, then fail with 9008, and none is acknowledged after the
+// lease ran out. The other proxy and the primary are unaffected.
+func TestProxyCutOffFromArbitersStopsWriting(t *testing.T) {
+	d := startDeploymentWith(t, 2, faults{proxyToArbiters: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	db1, db2 := d.proxyDB(0), d.proxyDB(1)
+	if _, err := db1.ExecContext(ctx, "CREATE TABLE cut (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	w1 := startWriter(ctx, db1, "cut", 1, false)
+	w2 := startWriter(ctx, db2, "cut", 1_000_000, false)
+	if err := chaos.Poll(ctx, 20*time.Second, func() (bool, error) { return w1.ackedCount() > 100 && w2.ackedCount() > 100, nil }); err != nil {
+		t.Fatal("writes did not start")
+	}
+	cut := time.Now()
+	d.cut("p1/")
+	// Give p1 its lease and the hold, and p2 time to keep writing.
+	n2 := w2.ackedCount()
+	if err := chaos.Poll(ctx, 30*time.Second, func() (bool, error) {
+		w1.mu.Lock()
+		errs := len(w1.errs)
+		w1.mu.Unlock()
+		return errs > 0 && w2.ackedCount() > n2+200, nil
+	}); err != nil {
+		t.Fatal("p1's writes never failed, or p2's stopped")
+	}
+	ack1, times1, errs1 := w1.finish()
+	ack2, _, errs2 := w2.finish()
+	var last time.Time
+	if len(times1) > 0 {
+		last = times1[len(times1)-1]
+	}
+	t.Logf("p1 cut off: last write acknowledged %s after the cut (lease 1s); first error: %s", last.Sub(cut).Round(time.Millisecond), errs1[0])
+	if last.Sub(cut) > 1500*time.Millisecond {
+		t.Fatalf("p1 acknowledged a write %s after it was cut off (lease 1s)", last.Sub(cut))
+	}
+	// Held writes fail with 9008 (no lease); a write in flight when the
+	// lease ran out gets 9010 (outcome unknown), never a success.
+	saw9008 := false
+	for _, e := range errs1 {
+		saw9008 = saw9008 || strings.Contains(e, "9008")
+		if !strings.Contains(e, "9008") && !strings.Contains(e, "9010") {
+			t.Errorf("p1 error %q, want 9008 or 9010", e)
+		}
+	}
+	if !saw9008 {
+		t.Fatalf("p1's writes never failed with 9008 (no write lease): %v", errs1)
+	}
+	if len(errs2) > 0 {
+		t.Fatalf("p2 saw errors: %v", errs2[:min(3, len(errs2))])
+	}
+	st := d.statuses()[0].Clusters[0]
+	if st.Epoch != 1 || st.Primary != "db1" {
+		t.Fatalf("a proxy's partition changed the primary: %+v", st)
+	}
+	for _, ack := range [][]int{ack1, ack2} {
+		if lost := missing(t, ctx, d.member("db1"), "cut", ack); len(lost) > 0 {
+			t.Fatalf("acknowledged writes missing: %v", lost[:min(5, len(lost))])
+		}
+	}
+	// Reconnected, p1 writes again.
+	d.restore("p1/")
+	if err := chaos.Poll(ctx, 20*time.Second, func() (bool, error) {
+		_, err := db1.ExecContext(ctx, "INSERT INTO cut (id) VALUES (?)", 5_000_000+time.Now().Nanosecond())
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal("p1 did not write again after the partition healed")
+	}
+}
+
+// The primary is cut off from every arbiter and its replicas lose it too,
+// but a proxy still reaches it: the arbiters fail over, the proxy follows
+// the new epoch, and a write that was stuck on the old primary (waiting
+// for a semi-sync ack that never comes) is not acknowledged when it
+// finally commits there. The old primary comes back fenced with its
+// stray transaction reported.
+func TestPrimaryCutOffFromArbitersButNotFromProxy(t *testing.T) {
+	d := startDeploymentWith(t, 1, faults{arbiterToPrimary: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	db := d.proxyDB(0)
+	if _, err := db.ExecContext(ctx, "CREATE TABLE part (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(ctx, db, "part", 1, false)
+	if err := chaos.Poll(ctx, 20*time.Second, func() (bool, error) { return w.ackedCount() > 100, nil }); err != nil {
+		t.Fatal("writes did not start")
+	}
+	// The replicas lose the primary (their IO threads stop), and so do the
+	// arbiters; the proxy does not.
+	for _, m := range []string{"db2", "db3"} {
+		adm, err := d.member(m).DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := adm.ExecContext(ctx, "STOP SLAVE IO_THREAD"); err != nil {
+			t.Fatal(err)
+		}
+		adm.Close()
+	}
+	d.cut("a")
+	st := d.waitStatus(30*time.Second, "failover away from db1", func(st []admin.Status) bool {
+		c := st[0].Clusters
+		return len(c) > 0 && c[0].Epoch >= 2 && c[0].Phase == "serving" && c[0].Primary != "db1"
+	})[0].Clusters[0]
+	n := w.ackedCount()
+	if err := chaos.Poll(ctx, 30*time.Second, func() (bool, error) { return w.ackedCount() > n+100, nil }); err != nil {
+		t.Fatal("writes did not resume on the new primary")
+	}
+	acked, _, errs := w.finish()
+	t.Logf("failover to %s at epoch %d; %d acknowledged, errors: %v", st.Primary, st.Epoch, len(acked), errs)
+	// Every acknowledged write is on the new primary: none was acknowledged
+	// by db1 after it stopped being the primary.
+	if lost := missing(t, ctx, d.member(st.Primary), "part", acked); len(lost) > 0 {
+		t.Fatalf("%d acknowledged writes are not on the new primary %s: %v", len(lost), st.Primary, lost[:min(5, len(lost))])
+	}
+	for _, e := range errs {
+		if !strings.Contains(e, "9010") && !strings.Contains(e, "9005") {
+			t.Errorf("unexpected client error %s", e)
+		}
+	}
+	// Heal: the arbiters see db1 again, writable but not the primary: they
+	// fence it, and it stays out because it has a transaction the new
+	// primary lacks (the one that waited out semi-sync), or rejoins clean.
+	d.restore("a")
+	d.waitStatus(30*time.Second, "db1 fenced or rejoined", func(st []admin.Status) bool {
+		for _, m := range st[0].Clusters[0].Members {
+			if m.Name == "db1" {
+				return m.ReadOnly && (m.Errant != "" || (m.Role == "replica" && !m.Fenced))
+			}
+		}
+		return false
+	})
+	if w := d.writableMembers(ctx); len(w) != 1 || w[0] != st.Primary {
+		t.Fatalf("writable members after healing: %v", w)
 	}
 }

@@ -31,10 +31,10 @@ var (
 // has one, it alone names the primary: the topology snapshot only locates
 // members and chooses replicas.
 type Authority interface {
-	// Writer names the member writes may go to now, or says why none may:
-	// ErrNoLease and ErrChanging make a write wait (up to the hold timeout)
-	// for the next Changed.
-	Writer() (string, error)
+	// Writer names the member writes may go to now and the epoch that made
+	// it primary, or says why none may: ErrNoLease and ErrChanging make a
+	// write wait (up to the hold timeout) for the next Changed.
+	Writer() (string, uint64, error)
 	// Changed is closed at the next change of the control plane's state.
 	// Lease expiry is not a change: waiters also poll.
 	Changed() <-chan struct{}
@@ -158,23 +158,25 @@ func describeMembers(s *topology.Snapshot) string {
 	return strings.Join(parts, ", ")
 }
 
-// Primary returns the member index writes go to. With an authority, a
-// write that may not go anywhere yet (no lease, a change in progress) waits
-// up to WriteHold: clients see a pause, not an error.
-func (r *Router) Primary(ctx context.Context) (int, error) {
+// Primary returns the member index writes go to and, with an authority,
+// the epoch that made it primary (0 without one). A write that may not go
+// anywhere yet (no lease, a change in progress) waits up to WriteHold:
+// clients see a pause, not an error.
+func (r *Router) Primary(ctx context.Context) (int, uint64, error) {
 	p := r.current()
 	if r.cfg.Authority == nil {
 		if p.writeErr != nil {
-			return -1, p.writeErr
+			return -1, 0, p.writeErr
 		}
-		return p.primary, nil
+		return p.primary, 0, nil
 	}
-	name, err := r.cfg.Authority.Writer()
+	name, epoch, err := r.cfg.Authority.Writer()
 	if err == nil {
-		return p.index(name)
+		i, err := p.index(name)
+		return i, epoch, err
 	}
 	if !errors.Is(err, ErrNoLease) && !errors.Is(err, ErrChanging) {
-		return -1, err
+		return -1, 0, err
 	}
 	hold := time.NewTimer(r.cfg.WriteHold)
 	defer hold.Stop()
@@ -182,17 +184,18 @@ func (r *Router) Primary(ctx context.Context) (int, error) {
 	defer poll.Stop()
 	for {
 		changed := r.cfg.Authority.Changed()
-		if name, err = r.cfg.Authority.Writer(); err == nil {
-			return r.current().index(name)
+		if name, epoch, err = r.cfg.Authority.Writer(); err == nil {
+			i, err := r.current().index(name)
+			return i, epoch, err
 		}
 		if !errors.Is(err, ErrNoLease) && !errors.Is(err, ErrChanging) {
-			return -1, err
+			return -1, 0, err
 		}
 		select {
 		case <-ctx.Done():
-			return -1, fmt.Errorf("%w (write held, then abandoned: %v)", err, ctx.Err())
+			return -1, 0, fmt.Errorf("%w (write held, then abandoned: %v)", err, ctx.Err())
 		case <-hold.C:
-			return -1, fmt.Errorf("%w: write held %s (write_hold_timeout) without a writable primary", err, r.cfg.WriteHold)
+			return -1, 0, fmt.Errorf("%w: write held %s (write_hold_timeout) without a writable primary", err, r.cfg.WriteHold)
 		case <-changed:
 		case <-poll.C:
 		}
@@ -213,7 +216,7 @@ func (r *Router) RetryWrite(ctx context.Context, failed int, first time.Time) bo
 	defer wait.Stop()
 	for {
 		changed := r.cfg.Authority.Changed()
-		if name, err := r.cfg.Authority.Writer(); err == nil {
+		if name, _, err := r.cfg.Authority.Writer(); err == nil {
 			if i, err := r.current().index(name); err == nil && i != failed {
 				return true
 			}
@@ -226,6 +229,20 @@ func (r *Router) RetryWrite(ctx context.Context, failed int, first time.Time) bo
 		case <-changed:
 		}
 	}
+}
+
+// Current reports whether a write routed at epoch may be acknowledged: the
+// authority still names that epoch's primary, serving, and this proxy still
+// holds its lease. A write that reached an old primary and completed after
+// the change (it waited out semi-sync on a primary cut off from its
+// replicas, say) must not be reported as committed: it may be lost.
+// Always true without an authority, or for epoch 0 (not a primary route).
+func (r *Router) Current(epoch uint64) bool {
+	if r.cfg.Authority == nil || epoch == 0 {
+		return true
+	}
+	_, e, err := r.cfg.Authority.Writer()
+	return err == nil && e == epoch
 }
 
 // index finds the named member; the authority names members by config name.

@@ -60,7 +60,7 @@ func TestNearestWithinLocalityWindowShareReads(t *testing.T) {
 	if got[1] == 0 || got[2] == 0 || got[3] != 0 || got[0] != 0 {
 		t.Fatalf("reads spread %v: want r1 and r2 only", got)
 	}
-	if p, err := r.Primary(context.Background()); err != nil || p != 0 {
+	if p, _, err := r.Primary(context.Background()); err != nil || p != 0 {
 		t.Fatalf("primary = %d, %v", p, err)
 	}
 }
@@ -109,13 +109,13 @@ func TestNoWritesWithoutExactlyOnePrimary(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(-1, member("a", "", true, 0), member("b", "", true, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
+	if _, _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
 		t.Fatalf("no writable member: %v", err)
 	}
 	s := snap(-1, member("a", "", false, 0), member("b", "", false, 0))
 	s.Conflict = []string{"a", "b"}
 	src.p.Store(s)
-	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrWritableConflict) {
+	if _, _, err := r.Primary(context.Background()); !errors.Is(err, ErrWritableConflict) {
 		t.Fatalf("two writable members: %v", err)
 	}
 }
@@ -128,7 +128,7 @@ func TestPlanFollowsNewSnapshots(t *testing.T) {
 		t.Fatalf("read went to %d", m)
 	}
 	src.p.Store(snap(1, member("r1", "", true, 0), member("p", "", false, 0)))
-	if p, _ := r.Primary(context.Background()); p != 1 {
+	if p, _, _ := r.Primary(context.Background()); p != 1 {
 		t.Fatalf("primary after a new snapshot = %d", p)
 	}
 }
@@ -149,6 +149,7 @@ func BenchmarkReplica(b *testing.B) {
 type fakeAuthority struct {
 	mu      sync.Mutex
 	name    string
+	epoch   uint64
 	err     error
 	changed chan struct{}
 }
@@ -157,10 +158,10 @@ func newFakeAuthority(name string, err error) *fakeAuthority {
 	return &fakeAuthority{name: name, err: err, changed: make(chan struct{})}
 }
 
-func (f *fakeAuthority) Writer() (string, error) {
+func (f *fakeAuthority) Writer() (string, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.name, f.err
+	return f.name, f.epoch, f.err
 }
 
 func (f *fakeAuthority) Changed() <-chan struct{} {
@@ -173,6 +174,7 @@ func (f *fakeAuthority) set(name string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.name, f.err = name, err
+	f.epoch++
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
@@ -183,16 +185,16 @@ func TestAuthorityNamesThePrimary(t *testing.T) {
 	auth := newFakeAuthority("db2", nil)
 	r := New(Config{Authority: auth, WriteHold: time.Second}, staticSource{snap})
 	// The snapshot's conflict does not matter: the control plane decides.
-	if p, err := r.Primary(context.Background()); err != nil || p != 1 {
+	if p, _, err := r.Primary(context.Background()); err != nil || p != 1 {
 		t.Fatalf("Primary = %d, %v; want db2 (1)", p, err)
 	}
 	auth.set("db9", nil)
-	if _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
+	if _, _, err := r.Primary(context.Background()); !errors.Is(err, ErrNoPrimary) {
 		t.Fatalf("unknown member: %v", err)
 	}
 	auth.set("", errors.New("cluster state incompatible"))
 	start := time.Now()
-	if _, err := r.Primary(context.Background()); err == nil || time.Since(start) > 500*time.Millisecond {
+	if _, _, err := r.Primary(context.Background()); err == nil || time.Since(start) > 500*time.Millisecond {
 		t.Fatalf("a non-holding error must fail at once: %v after %s", err, time.Since(start))
 	}
 }
@@ -206,7 +208,7 @@ func TestWritesHoldDuringAChange(t *testing.T) {
 	var err error
 	go func() {
 		defer close(done)
-		got, err = r.Primary(context.Background())
+		got, _, err = r.Primary(context.Background())
 	}()
 	select {
 	case <-done:
@@ -224,7 +226,7 @@ func TestHeldWriteFailsAfterWriteHold(t *testing.T) {
 	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}}}
 	r := New(Config{Authority: newFakeAuthority("", ErrNoLease), WriteHold: 150 * time.Millisecond}, staticSource{snap})
 	start := time.Now()
-	_, err := r.Primary(context.Background())
+	_, _, err := r.Primary(context.Background())
 	if !errors.Is(err, ErrNoLease) || !strings.Contains(err.Error(), "write_hold_timeout") {
 		t.Fatalf("err %v", err)
 	}
@@ -233,7 +235,32 @@ func TestHeldWriteFailsAfterWriteHold(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := r.Primary(ctx); !errors.Is(err, ErrNoLease) {
+	if _, _, err := r.Primary(ctx); !errors.Is(err, ErrNoLease) {
 		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+func TestCurrentRefusesAcksFromAnOldEpoch(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}, {Name: "db2"}}}
+	auth := newFakeAuthority("db1", nil)
+	auth.set("db1", nil) // epoch 1
+	r := New(Config{Authority: auth}, staticSource{snap})
+	_, epoch, err := r.Primary(context.Background())
+	if err != nil || epoch != 1 || !r.Current(epoch) {
+		t.Fatalf("epoch %d, %v, current %v", epoch, err, r.Current(epoch))
+	}
+	auth.set("db2", nil) // a failover: epoch 2
+	if r.Current(epoch) {
+		t.Fatal("a write routed at epoch 1 may be acknowledged at epoch 2")
+	}
+	_, epoch, _ = r.Primary(context.Background())
+	auth.mu.Lock()
+	auth.err = ErrNoLease // the lease runs out; the epoch stays
+	auth.mu.Unlock()
+	if r.Current(epoch) {
+		t.Fatal("acknowledged without a lease")
+	}
+	if !New(Config{}, staticSource{snap}).Current(0) {
+		t.Fatal("without an authority every ack stands")
 	}
 }

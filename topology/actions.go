@@ -23,6 +23,9 @@ type Actions struct {
 	ReplUser, ReplPassword string
 	// Timeout bounds each step that has no deadline of its own.
 	Timeout time.Duration
+	// Dial, when set, maps a member's address to the one to connect to (a
+	// test link in front of it), like MemberConfig.Dial for probes.
+	Dial func(addr string) string
 }
 
 // Position is what a promotion needs to know of a member.
@@ -44,6 +47,9 @@ type Position struct {
 func (a *Actions) open(ctx context.Context, addr string) (*sql.Conn, func(), error) {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = a.User, a.Password, "tcp", addr
+	if a.Dial != nil {
+		cfg.Addr = a.Dial(addr)
+	}
 	to := a.Timeout
 	if to <= 0 {
 		to = 5 * time.Second

@@ -31,8 +31,10 @@ func main() { os.Exit(run()) }
 // node is one routerd the sandbox runs.
 type node struct {
 	name, role, admin, raft, listen string
-	cmd                             *exec.Cmd
-	exited                          chan error
+	// addrs are the member addresses this node dials (nil: the real ones).
+	addrs  []string
+	cmd    *exec.Cmd
+	exited chan error
 }
 
 func run() int {
@@ -108,7 +110,7 @@ func run() int {
 		proxyAddrs[2] = remote.Addr
 		for _, n := range nodes {
 			if n.role == "proxy" {
-				n.listen = n.listen + "|" + strings.Join(proxyAddrs, ",")
+				n.addrs = proxyAddrs
 			}
 		}
 	}
@@ -128,10 +130,9 @@ func run() int {
 		}
 	}()
 	for _, n := range nodes {
-		listen, maddrs := n.listen, addrs
-		if l, a, ok := strings.Cut(n.listen, "|"); ok {
-			listen, maddrs = l, strings.Split(a, ",")
-			n.listen = listen
+		maddrs := addrs
+		if n.addrs != nil {
+			maddrs = n.addrs
 		}
 		cfgPath := filepath.Join(c.Dir(), n.name+".yaml")
 		if n.name == "p1" {

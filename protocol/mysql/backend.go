@@ -43,6 +43,10 @@ type backendConn struct {
 	lastUsed   time.Time
 	deadline   time.Time
 	lastStatus uint16 // status flags of the last response
+	// epoch is the control plane epoch this connection was chosen as the
+	// primary under (0: not a primary route, or no control plane). An OK
+	// arriving after that epoch ended is not passed on as a success.
+	epoch uint64
 }
 
 // memberPool holds one member's connections. Open connections are bounded per

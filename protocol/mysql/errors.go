@@ -27,6 +27,7 @@ const (
 	CodeSessionState     = 9007 // session state could not be replayed on the chosen member
 	CodeNoLease          = 9008 // write held for write_hold_timeout: the proxy lost the control plane
 	CodeChanging         = 9009 // write held for write_hold_timeout: a primary change did not finish
+	CodeAckFenced        = 9010 // the primary changed while the statement ran: outcome unknown, not acknowledged
 )
 
 // errorTable maps what went wrong inside the proxy to what the client sees.
@@ -44,6 +45,7 @@ var errorTable = []struct {
 	{errBackendLost, CodeBackendLost, "08S01"},
 	{errPoolTimeout, CodePoolTimeout, "HY000"},
 	{errSessionState, CodeSessionState, "HY000"},
+	{errAckFenced, CodeAckFenced, "HY000"},
 	{ErrPacketTooLarge, CodePacketTooLarge, "08S01"},
 }
 
@@ -52,6 +54,7 @@ var (
 	errBackendLost  = errors.New("member connection lost")
 	errPoolTimeout  = errors.New("no free backend connection")
 	errSessionState = errors.New("session state replay failed")
+	errAckFenced    = errors.New("the primary changed, or this proxy lost its write lease, while the statement ran: it may or may not have been applied, and is not acknowledged")
 )
 
 // toServerError turns a proxy-side error into the ERR packet a client gets.

@@ -14,7 +14,8 @@ import (
 // fixedRouter routes every read to member 0 and writes nowhere.
 type fixedRouter struct{}
 
-func (fixedRouter) Primary(context.Context) (int, error)            { return 0, nil }
+func (fixedRouter) Primary(context.Context) (int, uint64, error)    { return 0, 0, nil }
+func (fixedRouter) Current(uint64) bool                             { return true }
 func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
 func (fixedRouter) Replica(int) (int, error)                        { return 0, nil }
 

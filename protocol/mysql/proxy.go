@@ -20,7 +20,10 @@ import (
 // Router is what the proxy asks where a statement goes. Members are indexes
 // into Config.Members.
 type Router interface {
-	Primary(ctx context.Context) (int, error)
+	Primary(ctx context.Context) (int, uint64, error)
+	// Current reports whether a write routed at epoch may still be
+	// acknowledged.
+	Current(epoch uint64) bool
 	// RetryWrite says whether a write whose member refused the connection
 	// should be tried again (waiting for a new primary first).
 	RetryWrite(ctx context.Context, failed int, first time.Time) bool

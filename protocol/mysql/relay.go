@@ -85,6 +85,9 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				} else if o, ok := parseOK(p); ok && p[0] == 0 {
 					out.status, out.haveStatus, out.lastInsertID = o.status, true, o.lastInsertID
 					out.warnings = okWarnings(p)
+					if err := s.ackAllowed(bc, pkt, whole); err != nil {
+						return out, err
+					}
 				}
 			case p[0] == 0xff:
 				out.serverErr = true
@@ -115,6 +118,9 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				o, _ := parseOK(p)
 				out.status, out.haveStatus, out.lastInsertID = o.status, true, o.lastInsertID
 				out.warnings = okWarnings(p)
+				if err := s.ackAllowed(bc, pkt, whole); err != nil {
+					return out, err
+				}
 				if o.status&statusMoreResults == 0 {
 					state = stDone
 				}
@@ -198,6 +204,21 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 		return out, fmt.Errorf("%w: %v", errClientGone, err)
 	}
 	return out, nil
+}
+
+// ackAllowed withholds an OK from a primary whose epoch has ended (or whose
+// lease this proxy lost) while the statement ran: the write may have
+// committed on a primary that is no longer the primary, so reporting
+// success could acknowledge a write the new primary does not have. The
+// client gets errAckFenced instead: outcome unknown, not acknowledged.
+func (s *session) ackAllowed(bc *backendConn, pkt []byte, whole bool) error {
+	if bc.epoch == 0 || s.p.router.Current(bc.epoch) {
+		return nil
+	}
+	if whole {
+		_, _ = bc.r.Discard(len(pkt))
+	}
+	return fmt.Errorf("%w (routed at epoch %d)", errAckFenced, bc.epoch)
 }
 
 func nextPrepareState(params, cols uint64) relayState {

@@ -174,15 +174,17 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 
 // target decides which member a statement goes to. The connection the
 // session holds wins: pinned state must not be split across connections.
-func (s *session) target(ctx context.Context, c Class, avoid int) (int, error) {
+func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, error) {
 	rt := s.p.router
 	switch {
 	case c.Hint == HintPrimary:
 		return rt.Primary(ctx)
 	case c.Kind == KindRead && c.Hint == HintReplica:
-		return rt.Replica(avoid)
+		m, err := rt.Replica(avoid)
+		return m, 0, err
 	case c.Kind == KindRead && !c.ReadsSession && c.Pin == 0:
-		return rt.Replica(avoid)
+		m, err := rt.Replica(avoid)
+		return m, 0, err
 	default:
 		return rt.Primary(ctx)
 	}
@@ -197,14 +199,18 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 	if s.held != nil && c.ReadsSession {
 		return s.held, s.held.pool.idx, nil
 	}
-	m, err := s.target(ctx, c, avoid)
+	m, epoch, err := s.target(ctx, c, avoid)
 	if err != nil {
 		return nil, -1, err
 	}
 	if s.held != nil && s.held.pool.idx == m {
+		s.held.epoch = epoch
 		return s.held, m, nil
 	}
 	bc, err := s.fresh(ctx, m)
+	if bc != nil {
+		bc.epoch = epoch
+	}
 	return bc, m, err
 }
 
