@@ -144,6 +144,15 @@ func (a *authority) Writer() (string, uint64, error) {
 
 func (a *authority) Changed() <-chan struct{} { return a.node.FSM().Changed() }
 
+// Acknowledgeable: without a lease this proxy cannot know whether a failover
+// has made the write's primary obsolete, so it acknowledges nothing.
+func (a *authority) Acknowledgeable(epoch uint64) bool {
+	if ok, _ := a.node.Lease(); !ok {
+		return false
+	}
+	return a.node.State().Cluster(a.cluster).Acknowledgeable(epoch)
+}
+
 // --- admin.Control ---
 
 func (c *control) Secret() []byte { return c.secret }

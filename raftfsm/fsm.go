@@ -158,7 +158,7 @@ func applyBootstrap(s *State, c *Command) (uint64, error) {
 	if c.Epoch != 0 {
 		return 0, fmt.Errorf("cluster %s: %w: bootstrap decided at epoch %d, cluster is new", c.Cluster, ErrStaleEpoch, c.Epoch)
 	}
-	cl := &Cluster{Name: c.Cluster, Epoch: 1, Primary: c.Primary, Phase: PhaseServing, PhaseSince: c.At, Members: map[string]MemberState{}}
+	cl := &Cluster{Name: c.Cluster, Epoch: 1, Primary: c.Primary, Phase: PhaseServing, PhaseSince: c.At, SafeSince: 1, Members: map[string]MemberState{}}
 	for _, m := range c.Members {
 		cl.Members[m] = MemberState{}
 	}
@@ -198,6 +198,7 @@ func applyBegin(s *State, c *Command) (uint64, error) {
 	cl.PhaseSince = c.At
 	if c.Phase == PhaseFailingOver {
 		cl.LastFailover = c.At
+		cl.SafeSince = cl.Epoch
 	}
 	kind := "switchover"
 	if c.Phase == PhaseFailingOver {
@@ -303,6 +304,12 @@ func epochOf(s *State, c *Command) uint64 {
 		return cl.Epoch
 	}
 	return 0
+}
+
+// Acknowledgeable reports whether a write that the primary of epoch
+// acknowledged is on the current primary (see Cluster.SafeSince).
+func (c *Cluster) Acknowledgeable(epoch uint64) bool {
+	return c != nil && epoch >= c.SafeSince && epoch <= c.Epoch
 }
 
 // Snapshot implements raft.FSM. The state is immutable, so the snapshot is

@@ -262,3 +262,19 @@ func TestApplyIsDeterministic(t *testing.T) {
 		t.Fatal("same log, different states")
 	}
 }
+
+func TestAcknowledgeableAcrossChanges(t *testing.T) {
+	f := NewFSM()
+	applyAll(t, f, bootstrap(),
+		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching},
+		&Command{Type: TypeOpen, Cluster: "shop", Epoch: 2, At: t0})
+	cl := f.State().Cluster("shop")
+	if !cl.Acknowledgeable(1) || !cl.Acknowledgeable(2) {
+		t.Fatal("after a switchover, the old primary's acknowledged writes are on the new one")
+	}
+	applyAll(t, f, &Command{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: t0, Primary: "db3", Phase: PhaseFailingOver})
+	cl = f.State().Cluster("shop")
+	if cl.Acknowledgeable(1) || cl.Acknowledgeable(2) || !cl.Acknowledgeable(3) || cl.Acknowledgeable(4) {
+		t.Fatalf("after a failover only the new epoch's acks stand (safe since %d)", cl.SafeSince)
+	}
+}

@@ -54,7 +54,13 @@ type Cluster struct {
 	Previous string `json:"previous,omitempty"`
 	// PhaseSince is when the phase was entered (the leader's clock, from the
 	// command).
-	PhaseSince   time.Time              `json:"phase_since"`
+	PhaseSince time.Time `json:"phase_since"`
+	// SafeSince is the oldest epoch whose primary's acknowledged writes are
+	// all on the current primary. A switchover keeps it (the old primary is
+	// fenced and the target catches up to its final position before
+	// opening); a failover moves it to the new epoch (the old primary may
+	// have committed writes after the candidate stopped receiving them).
+	SafeSince    uint64                 `json:"safe_since"`
 	LastFailover time.Time              `json:"last_failover,omitempty"`
 	Members      map[string]MemberState `json:"members"`
 	History      []Decision             `json:"history"`

@@ -35,6 +35,9 @@ type Authority interface {
 	// it primary, or says why none may: ErrNoLease and ErrChanging make a
 	// write wait (up to the hold timeout) for the next Changed.
 	Writer() (string, uint64, error)
+	// Acknowledgeable reports whether a write routed at epoch may be
+	// reported as committed now.
+	Acknowledgeable(epoch uint64) bool
 	// Changed is closed at the next change of the control plane's state.
 	// Lease expiry is not a change: waiters also poll.
 	Changed() <-chan struct{}
@@ -231,18 +234,17 @@ func (r *Router) RetryWrite(ctx context.Context, failed int, first time.Time) bo
 	}
 }
 
-// Current reports whether a write routed at epoch may be acknowledged: the
-// authority still names that epoch's primary, serving, and this proxy still
-// holds its lease. A write that reached an old primary and completed after
-// the change (it waited out semi-sync on a primary cut off from its
-// replicas, say) must not be reported as committed: it may be lost.
-// Always true without an authority, or for epoch 0 (not a primary route).
+// Current reports whether a write routed at epoch may be acknowledged (see
+// Authority.Acknowledgeable). A write that reached an old primary and
+// completed after a failover (it waited out semi-sync on a primary cut off
+// from its replicas, say) must not be reported as committed: it may be
+// lost. Always true without an authority, or for epoch 0 (not a primary
+// route).
 func (r *Router) Current(epoch uint64) bool {
 	if r.cfg.Authority == nil || epoch == 0 {
 		return true
 	}
-	_, e, err := r.cfg.Authority.Writer()
-	return err == nil && e == epoch
+	return r.cfg.Authority.Acknowledgeable(epoch)
 }
 
 // index finds the named member; the authority names members by config name.

@@ -164,6 +164,13 @@ func (f *fakeAuthority) Writer() (string, uint64, error) {
 	return f.name, f.epoch, f.err
 }
 
+// Acknowledgeable: the fake treats every change as a failover.
+func (f *fakeAuthority) Acknowledgeable(epoch uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err == nil && f.epoch == epoch
+}
+
 func (f *fakeAuthority) Changed() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()

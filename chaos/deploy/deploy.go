@@ -1,0 +1,495 @@
+// Package deploy runs a whole dbrouter deployment in one process for chaos
+// tests and measurements: a real MariaDB cluster (chaos harness), three
+// arbiters and some proxies, each a daemon.Run with its own YAML config over
+// real loopback sockets, with toxiproxy links where faults are to be
+// injected. It also holds the workload that records every acknowledged
+// write and the checks run on it.
+package deploy
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql" // the workload's driver
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/admin"
+	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/config"
+	"github.com/dbrouter/dbrouter/daemon"
+)
+
+// Secret is the deployment's cluster secret.
+const Secret = "deploy-secret-0123456789"
+
+// Options shapes a deployment.
+type Options struct {
+	Proxies int
+	// Control is extra YAML for the control section (two-space indented
+	// lines, e.g. "  lease: 1s\n"); empty keeps every default.
+	Control string
+	// ProbeInterval is the clusters' probe_interval ("" for the default).
+	ProbeInterval string
+	// ArbiterToPrimary: every arbiter reaches db1 through a link named
+	// "aN/db1". ProxyToArbiters: proxy p1's connections to the arbiters and
+	// the leader's to p1 go through links named "p1/...".
+	ArbiterToPrimary bool
+	ProxyToArbiters  bool
+	// Log receives the nodes' logs (nil: discarded).
+	Log *zap.Logger
+	// DBLog receives the MariaDB harness's progress lines.
+	DBLog func(format string, args ...any)
+}
+
+// Node is one running routerd.
+type Node struct {
+	Name   string
+	Admin  string
+	Listen string // proxies: the MySQL listener
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Deployment is a running deployment.
+type Deployment struct {
+	DB       *chaos.Cluster
+	Arbiters []*Node
+	Proxies  []*Node
+	Links    map[string]*chaos.Link
+	dir      string
+	log      *zap.Logger
+}
+
+func freeAddr() (string, error) {
+	p, err := chaos.FreePort()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
+}
+
+// Start brings a deployment up and waits until every proxy holds a write
+// lease. On error everything started is stopped.
+func Start(ctx context.Context, o Options) (d *Deployment, err error) {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	dir, err := os.MkdirTemp("", "dbrouter-deploy-")
+	if err != nil {
+		return nil, err
+	}
+	d = &Deployment{Links: map[string]*chaos.Link{}, dir: dir, log: o.Log}
+	defer func() {
+		if err != nil {
+			d.Close()
+			d = nil
+		}
+	}()
+	if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog}); err != nil {
+		return d, err
+	}
+	type arb struct{ name, raft, admin string }
+	var arbs []arb
+	for i := 1; i <= 3; i++ {
+		a := arb{name: fmt.Sprintf("a%d", i)}
+		if a.raft, err = freeAddr(); err != nil {
+			return d, err
+		}
+		if a.admin, err = freeAddr(); err != nil {
+			return d, err
+		}
+		arbs = append(arbs, a)
+	}
+	controlYAML := func(admins map[string]string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  secret: %s\n%s  arbiters:\n", Secret, o.Control)
+		for _, a := range arbs {
+			adm := a.admin
+			if admins[a.name] != "" {
+				adm = admins[a.name]
+			}
+			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, adm)
+		}
+		return b.String()
+	}
+	var members strings.Builder
+	for _, m := range d.DB.Members {
+		fmt.Fprintf(&members, "      - {name: %s, addr: %q}\n", m.Name, m.Addr())
+	}
+	clusterYAML := func(listen string) string {
+		s := fmt.Sprintf("clusters:\n  - name: app\n    monitor: {user: %s, password: %s}\n    replication: {user: %s, password: %s}\n    members:\n%s",
+			chaos.AdminUser, chaos.AdminPassword, chaos.ReplUser, chaos.ReplPassword, members.String())
+		if o.ProbeInterval != "" {
+			s += fmt.Sprintf("    probe_interval: %s\n", o.ProbeInterval)
+		}
+		if listen != "" {
+			s += fmt.Sprintf("    listen: %q\n    users:\n      - {name: %s, password: %s}\n", listen, chaos.AppUser, chaos.AppPassword)
+		}
+		return s
+	}
+	for _, a := range arbs {
+		var dial map[string]string
+		if o.ArbiterToPrimary {
+			l, err := d.link(a.name+"/db1", d.Member("db1").Addr())
+			if err != nil {
+				return d, err
+			}
+			dial = map[string]string{"db1": l}
+		}
+		y := fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
+			a.name, a.admin, a.raft, filepath.Join(dir, a.name), controlYAML(nil), clusterYAML(""))
+		n, err := d.run(a.name, y, a.admin, "", daemon.Options{Dial: dial})
+		if err != nil {
+			return d, err
+		}
+		d.Arbiters = append(d.Arbiters, n)
+	}
+	for i := 1; i <= o.Proxies; i++ {
+		name := fmt.Sprintf("p%d", i)
+		var adm, listen, raft string
+		for _, p := range []*string{&adm, &listen, &raft} {
+			if *p, err = freeAddr(); err != nil {
+				return d, err
+			}
+		}
+		admins := map[string]string{}
+		advertise := ""
+		if o.ProxyToArbiters && i == 1 {
+			for _, a := range arbs {
+				if admins[a.name], err = d.link(name+"/"+a.name, a.admin); err != nil {
+					return d, err
+				}
+			}
+			l, err := d.link(name+"/raft", raft)
+			if err != nil {
+				return d, err
+			}
+			advertise = fmt.Sprintf("  raft_advertise: %q\n", l)
+		}
+		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n%s  dir: %q\n%s%s",
+			name, adm, raft, advertise, filepath.Join(dir, name), controlYAML(admins), clusterYAML(listen))
+		n, err := d.run(name, y, adm, listen, daemon.Options{})
+		if err != nil {
+			return d, err
+		}
+		d.Proxies = append(d.Proxies, n)
+	}
+	_, err = d.WaitStatus(ctx, 30*time.Second, "every proxy holds a write lease", func(st []admin.Status) bool {
+		for _, s := range st[len(d.Arbiters):] {
+			if s.Control == nil || !s.Control.LeaseOK || len(s.Clusters) == 0 || s.Clusters[0].Epoch < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	return d, err
+}
+
+func (d *Deployment) link(name, upstream string) (string, error) {
+	l, err := chaos.NewLink(fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), upstream)
+	if err != nil {
+		return "", err
+	}
+	d.Links[name] = l
+	return l.Addr, nil
+}
+
+func (d *Deployment) run(name, yaml, adminAddr, listen string, opts daemon.Options) (*Node, error) {
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		return nil, fmt.Errorf("%s config: %w\n%s", name, err, yaml)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	opts.Ready = func(string) { close(ready) }
+	go func() { done <- daemon.Run(ctx, cfg, d.log.With(zap.String("node", name)), opts) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		return nil, fmt.Errorf("%s exited at start: %w", name, err)
+	}
+	return &Node{Name: name, Admin: adminAddr, Listen: listen, cancel: cancel, done: done}, nil
+}
+
+// Stop ends a node and waits for it (idempotent).
+func (n *Node) Stop() error {
+	if n == nil || n.cancel == nil {
+		return nil
+	}
+	n.cancel()
+	select {
+	case err := <-n.done:
+		n.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("%s did not stop within 20s", n.Name)
+	}
+}
+
+// Close stops every node, link and server.
+func (d *Deployment) Close() error {
+	var errs []error
+	for _, n := range append(append([]*Node{}, d.Proxies...), d.Arbiters...) {
+		errs = append(errs, n.Stop())
+	}
+	for _, l := range d.Links {
+		l.Close()
+	}
+	if d.DB != nil {
+		errs = append(errs, d.DB.Close())
+	}
+	errs = append(errs, os.RemoveAll(d.dir))
+	return errors.Join(errs...)
+}
+
+// Cut cuts every link whose name starts with prefix; Restore reopens them.
+func (d *Deployment) Cut(prefix string) {
+	for name, l := range d.Links {
+		if strings.HasPrefix(name, prefix) {
+			l.Cut()
+		}
+	}
+}
+
+// Restore reopens the links Cut cut.
+func (d *Deployment) Restore(prefix string) error {
+	for name, l := range d.Links {
+		if strings.HasPrefix(name, prefix) {
+			if err := l.Restore(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Statuses returns every node's /status, arbiters first (an empty Status
+// for a node that does not answer).
+func (d *Deployment) Statuses() []admin.Status {
+	var out []admin.Status
+	for _, n := range append(append([]*Node{}, d.Arbiters...), d.Proxies...) {
+		var st admin.Status
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = (&admin.Client{Addr: n.Admin}).Do(ctx, "GET", "/status", nil, &st)
+		cancel()
+		out = append(out, st)
+	}
+	return out
+}
+
+// WaitStatus polls Statuses until ok holds.
+func (d *Deployment) WaitStatus(ctx context.Context, within time.Duration, what string, ok func([]admin.Status) bool) ([]admin.Status, error) {
+	deadline := time.Now().Add(within)
+	for {
+		st := d.Statuses()
+		if ok(st) {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("timed out after %s waiting for: %s", within, what)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Leader returns the index of the arbiter that leads, or -1.
+func (d *Deployment) Leader() int {
+	st := d.Statuses()
+	for i := range d.Arbiters {
+		if c := st[i].Control; c != nil && c.Leader == c.Node {
+			return i
+		}
+	}
+	return -1
+}
+
+// ProxyDB opens a client pool through proxy i.
+func (d *Deployment) ProxyDB(i int) (*sql.DB, error) {
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s?timeout=5s", chaos.AppUser, chaos.AppPassword, d.Proxies[i].Listen, chaos.AppDatabase))
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(8)
+	return db, nil
+}
+
+// Member returns the named MariaDB member (nil if none).
+func (d *Deployment) Member(name string) *chaos.Member {
+	for _, m := range d.DB.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// WritableMembers lists the running members with read_only=OFF.
+func (d *Deployment) WritableMembers(ctx context.Context) []string {
+	var out []string
+	for _, m := range d.DB.Members {
+		if !m.Running() {
+			continue
+		}
+		db, err := m.DB()
+		if err != nil {
+			continue
+		}
+		var ro int
+		if db.QueryRowContext(ctx, "SELECT @@read_only").Scan(&ro) == nil && ro == 0 {
+			out = append(out, m.Name)
+		}
+		db.Close()
+	}
+	return out
+}
+
+// Promote asks proxy i's admin API (which forwards to the leader) for a
+// switchover.
+func (d *Deployment) Promote(ctx context.Context, i int, member string, timeout time.Duration) error {
+	return (&admin.Client{Addr: d.Proxies[i].Admin, Secret: []byte(Secret)}).Do(ctx, "POST", "/v1/clusters/app/promote",
+		admin.PromoteRequest{Member: member, Timeout: timeout.String()}, nil)
+}
+
+// Missing returns the acknowledged ids the member's table app.TABLE lacks.
+func Missing(ctx context.Context, m *chaos.Member, table string, acked []int) ([]int, error) {
+	db, err := m.DB()
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT id FROM app."+table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	have := map[int]bool{}
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		have[id] = true
+	}
+	var out []int
+	for _, id := range acked {
+		if !have[id] {
+			out = append(out, id)
+		}
+	}
+	return out, rows.Err()
+}
+
+// Writer inserts increasing ids through a proxy and records which were
+// acknowledged, when, and every error, until stopped or its bound (200k
+// statements, 90 s) is hit.
+type Writer struct {
+	mu     sync.Mutex
+	acked  []int
+	times  []time.Time
+	errs   []string
+	stop   chan struct{}
+	done   chan struct{}
+	nextID int
+}
+
+// StartWriter starts a writer; txn wraps each insert in BEGIN/COMMIT.
+func StartWriter(ctx context.Context, db *sql.DB, table string, firstID int, txn bool) *Writer {
+	w := &Writer{stop: make(chan struct{}), done: make(chan struct{}), nextID: firstID}
+	go func() {
+		defer close(w.done)
+		deadline := time.Now().Add(90 * time.Second)
+		for n := 0; n < 200000 && time.Now().Before(deadline); n++ {
+			select {
+			case <-w.stop:
+				return
+			case <-ctx.Done():
+				return
+			default:
+			}
+			id := w.nextID
+			w.nextID++
+			var err error
+			if txn {
+				err = insertTxn(ctx, db, table, id)
+			} else {
+				_, err = db.ExecContext(ctx, "INSERT INTO "+table+" (id) VALUES (?)", id)
+			}
+			w.mu.Lock()
+			if err == nil {
+				w.acked = append(w.acked, id)
+				w.times = append(w.times, time.Now())
+			} else {
+				w.errs = append(w.errs, fmt.Sprintf("%s id %d: %v", time.Now().Format("15:04:05.000"), id, err))
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func insertTxn(ctx context.Context, db *sql.DB, table string, id int) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO "+table+" (id) VALUES (?)", id); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Finish stops the writer and returns what it recorded.
+func (w *Writer) Finish() (acked []int, times []time.Time, errs []string) {
+	close(w.stop)
+	<-w.done
+	return w.acked, w.times, w.errs
+}
+
+// Acked is how many writes were acknowledged so far.
+func (w *Writer) Acked() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// Errors is how many writes failed so far.
+func (w *Writer) Errors() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.errs)
+}
+
+// LongestPause is the longest gap between consecutive acknowledgements.
+func LongestPause(times []time.Time) time.Duration {
+	var m time.Duration
+	for i := 1; i < len(times); i++ {
+		m = max(m, times[i].Sub(times[i-1]))
+	}
+	return m
+}
+
+// FirstAfter is the first acknowledgement time after t (zero if none).
+func FirstAfter(times []time.Time, t time.Time) time.Time {
+	for _, at := range times {
+		if at.After(t) {
+			return at
+		}
+	}
+	return time.Time{}
+}
