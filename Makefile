@@ -8,7 +8,7 @@ APT_PKGS  := mariadb-server mariadb-client sysbench haproxy
 BIN       := bin
 FUZZTIME  ?= 30s
 
-.PHONY: all build run test deps lint bench fuzz clean
+.PHONY: all build run test deps lint bench fuzz chaos clean
 
 all: build
 
@@ -50,6 +50,14 @@ fuzz:
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzPacketReader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzHandshakeResponse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./raftfsm -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
+
+# chaos measures failover and switchover on fresh deployments with default
+# settings (CHAOS_RUNS each) and writes chaos/RESULTS.md.
+CHAOS_RUNS ?= 5
+chaos: deps
+	$(GO) run ./cmd/chaos -runs $(CHAOS_RUNS) -out chaos/RESULTS.md
 
 bench: deps build
 	./bench/run.sh

@@ -78,7 +78,9 @@ func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, tar
 		return fmt.Errorf("%w: %s is unreachable", ErrRefused, target)
 	case !tm.IORunning || !tm.SQLRunning:
 		return fmt.Errorf("%w: %s is not replicating (%s)", ErrRefused, target, tm.ReplError)
-	case tm.Lag < 0 || tm.Lag > a.cfg.MaxPromoteLag:
+	case tm.Lag < 0:
+		return fmt.Errorf("%w: %s's lag is not known yet (this leader's heartbeat has not reached it); retry in a moment", ErrRefused, target)
+	case tm.Lag > a.cfg.MaxPromoteLag:
 		return fmt.Errorf("%w: %s lags %s, more than max_promote_lag %s", ErrRefused, target, tm.Lag, a.cfg.MaxPromoteLag)
 	}
 	if old, ok := memberByName(snap, cl.Primary); !ok || !old.Reachable {

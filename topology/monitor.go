@@ -58,9 +58,12 @@ type prober struct {
 	db    *sql.DB
 	srtt  time.Duration
 	fails int // consecutive failed probes
-	// failingSince is when the current run of failed probes began (zero while
-	// probes succeed): failure detection counts from the first miss.
+	// failingSince is when the member was last known alive: the end of the
+	// last successful probe, or the first failed one if none succeeded yet.
+	// Failure detection counts from there, so a primary that dies just after
+	// a probe is not given an extra probe interval.
 	failingSince time.Time
+	lastOK       time.Time
 }
 
 // unreachableAfter consecutive failed probes mark a member unreachable: one
@@ -221,8 +224,8 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	if err != nil {
 		p.fails++
 		if p.failingSince.IsZero() {
-			p.failingSince = t0
-			if t0.IsZero() {
+			p.failingSince = p.lastOK
+			if p.failingSince.IsZero() {
 				p.failingSince = time.Now()
 			}
 		}
@@ -237,6 +240,7 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	}
 	p.fails = 0
 	p.failingSince = time.Time{}
+	p.lastOK = time.Now()
 	rtt := time.Since(t0)
 	// Exponential smoothing: one slow probe must not reorder "nearest".
 	if p.srtt == 0 {

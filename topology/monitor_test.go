@@ -105,10 +105,19 @@ func TestMonitorSeesRolesPositionsAndHealth(t *testing.T) {
 	})
 
 	t.Run("KilledPrimaryIsUnreachable", func(t *testing.T) {
+		if mon.Snapshot().Members[0].FailingFor != 0 {
+			t.Fatal("a reachable member is failing")
+		}
+		killed := time.Now()
 		if err := c.Members[0].Kill(); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, mon, 5*time.Second, "primary gone", func(s *Snapshot) bool { return s.Primary == -1 && !s.Members[0].Reachable })
+		// FailingFor counts from the last answer, which came before the kill.
+		waitFor(t, mon, 5*time.Second, "failing for a second", func(s *Snapshot) bool { return s.Members[0].FailingFor >= time.Second })
+		if f := mon.Snapshot().Members[0].FailingFor; f < time.Since(killed)-2*probe || f > time.Since(killed)+2*probe {
+			t.Fatalf("failing for %s, %s after the kill", f, time.Since(killed))
+		}
 	})
 }
 

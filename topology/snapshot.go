@@ -34,8 +34,8 @@ type Member struct {
 	// outstanding; -1 when unknown.
 	Lag time.Duration `json:"-"`
 
-	// FailingFor is how long probes of this member have failed without a
-	// success in between (0 while they succeed).
+	// FailingFor is how long ago the member last answered a probe, while
+	// its probes fail (0 while they succeed).
 	FailingFor time.Duration `json:"-"`
 
 	IORunning  bool   `json:"io_running"`

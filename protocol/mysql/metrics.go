@@ -19,7 +19,7 @@ type metrics struct {
 	clientErrors prometheus.Counter
 }
 
-var errorKinds = []string{"no_primary", "writable_conflict", "no_replica", "backend_down", "backend_lost", "pool_timeout", "session_state", "other"}
+var errorKinds = []string{"no_primary", "writable_conflict", "no_replica", "backend_down", "backend_lost", "pool_timeout", "session_state", "no_lease", "changing", "ack_fenced", "other"}
 
 func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -84,6 +84,12 @@ func (m *metrics) errorsByKind(err error) prometheus.Counter {
 		k = "pool_timeout"
 	case errors.Is(err, errSessionState):
 		k = "session_state"
+	case errors.Is(err, router.ErrNoLease):
+		k = "no_lease"
+	case errors.Is(err, router.ErrChanging):
+		k = "changing"
+	case errors.Is(err, errAckFenced):
+		k = "ack_fenced"
 	}
 	return m.errs[k]
 }
