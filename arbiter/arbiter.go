@@ -222,7 +222,6 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 	if failed, why := a.primaryFailed(ctx, cl, snap); failed {
 		return a.failover(ctx, cl, snap, why)
 	}
-	a.refused = ""
 	return a.rejoin(ctx, cl, snap)
 }
 
@@ -251,6 +250,9 @@ func (a *Arbiter) bootstrap(ctx context.Context, snap *topology.Snapshot) error 
 func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) (bool, string) {
 	prim, ok := memberByName(snap, cl.Primary)
 	if !ok || prim.FailingFor < a.cfg.FailureThreshold {
+		if prim.FailingFor == 0 {
+			a.refused = "" // healthy again: a later refusal is news
+		}
 		return false, "" // this arbiter still reaches it: no need to ask the others
 	}
 	down := 0
@@ -345,14 +347,36 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 		return fmt.Errorf("failover: candidate %s is not a configured member", cl.Primary)
 	}
 	if old, ok := memberByName(snap, cl.Previous); ok {
-		// Best effort: the old primary is most likely down. If it is only
-		// cut off from us, proxies stop writing to it within their lease.
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		if err := a.act.Fence(fctx, old.Addr); err == nil {
-			a.log.Info("fenced old primary", zap.String("member", old.Name))
-		}
-		cancel()
+		// Best effort, and alongside the next steps: the old primary is most
+		// likely down (a paused one would hold us for the whole timeout). If
+		// it is only cut off from us, proxies stop writing to it within their
+		// lease, and acknowledgement fencing voids what it commits later.
+		go func() {
+			fctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if err := a.act.Fence(fctx, old.Addr); err == nil {
+				a.log.Info("fenced old primary", zap.String("member", old.Name))
+			}
+		}()
 	}
+	// Stop the other replicas' threads now, in parallel with preparing the
+	// candidate: they are repointed to it next, and STOP SLAVE is what is
+	// slow when the old primary hangs. Their received positions stay, so
+	// one of them can still be the candidate if this one fails.
+	var stopping sync.WaitGroup
+	for _, m := range snap.Members {
+		if m.Name == cand.Name || m.Name == cl.Previous || !m.Reachable {
+			continue
+		}
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if err := a.act.StopReplication(ctx, m.Addr); err != nil {
+				a.log.Warn("stop replication", zap.String("member", m.Name), zap.Error(err))
+			}
+		}()
+	}
+	defer stopping.Wait()
 	a.step("catchup")
 	err := a.prepareCandidate(ctx, cand.Addr)
 	if err != nil {
@@ -377,6 +401,7 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 	if err := a.act.Open(ctx, cand.Addr); err != nil {
 		return fmt.Errorf("open %s: %w", cand.Name, err)
 	}
+	stopping.Wait()
 	a.repointOthers(ctx, snap, cand, cl.Previous)
 	a.step("commit")
 	// The old primary is marked fenced before `serving` commits, so no
@@ -434,14 +459,22 @@ func (a *Arbiter) waitLease(ctx context.Context, committed time.Time, index uint
 // repointOthers makes every reachable member but the new primary and skip a
 // replica of the new primary. Failures are logged: rejoin retries them.
 func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, prim topology.Member, skip string) {
+	// In parallel: STOP SLAVE on a replica whose IO thread is stuck
+	// connecting to a hung primary takes seconds.
+	var wg sync.WaitGroup
 	for _, m := range snap.Members {
 		if m.Name == prim.Name || m.Name == skip || !m.Reachable {
 			continue
 		}
-		if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
-			a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
+				a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // rejoin brings members that are not replicating from the primary back, or

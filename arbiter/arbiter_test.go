@@ -51,6 +51,10 @@ func testConfig() Config {
 // startArbiters starts the group; linked names the arbiters (0..2) whose
 // probes of member 0 go through a cuttable link.
 func startArbiters(t *testing.T, linked ...int) *arbiters {
+	return startArbitersWith(t, testConfig(), linked...)
+}
+
+func startArbitersWith(t *testing.T, cfg Config, linked ...int) *arbiters {
 	c := chaos.StartT(t, chaos.Options{Members: 3})
 	g := &arbiters{t: t, db: c, links: map[string]*chaos.Link{}}
 	var voters []raftfsm.Peer
@@ -108,7 +112,7 @@ func startArbiters(t *testing.T, linked ...int) *arbiters {
 		}
 		g.mons = append(g.mons, mon)
 		act := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second}
-		arb := New(testConfig(), n, mon, g, act, log.With(zap.String("arbiter", p.ID)))
+		arb := New(cfg, n, mon, g, act, log.With(zap.String("arbiter", p.ID)))
 		g.arbs = append(g.arbs, arb)
 		wg.Add(2)
 		go func() { defer wg.Done(); mon.Run(ctx) }()
@@ -464,5 +468,92 @@ func TestSwitchoverAndRollback(t *testing.T) {
 	}
 	if !historyHas(cl, "switchover_aborted", "switchover failed") {
 		t.Fatalf("history %+v", cl.History)
+	}
+}
+
+// The Raft leader dies in the middle of a failover (after committing the
+// new epoch, before opening the candidate): a new leader finds the cluster
+// failing_over and finishes the failover it finds in the log.
+func TestLeaderLostMidFailover(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var once sync.Once
+	var lost string
+	for i, a := range g.arbs {
+		node := g.nodes[i]
+		kill := func(step string) {
+			if step == "lease_wait" {
+				once.Do(func() {
+					lost = node.ID()
+					go node.Close() // shutdown waits for this goroutine's caller to return
+				})
+			}
+		}
+		a.hook.Store(&kill)
+	}
+	if err := g.member("db1").Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var cl *raftfsm.Cluster
+	for {
+		done := true
+		for _, n := range g.nodes {
+			if n.ID() == lost {
+				continue
+			}
+			c := n.State().Cluster("shop")
+			if c.Phase != raftfsm.PhaseServing || c.Epoch < 2 || c.Primary == "db1" {
+				done = false
+			}
+			cl = c
+		}
+		if done && lost != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("failover not finished after losing leader %q: %+v", lost, cl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("leader %s lost mid-failover; the new leader finished it: epoch %d primary %s", lost, cl.Epoch, cl.Primary)
+	if !historyHas(cl, "failover_done", "promoted") {
+		t.Fatalf("history %+v", cl.History)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
+		t.Fatalf("writable %v, want only %s", w, cl.Primary)
+	}
+}
+
+// A second primary failure within the cooldown is not acted on (and the
+// history says why); once the cooldown has passed it is.
+func TestRepeatedFailoversRespectCooldown(t *testing.T) {
+	cfg := testConfig()
+	cfg.Cooldown = 6 * time.Second
+	g := startArbitersWith(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := g.member("db1").Kill(); err != nil {
+		t.Fatal(err)
+	}
+	first := g.waitState("first failover", 30*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Epoch == 2 && cl.Phase == raftfsm.PhaseServing && cl.Primary != "db1"
+	})
+	firstAt := first.LastFailover
+	if err := g.member(first.Primary).Kill(); err != nil {
+		t.Fatal(err)
+	}
+	second := g.waitState("second failover", 30*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Epoch == 3 && cl.Phase == raftfsm.PhaseServing
+	})
+	if gap := second.LastFailover.Sub(firstAt); gap < cfg.Cooldown {
+		t.Fatalf("second failover %s after the first, within the cooldown %s", gap, cfg.Cooldown)
+	}
+	if !historyHas(second, "note", "cooldown") {
+		t.Fatalf("no cooldown refusal in the history: %+v", second.History)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != second.Primary {
+		t.Fatalf("writable %v, want only %s", w, second.Primary)
 	}
 }

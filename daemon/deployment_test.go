@@ -285,3 +285,64 @@ func TestPrimaryCutOffFromArbitersButNotFromProxy(t *testing.T) {
 		t.Fatalf("writable members after healing: %v", w)
 	}
 }
+
+// SIGSTOP the primary for longer than the failure threshold: the arbiters
+// fail over once the replicas have lost it too; when it is resumed it is a
+// writable member that is not the primary, so it is fenced at once, and the
+// statement that was stuck on it is not acknowledged (9010) or failed.
+func TestPausedPrimaryIsReplacedAndFencedOnResume(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	db := proxyDB(t, d, 0)
+	exec(t, db, "CREATE TABLE paused (id INT PRIMARY KEY)")
+	w := deploy.StartWriter(ctx, db, "paused", 1, false)
+	poll(t, 20*time.Second, "writes start", func() bool { return w.Acked() > 100 })
+	db1 := d.Member("db1")
+	if err := db1.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = db1.Resume()
+		}
+	}()
+	paused := time.Now()
+	st := waitStatus(t, d, 40*time.Second, "failover away from the paused primary", func(st []admin.Status) bool {
+		c := st[0].Clusters
+		return len(c) > 0 && c[0].Epoch >= 2 && c[0].Phase == "serving" && c[0].Primary != "db1"
+	})[0].Clusters[0]
+	t.Logf("failover to %s %s after SIGSTOP (paused at %s)", st.Primary, time.Since(paused).Round(time.Millisecond), paused.Format("15:04:05.000"))
+	if h, err := d.History(ctx, 0); err == nil {
+		for _, e := range h {
+			t.Logf("history: %s %s %s", e.At.Format("15:04:05.000"), e.Kind, e.Reason)
+		}
+	}
+	if err := db1.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	n := w.Acked()
+	poll(t, 30*time.Second, "writes continue on the new primary", func() bool { return w.Acked() > n+100 })
+	waitStatus(t, d, 30*time.Second, "db1 read-only again (fenced or rejoined)", func(st []admin.Status) bool {
+		for _, m := range st[0].Clusters[0].Members {
+			if m.Name == "db1" {
+				return m.Reachable && m.ReadOnly
+			}
+		}
+		return false
+	})
+	acked, _, errs := w.Finish()
+	for _, e := range errs {
+		if !strings.Contains(e, "9010") && !strings.Contains(e, "9005") {
+			t.Errorf("unexpected client error %s", e)
+		}
+	}
+	if lost := missing(t, d, st.Primary, "paused", acked); len(lost) > 0 {
+		t.Fatalf("%d acknowledged writes not on the new primary: %v", len(lost), lost[:min(5, len(lost))])
+	}
+	if w := d.WritableMembers(ctx); len(w) != 1 || w[0] != st.Primary {
+		t.Fatalf("writable members %v, want only %s", w, st.Primary)
+	}
+}

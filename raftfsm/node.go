@@ -75,6 +75,8 @@ type Node struct {
 	failing  map[raft.ServerID]time.Time // non-voters the leader cannot reach, since
 	stop     chan struct{}
 	wg       sync.WaitGroup
+	closed   sync.Once
+	closeErr error
 }
 
 // ErrNotLeader is returned by leader-only operations on a follower; Leader
@@ -215,14 +217,17 @@ func (n *Node) closeAll() {
 	n.closeStores()
 }
 
-// Close leaves nothing running. It does not remove the node from the group.
+// Close leaves nothing running (idempotent). It does not remove the node
+// from the group.
 func (n *Node) Close() error {
-	close(n.stop)
-	n.wg.Wait()
-	n.raft.DeregisterObserver(n.observer)
-	err := n.raft.Shutdown().Error()
-	n.closeAll()
-	return err
+	n.closed.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		n.raft.DeregisterObserver(n.observer)
+		n.closeErr = n.raft.Shutdown().Error()
+		n.closeAll()
+	})
+	return n.closeErr
 }
 
 // FSM returns the node's state machine.

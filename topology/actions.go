@@ -239,6 +239,18 @@ func (a *Actions) Detach(ctx context.Context, addr string) error {
 	return exec(ctx, c, addr, "STOP ALL SLAVES", "RESET SLAVE ALL")
 }
 
+// StopReplication stops the member's replication threads. On a replica of a
+// hung primary this takes seconds (the IO thread is stuck connecting), so a
+// failover does it for all replicas at once, early.
+func (a *Actions) StopReplication(ctx context.Context, addr string) error {
+	c, done, err := a.open(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("stop replication: %w", err)
+	}
+	defer done()
+	return exec(ctx, c, addr, "STOP ALL SLAVES")
+}
+
 // Open makes the member the writable primary: semi-sync as a source, then
 // read_only=OFF.
 func (a *Actions) Open(ctx context.Context, addr string) error {

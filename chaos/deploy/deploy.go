@@ -26,6 +26,7 @@ import (
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/config"
 	"github.com/dbrouter/dbrouter/daemon"
+	"github.com/dbrouter/dbrouter/raftfsm"
 )
 
 // Secret is the deployment's cluster secret.
@@ -492,4 +493,14 @@ func FirstAfter(times []time.Time, t time.Time) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// History returns the cluster's decisions as node i (arbiters first) has them.
+func (d *Deployment) History(ctx context.Context, i int) ([]raftfsm.Decision, error) {
+	nodes := append(append([]*Node{}, d.Arbiters...), d.Proxies...)
+	var h struct {
+		History []raftfsm.Decision `json:"history"`
+	}
+	err := (&admin.Client{Addr: nodes[i].Admin}).Do(ctx, "GET", "/v1/clusters/app/history", nil, &h)
+	return h.History, err
 }
