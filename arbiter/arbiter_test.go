@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -479,13 +480,14 @@ func TestLeaderLostMidFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var once sync.Once
-	var lost string
+	var lostID atomic.Value // string
+	lostID.Store("")
 	for i, a := range g.arbs {
 		node := g.nodes[i]
 		kill := func(step string) {
 			if step == "lease_wait" {
 				once.Do(func() {
-					lost = node.ID()
+					lostID.Store(node.ID())
 					go node.Close() // shutdown waits for this goroutine's caller to return
 				})
 			}
@@ -497,7 +499,9 @@ func TestLeaderLostMidFailover(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	var cl *raftfsm.Cluster
+	var lost string
 	for {
+		lost = lostID.Load().(string)
 		done := true
 		for _, n := range g.nodes {
 			if n.ID() == lost {

@@ -346,3 +346,51 @@ func TestPausedPrimaryIsReplacedAndFencedOnResume(t *testing.T) {
 		t.Fatalf("writable members %v, want only %s", w, st.Primary)
 	}
 }
+
+// A transaction left open across a switchover gets drain_timeout to finish;
+// then its connection is killed with the old primary's fencing, the client
+// is told why, and nothing of it reaches the new primary.
+func TestSwitchoverAbortsTransactionsOpenPastDrainTimeout(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := proxyDB(t, d, 0)
+	exec(t, db, "CREATE TABLE drained (id INT PRIMARY KEY)")
+	waitStatus(t, d, 20*time.Second, "db2 healthy on the leader", func(st []admin.Status) bool {
+		for _, s := range st[:3] {
+			if s.Control != nil && s.Control.Leader == s.Control.Node {
+				for _, m := range s.Clusters[0].Members {
+					if m.Name == "db2" {
+						return m.Healthy && m.LagMs >= 0
+					}
+				}
+			}
+		}
+		return false
+	})
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{"BEGIN", "INSERT INTO drained VALUES (1)"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin := time.Now()
+	if err := d.Promote(ctx, 0, "db2", 30*time.Second); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	if took := time.Since(begin); took < 2*time.Second {
+		t.Fatalf("switchover took %s: it did not wait drain_timeout (2s) for the open transaction", took)
+	}
+	_, err = conn.ExecContext(ctx, "COMMIT")
+	if err == nil {
+		t.Fatal("a transaction open past drain_timeout committed on the fenced old primary")
+	}
+	t.Logf("open transaction after the switchover: %v", err)
+	if lost := missing(t, d, "db2", "drained", []int{1}); len(lost) != 1 {
+		t.Fatal("the aborted transaction's row is on the new primary")
+	}
+}

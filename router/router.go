@@ -247,6 +247,16 @@ func (r *Router) Current(epoch uint64) bool {
 	return r.cfg.Authority.Acknowledgeable(epoch)
 }
 
+// Moved reports whether a primary change is in progress, or has happened
+// since epoch (0: only whether one is in progress).
+func (r *Router) Moved(epoch uint64) bool {
+	if r.cfg.Authority == nil {
+		return false
+	}
+	_, e, err := r.cfg.Authority.Writer()
+	return errors.Is(err, ErrChanging) || (err == nil && epoch != 0 && e != epoch)
+}
+
 // index finds the named member; the authority names members by config name.
 func (p *plan) index(name string) (int, error) {
 	for i := range p.snap.Members {

@@ -16,6 +16,7 @@ type fixedRouter struct{}
 
 func (fixedRouter) Primary(context.Context) (int, uint64, error)    { return 0, 0, nil }
 func (fixedRouter) Current(uint64) bool                             { return true }
+func (fixedRouter) Moved(uint64) bool                               { return false }
 func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
 func (fixedRouter) Replica(int) (int, error)                        { return 0, nil }
 

@@ -24,6 +24,9 @@ type Router interface {
 	// Current reports whether a write routed at epoch may still be
 	// acknowledged.
 	Current(epoch uint64) bool
+	// Moved reports whether a primary change is in progress or happened
+	// since epoch (to explain a lost connection).
+	Moved(epoch uint64) bool
 	// RetryWrite says whether a write whose member refused the connection
 	// should be tried again (waiting for a new primary first).
 	RetryWrite(ctx context.Context, failed int, first time.Time) bool
