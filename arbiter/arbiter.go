@@ -225,21 +225,61 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 	return a.rejoin(ctx, cl, snap)
 }
 
-// bootstrap records the first primary: the single writable member.
+// bootstrap records the first primary: the single writable member; or, when
+// every member is read-only (as recommended in my.cnf, so that no restarted
+// server comes back writable), the one member the others all replicate from,
+// which it then opens. No proxy can hold a lease for a cluster without an
+// epoch, so opening needs no lease wait.
 func (a *Arbiter) bootstrap(ctx context.Context, snap *topology.Snapshot) error {
-	if snap.Primary < 0 || len(snap.Conflict) > 0 {
-		return nil // nothing to record yet; the monitor reports why
+	if len(snap.Conflict) > 0 {
+		return nil // the monitor reports it; a human must fence one
 	}
 	var names []string
 	for _, m := range snap.Members {
 		names = append(names, m.Name)
 	}
-	_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBootstrap, Primary: snap.PrimaryName(), Members: names,
-		Reason: "the only writable member when the cluster was first seen"})
+	primary, reason, open := snap.PrimaryName(), "the only writable member when the cluster was first seen", false
+	if primary == "" {
+		root, ok := replicationRoot(snap)
+		if !ok {
+			return nil
+		}
+		primary, reason, open = root.Name, "every member read-only; "+root.Name+" is the source the others replicate from: opened", true
+	}
+	_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBootstrap, Primary: primary, Members: names, Reason: reason})
 	if errors.Is(err, raftfsm.ErrStaleEpoch) {
 		return nil // another leader recorded it first
 	}
-	return err
+	if err != nil || !open {
+		return err
+	}
+	root, _ := memberByName(snap, primary)
+	if err := a.act.Open(ctx, root.Addr); err != nil {
+		return fmt.Errorf("open first primary %s: %w", primary, err)
+	}
+	a.log.Info("opened the first primary", zap.String("member", primary))
+	return nil
+}
+
+// replicationRoot finds the single reachable member that replicates from no
+// one while every other reachable member replicates from it.
+func replicationRoot(snap *topology.Snapshot) (topology.Member, bool) {
+	var root topology.Member
+	roots := 0
+	for _, m := range snap.Members {
+		if m.Reachable && m.Source == "" {
+			root, roots = m, roots+1
+		}
+	}
+	if roots != 1 {
+		return root, false
+	}
+	for _, m := range snap.Members {
+		if m.Reachable && m.Name != root.Name && m.Source != root.Addr {
+			return root, false
+		}
+	}
+	return root, true
 }
 
 // primaryFailed applies the failure rule: a majority of arbiters has failed

@@ -56,7 +56,10 @@ func startArbiters(t *testing.T, linked ...int) *arbiters {
 }
 
 func startArbitersWith(t *testing.T, cfg Config, linked ...int) *arbiters {
-	c := chaos.StartT(t, chaos.Options{Members: 3})
+	return startArbitersOn(t, chaos.StartT(t, chaos.Options{Members: 3}), cfg, linked...)
+}
+
+func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) *arbiters {
 	g := &arbiters{t: t, db: c, links: map[string]*chaos.Link{}}
 	var voters []raftfsm.Peer
 	trans := map[string]*raft.InmemTransport{}
@@ -559,5 +562,32 @@ func TestRepeatedFailoversRespectCooldown(t *testing.T) {
 	}
 	if w := g.writable(ctx); len(w) != 1 || w[0] != second.Primary {
 		t.Fatalf("writable %v, want only %s", w, second.Primary)
+	}
+}
+
+// With every member read-only (the recommended my.cnf), the first primary is
+// the member the others replicate from, and the arbiters open it.
+func TestBootstrapOpensTheReplicationSource(t *testing.T) {
+	c := chaos.StartT(t, chaos.Options{Members: 3})
+	adm, err := c.Members[0].DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	if _, err := adm.Exec("SET GLOBAL read_only=ON"); err != nil {
+		t.Fatal(err)
+	}
+	g := startArbitersOn(t, c, testConfig())
+	cl := g.waitState("bootstrap", 10*time.Second, func(cl *raftfsm.Cluster) bool { return cl != nil && cl.Primary == "db1" })
+	if !historyHas(cl, "bootstrap", "opened") {
+		t.Fatalf("history %+v", cl.History)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+		w := g.writable(ctx)
+		return len(w) == 1 && w[0] == "db1", nil
+	}); err != nil {
+		t.Fatalf("db1 not opened: writable %v", g.writable(ctx))
 	}
 }
