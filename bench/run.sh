@@ -94,7 +94,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo
   echo "Made by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d) — $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
   echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
-  echo "Everything (3 mariadbd, HAProxy or routerd, sysbench) shares the same cores, so compare ratios, not absolute numbers."
+  echo "Everything (3 mariadbd, HAProxy or routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
   echo
   echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
