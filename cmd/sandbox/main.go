@@ -44,17 +44,22 @@ func run() int {
 	admin2 := flag.String("admin2", "127.0.0.1:7090", "admin API of the second proxy")
 	dir := flag.String("dir", "", "work dir (default: a new temp dir, removed on exit)")
 	remoteLatency := flag.Duration("remote-latency", 5*time.Millisecond, "latency each way to db3, a simulated second site (0: db3 is local)")
+	controlPorts := flag.Int("control-ports", 7300, "first of the ports for the control plane: arbiters' Raft at +1..+3, proxies' Raft at +11, +12, arbiters' admin APIs at -219..-217 (7081-7083 by default)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "sandbox: unexpected argument %q\n", flag.Arg(0))
 		return 2
 	}
+	if *controlPorts < 1024 || *controlPorts > 65000 {
+		fmt.Fprintf(os.Stderr, "sandbox: -control-ports %d: want 1024 to 65000\n", *controlPorts)
+		return 2
+	}
 	nodes := []*node{
-		{name: "a1", role: "arbiter", admin: "127.0.0.1:7081", raft: "127.0.0.1:7301"},
-		{name: "a2", role: "arbiter", admin: "127.0.0.1:7082", raft: "127.0.0.1:7302"},
-		{name: "a3", role: "arbiter", admin: "127.0.0.1:7083", raft: "127.0.0.1:7303"},
-		{name: "p1", role: "proxy", admin: *adminAddr, raft: "127.0.0.1:7311", listen: *listen},
-		{name: "p2", role: "proxy", admin: *admin2, raft: "127.0.0.1:7312", listen: *listen2},
+		{name: "a1", role: "arbiter", admin: port(*controlPorts - 219), raft: port(*controlPorts + 1)},
+		{name: "a2", role: "arbiter", admin: port(*controlPorts - 218), raft: port(*controlPorts + 2)},
+		{name: "a3", role: "arbiter", admin: port(*controlPorts - 217), raft: port(*controlPorts + 3)},
+		{name: "p1", role: "proxy", admin: *adminAddr, raft: port(*controlPorts + 11), listen: *listen},
+		{name: "p2", role: "proxy", admin: *admin2, raft: port(*controlPorts + 12), listen: *listen2},
 	}
 	for _, n := range nodes {
 		for _, a := range []string{n.admin, n.raft, n.listen} {
@@ -193,6 +198,8 @@ Ctrl-C stops everything.
 		return 1
 	}
 }
+
+func port(p int) string { return net.JoinHostPort("127.0.0.1", fmt.Sprint(p)) }
 
 // stop sends SIGTERM and waits (SIGKILL after 10 s).
 func (n *node) stop() {
