@@ -146,6 +146,7 @@ func New(cfg Config, g Group, snaps Snapshots, obs Observers, act *topology.Acti
 func (a *Arbiter) Run(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
+	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,8 +156,15 @@ func (a *Arbiter) Run(ctx context.Context) {
 		if !a.group.IsLeader() {
 			continue
 		}
-		if err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		// The same failure every round is logged once, until it changes.
+		err := a.Reconcile(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && err.Error() != lastErr:
 			a.log.Warn("reconcile", zap.Error(err))
+			lastErr = err.Error()
+		case err == nil && lastErr != "":
+			a.log.Info("reconcile succeeds again")
+			lastErr = ""
 		}
 	}
 }
