@@ -181,34 +181,15 @@ func (g *arbiters) member(name string) *chaos.Member {
 
 func appDB(t *testing.T, m *chaos.Member) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", chaos.AppUser, chaos.AppPassword, m.Addr(), chaos.AppDatabase))
+	db, err := m.AppDB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetMaxIdleConns(0)
 	t.Cleanup(func() { db.Close() })
 	return db
 }
 
-// writable lists the running members with read_only=OFF.
-func (g *arbiters) writable(ctx context.Context) []string {
-	var out []string
-	for _, m := range g.db.Members {
-		if !m.Running() {
-			continue
-		}
-		db, err := m.DB()
-		if err != nil {
-			continue
-		}
-		var ro int
-		if err := db.QueryRowContext(ctx, "SELECT @@read_only").Scan(&ro); err == nil && ro == 0 {
-			out = append(out, m.Name)
-		}
-		db.Close()
-	}
-	return out
-}
+func (g *arbiters) writable(ctx context.Context) []string { return g.db.Writable(ctx) }
 
 func (g *arbiters) position(ctx context.Context, m *chaos.Member) topology.Position {
 	g.t.Helper()

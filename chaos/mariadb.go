@@ -435,6 +435,37 @@ func (m *Member) DSN() string {
 }
 
 // DB opens a small admin pool on the member (socket, admin user).
+// AppDB opens a pool as the application user (no SUPER: read_only stops
+// it), holding no idle connections.
+func (m *Member) AppDB() (*sql.DB, error) {
+	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", AppUser, AppPassword, m.Addr(), AppDatabase))
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxIdleConns(0)
+	return db, nil
+}
+
+// Writable lists the running members with read_only=OFF.
+func (c *Cluster) Writable(ctx context.Context) []string {
+	var out []string
+	for _, m := range c.Members {
+		if !m.Running() {
+			continue
+		}
+		db, err := m.DB()
+		if err != nil {
+			continue
+		}
+		var ro int
+		if db.QueryRowContext(ctx, "SELECT @@read_only").Scan(&ro) == nil && ro == 0 {
+			out = append(out, m.Name)
+		}
+		db.Close()
+	}
+	return out
+}
+
 func (m *Member) DB() (*sql.DB, error) {
 	db, err := sql.Open("mysql", m.DSN())
 	if err != nil {

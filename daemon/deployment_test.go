@@ -133,18 +133,9 @@ func TestSwitchoverUnderLoadShowsNoErrors(t *testing.T) {
 	defer cancel()
 	db := proxyDB(t, d, 0)
 	exec(t, db, "CREATE TABLE auto (id INT PRIMARY KEY)", "CREATE TABLE txn (id INT PRIMARY KEY)")
-	waitStatus(t, d, 20*time.Second, "db2 healthy on the leader", func(st []admin.Status) bool {
-		for _, s := range st[:3] {
-			if s.Control != nil && s.Control.Leader == s.Control.Node {
-				for _, m := range s.Clusters[0].Members {
-					if m.Name == "db2" {
-						return m.Healthy && m.LagMs >= 0
-					}
-				}
-			}
-		}
-		return false
-	})
+	if err := d.WaitHealthyOnLeader(ctx, "db2", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	wa := deploy.StartWriter(ctx, db, "auto", 1, false)
 	wt := deploy.StartWriter(ctx, proxyDB(t, d, 1), "txn", 1, true)
 	poll(t, 20*time.Second, "writes start", func() bool { return wa.Acked() > 100 && wt.Acked() > 50 })
@@ -356,18 +347,9 @@ func TestSwitchoverAbortsTransactionsOpenPastDrainTimeout(t *testing.T) {
 	defer cancel()
 	db := proxyDB(t, d, 0)
 	exec(t, db, "CREATE TABLE drained (id INT PRIMARY KEY)")
-	waitStatus(t, d, 20*time.Second, "db2 healthy on the leader", func(st []admin.Status) bool {
-		for _, s := range st[:3] {
-			if s.Control != nil && s.Control.Leader == s.Control.Node {
-				for _, m := range s.Clusters[0].Members {
-					if m.Name == "db2" {
-						return m.Healthy && m.LagMs >= 0
-					}
-				}
-			}
-		}
-		return false
-	})
+	if err := d.WaitHealthyOnLeader(ctx, "db2", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -242,10 +242,6 @@ func (n *Node) ID() string { return n.cfg.ID }
 // IsLeader reports whether this node leads the group now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
-// LeaderCh delivers true when this node gains leadership and false when it
-// loses it.
-func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
-
 // Leader returns the current leader's id and address, or "" when unknown.
 func (n *Node) Leader() (id, addr string) {
 	a, i := n.raft.LeaderWithID()

@@ -3,7 +3,6 @@ package topology
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"testing"
 	"time"
 
@@ -16,11 +15,10 @@ func actionsFor() *Actions {
 
 func appDB(t *testing.T, m *chaos.Member) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", chaos.AppUser, chaos.AppPassword, m.Addr(), chaos.AppDatabase))
+	db, err := m.AppDB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetMaxIdleConns(0)
 	t.Cleanup(func() { db.Close() })
 	return db
 }

@@ -308,17 +308,6 @@ func (d *Deployment) WaitStatus(ctx context.Context, within time.Duration, what 
 	}
 }
 
-// Leader returns the index of the arbiter that leads, or -1.
-func (d *Deployment) Leader() int {
-	st := d.Statuses()
-	for i := range d.Arbiters {
-		if c := st[i].Control; c != nil && c.Leader == c.Node {
-			return i
-		}
-	}
-	return -1
-}
-
 // ProxyDB opens a client pool through proxy i.
 func (d *Deployment) ProxyDB(i int) (*sql.DB, error) {
 	db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s?timeout=5s", chaos.AppUser, chaos.AppPassword, d.Proxies[i].Listen, chaos.AppDatabase))
@@ -340,23 +329,25 @@ func (d *Deployment) Member(name string) *chaos.Member {
 }
 
 // WritableMembers lists the running members with read_only=OFF.
-func (d *Deployment) WritableMembers(ctx context.Context) []string {
-	var out []string
-	for _, m := range d.DB.Members {
-		if !m.Running() {
-			continue
+func (d *Deployment) WritableMembers(ctx context.Context) []string { return d.DB.Writable(ctx) }
+
+// WaitHealthyOnLeader waits until the leading arbiter sees member healthy
+// with a known lag: its monitor is the one that judges a switchover target.
+func (d *Deployment) WaitHealthyOnLeader(ctx context.Context, member string, within time.Duration) error {
+	_, err := d.WaitStatus(ctx, within, member+" healthy on the leader", func(st []admin.Status) bool {
+		for _, s := range st[:len(d.Arbiters)] {
+			if s.Control == nil || s.Control.Leader != s.Control.Node || len(s.Clusters) == 0 {
+				continue
+			}
+			for _, m := range s.Clusters[0].Members {
+				if m.Name == member {
+					return m.Healthy && m.LagMs >= 0
+				}
+			}
 		}
-		db, err := m.DB()
-		if err != nil {
-			continue
-		}
-		var ro int
-		if db.QueryRowContext(ctx, "SELECT @@read_only").Scan(&ro) == nil && ro == 0 {
-			out = append(out, m.Name)
-		}
-		db.Close()
-	}
-	return out
+		return false
+	})
+	return err
 }
 
 // Promote asks proxy i's admin API (which forwards to the leader) for a

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos/deploy"
 )
 
@@ -135,20 +134,7 @@ func switchover() (result, error) {
 			return result{}, err
 		}
 	}
-	// The leader's monitor is the one that judges the target's lag.
-	if _, err := d.WaitStatus(ctx, 30*time.Second, "db2 healthy on the leader", func(st []admin.Status) bool {
-		for _, s := range st[:len(d.Arbiters)] {
-			if s.Control == nil || s.Control.Leader != s.Control.Node || len(s.Clusters) == 0 {
-				continue
-			}
-			for _, m := range s.Clusters[0].Members {
-				if m.Name == "db2" && m.Healthy && m.LagMs >= 0 {
-					return true
-				}
-			}
-		}
-		return false
-	}); err != nil {
+	if err := d.WaitHealthyOnLeader(ctx, "db2", 30*time.Second); err != nil {
 		return result{}, err
 	}
 	wa := deploy.StartWriter(ctx, db1, "auto", 1, false)
