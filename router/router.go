@@ -269,9 +269,20 @@ func (p *plan) index(name string) (int, error) {
 
 // Replica returns the member index an autocommit read goes to, avoiding the
 // member at index avoid (a retry after that member failed; -1 for none).
-func (r *Router) Replica(avoid int) (int, error) {
+// prefer is the member the session read from last (-1 for none): while it
+// stays among the nearest eligible replicas the session keeps reading there,
+// so its reads never go back in time by switching to a replica that lags
+// more, and the member connection it used is likely still idle for it.
+func (r *Router) Replica(avoid, prefer int) (int, error) {
 	p := r.current()
 	n := len(p.reads)
+	if prefer >= 0 && prefer != avoid {
+		for _, i := range p.reads {
+			if i == prefer {
+				return i, nil
+			}
+		}
+	}
 	if n > 0 {
 		start := int(r.rr.Add(1))
 		for k := 0; k < n; k++ {

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,7 @@ func readSet(t *testing.T, r *Router, n int) map[int]int {
 	t.Helper()
 	got := map[int]int{}
 	for i := 0; i < n; i++ {
-		m, err := r.Replica(-1)
+		m, err := r.Replica(-1, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,11 +82,11 @@ func TestIneligibleReplicasAndFallback(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(0, member("p", "", false, 0), member("lagging", "", false, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if m, err := r.Replica(-1); err != nil || m != 0 {
+	if m, err := r.Replica(-1, -1); err != nil || m != 0 {
 		t.Fatalf("no eligible replica: read went to %d (%v), want the primary", m, err)
 	}
 	rf := New(Config{Cluster: "c", ReadsWithoutReplica: FallbackFail}, src)
-	if _, err := rf.Replica(-1); !errors.Is(err, ErrNoReplica) {
+	if _, err := rf.Replica(-1, -1); !errors.Is(err, ErrNoReplica) {
 		t.Fatalf("reads_without_replica=fail: %v", err)
 	}
 }
@@ -95,13 +96,49 @@ func TestAvoidRetriesElsewhere(t *testing.T) {
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0), member("r2", "", true, 0)))
 	r := New(Config{Cluster: "c", LocalityWindow: time.Millisecond}, src)
 	for i := 0; i < 10; i++ {
-		if m, err := r.Replica(1); err != nil || m != 2 {
+		if m, err := r.Replica(1, -1); err != nil || m != 2 {
 			t.Fatalf("avoiding r1 got %d, %v", m, err)
 		}
 	}
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0)))
-	if m, err := r.Replica(1); err != nil || m != 0 {
+	if m, err := r.Replica(1, -1); err != nil || m != 0 {
 		t.Fatalf("avoiding the only replica got %d, %v; want the primary", m, err)
+	}
+}
+
+func TestSessionKeepsItsReplica(t *testing.T) {
+	src := &fakeSource{}
+	src.p.Store(snap(0,
+		member("p", "a", false, time.Millisecond),
+		member("r1", "a", true, time.Millisecond),
+		member("r2", "a", true, time.Millisecond),
+		member("far", "a", true, 30*time.Millisecond),
+		member("lagging", "a", false, time.Millisecond)))
+	r := New(Config{Cluster: "c", LocalityWindow: 5 * time.Millisecond}, src)
+	for _, tc := range []struct {
+		name          string
+		avoid, prefer int
+		want          []int // any of these
+	}{
+		{"keeps the nearest replica it read from", -1, 2, []int{2}},
+		{"keeps the other one too", -1, 1, []int{1}},
+		{"no preference: any nearest", -1, -1, []int{1, 2}},
+		{"preferred replica failed: the other one", 2, 2, []int{1}},
+		{"preferred is outside the locality window", -1, 3, []int{1, 2}},
+		{"preferred is not eligible", -1, 4, []int{1, 2}},
+		{"preferred is the primary", -1, 0, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i < 10; i++ {
+				m, err := r.Replica(tc.avoid, tc.prefer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Contains(tc.want, m) {
+					t.Fatalf("Replica(%d, %d) = %d, want one of %v", tc.avoid, tc.prefer, m, tc.want)
+				}
+			}
+		})
 	}
 }
 
@@ -124,7 +161,7 @@ func TestPlanFollowsNewSnapshots(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if m, _ := r.Replica(-1); m != 1 {
+	if m, _ := r.Replica(-1, -1); m != 1 {
 		t.Fatalf("read went to %d", m)
 	}
 	src.p.Store(snap(1, member("r1", "", true, 0), member("p", "", false, 0)))
@@ -139,7 +176,7 @@ func BenchmarkReplica(b *testing.B) {
 	r := New(Config{Cluster: "c", LocalityWindow: time.Millisecond}, src)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, err := r.Replica(-1); err != nil {
+		if _, err := r.Replica(-1, -1); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -101,20 +101,18 @@ func TestProtocol(t *testing.T) {
 	})
 	t.Run("CachedPreparedStatementAcrossConnections", func(t *testing.T) {
 		e.waitHealthy(t, 2) // big writes above may have left replicas briefly lagging
-		// Many executes of one statement land on several member
-		// connections: each must be prepared there transparently with the
-		// parameter types the client bound once.
+		// A session reads from one replica while it stays eligible; when
+		// it leaves the read set, the session's executes move to the other
+		// replica, where the statement must be prepared transparently with
+		// the parameter types the client bound once.
 		c := e.conn(t, db)
 		st, err := c.PrepareContext(ctx, "SELECT ? + 1, @@server_id")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		// Bounded poll: a replica that lags past max_replica_lag for a
-		// moment is (correctly) skipped, so run until both have answered.
-		seen := map[int]bool{}
-		deadline := time.Now().Add(15 * time.Second)
-		for i := 0; i < 5000 && len(seen) < 2 && time.Now().Before(deadline); i++ {
+		exec := func(i int) int {
+			t.Helper()
 			var v, id int
 			if err := st.QueryRowContext(ctx, i).Scan(&v, &id); err != nil {
 				t.Fatal(err)
@@ -122,10 +120,35 @@ func TestProtocol(t *testing.T) {
 			if v != i+1 {
 				t.Fatalf("? + 1 with %d = %d", i, v)
 			}
-			seen[id] = true
+			return id
 		}
-		if len(seen) < 2 {
-			t.Fatalf("executes all ran on %v; want them spread over the replicas", seen)
+		first := exec(0)
+		if !isReplica(first) {
+			t.Fatalf("execute answered by %d, want a replica", first)
+		}
+		for i := 1; i < 10; i++ {
+			if id := exec(i); id != first {
+				t.Fatalf("execute %d answered by %d, the session's earlier ones by %d", i, id, first)
+			}
+		}
+		m := e.cluster.Members[first-1]
+		mdb, err := m.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mdb.Close()
+		mustExec(t, mdb, "STOP SLAVE SQL_THREAD")
+		defer func() {
+			mustExec(t, mdb, "START SLAVE SQL_THREAD")
+			e.waitHealthy(t, 2)
+		}()
+		if err := chaos.Poll(ctx, 5*time.Second, func() (bool, error) { return !e.mon.Snapshot().Members[first-1].Eligible, nil }); err != nil {
+			t.Fatalf("%s never left the read set: %v", m.Name, err)
+		}
+		for i := 10; i < 20; i++ {
+			if id := exec(i); !isReplica(id) || id == first {
+				t.Fatalf("with %s out of the read set, execute %d answered by %d", m.Name, i, id)
+			}
 		}
 	})
 	t.Run("GoMySQLClient", func(t *testing.T) {

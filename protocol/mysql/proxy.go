@@ -30,7 +30,9 @@ type Router interface {
 	// RetryWrite says whether a write whose member refused the connection
 	// should be tried again (waiting for a new primary first).
 	RetryWrite(ctx context.Context, failed int, first time.Time) bool
-	Replica(avoid int) (int, error)
+	// Replica picks the member an autocommit read goes to; prefer is the
+	// member the session read from last (-1 for none).
+	Replica(avoid, prefer int) (int, error)
 }
 
 // User is a client account and the member account its statements run as.
@@ -151,7 +153,7 @@ func (p *Proxy) serverVersion() string {
 	defer cancel()
 	for _, pool := range p.pools {
 		for _, u := range p.cfg.Users {
-			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword}, p.cfg.PoolTimeout)
+			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword}, p.cfg.PoolTimeout, nil)
 			if err != nil {
 				continue
 			}
@@ -209,13 +211,14 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 func (p *Proxy) newSession(nc net.Conn) *session {
 	id := p.nextID.Add(1)
 	s := &session{
-		p:   p,
-		nc:  nc,
-		raw: nc,
-		r:   bufio.NewReaderSize(nc, bufSize),
-		w:   bufio.NewWriterSize(nc, bufSize),
-		id:  id,
-		log: p.log.With(zap.Uint32("conn", id)),
+		p:      p,
+		nc:     nc,
+		raw:    nc,
+		r:      bufio.NewReaderSize(nc, bufSize),
+		w:      bufio.NewWriterSize(nc, bufSize),
+		id:     id,
+		log:    p.log.With(zap.Uint32("conn", id)),
+		reader: -1,
 	}
 	s.pr = packetReader{r: s.r, max: p.cfg.MaxPacket}
 	return s

@@ -35,18 +35,28 @@ func TestRouting(t *testing.T) {
 	}
 
 	run("AutocommitReadGoesToReplica", func(t *testing.T) {
+		// A session keeps reading from one replica (monotonic reads)...
 		c := e.conn(t, db)
-		seen := map[int]bool{}
-		deadline := time.Now().Add(10 * time.Second)
-		for i := 0; i < 5000 && (i < 20 || len(seen) < 2) && time.Now().Before(deadline); i++ {
-			id := serverID(t, c, "SELECT @@server_id")
+		first := serverID(t, c, "SELECT @@server_id")
+		if !isReplica(first) {
+			t.Fatalf("autocommit read answered by server %d", first)
+		}
+		for i := 0; i < 20; i++ {
+			if id := serverID(t, c, "SELECT @@server_id"); id != first {
+				t.Fatalf("read %d of one session answered by %d, its earlier reads by %d", i, id, first)
+			}
+		}
+		// ...and sessions share the replicas within the locality window.
+		seen := map[int]bool{first: true}
+		for i := 0; i < 20 && len(seen) < 2; i++ {
+			id := serverID(t, e.conn(t, db), "SELECT @@server_id")
 			if !isReplica(id) {
-				t.Fatalf("autocommit read answered by server %d", id)
+				t.Fatalf("autocommit read of a new session answered by server %d", id)
 			}
 			seen[id] = true
 		}
 		if len(seen) != 2 {
-			t.Errorf("reads within the locality window should share replicas, saw %v", seen)
+			t.Errorf("sessions within the locality window should share replicas, saw %v", seen)
 		}
 	})
 	run("PrimaryHint", func(t *testing.T) {

@@ -60,6 +60,12 @@ type session struct {
 	held     *backendConn
 	holdLeft int
 
+	// Affinity without ownership: the member this session last read from
+	// and the connection it last handed back. The next statement asks for
+	// them first; another session may have taken them meanwhile.
+	reader int
+	last   *backendConn
+
 	stmts    map[uint32]*stmt
 	nextStmt uint32
 
@@ -179,11 +185,11 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 	switch {
 	case c.Hint == HintPrimary:
 		return rt.Primary(ctx)
-	case c.Kind == KindRead && c.Hint == HintReplica:
-		m, err := rt.Replica(avoid)
-		return m, 0, err
-	case c.Kind == KindRead && !c.ReadsSession && c.Pin == 0:
-		m, err := rt.Replica(avoid)
+	case c.Kind == KindRead && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
+		m, err := rt.Replica(avoid, s.reader)
+		if err == nil {
+			s.reader = m
+		}
 		return m, 0, err
 	default:
 		return rt.Primary(ctx)
@@ -215,7 +221,7 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 }
 
 func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
-	bc, err := s.p.pools[m].get(ctx, s.key, s.cred, s.p.cfg.PoolTimeout)
+	bc, err := s.p.pools[m].get(ctx, s.key, s.cred, s.p.cfg.PoolTimeout, s.last)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +290,7 @@ func (bc *backendConn) reset() error {
 }
 
 func (s *session) release(bc *backendConn) {
+	s.last = bc
 	bc.pool.put(bc)
 }
 
@@ -414,6 +421,9 @@ func (s *session) dropConn(bc *backendConn) {
 	if s.held == bc {
 		s.held = nil
 		s.holdLeft = 0
+	}
+	if s.last == bc {
+		s.last = nil
 	}
 	bc.pool.discard(bc)
 }
