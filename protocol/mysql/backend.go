@@ -21,6 +21,11 @@ type poolKey struct {
 	user      string
 	collation uint8
 	foundRows bool
+	// noDB: the connection has no default database. A session without one
+	// must not run on a connection another session left in a database
+	// (there is no command to deselect it), or an unqualified table name
+	// would resolve there instead of failing with "No database selected".
+	noDB bool
 }
 
 // backendConn is one authenticated connection to a member.
@@ -91,21 +96,8 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wai
 	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
-		if st := p.idle[key]; len(st) > 0 {
-			i := len(st) - 1
-			if prefer != nil && prefer.pool == p && prefer.key == key {
-				for j := i; j >= 0; j-- {
-					if st[j] == prefer {
-						i = j
-						break
-					}
-				}
-				prefer = nil
-			}
-			bc := st[i]
-			copy(st[i:], st[i+1:])
-			st[len(st)-1] = nil
-			p.idle[key] = st[:len(st)-1]
+		if bc := p.popIdleLocked(key, prefer); bc != nil {
+			prefer = nil
 			p.mu.Unlock()
 			if time.Since(bc.lastUsed) > staleAfter && !bc.alive() {
 				p.discard(bc)
@@ -160,6 +152,34 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wai
 	}
 }
 
+// popIdleLocked takes prefer if it is idle under key, else the most recently
+// used idle connection of key. A session with a database may also take a
+// connection without one (sync selects the database); never the reverse.
+func (p *memberPool) popIdleLocked(key poolKey, prefer *backendConn) *backendConn {
+	st := p.idle[key]
+	if len(st) == 0 && !key.noDB {
+		key.noDB = true
+		st = p.idle[key]
+	}
+	if len(st) == 0 {
+		return nil
+	}
+	i := len(st) - 1
+	if prefer != nil && prefer.pool == p && prefer.key == key {
+		for j := i; j >= 0; j-- {
+			if st[j] == prefer {
+				i = j
+				break
+			}
+		}
+	}
+	bc := st[i]
+	copy(st[i:], st[i+1:])
+	st[len(st)-1] = nil
+	p.idle[key] = st[:len(st)-1]
+	return bc
+}
+
 func (p *memberPool) popOtherLocked(key poolKey) *backendConn {
 	for k, st := range p.idle {
 		if k != key && len(st) > 0 {
@@ -181,6 +201,7 @@ func (p *memberPool) signalLocked() {
 // put returns a healthy connection to the idle stack.
 func (p *memberPool) put(bc *backendConn) {
 	bc.lastUsed = time.Now()
+	bc.key.noDB = bc.db == ""
 	p.mu.Lock()
 	p.idle[bc.key] = append(p.idle[bc.key], bc)
 	p.signalLocked()

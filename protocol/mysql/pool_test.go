@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -65,5 +66,42 @@ func TestPoolPrefersTheSessionsLastConnection(t *testing.T) {
 				t.Fatalf("%d idle connections left, want 2", n)
 			}
 		})
+	}
+}
+
+func TestPoolNeverHandsADatabaseToASessionWithout(t *testing.T) {
+	withDB := poolKey{user: "app", collation: defaultCollationID}
+	noDB := withDB
+	noDB.noDB = true
+
+	// A session with a database may take a connection without one.
+	p, conns := idlePool(1, noDB)
+	got, err := p.get(context.Background(), withDB, credentials{}, time.Second, nil)
+	if err != nil || got != conns[0] {
+		t.Fatalf("session with a database got %p, %v; want the idle connection without one", got, err)
+	}
+
+	// A session without one must not take a connection left in one: with
+	// only such a connection idle, the pool dials (and the test member is
+	// unreachable), or at its limit closes the other connection first.
+	p, conns = idlePool(1, withDB)
+	got, err = p.get(context.Background(), noDB, credentials{}, time.Second, conns[0])
+	if got != nil || !errors.Is(err, errBackendDown) {
+		t.Fatalf("session without a database got %p, %v; want a new connection (errBackendDown here)", got, err)
+	}
+	if len(p.idle[withDB]) != 1 {
+		t.Fatalf("the connection in a database left the idle stack")
+	}
+}
+
+func TestPoolReturnsConnectionsUnderTheirDatabaseState(t *testing.T) {
+	k := poolKey{user: "app", collation: defaultCollationID}
+	p, _ := idlePool(0, k)
+	p.put(&backendConn{pool: p, key: k, db: ""})
+	p.put(&backendConn{pool: p, key: k, db: "app"})
+	noDB := k
+	noDB.noDB = true
+	if len(p.idle[noDB]) != 1 || len(p.idle[k]) != 1 || p.idle[noDB][0].db != "" || p.idle[k][0].db != "app" {
+		t.Fatalf("idle stacks: without database %v, with %v", p.idle[noDB], p.idle[k])
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	driver "github.com/go-sql-driver/mysql"
 
 	"github.com/dbrouter/dbrouter/chaos"
+	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
 	"github.com/dbrouter/dbrouter/router"
 )
 
@@ -313,6 +315,37 @@ func TestNearestReplica(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		if id := serverID(t, db, "SELECT @@server_id"); id != 3 {
 			t.Fatalf("with the near replica broken, read answered by %d, want the far replica 3", id)
+		}
+	}
+}
+
+// TestNoDatabaseIsNotInherited: a session without a default database never
+// runs on a pooled connection another session left in one. With one
+// connection per member, the only idle connection is the one the first
+// session used.
+func TestNoDatabaseIsNotInherited(t *testing.T) {
+	e := newEnv(t, envOpts{mutate: func(c *pmysql.Config) { c.MaxConnsPerMember = 1 }})
+	ctx := context.Background()
+	withDB := e.db(t, "")
+	mustExec(t, withDB, "CREATE TABLE nodb (id INT)")
+	e.waitHealthy(t, 2)
+	noDB, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/?timeout=5s", chaos.AppUser, chaos.AppPassword, e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noDB.Close()
+	for _, hint := range []string{"/* dbrouter:primary */", ""} {
+		var name sql.NullString
+		if err := withDB.QueryRowContext(ctx, "SELECT "+hint+" DATABASE()").Scan(&name); err != nil || name.String != chaos.AppDatabase {
+			t.Fatalf("%q: session with a database sees %v (%v)", hint, name, err)
+		}
+		if err := noDB.QueryRowContext(ctx, "SELECT "+hint+" DATABASE()").Scan(&name); err != nil || name.Valid {
+			t.Fatalf("%q: session without a database sees database %v (%v)", hint, name, err)
+		}
+		_, err := noDB.ExecContext(ctx, "SELECT "+hint+" * FROM nodb")
+		var me *driver.MySQLError
+		if !errors.As(err, &me) || me.Number != 1046 {
+			t.Fatalf("%q: unqualified table without a database: %v, want error 1046 (no database selected)", hint, err)
 		}
 	}
 }

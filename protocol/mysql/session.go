@@ -221,7 +221,9 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 }
 
 func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
-	bc, err := s.p.pools[m].get(ctx, s.key, s.cred, s.p.cfg.PoolTimeout, s.last)
+	key := s.key
+	key.noDB = s.db == ""
+	bc, err := s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
 	if err != nil {
 		return nil, err
 	}
