@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make bench: sysbench through three paths in one run (BENCH_ROUNDS rounds of
+# make bench: sysbench through four paths in one run (BENCH_ROUNDS rounds of
 # BENCH_TIME seconds per target, interleaved; medians reported) — direct to a replica,
-# HAProxy (TCP mode, round robin over the replicas) and routerd — and 2000
-# idle clients against routerd. Writes bench/RESULTS.md.
+# HAProxy (TCP mode, round robin over the replicas), a bare Go TCP relay
+# (bench/gorelay: the yardstick for any Go proxy on this machine) and
+# routerd — and 2000 idle clients against routerd. Writes bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${BENCH_TIME:-10}
@@ -11,6 +12,7 @@ THREADS=8
 ROUTER=127.0.0.1:16033
 ADMIN=127.0.0.1:17080
 HAPORT=16300
+RELAYPORT=16310
 work=$(mktemp -d /tmp/dbrouter-bench-XXXXXX)
 pids=()
 cleanup() {
@@ -43,6 +45,9 @@ listen mysql
   server db3 127.0.0.1:$P3
 CFG
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+go build -o "$work/gorelay" ./bench/gorelay
+"$work/gorelay" -listen "127.0.0.1:$RELAYPORT" -backends "127.0.0.1:$P2,127.0.0.1:$P3" >"$work/gorelay.log" 2>&1 &
 pids+=($!)
 
 sb() { sysbench "$@" --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=app --mysql-db=sbtest --tables=2 --table-size=10000; }
@@ -77,6 +82,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$w" = oltp_read_only ] && extra=(--skip_trx=on)
     run "$w" direct "$P2" "${extra[@]}"
     run "$w" haproxy "$HAPORT" "${extra[@]}"
+    run "$w" gorelay "$RELAYPORT" "${extra[@]}"
     run "$w" routerd "${ROUTER##*:}" "${extra[@]}"
   done
 done
@@ -94,17 +100,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo
   echo "Made by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d) — $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
   echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
-  echo "Everything (3 mariadbd, HAProxy or routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
+  echo "Everything (3 mariadbd, HAProxy, gorelay or routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
   echo
   echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
-  echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; routerd = reads to both replicas."
+  echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas."
   echo
-  echo "| workload | direct qps | haproxy qps | routerd qps | routerd/haproxy qps | direct p95 ms | haproxy p95 ms | routerd p95 ms | routerd/haproxy p95 |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| workload | direct qps | haproxy qps | gorelay qps | routerd qps | routerd/haproxy qps | gorelay/haproxy qps | direct p95 ms | haproxy p95 ms | gorelay p95 ms | routerd p95 ms | routerd/haproxy p95 | gorelay/haproxy p95 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for w in oltp_point_select oltp_read_only; do
-    echo "| $w | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") |"
+    echo "| $w | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/gorelay]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | $(ratio "${QPS[$w/gorelay]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/gorelay]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") | $(ratio "${P95[$w/gorelay]}" "${P95[$w/haproxy]}") |"
   done
   echo
   echo "All runs (qps / p95 ms, in round order):"
