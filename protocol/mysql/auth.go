@@ -94,6 +94,9 @@ func (s *session) handshake() error {
 
 func (s *session) login(u *User, caps uint32, collation uint8, db string) {
 	s.user = u
+	s.killMu.Lock()
+	s.owner = u.Name
+	s.killMu.Unlock()
 	s.caps = caps
 	s.db = db
 	s.multi = caps&gm.CLIENT_MULTI_STATEMENTS != 0

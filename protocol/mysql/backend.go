@@ -44,6 +44,7 @@ type backendConn struct {
 	multi    bool
 	stmts    map[string]uint32 // SQL -> member statement id, valid for db
 	version  string
+	threadID uint32 // the member's id for this connection, for KILL QUERY
 
 	lastUsed   time.Time
 	deadline   time.Time
@@ -284,6 +285,7 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 		return err
 	}
 	bc.version = h.version
+	bc.threadID = h.connID
 	// No database in the handshake: the session's is applied by sync.
 	caps := backendCaps & h.caps &^ gm.CLIENT_CONNECT_WITH_DB
 	if key.foundRows {

@@ -1,6 +1,11 @@
 package mysql
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
@@ -114,12 +119,59 @@ func TestUseTarget(t *testing.T) {
 	}
 }
 
+func TestKillTarget(t *testing.T) {
+	tests := []struct {
+		in    string
+		id    uint32
+		query bool
+		ok    bool
+	}{
+		{"KILL 1073741825", 1073741825, false, true},
+		{"kill connection 7", 7, false, true},
+		{"KILL QUERY 7", 7, true, true},
+		{"KILL HARD QUERY 7;", 7, true, true},
+		{"KILL SOFT CONNECTION /* c */ 7", 7, false, true},
+		{"/* dbrouter:primary */ KILL 7", 7, false, true},
+		{"KILL QUERY ID 7", 0, false, false}, // a query id, not a session
+		{"KILL USER app", 0, false, false},
+		{"KILL 7; SELECT 1", 0, false, false},
+		{"KILL 4294967296", 0, false, false}, // over 32 bits
+		{"KILL -1", 0, false, false},
+		{"KILL", 0, false, false},
+		{"SELECT 7", 0, false, false},
+		{"KILLS 7", 0, false, false},
+	}
+	for _, tt := range tests {
+		id, query, ok := KillTarget([]byte(tt.in))
+		if id != tt.id || query != tt.query || ok != tt.ok {
+			t.Errorf("KillTarget(%q) = %d, %v, %v; want %d, %v, %v", tt.in, id, query, ok, tt.id, tt.query, tt.ok)
+		}
+	}
+}
+
 func BenchmarkClassifyPointSelect(b *testing.B) {
 	q := []byte("SELECT c FROM sbtest1 WHERE id=4242")
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		if Classify(q).Kind != KindRead {
 			b.Fatal("misclassified")
+		}
+	}
+}
+
+// TestErrorTableIsDocumented: docs/routing.md lists every code the proxy
+// produces itself.
+func TestErrorTableIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/routing.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []uint16{CodeAccessDenied, CodeUnknownCommand, CodeNoSuchThread, CodeKillDenied,
+		CodePacketTooLarge, CodeUnknownStmt, CodeMalformedPacket, CodeConnectionKilled, CodeTLSRequired,
+		CodeNoPrimary, CodeWritableConflict, CodeNoReplica, CodeBackendDown, CodeBackendLost, CodePoolTimeout,
+		CodeSessionState, CodeNoLease, CodeChanging, CodeAckFenced} {
+		if !strings.Contains(string(doc), fmt.Sprintf("\n| %d |", code)) {
+			t.Errorf("docs/routing.md has no row for error %d", code)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,70 @@ func TestPoolTimeoutWhenMemberConnectionsAreAllPinned(t *testing.T) {
 	if p := query(t, waiter, "SELECT 1"); p[0] != 1 {
 		t.Fatalf("after the holder quit: %x", p)
 	}
+}
+
+// TestKillChecks: KILL names proxy sessions; ids the proxy does not know, and
+// other users' sessions, are refused before any member is asked.
+func TestKillChecks(t *testing.T) {
+	noLeaks(t)
+	addr := fakeProxy(t, nil)
+	a, ok := dialRaw(t, addr, "app", "app")
+	if ok[0] != 0 {
+		t.Fatalf("login: %x", ok)
+	}
+	other, ok := dialRaw(t, addr, "app2", "two")
+	if ok[0] != 0 {
+		t.Fatalf("login: %x", ok)
+	}
+	if a.id < firstSessionID || other.id != a.id+1 {
+		t.Fatalf("session ids %d, %d: want consecutive ids from %d", a.id, other.id, firstSessionID)
+	}
+	query := func(c *rawClient, sql string) []byte {
+		c.send(t, 0, append([]byte{gm.COM_QUERY}, sql...))
+		return c.read(t)
+	}
+	t.Run("UnknownID", func(t *testing.T) {
+		// 5 is a typical member thread id: it must not reach a member.
+		if e := errOf(t, query(a, "KILL QUERY 5")); e.Code != CodeNoSuchThread || !strings.Contains(e.Message, "Unknown thread id: 5") {
+			t.Fatalf("%v", e)
+		}
+		kill := appendUint32([]byte{gm.COM_PROCESS_KILL}, 5)
+		a.send(t, 0, kill)
+		if e := errOf(t, a.read(t)); e.Code != CodeNoSuchThread {
+			t.Fatalf("COM_PROCESS_KILL: %v", e)
+		}
+	})
+	t.Run("MalformedProcessKill", func(t *testing.T) {
+		a.send(t, 0, []byte{gm.COM_PROCESS_KILL, 1})
+		if e := errOf(t, a.read(t)); e.Code != CodeMalformedPacket {
+			t.Fatalf("%v", e)
+		}
+	})
+	t.Run("OtherUsersSession", func(t *testing.T) {
+		for _, sql := range []string{fmt.Sprintf("KILL %d", a.id), fmt.Sprintf("KILL QUERY %d", a.id)} {
+			if e := errOf(t, query(other, sql)); e.Code != CodeKillDenied {
+				t.Fatalf("%s: %v", sql, e)
+			}
+		}
+		if p := query(a, "SELECT 1"); p[0] != 1 { // a survived
+			t.Fatalf("victim after a refused KILL: %x", p)
+		}
+		for i := 0; i < 4; i++ {
+			a.read(t)
+		}
+	})
+	t.Run("OwnQuery", func(t *testing.T) {
+		if p := query(a, fmt.Sprintf("KILL QUERY %d", a.id)); p[0] != 0 {
+			t.Fatalf("KILL QUERY of the own session: %x", p)
+		}
+	})
+	t.Run("OwnConnection", func(t *testing.T) {
+		if e := errOf(t, query(a, fmt.Sprintf("KILL %d", a.id))); e.Code != CodeConnectionKilled {
+			t.Fatalf("%v", e)
+		}
+		_ = a.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := a.pr.readPacket(); err == nil {
+			t.Fatal("connection still open after killing itself")
+		}
+	})
 }

@@ -14,9 +14,12 @@ import (
 const (
 	CodeAccessDenied     = 1045 // ER_ACCESS_DENIED_ERROR
 	CodeUnknownCommand   = 1047 // ER_UNKNOWN_COM_ERROR
+	CodeNoSuchThread     = 1094 // ER_NO_SUCH_THREAD: KILL of an unknown session id
+	CodeKillDenied       = 1095 // ER_KILL_DENIED_ERROR: KILL of another user's session
 	CodePacketTooLarge   = 1153 // ER_NET_PACKET_TOO_LARGE
 	CodeUnknownStmt      = 1243 // ER_UNKNOWN_STMT_HANDLER
 	CodeMalformedPacket  = 1835 // ER_MALFORMED_PACKET
+	CodeConnectionKilled = 1927 // ER_CONNECTION_KILLED: the session killed itself
 	CodeTLSRequired      = 3159 // ER_SECURE_TRANSPORT_REQUIRED
 	CodeNoPrimary        = 9001 // no eligible primary for a write
 	CodeWritableConflict = 9002 // more than one writable member

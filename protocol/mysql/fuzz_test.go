@@ -34,7 +34,7 @@ func FuzzPacketReader(f *testing.F) {
 
 // FuzzClassify: the classifier terminates and answers for any input.
 func FuzzClassify(f *testing.F) {
-	for _, s := range []string{"SELECT 1", "SELECT * FROM t FOR UPDATE", "SET @x := 1; USE `a``b`", "/*!50000 SELECT */ 'x", "SELECT /* dbrouter:replica", "--", "@", "@@", "SET NAMES", "(((("} {
+	for _, s := range []string{"SELECT 1", "SELECT * FROM t FOR UPDATE", "SET @x := 1; USE `a``b`", "/*!50000 SELECT */ 'x", "SELECT /* dbrouter:replica", "--", "@", "@@", "SET NAMES", "((((", "KILL QUERY 7", "KILL HARD CONNECTION 1073741825;"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, sql []byte) {
@@ -44,6 +44,10 @@ func FuzzClassify(f *testing.F) {
 		}
 		_ = SetKey(sql)
 		_, _ = UseTarget(sql)
+		// A KILL of a session is never anything but a write statement.
+		if _, _, ok := KillTarget(sql); ok && c.Kind != KindWrite {
+			t.Fatalf("KillTarget matched a statement classified %d", c.Kind)
+		}
 	})
 }
 

@@ -74,6 +74,7 @@ type rawClient struct {
 	w        *bufio.Writer
 	pr       packetReader
 	scramble []byte
+	id       uint32 // the connection id the proxy's handshake gave
 }
 
 // fakeProxy starts a fake member and a proxy in front of it.
@@ -132,6 +133,7 @@ func dialRaw(tb testing.TB, addr, user, password string) (*rawClient, []byte) {
 		tb.Fatal(err)
 	}
 	c.scramble = h.scramble
+	c.id = h.connID
 	resp := appendUint32(nil, gm.CLIENT_PROTOCOL_41|gm.CLIENT_SECURE_CONNECTION|gm.CLIENT_PLUGIN_AUTH)
 	resp = appendUint32(resp, 1<<24)
 	resp = append(resp, defaultCollationID)

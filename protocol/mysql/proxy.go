@@ -124,6 +124,7 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20)))
 	}
 	p.metrics = newMetrics(cfg.Cluster, p, reg)
+	p.nextID.Store(firstSessionID - 1)
 	if cfg.ServerVersion != "" {
 		v := cfg.ServerVersion
 		p.version.Store(&v)

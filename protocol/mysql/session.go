@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
@@ -59,6 +60,12 @@ type session struct {
 	pin      Pin
 	held     *backendConn
 	holdLeft int
+
+	// killMu guards owner and busy, which a session that KILLs this one
+	// reads; busy is the connection the current statement runs on.
+	killMu sync.Mutex
+	owner  string
+	busy   *backendConn
 
 	// Affinity without ownership: the member this session last read from
 	// and the connection it last handed back. The next statement asks for
@@ -149,7 +156,13 @@ func (s *session) dispatch(ctx context.Context, pkt []byte) error {
 		return s.writeOK(1, 0, 0)
 	case gm.COM_CHANGE_USER:
 		return s.comChangeUser(pkt)
-	case gm.COM_STATISTICS, gm.COM_PROCESS_KILL, gm.COM_DEBUG, gm.COM_REFRESH:
+	case gm.COM_PROCESS_KILL:
+		if len(pkt) < 5 {
+			return s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_PROCESS_KILL"})
+		}
+		id, _, _ := readUint32(pkt, 1)
+		return s.kill(ctx, id, false)
+	case gm.COM_STATISTICS, gm.COM_DEBUG, gm.COM_REFRESH:
 		return s.run(ctx, pkt, Class{Kind: KindWrite}, respSingle)
 	case gm.COM_PROCESS_INFO:
 		return s.run(ctx, pkt, Class{Kind: KindWrite}, respResult)
@@ -168,6 +181,10 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 		}
 	case KindUse:
 		return s.runUse(ctx, pkt)
+	case KindWrite:
+		if id, query, ok := KillTarget(pkt[1:]); ok {
+			return s.kill(ctx, id, query)
+		}
 	case KindUnlockTables:
 		err := s.run(ctx, pkt, c, respResult)
 		if s.pin&PinLockTables != 0 {
@@ -375,11 +392,13 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
+		s.setBusy(bc)
 		if err = bc.command(out); err == nil {
 			res, err = s.relay(bc, kind, proxyID)
 		} else {
 			err = fmt.Errorf("%w: %v", errBackendLost, err)
 		}
+		s.setBusy(nil)
 		if err != nil {
 			s.dropConn(bc)
 			if errors.Is(err, errClientGone) {
@@ -550,12 +569,14 @@ const maxReplayedSets = 64
 func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind) (relayOut, error) {
 	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 	var res relayOut
+	s.setBusy(bc)
 	err := bc.command(pkt)
 	if err == nil {
 		res, err = s.relay(bc, kind, 0)
 	} else {
 		err = fmt.Errorf("%w: %v", errBackendLost, err)
 	}
+	s.setBusy(nil)
 	if err != nil {
 		s.dropConn(bc)
 		if errors.Is(err, errClientGone) {
