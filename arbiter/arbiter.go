@@ -548,9 +548,10 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 		if m.Source == prim.Addr && !ms.Fenced {
 			continue
 		}
-		if ms.Errant != "" {
-			continue // waits for an operator
-		}
+		// A member marked errant is checked again every round: once an
+		// operator has fixed it (re-cloned it, or given the primary the
+		// missing transactions, e.g. as empty ones), it rejoins like any
+		// other; until then it stays fenced.
 		mp, err := a.act.Position(ctx, m.Addr)
 		if err != nil {
 			continue
@@ -566,6 +567,9 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 		}
 		if errant := have.Subtract(want); !errant.Empty() {
 			t, e := true, errant.String()
+			if ms.Fenced && ms.Errant == e {
+				continue // recorded; waits for an operator
+			}
 			if err := a.act.Fence(ctx, m.Addr); err != nil {
 				a.log.Warn("fence errant member", zap.String("member", m.Name), zap.Error(err))
 			}
@@ -576,9 +580,9 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 		if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
 			return fmt.Errorf("rejoin %s: %w", m.Name, err)
 		}
-		if ms.Fenced {
-			f := false
-			if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &f,
+		if ms.Fenced || ms.Errant != "" {
+			f, e := false, ""
+			if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &f, Errant: &e,
 				Reason: fmt.Sprintf("rejoined as a replica of %s (no errant transactions)", cl.Primary)}); err != nil {
 				return err
 			}

@@ -288,7 +288,7 @@ func TestFailoverAfterKillAndCleanRejoin(t *testing.T) {
 	}
 }
 
-func TestErrantOldPrimaryStaysFenced(t *testing.T) {
+func TestErrantOldPrimaryStaysFencedUntilFixed(t *testing.T) {
 	g := startArbiters(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -326,6 +326,60 @@ func TestErrantOldPrimaryStaysFenced(t *testing.T) {
 	}
 	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
 		t.Fatalf("writable members %v, want only %s", w, cl.Primary)
+	}
+
+	// The operator gives the primary the missing transaction (same GTID,
+	// as Orchestrator's errant-GTID injection does): db1 is no longer
+	// errant, and the arbiters rejoin it on their own.
+	var pos string
+	if err := adm.QueryRowContext(ctx, "SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	var server, seq int
+	for _, gtid := range strings.Split(pos, ",") {
+		if _, err := fmt.Sscanf(gtid, "7-%d-%d", &server, &seq); err == nil {
+			break
+		}
+	}
+	if seq == 0 {
+		t.Fatalf("no domain 7 in db1's gtid_binlog_pos %q", pos)
+	}
+	prim, err := g.member(cl.Primary).DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prim.Close()
+	conn, err := prim.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"SET SESSION gtid_domain_id=7",
+		fmt.Sprintf("SET SESSION server_id=%d", server),
+		fmt.Sprintf("SET SESSION gtid_seq_no=%d", seq),
+		"CREATE TABLE IF NOT EXISTS app.errant (id INT PRIMARY KEY)",
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	g.waitState("errant member rejoined", 30*time.Second, func(c *raftfsm.Cluster) bool {
+		return !c.Members["db1"].Fenced && c.Members["db1"].Errant == ""
+	})
+	// db1 replicates again: a new write on the primary reaches it.
+	if _, err := prim.ExecContext(ctx, "INSERT INTO app.errant VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+		var n int
+		err := adm.QueryRowContext(ctx, "SELECT COUNT(*) FROM app.errant WHERE id = 1").Scan(&n)
+		return err == nil && n == 1, nil
+	}); err != nil {
+		t.Fatalf("a write on the primary never reached the rejoined db1: %v", err)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
+		t.Fatalf("writable members %v after the rejoin, want only %s", w, cl.Primary)
 	}
 }
 
