@@ -32,11 +32,17 @@ const (
 	// TypeNote records a decision that changes no state (a refused failover,
 	// a rejoin) in the cluster's history.
 	TypeNote Type = 8
+	// TypeArbiterJoin and TypeArbiterLeave record arbiters added to or
+	// removed from a running group (their admin addresses, which nodes
+	// configured before the change do not know).
+	TypeArbiterJoin  Type = 9
+	TypeArbiterLeave Type = 10
 )
 
 var typeNames = map[Type]string{
 	TypeBootstrap: "bootstrap", TypeBegin: "begin", TypeOpen: "open", TypeAbort: "abort",
 	TypeMember: "member", TypeProxyJoin: "proxy_join", TypeProxyLeave: "proxy_leave", TypeNote: "note",
+	TypeArbiterJoin: "arbiter_join", TypeArbiterLeave: "arbiter_leave",
 }
 
 func (t Type) String() string {
@@ -86,6 +92,8 @@ type Command struct {
 
 	// Proxy changes.
 	Proxy *Proxy `json:"proxy,omitempty"`
+	// Arbiter changes (the Site field is unused).
+	Arbiter *Proxy `json:"arbiter,omitempty"`
 }
 
 // Encode returns the log entry: version, type, flags, then a JSON payload.

@@ -120,14 +120,16 @@ func (f *FSM) stop(cur *State, index uint64, why string) Result {
 type applier func(s *State, c *Command) (uint64, error)
 
 var appliers = map[Type]applier{
-	TypeBootstrap:  applyBootstrap,
-	TypeBegin:      applyBegin,
-	TypeOpen:       applyOpen,
-	TypeAbort:      applyAbort,
-	TypeMember:     applyMember,
-	TypeProxyJoin:  applyProxyJoin,
-	TypeProxyLeave: applyProxyLeave,
-	TypeNote:       applyNote,
+	TypeBootstrap:    applyBootstrap,
+	TypeBegin:        applyBegin,
+	TypeOpen:         applyOpen,
+	TypeAbort:        applyAbort,
+	TypeMember:       applyMember,
+	TypeProxyJoin:    applyProxyJoin,
+	TypeProxyLeave:   applyProxyLeave,
+	TypeNote:         applyNote,
+	TypeArbiterJoin:  applyArbiterJoin,
+	TypeArbiterLeave: applyArbiterLeave,
 }
 
 // cas returns a modifiable copy of the cluster the command names, if the
@@ -285,6 +287,24 @@ func applyProxyLeave(s *State, c *Command) (uint64, error) {
 		return 0, fmt.Errorf("%w: proxy leave without an id", ErrInvalid)
 	}
 	delete(s.Proxies, c.Proxy.ID)
+	return 0, nil
+}
+
+func applyArbiterJoin(s *State, c *Command) (uint64, error) {
+	if c.Arbiter == nil || c.Arbiter.ID == "" || c.Arbiter.Admin == "" {
+		return 0, fmt.Errorf("%w: arbiter join without an id or admin address", ErrInvalid)
+	}
+	a := *c.Arbiter
+	a.Joined = c.At
+	s.Arbiters[a.ID] = a
+	return 0, nil
+}
+
+func applyArbiterLeave(s *State, c *Command) (uint64, error) {
+	if c.Arbiter == nil || c.Arbiter.ID == "" {
+		return 0, fmt.Errorf("%w: arbiter leave without an id", ErrInvalid)
+	}
+	delete(s.Arbiters, c.Arbiter.ID)
 	return 0, nil
 }
 

@@ -218,7 +218,11 @@ func TestSnapshotRestoreRoundTrips(t *testing.T) {
 	applyAll(t, f, bootstrap(),
 		&Command{Type: TypeMember, Cluster: "shop", Epoch: 1, At: t0, Member: "db3", Maintenance: bp(true), Reason: "disk swap"},
 		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching},
-		&Command{Type: TypeProxyJoin, At: t0, Proxy: &Proxy{ID: "p1", Raft: "127.0.0.1:1", Site: "lon"}})
+		&Command{Type: TypeProxyJoin, At: t0, Proxy: &Proxy{ID: "p1", Raft: "127.0.0.1:1", Site: "lon"}},
+		&Command{Type: TypeArbiterJoin, At: t0, Arbiter: &Proxy{ID: "a4", Raft: "127.0.0.1:2", Admin: "127.0.0.1:3"}})
+	if f.State().Arbiters["a4"].Admin != "127.0.0.1:3" {
+		t.Fatalf("arbiters %v", f.State().Arbiters)
+	}
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -276,5 +280,20 @@ func TestAcknowledgeableAcrossChanges(t *testing.T) {
 	cl = f.State().Cluster("shop")
 	if cl.Acknowledgeable(1) || cl.Acknowledgeable(2) || !cl.Acknowledgeable(3) || cl.Acknowledgeable(4) {
 		t.Fatalf("after a failover only the new epoch's acks stand (safe since %d)", cl.SafeSince)
+	}
+}
+
+func TestArbiterJoinAndLeave(t *testing.T) {
+	f := NewFSM()
+	r := applyAll(t, f,
+		&Command{Type: TypeArbiterJoin, At: t0, Arbiter: &Proxy{ID: "a4", Raft: "r", Admin: "adm"}},
+		&Command{Type: TypeArbiterJoin, At: t0, Arbiter: &Proxy{ID: "a5", Raft: "r"}}, // no admin address
+		&Command{Type: TypeArbiterLeave, At: t0, Arbiter: &Proxy{ID: "a4"}},
+		&Command{Type: TypeArbiterLeave, At: t0})
+	if r[0].Err != nil || !errors.Is(r[1].Err, ErrInvalid) || r[2].Err != nil || !errors.Is(r[3].Err, ErrInvalid) {
+		t.Fatalf("results %+v", r)
+	}
+	if len(f.State().Arbiters) != 0 {
+		t.Fatalf("arbiters after leave: %v", f.State().Arbiters)
 	}
 }

@@ -295,3 +295,64 @@ func TestVanishedProxyIsRemoved(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestReplaceAVoter: an arbiter added to a running group (JoinExisting: it
+// never bootstraps) receives the state, votes, and with one original voter
+// removed and another cut off, keeps a quorum with the one left.
+func TestReplaceAVoter(t *testing.T) {
+	g := newMemGroup(t, 3)
+	l := g.leader(nil)
+	if _, err := propose(t, l, bootstrap()); err != nil {
+		t.Fatal(err)
+	}
+	addr, tr := raft.NewInmemTransport("a4")
+	g.trans["a4"] = tr
+	g.connectAll()
+	cfg := fastConfig("a4", true, g.voters, tr)
+	cfg.JoinExisting = true
+	a4, err := Open(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.nodes["a4"] = a4
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Join(ctx, "a4", string(addr), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := propose(t, l, &Command{Type: TypeArbiterJoin, At: t0, Arbiter: &Proxy{ID: "a4", Raft: string(addr), Admin: "127.0.0.1:7084"}}); err != nil {
+		t.Fatal(err)
+	}
+	g.waitAll("a4 has the state", nil, func(s *State) bool {
+		return s.Cluster("shop") != nil && s.Arbiters["a4"].Admin == "127.0.0.1:7084"
+	})
+	// Replace a3: remove it, then lose a1 as well. a2 and a4 are a
+	// majority of {a1, a2, a4} only if a4 votes.
+	l = g.leader(nil)
+	if err := l.Remove(ctx, "a3"); err != nil {
+		t.Fatal(err)
+	}
+	g.nodes["a3"].Close()
+	delete(g.nodes, "a3")
+	g.isolate("a1")
+	nl := g.leader(map[string]bool{"a1": true})
+	if nl.ID() != "a2" && nl.ID() != "a4" {
+		t.Fatalf("leader %s", nl.ID())
+	}
+	if _, err := propose(t, nl, &Command{Type: TypeMember, Cluster: "shop", Epoch: 1, At: t0, Member: "db3", Maintenance: bp(true)}); err != nil {
+		t.Fatalf("commit with a2 and a4: %v", err)
+	}
+	servers, err := nl.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	voters := map[string]bool{}
+	for _, s := range servers {
+		if s.Voter {
+			voters[s.ID] = true
+		}
+	}
+	if len(voters) != 3 || !voters["a4"] || voters["a3"] {
+		t.Fatalf("voters %v, want a1, a2, a4", voters)
+	}
+}

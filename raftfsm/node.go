@@ -39,6 +39,9 @@ type NodeConfig struct {
 	// Voters is the initial voter set; an arbiter with no state bootstraps
 	// the group with it (every arbiter passes the same list).
 	Voters []Peer
+	// JoinExisting: an arbiter added to a running group never bootstraps;
+	// it waits, like a proxy, for the leader to add it (Join).
+	JoinExisting bool
 	// Lease is how long a proxy may route writes after its last proof of an
 	// up-to-date log (see RenewLease). Default 2 s.
 	Lease time.Duration
@@ -166,7 +169,7 @@ func Open(cfg NodeConfig, log *zap.Logger) (*Node, error) {
 		})
 	}
 
-	if cfg.Voter && len(cfg.Voters) > 0 {
+	if cfg.Voter && len(cfg.Voters) > 0 && !cfg.JoinExisting {
 		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
 			n.closeAll()

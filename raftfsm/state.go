@@ -66,7 +66,8 @@ type Cluster struct {
 	History      []Decision             `json:"history"`
 }
 
-// Proxy is a routerd in role proxy that joined the group as a non-voter.
+// Proxy is a routerd in role proxy that joined the group as a non-voter (or,
+// in State.Arbiters, an arbiter added to a running group).
 type Proxy struct {
 	ID     string    `json:"id"`
 	Raft   string    `json:"raft"`
@@ -83,6 +84,9 @@ type State struct {
 	Index    uint64              `json:"index"`
 	Clusters map[string]*Cluster `json:"clusters"`
 	Proxies  map[string]Proxy    `json:"proxies"`
+	// Arbiters added to the running group (not those of the initial
+	// configuration, which every node's config lists).
+	Arbiters map[string]Proxy `json:"arbiters,omitempty"`
 	// Incompatible is set when this node met a command it cannot apply (a
 	// newer binary wrote it without FlagIgnoreUnknown). The node then stops
 	// applying, so its state never diverges from the others', and routes no
@@ -108,6 +112,10 @@ func (s *State) next(index uint64) *State {
 	n.Index = index
 	n.Clusters = maps.Clone(s.Clusters)
 	n.Proxies = maps.Clone(s.Proxies)
+	n.Arbiters = maps.Clone(s.Arbiters)
+	if n.Arbiters == nil {
+		n.Arbiters = map[string]Proxy{}
+	}
 	return &n
 }
 
