@@ -20,6 +20,10 @@ type Control interface {
 	Overview() ControlStatus
 	Members() ([]raftfsm.Server, error)
 	Join(ctx context.Context, req JoinRequest) error
+	// AddArbiter adds a voter to the running group; Remove takes any node
+	// (arbiter or proxy) out of it.
+	AddArbiter(ctx context.Context, req JoinRequest) error
+	Remove(ctx context.Context, id string) error
 	Lease(ctx context.Context, proxy string, applied uint64) (LeaseAnswer, error)
 	Observe(cluster string) (arbiter.Observation, error)
 	Promote(ctx context.Context, cluster, member string, timeout time.Duration) error
@@ -78,6 +82,11 @@ type LeaseAnswer struct {
 type PromoteRequest struct {
 	Member  string `json:"member"`
 	Timeout string `json:"timeout,omitempty"`
+}
+
+// RemoveRequest is the body of POST /v1/raft/remove.
+type RemoveRequest struct {
+	ID string `json:"id"`
 }
 
 // MaintenanceRequest is the body of POST /v1/clusters/{name}/maintenance.
@@ -163,6 +172,42 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"servers": m, "leader": s.control.Overview().Leader})
+	})
+	mux.HandleFunc("POST /v1/raft/arbiters", func(w http.ResponseWriter, r *http.Request) {
+		var req JoinRequest
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		if err == nil && (req.ID == "" || req.Raft == "" || req.Admin == "") {
+			err = &badRequest{"adding an arbiter needs id, raft and admin"}
+		}
+		if err == nil {
+			err = s.control.AddArbiter(r.Context(), req)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"added": req.ID})
+	})
+	mux.HandleFunc("POST /v1/raft/remove", func(w http.ResponseWriter, r *http.Request) {
+		var req RemoveRequest
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		if err == nil && req.ID == "" {
+			err = &badRequest{"remove needs an id"}
+		}
+		if err == nil {
+			err = s.control.Remove(r.Context(), req.ID)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"removed": req.ID})
 	})
 	mux.HandleFunc("POST /v1/raft/join", func(w http.ResponseWriter, r *http.Request) {
 		var req JoinRequest

@@ -73,7 +73,9 @@ func (f *fakeControl) Overview() ControlStatus {
 func (f *fakeControl) Members() ([]raftfsm.Server, error) {
 	return []raftfsm.Server{{ID: "a1", Voter: true}}, nil
 }
-func (f *fakeControl) Join(context.Context, JoinRequest) error { return f.err }
+func (f *fakeControl) Join(context.Context, JoinRequest) error       { return f.err }
+func (f *fakeControl) AddArbiter(context.Context, JoinRequest) error { return f.err }
+func (f *fakeControl) Remove(context.Context, string) error          { return f.err }
 func (f *fakeControl) Lease(context.Context, string, uint64) (LeaseAnswer, error) {
 	return LeaseAnswer{Index: 7}, f.err
 }

@@ -53,7 +53,10 @@ type Observers interface {
 type Config struct {
 	Cluster string
 	// Arbiters is the number of voters; a failure needs a majority of them.
+	// Voters, when set, counts them in the current Raft configuration
+	// instead (arbiters can be added and removed while the group runs).
 	Arbiters int
+	Voters   func() int
 	// FailureThreshold: how long a majority must have failed to reach the
 	// primary. Default 2 s.
 	FailureThreshold time.Duration
@@ -309,17 +312,20 @@ func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *
 			down++
 		}
 	}
-	need := a.cfg.Arbiters/2 + 1
-	if down < need {
+	voters := a.cfg.Arbiters
+	if a.cfg.Voters != nil {
+		voters = max(a.cfg.Voters(), 1)
+	}
+	if down < voters/2+1 {
 		return false, ""
 	}
 	for _, m := range snap.Members {
 		if m.Name != cl.Primary && m.Reachable && m.IORunning && m.Source == prim.Addr {
-			a.note(ctx, cl.Primary, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still replicates from it: no failover", cl.Primary, down, a.cfg.Arbiters, m.Name))
+			a.note(ctx, cl.Primary, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still replicates from it: no failover", cl.Primary, down, voters, m.Name))
 			return false, ""
 		}
 	}
-	return true, fmt.Sprintf("%s unreachable from %d/%d arbiters for at least %s and no replica connected to it", cl.Primary, down, a.cfg.Arbiters, a.cfg.FailureThreshold)
+	return true, fmt.Sprintf("%s unreachable from %d/%d arbiters for at least %s and no replica connected to it", cl.Primary, down, voters, a.cfg.FailureThreshold)
 }
 
 // candidate picks the reachable, non-maintenance replica whose received

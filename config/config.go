@@ -119,6 +119,10 @@ type Control struct {
 	// RaftAdvertise is the address a proxy asks the leader to dial, when it
 	// differs from raft_listen (NAT, a tunnel). Default raft_listen.
 	RaftAdvertise string `yaml:"raft_advertise"`
+	// JoinExisting: this arbiter is being added to a group that already
+	// runs; it never bootstraps and waits to be added (routerctl members
+	// add). Only for an arbiter with no Raft state yet.
+	JoinExisting bool `yaml:"join_existing"`
 	// Dir keeps the Raft log, stable store and snapshots.
 	Dir      string    `yaml:"dir"`
 	Arbiters []Arbiter `yaml:"arbiters"`
@@ -481,6 +485,9 @@ func (c *Config) validateControl(add func(field, format string, args ...any)) {
 	}
 	if ct.Dir == "" {
 		add("control.dir", "required (where the Raft log is kept)")
+	}
+	if ct.JoinExisting && c.Role != "arbiter" {
+		add("control.join_existing", "only for arbiters; proxies always join an existing group")
 	}
 	switch n := len(ct.Arbiters); {
 	case n == 0:

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +44,7 @@ func openControl(cfg *config.Config, log *zap.Logger) (*control, error) {
 	ct := cfg.Control
 	secret := []byte(config.Password(ct.Secret))
 	nc := raftfsm.NodeConfig{ID: cfg.Name, Bind: ct.RaftListen, Dir: ct.Dir, Secret: secret, Voter: cfg.Role == "arbiter",
-		Lease: ct.Lease.D(), ProxyTimeout: ct.ProxyTimeout.D()}
+		Lease: ct.Lease.D(), ProxyTimeout: ct.ProxyTimeout.D(), JoinExisting: ct.JoinExisting}
 	if nc.Voter {
 		for _, a := range ct.Arbiters {
 			nc.Voters = append(nc.Voters, raftfsm.Peer{ID: a.Name, Addr: a.Raft})
@@ -64,12 +66,46 @@ func (c *control) close() {
 
 // adminOf returns the admin address of an arbiter by name.
 func (c *control) adminOf(id string) string {
-	for _, a := range c.cfg.Control.Arbiters {
+	for _, a := range c.arbiterPeers() {
 		if a.Name == id {
 			return a.Admin
 		}
 	}
 	return ""
+}
+
+// arbiterPeers lists the configured arbiters and those added to the running
+// group since (recorded in the replicated state). A configured arbiter that
+// was removed stays listed; it just no longer answers.
+func (c *control) arbiterPeers() []config.Arbiter {
+	st := c.node.State()
+	out := slices.Clone(c.cfg.Control.Arbiters)
+	for _, a := range st.Arbiters {
+		if !slices.ContainsFunc(out, func(x config.Arbiter) bool { return x.Name == a.ID }) {
+			out = append(out, config.Arbiter{Name: a.ID, Raft: a.Raft, Admin: a.Admin})
+		}
+	}
+	slices.SortFunc(out[len(c.cfg.Control.Arbiters):], func(a, b config.Arbiter) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// voters counts the Raft configuration's voters (the configured count until
+// the configuration is known).
+func (c *control) voters() int {
+	servers, err := c.node.Servers()
+	if err != nil {
+		return len(c.cfg.Control.Arbiters)
+	}
+	n := 0
+	for _, s := range servers {
+		if s.Voter {
+			n++
+		}
+	}
+	if n == 0 {
+		return len(c.cfg.Control.Arbiters)
+	}
+	return n
 }
 
 func (c *control) client(addr string) *admin.Client {
@@ -202,6 +238,76 @@ func (c *control) Join(ctx context.Context, req admin.JoinRequest) error {
 	return err
 }
 
+// AddArbiter makes a new arbiter (started with join_existing) a voter and
+// records its admin address, so every node can forward to it and ask it for
+// observations without a config change.
+func (c *control) AddArbiter(ctx context.Context, req admin.JoinRequest) error {
+	if !c.node.IsLeader() {
+		return c.forward(ctx, "POST", "/v1/raft/arbiters", req, nil)
+	}
+	if _, ok := c.node.State().Proxies[req.ID]; ok {
+		return fmt.Errorf("%w: %s is a proxy's name; arbiters need names of their own", raftfsm.ErrInvalid, req.ID)
+	}
+	if err := c.node.Join(ctx, req.ID, req.Raft, true); err != nil {
+		return err
+	}
+	_, err := c.node.Propose(ctx, &raftfsm.Command{Type: raftfsm.TypeArbiterJoin, At: time.Now(),
+		Arbiter: &raftfsm.Proxy{ID: req.ID, Raft: req.Raft, Admin: req.Admin}})
+	if err == nil {
+		c.log.Info("arbiter added", zap.String("arbiter", req.ID), zap.String("raft", req.Raft))
+	}
+	return err
+}
+
+// Remove takes a node out of the Raft configuration (a dead arbiter being
+// replaced, a proxy host retired) and forgets what the state recorded of it.
+func (c *control) Remove(ctx context.Context, id string) error {
+	if !c.node.IsLeader() {
+		return c.forward(ctx, "POST", "/v1/raft/remove", admin.RemoveRequest{ID: id}, nil)
+	}
+	servers, err := c.node.Servers()
+	if err != nil {
+		return err
+	}
+	var self *raftfsm.Server
+	voters := 0
+	for i, s := range servers {
+		if s.ID == id {
+			self = &servers[i]
+		}
+		if s.Voter {
+			voters++
+		}
+	}
+	switch {
+	case self == nil:
+		return fmt.Errorf("%w: %s is not in the Raft configuration", raftfsm.ErrInvalid, id)
+	case self.Voter && voters == 1:
+		return fmt.Errorf("%w: %s is the last voter", raftfsm.ErrInvalid, id)
+	case self.Leader:
+		// Removing the leader would leave its own record behind (it can no
+		// longer commit once out): have the others elect another first.
+		return fmt.Errorf("%w: %s leads the group; stop it (another arbiter takes over) and remove it from there", raftfsm.ErrInvalid, id)
+	}
+	st := c.node.State()
+	var cmd *raftfsm.Command
+	if _, ok := st.Arbiters[id]; ok {
+		cmd = &raftfsm.Command{Type: raftfsm.TypeArbiterLeave, At: time.Now(), Arbiter: &raftfsm.Proxy{ID: id}}
+	} else if _, ok := st.Proxies[id]; ok {
+		cmd = &raftfsm.Command{Type: raftfsm.TypeProxyLeave, At: time.Now(), Proxy: &raftfsm.Proxy{ID: id}}
+	}
+	if err := c.node.Remove(ctx, id); err != nil {
+		return err
+	}
+	if cmd != nil {
+		if _, err := c.node.Propose(ctx, cmd); err != nil {
+			return fmt.Errorf("removed %s; forgetting its record: %w", id, err)
+		}
+	}
+	c.log.Info("removed from the group", zap.String("node", id))
+	return nil
+}
+
 func (c *control) Lease(ctx context.Context, proxy string, applied uint64) (admin.LeaseAnswer, error) {
 	idx, err := c.node.LeaseIndex(ctx)
 	if err != nil {
@@ -282,7 +388,7 @@ func (c *control) Observations(ctx context.Context, cluster string) []arbiter.Ob
 	out := []arbiter.Observation{own}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, a := range c.cfg.Control.Arbiters {
+	for _, a := range c.arbiterPeers() {
 		if a.Name == c.cfg.Name {
 			continue
 		}

@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			ct := cfg.Control
 			u.arb = arbiter.New(arbiter.Config{Cluster: cl.Name, Arbiters: len(ct.Arbiters), FailureThreshold: ct.FailureThreshold.D(),
 				Cooldown: ct.Cooldown.D(), Lease: ct.Lease.D(), LeaseMargin: ct.LeaseMargin.D(), DrainTimeout: ct.DrainTimeout.D(),
-				MaxPromoteLag: cl.MaxPromoteLag.D(), Confirmed: ctl.confirmed}, ctl.node, mon, ctl, act, log)
+				MaxPromoteLag: cl.MaxPromoteLag.D(), Confirmed: ctl.confirmed, Voters: ctl.voters}, ctl.node, mon, ctl, act, log)
 			ctl.arbiters[cl.Name] = u.arb
 		} else {
 			rc := router.Config{Cluster: cl.Name, Site: cfg.Site, LocalityWindow: cl.LocalityWindow.D(), ReadsWithoutReplica: router.Fallback(cl.ReadsWithoutReplica)}

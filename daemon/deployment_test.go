@@ -376,3 +376,76 @@ func TestSwitchoverAbortsTransactionsOpenPastDrainTimeout(t *testing.T) {
 		t.Fatal("the aborted transaction's row is on the new primary")
 	}
 }
+
+// TestReplaceADeadArbiter: an arbiter lost for good is replaced while the
+// group runs — a new one started with join_existing, added through a proxy's
+// admin API (forwarded to the leader), the dead one removed — and the group
+// then keeps working with the new arbiter as one of the two voters left.
+func TestReplaceADeadArbiter(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := d.Arbiters[2].Stop(); err != nil { // a3's host is gone
+		t.Fatal(err)
+	}
+	waitStatus(t, d, 20*time.Second, "a leader other than a3", func(st []admin.Status) bool {
+		c := st[len(st)-1].Control
+		return c != nil && c.Leader != "" && c.Leader != "a3"
+	})
+	a4, raftAddr, err := d.AddArbiter("a4", "a3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &admin.Client{Addr: d.Proxies[0].Admin, Secret: []byte(deploy.Secret)}
+	if err := ctl.Do(ctx, "POST", "/v1/raft/arbiters", admin.JoinRequest{ID: "a4", Raft: raftAddr, Admin: a4.Admin}, nil); err != nil {
+		t.Fatalf("add a4: %v", err)
+	}
+	if err := ctl.Do(ctx, "POST", "/v1/raft/remove", admin.RemoveRequest{ID: "a3"}, nil); err != nil {
+		t.Fatalf("remove a3: %v", err)
+	}
+	// The proxy's view of the configuration follows the leader's.
+	var voters map[string]bool
+	err = chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+		var m struct {
+			Servers []struct {
+				ID    string `json:"id"`
+				Voter bool   `json:"voter"`
+			} `json:"servers"`
+		}
+		if err := ctl.Do(ctx, "GET", "/v1/raft/members", nil, &m); err != nil {
+			return false, err
+		}
+		voters = map[string]bool{}
+		for _, s := range m.Servers {
+			if s.Voter {
+				voters[s.ID] = true
+			}
+		}
+		return len(voters) == 3 && voters["a1"] && voters["a2"] && voters["a4"], nil
+	})
+	if err != nil {
+		t.Fatalf("voters %v, want a1, a2, a4: %v", voters, err)
+	}
+	// a4 has the replicated state.
+	waitStatus(t, d, 20*time.Second, "a4 applied the cluster state", func(st []admin.Status) bool {
+		s := st[3]
+		return s.Control != nil && len(s.Clusters) == 1 && s.Clusters[0].Epoch >= 1
+	})
+	// Lose a1 as well: a2 and a4 are the majority of {a1, a2, a4}. A
+	// switchover (a new epoch, committed by them) and writes through the
+	// proxy afterwards show the group still decides.
+	if err := d.Arbiters[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WaitHealthyOnLeader(ctx, "db2", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Promote(ctx, 0, "db2", 30*time.Second); err != nil {
+		t.Fatalf("switchover with a2 and a4 voting: %v", err)
+	}
+	db := proxyDB(t, d, 0)
+	exec(t, db, "CREATE TABLE replaced (id INT PRIMARY KEY)", "INSERT INTO replaced VALUES (1)")
+	if w := d.WritableMembers(ctx); len(w) != 1 || w[0] != "db2" {
+		t.Fatalf("writable members %v, want db2", w)
+	}
+}

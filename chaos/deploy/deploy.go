@@ -68,6 +68,10 @@ type Deployment struct {
 	Links    map[string]*chaos.Link
 	dir      string
 	log      *zap.Logger
+	// arbiterYAML builds an arbiter's config: its name and addresses, the
+	// arbiters it lists, and extra control YAML.
+	arbiterYAML func(name, raft, admin string, listed []config.Arbiter, extra string) string
+	listed      []config.Arbiter
 }
 
 func freeAddr() (string, error) {
@@ -100,6 +104,11 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 	}
 	type arb struct{ name, raft, admin string }
 	var arbs []arb
+	defer func() {
+		for _, a := range arbs {
+			d.listed = append(d.listed, config.Arbiter{Name: a.name, Raft: a.raft, Admin: a.admin})
+		}
+	}()
 	for i := 1; i <= 3; i++ {
 		a := arb{name: fmt.Sprintf("a%d", i)}
 		if a.raft, err = freeAddr(); err != nil {
@@ -136,6 +145,15 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 			s += fmt.Sprintf("    listen: %q\n    users:\n      - {name: %s, password: %s}\n", listen, chaos.AppUser, chaos.AppPassword)
 		}
 		return s
+	}
+	d.arbiterYAML = func(name, raft, adm string, listed []config.Arbiter, extra string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  secret: %s\n%s%s  arbiters:\n", Secret, o.Control, extra)
+		for _, a := range listed {
+			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.Name, a.Raft, a.Admin)
+		}
+		return fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
+			name, adm, raft, filepath.Join(dir, name), b.String(), clusterYAML(""))
 	}
 	for _, a := range arbs {
 		var dial map[string]string
@@ -221,6 +239,33 @@ func (d *Deployment) run(name, yaml, adminAddr, listen string, opts daemon.Optio
 		return nil, fmt.Errorf("%s exited at start: %w", name, err)
 	}
 	return &Node{Name: name, Admin: adminAddr, Listen: listen, cancel: cancel, done: done}, nil
+}
+
+// AddArbiter starts a new arbiter that joins the running group
+// (control.join_existing) in place of replaces: its config lists the
+// deployment's arbiters with replaces swapped for it. It is not a voter
+// until the leader adds it (admin POST /v1/raft/arbiters).
+func (d *Deployment) AddArbiter(name, replaces string) (n *Node, raftAddr string, err error) {
+	adm, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	if raftAddr, err = freeAddr(); err != nil {
+		return nil, "", err
+	}
+	var listed []config.Arbiter
+	for _, a := range d.listed {
+		if a.Name == replaces {
+			a = config.Arbiter{Name: name, Raft: raftAddr, Admin: adm}
+		}
+		listed = append(listed, a)
+	}
+	n, err = d.run(name, d.arbiterYAML(name, raftAddr, adm, listed, "  join_existing: true\n"), adm, "", daemon.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	d.Arbiters = append(d.Arbiters, n)
+	return n, raftAddr, nil
 }
 
 // Stop ends a node and waits for it (idempotent).

@@ -27,10 +27,13 @@ Commands:
   maintenance on|off CLUSTER MEMBER   keep MEMBER out of promotions (or take it back)
   history CLUSTER                     the cluster's decisions: failovers, switchovers, rejoins
   members                             the Raft configuration: arbiters (voters) and proxies
+  members add NAME RAFT_ADDR ADMIN_ADDR  make a new arbiter (started with control.join_existing)
+                                      a voter of the running group
+  members remove NAME                 take a node (a dead arbiter, a retired proxy) out of it
 
 Flags:
   --admin ADDR        routerd admin API, any arbiter or proxy (default 127.0.0.1:7080)
-  --secret-file FILE  the cluster secret, needed by promote and maintenance
+  --secret-file FILE  the cluster secret, needed by promote, maintenance and members add/remove
                       (default: $DBROUTER_SECRET_FILE)
   -o FORMAT           output: table (default) or json
 `
@@ -89,6 +92,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "routerctl: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+	if cmd == "members" && len(pos) > 0 {
+		// members add NAME RAFT ADMIN | members remove NAME
+		switch sub := map[string]int{"add": 4, "remove": 2}[pos[0]]; {
+		case sub == 0:
+			fmt.Fprintf(stderr, "routerctl members: %q: want add or remove\n\n%s", pos[0], usage)
+			return 2
+		default:
+			n = sub
+		}
+	}
 	if len(pos) != n {
 		fmt.Fprintf(stderr, "routerctl %s: want %d argument(s), got %d (%s)\n\n%s", cmd, n, len(pos), strings.Join(pos, " "), usage)
 		return 2
@@ -106,7 +119,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		err = c.status(*out)
 	case "members":
-		err = c.members(*out)
+		switch {
+		case len(pos) == 0:
+			err = c.members(*out)
+		case pos[0] == "add":
+			err = c.changeMembers("/v1/raft/arbiters", admin.JoinRequest{ID: pos[1], Raft: pos[2], Admin: pos[3]}, *out)
+		default:
+			err = c.changeMembers("/v1/raft/remove", admin.RemoveRequest{ID: pos[1]}, *out)
+		}
 	case "history":
 		err = c.history(pos[0], *out)
 	case "promote":
@@ -193,6 +213,23 @@ func (c *cli) members(format string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", s.ID, s.Addr, suff, s.Leader)
 	}
 	return tw.Flush()
+}
+
+// changeMembers adds or removes a node through the leader.
+func (c *cli) changeMembers(path string, req any, format string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ans map[string]string
+	if err := c.call(ctx, true, "POST", path, req, &ans); err != nil {
+		return err
+	}
+	if format == "json" {
+		return c.json(ans)
+	}
+	for k, v := range ans {
+		fmt.Fprintf(c.stdout, "%s %s\n", k, v)
+	}
+	return c.members("table")
 }
 
 func (c *cli) history(cluster, format string) error {

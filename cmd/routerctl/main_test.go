@@ -17,7 +17,8 @@ import (
 
 func TestUsageErrorsExitTwo(t *testing.T) {
 	for _, args := range [][]string{{}, {"bogus"}, {"--nope", "status"}, {"status", "-o", "xml"}, {"status", "extra"},
-		{"promote", "app"}, {"promote", "app", "db2", "--timeout", "-1s"}, {"maintenance", "maybe", "app", "db2"}, {"history"}, {"members", "x"}} {
+		{"promote", "app"}, {"promote", "app", "db2", "--timeout", "-1s"}, {"maintenance", "maybe", "app", "db2"}, {"history"}, {"members", "x"},
+		{"members", "add", "a4"}, {"members", "add", "a4", "127.0.0.1:7304"}, {"members", "remove"}, {"members", "remove", "a3", "a4"}} {
 		var out, errb bytes.Buffer
 		if got := run(args, &out, &errb); got != 2 || errb.Len() == 0 {
 			t.Errorf("routerctl %v: exit %d, stderr %q", args, got, errb.String())
@@ -106,5 +107,48 @@ func TestPromoteSignsWithTheSecret(t *testing.T) {
 	if code := run([]string{"--admin", addr, "--secret-file", file, "promote", "app", "db9"}, &out, &errb); code != 1 ||
 		strings.Count(strings.TrimSpace(errb.String()), "\n") != 0 || !strings.Contains(errb.String(), "not a member") {
 		t.Fatalf("refusal: exit %d, %q", code, errb.String())
+	}
+}
+
+func TestMembersAddAndRemoveAreSigned(t *testing.T) {
+	secret := "0123456789abcdef-secret"
+	var paths []string
+	var bodies []map[string]string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Method == "GET" && r.URL.Path == "/v1/raft/members" {
+			_ = json.NewEncoder(w).Encode(map[string]any{"servers": []map[string]any{{"id": "a4", "addr": "127.0.0.1:7304", "voter": true}}})
+			return
+		}
+		if err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			return
+		}
+		var m map[string]string
+		_ = json.Unmarshal(body, &m)
+		paths, bodies = append(paths, r.URL.Path), append(bodies, m)
+		_ = json.NewEncoder(w).Encode(map[string]string{"done": m["id"]})
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"--admin", addr, "--secret-file", file, "members", "add", "a4", "127.0.0.1:7304", "127.0.0.1:7084"}, &out, &errb); code != 0 {
+		t.Fatalf("add: exit %d, %s", code, errb.String())
+	}
+	if code := run([]string{"--admin", addr, "--secret-file", file, "members", "remove", "a3"}, &out, &errb); code != 0 {
+		t.Fatalf("remove: exit %d, %s", code, errb.String())
+	}
+	want := []string{"/v1/raft/arbiters", "/v1/raft/remove"}
+	if len(paths) != 2 || paths[0] != want[0] || paths[1] != want[1] ||
+		bodies[0]["id"] != "a4" || bodies[0]["raft"] != "127.0.0.1:7304" || bodies[0]["admin"] != "127.0.0.1:7084" || bodies[1]["id"] != "a3" {
+		t.Fatalf("requests %v %v", paths, bodies)
+	}
+	if !strings.Contains(out.String(), "a4") || !strings.Contains(out.String(), "voter (arbiter)") {
+		t.Fatalf("output %q", out.String())
 	}
 }
