@@ -49,7 +49,8 @@ type Monitor struct {
 	log     *zap.Logger
 	snap    atomic.Pointer[Snapshot]
 	members []*prober
-	hb      heartbeats
+	hb      heartbeats // this monitor's own heartbeat writes
+	obs     heartbeats // others' heartbeats, when this monitor may not write
 	notify  chan struct{}
 }
 
@@ -177,10 +178,19 @@ func (m *Monitor) ProbeOnce(ctx context.Context) {
 		}
 		mm.Eligible = mm.Reachable && mm.ReadOnly && mm.IORunning && mm.SQLRunning && mm.Lag >= 0 && mm.Lag <= m.cfg.MaxReplicaLag
 	}
-	if next.Primary >= 0 && (m.cfg.HeartbeatGate == nil || m.cfg.HeartbeatGate(next.Members[next.Primary].Name)) {
+	if next.Primary >= 0 {
 		p := m.members[next.Primary]
-		if err := m.hb.write(ctx, p.db, m.cfg.HeartbeatID); err != nil {
-			m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))
+		if m.cfg.HeartbeatGate == nil || m.cfg.HeartbeatGate(p.cfg.Name) {
+			if err := m.hb.write(ctx, p.db, m.cfg.HeartbeatID); err != nil {
+				m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))
+			}
+		} else {
+			// Not allowed to write (an arbiter that does not lead, a proxy
+			// without a lease): time a heartbeat another node keeps
+			// writing, by this monitor's clock, from when it first sees it.
+			if rows, err := readHeartbeats(ctx, p.db); err == nil {
+				m.obs.observe(rows, time.Now())
+			}
 		}
 	}
 	m.logChanges(prev, next)
@@ -265,13 +275,25 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 		}
 		return st
 	}
+	// Lag is measured against this monitor's own heartbeats while it
+	// writes them, else against the ones it observes others write; with
+	// neither fresh it is unknown (-1: not eligible), never a stale 0.
+	now := time.Now()
+	hb, id := &m.hb, m.cfg.HeartbeatID
+	if !m.hb.fresh(now, m.staleAfter()) {
+		hb, id = &m.obs, m.obs.source()
+		if id == "" || !m.obs.fresh(now, m.staleAfter()) {
+			st.Lag = -1
+			return st
+		}
+	}
 	var ts int64
-	err = p.db.QueryRowContext(ctx, "SELECT ts FROM dbrouter.heartbeat WHERE id = ?", m.cfg.HeartbeatID).Scan(&ts)
+	err = p.db.QueryRowContext(ctx, "SELECT ts FROM dbrouter.heartbeat WHERE id = ?", id).Scan(&ts)
 	switch {
 	case err == nil:
-		st.Lag = m.hb.lag(ts, time.Now())
+		st.Lag = hb.lag(ts, now)
 	case errors.Is(err, sql.ErrNoRows) || isNoTable(err):
-		st.Lag = m.hb.lag(0, time.Now())
+		st.Lag = hb.lag(0, now)
 	default:
 		st.ProbeError = err.Error()
 	}
@@ -333,13 +355,43 @@ func probeReplication(ctx context.Context, db *sql.DB, st *Member) error {
 	return rows.Err()
 }
 
-// heartbeats measures lag without trusting clocks: the monitor writes its own
-// clock into a row on the primary and remembers each acknowledged write. A
-// replica showing write k is as far behind as write k+1 is old.
+// staleAfter: heartbeats older than this no longer measure anything (the
+// writer stopped); three rounds, so one slow round is not a gap.
+func (m *Monitor) staleAfter() time.Duration { return 3 * m.cfg.ProbeInterval }
+
+// heartbeats measures lag without comparing clocks across hosts: each point
+// is a heartbeat value and the local time it was written (own writes) or
+// first seen on the primary (observed). A replica showing value k is as far
+// behind as the first point after k is old.
 type heartbeats struct {
 	mu      sync.Mutex
-	writes  []int64 // acknowledged timestamps (unix µs), oldest first
+	id      string           // observed: whose row the points are from
+	prev    map[string]int64 // observed: every row's value last round
+	points  []hbPoint        // oldest first
 	created bool
+}
+
+func readHeartbeats(ctx context.Context, db *sql.DB) (map[string]int64, error) {
+	rows, err := db.QueryContext(ctx, "SELECT id, ts FROM dbrouter.heartbeat")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var ts int64
+		if err := rows.Scan(&id, &ts); err != nil {
+			return nil, err
+		}
+		out[id] = ts
+	}
+	return out, rows.Err()
+}
+
+type hbPoint struct {
+	ts int64     // the row's value (the writer's clock, unix µs)
+	at time.Time // when it was written, or first seen, here
 }
 
 const heartbeatWindow = 2 * time.Minute
@@ -365,14 +417,59 @@ func (h *heartbeats) write(ctx context.Context, db *sql.DB, id string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.created = true
-	h.writes = append(h.writes, ts)
-	cut := ts - heartbeatWindow.Microseconds()
+	h.add(hbPoint{ts: ts, at: time.UnixMicro(ts)})
+	return nil
+}
+
+// observe takes the heartbeat rows read on the primary. It follows one row
+// that is still being written (its value moved since the last round): the
+// one it followed if that is live, else the live one with the newest value.
+// A row nobody writes any more (a former leader's) is never followed.
+func (h *heartbeats) observe(rows map[string]int64, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	live := func(id string) bool {
+		prev, seen := h.prev[id]
+		return seen && rows[id] > prev
+	}
+	if !live(h.id) {
+		best := ""
+		for id := range rows {
+			if live(id) && (best == "" || rows[id] > rows[best] || rows[id] == rows[best] && id < best) {
+				best = id
+			}
+		}
+		if best != "" && best != h.id {
+			h.id, h.points = best, nil
+		}
+	}
+	if ts, ok := rows[h.id]; ok && h.id != "" && (len(h.points) == 0 || ts > h.points[len(h.points)-1].ts) && live(h.id) {
+		h.add(hbPoint{ts: ts, at: now})
+	}
+	h.prev = rows
+}
+
+func (h *heartbeats) add(p hbPoint) {
+	h.points = append(h.points, p)
+	cut := p.at.Add(-heartbeatWindow)
 	i := 0
-	for i < len(h.writes)-1 && h.writes[i] < cut {
+	for i < len(h.points)-1 && h.points[i].at.Before(cut) {
 		i++
 	}
-	h.writes = h.writes[i:]
-	return nil
+	h.points = h.points[i:]
+}
+
+// fresh reports whether the newest point is younger than d.
+func (h *heartbeats) fresh(now time.Time, d time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.points) > 0 && now.Sub(h.points[len(h.points)-1].at) < d
+}
+
+func (h *heartbeats) source() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.id
 }
 
 // lag returns how long the first acknowledged write newer than seen has been
@@ -381,16 +478,12 @@ func (h *heartbeats) write(ctx context.Context, db *sql.DB, id string) error {
 func (h *heartbeats) lag(seen int64, now time.Time) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.writes) == 0 {
+	if len(h.points) == 0 {
 		return -1
 	}
-	for _, w := range h.writes {
-		if w > seen {
-			d := now.Sub(time.UnixMicro(w))
-			if d < 0 {
-				d = 0
-			}
-			return d
+	for _, p := range h.points {
+		if p.ts > seen {
+			return max(now.Sub(p.at), 0)
 		}
 	}
 	return 0

@@ -2,6 +2,8 @@ package topology
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,21 +15,30 @@ import (
 const probe = 100 * time.Millisecond
 
 func startMonitor(t *testing.T, c *chaos.Cluster) *Monitor {
+	mon, _ := startMonitorWith(t, c, t.Name(), nil)
+	return mon
+}
+
+// startMonitorWith runs a monitor writing heartbeats as id when gate allows;
+// stop ends it (also done at cleanup).
+func startMonitorWith(t *testing.T, c *chaos.Cluster, id string, gate func(string) bool) (mon *Monitor, stop func()) {
 	t.Helper()
 	var ms []MemberConfig
 	for _, m := range c.Members {
 		ms = append(ms, MemberConfig{Name: m.Name, Addr: m.Addr()})
 	}
 	mon, err := New(Config{Cluster: "t", Members: ms, User: chaos.AdminUser, Password: chaos.AdminPassword,
-		ProbeInterval: probe, MaxReplicaLag: time.Second, HeartbeatID: t.Name()}, zaptest.NewLogger(t))
+		ProbeInterval: probe, MaxReplicaLag: time.Second, HeartbeatID: id, HeartbeatGate: gate}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); mon.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return mon
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return mon, stop
 }
 
 // waitFor polls snapshots until cond holds; d is the promise being tested.
@@ -127,7 +138,9 @@ func TestHeartbeatLag(t *testing.T) {
 	if got := h.lag(0, now); got != -1 {
 		t.Fatalf("no writes yet: lag %v, want unknown", got)
 	}
-	h.writes = []int64{9_000_000, 9_500_000, 9_900_000}
+	for _, ts := range []int64{9_000_000, 9_500_000, 9_900_000} {
+		h.add(hbPoint{ts: ts, at: time.UnixMicro(ts)})
+	}
 	tests := []struct {
 		seen int64
 		want time.Duration
@@ -142,4 +155,87 @@ func TestHeartbeatLag(t *testing.T) {
 			t.Errorf("seen %d: lag %v, want %v", tt.seen, got, tt.want)
 		}
 	}
+}
+
+func TestObservedHeartbeats(t *testing.T) {
+	var h heartbeats
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// Round 1 only learns the rows; nothing is known to be live yet.
+	h.observe(map[string]int64{"old-leader": 900, "a1": 100}, at(0))
+	if h.source() != "" || h.lag(0, at(0)) != -1 {
+		t.Fatalf("after one round: following %q, lag %v", h.source(), h.lag(0, at(0)))
+	}
+	// a1 keeps writing (with a clock far behind old-leader's); old-leader
+	// stopped. a1 is followed, timed by when its values were first seen.
+	h.observe(map[string]int64{"old-leader": 900, "a1": 200}, at(500))
+	h.observe(map[string]int64{"old-leader": 900, "a1": 300}, at(1000))
+	if h.source() != "a1" {
+		t.Fatalf("following %q, want the live writer a1", h.source())
+	}
+	for _, tt := range []struct {
+		replica int64
+		want    time.Duration
+	}{{300, 0}, {200, 200 * time.Millisecond}, {100, 700 * time.Millisecond}} {
+		if got := h.lag(tt.replica, at(1200)); got != tt.want {
+			t.Errorf("replica at %d: lag %v, want %v", tt.replica, got, tt.want)
+		}
+	}
+	if !h.fresh(at(1200), time.Second) || h.fresh(at(2500), time.Second) {
+		t.Fatal("freshness: a point 200 ms old is fresh, 1.5 s old is not")
+	}
+	// a1 stops, a2 takes over: a2 is followed from scratch.
+	h.observe(map[string]int64{"a1": 300, "a2": 50}, at(1500))
+	h.observe(map[string]int64{"a1": 300, "a2": 60}, at(2000))
+	if h.source() != "a2" {
+		t.Fatalf("following %q, want a2", h.source())
+	}
+	if got := h.lag(60, at(2100)); got != 0 {
+		t.Fatalf("replica with a2's newest value: lag %v", got)
+	}
+	if got := h.lag(50, at(2100)); got != 100*time.Millisecond {
+		t.Fatalf("replica one a2 value behind: lag %v, want 100ms", got)
+	}
+}
+
+// TestLagWithoutWritingHeartbeats: a monitor that may not write heartbeats
+// (an arbiter that does not lead, a proxy without a lease) measures lag
+// against another node's, and reports it unknown — never a stale 0 — when
+// nobody writes any.
+func TestLagWithoutWritingHeartbeats(t *testing.T) {
+	c := chaos.StartT(t, chaos.Options{Members: 3})
+	_, stopWriter := startMonitorWith(t, c, "writer", nil)
+	var allow atomic.Bool
+	allow.Store(true)
+	reader, _ := startMonitorWith(t, c, "reader", func(string) bool { return allow.Load() })
+	bothEligible := func(s *Snapshot) bool { return s.Members[1].Eligible && s.Members[2].Eligible }
+	waitFor(t, reader, 10*time.Second, "replicas eligible by the reader's own heartbeats", bothEligible)
+	allow.Store(false)
+	waitFor(t, reader, 5*time.Second, "lag measured from the writer's heartbeats", func(s *Snapshot) bool {
+		return reader.obs.source() == "writer" && !reader.hb.fresh(time.Now(), reader.staleAfter()) && bothEligible(s) && s.Members[1].Lag >= 0
+	})
+	r1, err := c.Members[1].DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	ctx := context.Background()
+	for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 3", "START SLAVE"} {
+		if _, err := r1.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	waitFor(t, reader, 10*time.Second, "delayed db2 ineligible by observed lag", func(s *Snapshot) bool {
+		return !s.Members[1].Eligible && s.Members[1].Lag > time.Second && s.Members[2].Eligible
+	})
+	for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE"} {
+		if _, err := r1.ExecContext(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	waitFor(t, reader, 10*time.Second, "db2 caught up", bothEligible)
+	stopWriter()
+	waitFor(t, reader, 5*time.Second, "lag unknown with no heartbeat written", func(s *Snapshot) bool {
+		return s.Members[1].Lag == -1 && !s.Members[1].Eligible && s.Members[2].Lag == -1
+	})
 }
