@@ -174,6 +174,11 @@ type Cluster struct {
 	ClientIdleTimeout           Duration `yaml:"client_idle_timeout"`
 	MaxPacket                   int      `yaml:"max_packet"`
 	AutoIncrementDelayMultiplex *int     `yaml:"auto_increment_delay_multiplex"`
+	// CausalReads: a session reads its own writes on replicas (they wait for
+	// the write's GTID, up to CausalReadsTimeout, else the read goes to the
+	// primary).
+	CausalReads        bool     `yaml:"causal_reads"`
+	CausalReadsTimeout Duration `yaml:"causal_reads_timeout"`
 	// Replication is the account replicas use to connect to a new primary
 	// (needed with a control plane).
 	Replication   Account  `yaml:"replication"`
@@ -252,6 +257,7 @@ func clusterDefaults(c *Cluster) {
 	def(&c.QueryTimeout, time.Hour)
 	def(&c.ClientIdleTimeout, 8*time.Hour)
 	def(&c.MaxPromoteLag, 5*time.Second)
+	def(&c.CausalReadsTimeout, time.Second)
 	if c.ReadsWithoutReplica == "" {
 		c.ReadsWithoutReplica = "primary"
 	}
@@ -438,7 +444,8 @@ func (c *Config) Validate() error {
 			name string
 			v    Duration
 		}{{"probe_interval", cl.ProbeInterval}, {"max_replica_lag", cl.MaxReplicaLag}, {"pool_timeout", cl.PoolTimeout},
-			{"connect_timeout", cl.ConnectTimeout}, {"query_timeout", cl.QueryTimeout}, {"client_idle_timeout", cl.ClientIdleTimeout}} {
+			{"connect_timeout", cl.ConnectTimeout}, {"query_timeout", cl.QueryTimeout}, {"client_idle_timeout", cl.ClientIdleTimeout},
+			{"causal_reads_timeout", cl.CausalReadsTimeout}} {
 			if d.v < 0 {
 				add(f+"."+d.name, "must not be negative")
 			}

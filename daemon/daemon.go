@@ -212,7 +212,7 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: cl.AuthPlugin, RequireTLS: cl.TLS.Require,
 		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
 		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: cl.MaxPacket,
-		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex}
+		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex, CausalReads: cl.CausalReads, CausalTimeout: cl.CausalReadsTimeout.D()}
 	if cl.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -299,6 +300,11 @@ func (r *Router) Replica(avoid, prefer int) (int, error) {
 		return -1, fmt.Errorf("%w and %w", ErrNoReplica, ErrNoPrimary)
 	}
 	return p.primary, nil
+}
+
+// IsReplica reports whether member m is in the current read set.
+func (r *Router) IsReplica(m int) bool {
+	return slices.Contains(r.current().reads, m)
 }
 
 // Snapshot returns the snapshot the router currently routes by.

@@ -19,6 +19,7 @@ func (fixedRouter) Current(uint64) bool                             { return tru
 func (fixedRouter) Moved(uint64) bool                               { return false }
 func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
 func (fixedRouter) Replica(int, int) (int, error)                   { return 0, nil }
+func (fixedRouter) IsReplica(int) bool                              { return true }
 
 // fakeMember answers the handshake, COM_SET_OPTION and COM_QUERY (with one
 // canned row) from preallocated buffers, so the benchmark's allocation count

@@ -33,6 +33,9 @@ type Router interface {
 	// Replica picks the member an autocommit read goes to; prefer is the
 	// member the session read from last (-1 for none).
 	Replica(avoid, prefer int) (int, error)
+	// IsReplica reports whether member m is an eligible replica now (not
+	// the primary a read fell back to).
+	IsReplica(m int) bool
 }
 
 // User is a client account and the member account its statements run as.
@@ -71,6 +74,11 @@ type Config struct {
 	// AutoIncrementDelayMultiplex: statements a session keeps its connection
 	// after one that generated an auto-increment id (for LAST_INSERT_ID()).
 	AutoIncrementDelayMultiplex int
+	// CausalReads: after a session's write, its reads on a replica first
+	// wait (MASTER_GTID_WAIT, up to CausalTimeout) for the write's GTID,
+	// and go to the primary if the replica does not get there in time.
+	CausalReads   bool
+	CausalTimeout time.Duration
 	// ServerVersion announced to clients; learned from a member when empty.
 	ServerVersion string
 }
@@ -110,6 +118,7 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	def(&cfg.ConnectTimeout, 2*time.Second)
 	def(&cfg.QueryTimeout, time.Hour)
 	def(&cfg.ClientIdleTimeout, 8*time.Hour)
+	def(&cfg.CausalTimeout, time.Second)
 	if cfg.MaxConnsPerMember <= 0 {
 		cfg.MaxConnsPerMember = 64
 	}

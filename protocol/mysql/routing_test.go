@@ -349,3 +349,61 @@ func TestNoDatabaseIsNotInherited(t *testing.T) {
 		}
 	}
 }
+
+// TestCausalReads: with causal reads a session reads its own writes on
+// replicas that are behind: the replica waits for the write's GTID, or, when
+// it would take longer than the timeout, the primary answers.
+func TestCausalReads(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		timeout     time.Duration
+		wantPrimary bool
+	}{
+		{"ReplicaWaitsForTheWrite", 10 * time.Second, false},
+		{"SlowReplicaSendsTheReadToThePrimary", 200 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{maxLag: 10 * time.Second, mutate: func(c *pmysql.Config) {
+				c.CausalReads, c.CausalTimeout = true, tc.timeout
+			}})
+			ctx := context.Background()
+			db := e.db(t, "")
+			mustExec(t, db, "CREATE TABLE causal (id INT PRIMARY KEY)")
+			// Both replicas apply events only once they are 2 s old (and
+			// stay eligible: max_replica_lag is 10 s here).
+			var replicas []*sql.DB
+			for _, m := range e.cluster.Members[1:] {
+				r, err := m.DB()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 2", "START SLAVE"} {
+					mustExec(t, r, q)
+				}
+				replicas = append(replicas, r)
+			}
+			e.waitHealthy(t, 2)
+			c := e.conn(t, db)
+			for i := 1; i <= 2; i++ {
+				mustExec(t, c, "INSERT INTO causal VALUES (?)", i)
+				var n int
+				if err := replicas[0].QueryRowContext(ctx, "SELECT COUNT(*) FROM app.causal WHERE id = ?", i).Scan(&n); err != nil || n != 0 {
+					t.Fatalf("the delayed replica already has row %d (%d, %v): the test proves nothing", i, n, err)
+				}
+				start := time.Now()
+				var id, got int
+				if err := c.QueryRowContext(ctx, "SELECT @@server_id, COUNT(*) FROM causal WHERE id = ?", i).Scan(&id, &got); err != nil {
+					t.Fatal(err)
+				}
+				took := time.Since(start)
+				if got != 1 {
+					t.Fatalf("read after the session's write %d answered by server %d without the row", i, id)
+				}
+				if tc.wantPrimary && id != primaryID || !tc.wantPrimary && !isReplica(id) {
+					t.Fatalf("read answered by server %d after %v (timeout %v)", id, took, tc.timeout)
+				}
+			}
+		})
+	}
+}

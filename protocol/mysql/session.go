@@ -73,6 +73,8 @@ type session struct {
 	reader int
 	last   *backendConn
 
+	causal causalState // read-your-writes position (CausalReads)
+
 	stmts    map[uint32]*stmt
 	nextStmt uint32
 
@@ -200,7 +202,7 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, error) {
 	rt := s.p.router
 	switch {
-	case c.Hint == HintPrimary:
+	case c.Hint == HintPrimary, c.Kind == KindRead && s.causal.primary:
 		return rt.Primary(ctx)
 	case c.Kind == KindRead && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
 		m, err := rt.Replica(avoid, s.reader)
@@ -369,6 +371,25 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
+		if s.p.cfg.CausalReads && shared && c.Kind == KindRead && s.causal.pos != "" && !s.causal.has(m) && s.p.router.IsReplica(m) {
+			ok, err := s.causalWait(bc, m)
+			if err != nil {
+				s.dropConn(bc)
+				if retryable(err, attempt, c, s) {
+					avoid = m
+					continue
+				}
+				s.p.metrics.errorsByKind(err).Inc()
+				return s.writeErr(1, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+			}
+			if !ok {
+				// The replica is behind the session's writes: the
+				// primary has them.
+				s.release(bc)
+				c.Hint = HintPrimary
+				continue
+			}
+		}
 		out := pkt
 		var proxyID uint32
 		if st != nil && kind == respPrepare {
@@ -421,6 +442,12 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		}
 		if kind == respPrepare && st != nil && !res.serverErr {
 			s.recordPrepared(bc, st, res)
+		}
+		if s.p.cfg.CausalReads && c.Kind == KindWrite && !res.serverErr && !(res.haveStatus && res.status&statusInTrans != 0) && kind == respResult {
+			if !s.noteWrite(bc) {
+				s.dropConn(bc) // the statement itself succeeded
+				return nil
+			}
 		}
 		s.settle(bc, c, res, kind)
 		return nil

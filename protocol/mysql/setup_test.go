@@ -35,6 +35,7 @@ type envOpts struct {
 	remote   map[int]time.Duration
 	mutate   func(*pmysql.Config)
 	routerFn func(*router.Config)
+	maxLag   time.Duration // the monitor's max_replica_lag (default 1 s)
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -62,8 +63,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 		members = append(members, topology.MemberConfig{Name: m.Name, Addr: addr, Site: site})
 		pm = append(pm, pmysql.Member{Name: m.Name, Addr: addr})
 	}
+	if o.maxLag == 0 {
+		o.maxLag = time.Second
+	}
 	mon, err := topology.New(topology.Config{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
-		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: time.Second, HeartbeatID: t.Name()}, log)
+		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: o.maxLag, HeartbeatID: t.Name()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
