@@ -202,8 +202,10 @@ func (p *memberPool) signalLocked() {
 // put returns a healthy connection to the idle stack.
 func (p *memberPool) put(bc *backendConn) {
 	bc.lastUsed = time.Now()
-	bc.key.noDB = bc.db == ""
 	p.mu.Lock()
+	// Under the lock: another session may be looking at this connection as
+	// the one it would prefer (popIdleLocked reads its key).
+	bc.key.noDB = bc.db == ""
 	p.idle[bc.key] = append(p.idle[bc.key], bc)
 	p.signalLocked()
 	p.mu.Unlock()
