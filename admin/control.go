@@ -154,6 +154,32 @@ func (s *Server) signed(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// signedJSON serves a signed POST whose body is a Req: check names what is
+// wrong with it ("" when nothing), do carries it out and returns the answer.
+func signedJSON[Req any](s *Server, check func(*Req) string, do func(*http.Request, *Req) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		body, err := s.signed(r)
+		if err == nil {
+			err = decode(body, &req)
+		}
+		if err == nil {
+			if msg := check(&req); msg != "" {
+				err = &badRequest{msg}
+			}
+		}
+		var ans any
+		if err == nil {
+			ans, err = do(r, &req)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ans)
+	}
+}
+
 func decode(body []byte, v any) error {
 	if len(body) == 0 {
 		return &badRequest{"empty body: a JSON object is required"}
@@ -173,76 +199,34 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"servers": m, "leader": s.control.Overview().Leader})
 	})
-	mux.HandleFunc("POST /v1/raft/arbiters", func(w http.ResponseWriter, r *http.Request) {
-		var req JoinRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
+	mux.HandleFunc("POST /v1/raft/arbiters", signedJSON(s, func(req *JoinRequest) string {
+		if req.ID == "" || req.Raft == "" || req.Admin == "" {
+			return "adding an arbiter needs id, raft and admin"
 		}
-		if err == nil && (req.ID == "" || req.Raft == "" || req.Admin == "") {
-			err = &badRequest{"adding an arbiter needs id, raft and admin"}
+		return ""
+	}, func(r *http.Request, req *JoinRequest) (any, error) {
+		return map[string]string{"added": req.ID}, s.control.AddArbiter(r.Context(), *req)
+	}))
+	mux.HandleFunc("POST /v1/raft/remove", signedJSON(s, func(req *RemoveRequest) string {
+		if req.ID == "" {
+			return "remove needs an id"
 		}
-		if err == nil {
-			err = s.control.AddArbiter(r.Context(), req)
+		return ""
+	}, func(r *http.Request, req *RemoveRequest) (any, error) {
+		return map[string]string{"removed": req.ID}, s.control.Remove(r.Context(), req.ID)
+	}))
+	mux.HandleFunc("POST /v1/raft/join", signedJSON(s, func(req *JoinRequest) string {
+		if req.ID == "" || req.Raft == "" {
+			return "join needs id and raft"
 		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"added": req.ID})
-	})
-	mux.HandleFunc("POST /v1/raft/remove", func(w http.ResponseWriter, r *http.Request) {
-		var req RemoveRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
-		}
-		if err == nil && req.ID == "" {
-			err = &badRequest{"remove needs an id"}
-		}
-		if err == nil {
-			err = s.control.Remove(r.Context(), req.ID)
-		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"removed": req.ID})
-	})
-	mux.HandleFunc("POST /v1/raft/join", func(w http.ResponseWriter, r *http.Request) {
-		var req JoinRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
-		}
-		if err == nil && (req.ID == "" || req.Raft == "") {
-			err = &badRequest{"join needs id and raft"}
-		}
-		if err == nil {
-			err = s.control.Join(r.Context(), req)
-		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID})
-	})
-	mux.HandleFunc("POST /v1/raft/lease", func(w http.ResponseWriter, r *http.Request) {
-		var req LeaseRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
-		}
-		var ans LeaseAnswer
-		if err == nil {
-			ans, err = s.control.Lease(r.Context(), req.Proxy, req.Applied)
-		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, ans)
-	})
+		return ""
+	}, func(r *http.Request, req *JoinRequest) (any, error) {
+		return map[string]string{"joined": req.ID}, s.control.Join(r.Context(), *req)
+	}))
+	mux.HandleFunc("POST /v1/raft/lease", signedJSON(s, func(*LeaseRequest) string { return "" },
+		func(r *http.Request, req *LeaseRequest) (any, error) {
+			return s.control.Lease(r.Context(), req.Proxy, req.Applied)
+		}))
 	mux.HandleFunc("POST /v1/observe/{cluster}", func(w http.ResponseWriter, r *http.Request) {
 		_, err := s.signed(r)
 		var o arbiter.Observation
@@ -255,48 +239,31 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, o)
 	})
-	mux.HandleFunc("POST /v1/clusters/{cluster}/promote", func(w http.ResponseWriter, r *http.Request) {
-		var req PromoteRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
-		}
-		timeout := 30 * time.Second
-		if err == nil && req.Timeout != "" {
-			if timeout, err = time.ParseDuration(req.Timeout); err != nil || timeout <= 0 {
-				err = &badRequest{"timeout " + req.Timeout + " is not a positive duration"}
+	mux.HandleFunc("POST /v1/clusters/{cluster}/promote", signedJSON(s, func(req *PromoteRequest) string {
+		if req.Timeout != "" {
+			if d, err := time.ParseDuration(req.Timeout); err != nil || d <= 0 {
+				return "timeout " + req.Timeout + " is not a positive duration"
 			}
 		}
-		if err == nil && req.Member == "" {
-			err = &badRequest{"promote needs a member"}
+		if req.Member == "" {
+			return "promote needs a member"
 		}
-		if err == nil {
-			err = s.control.Promote(r.Context(), r.PathValue("cluster"), req.Member, timeout)
+		return ""
+	}, func(r *http.Request, req *PromoteRequest) (any, error) {
+		timeout := 30 * time.Second
+		if req.Timeout != "" {
+			timeout, _ = time.ParseDuration(req.Timeout) // checked above
 		}
-		if err != nil {
-			writeError(w, err)
-			return
+		return map[string]string{"primary": req.Member}, s.control.Promote(r.Context(), r.PathValue("cluster"), req.Member, timeout)
+	}))
+	mux.HandleFunc("POST /v1/clusters/{cluster}/maintenance", signedJSON(s, func(req *MaintenanceRequest) string {
+		if req.Member == "" {
+			return "maintenance needs a member"
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"primary": req.Member})
-	})
-	mux.HandleFunc("POST /v1/clusters/{cluster}/maintenance", func(w http.ResponseWriter, r *http.Request) {
-		var req MaintenanceRequest
-		body, err := s.signed(r)
-		if err == nil {
-			err = decode(body, &req)
-		}
-		if err == nil && req.Member == "" {
-			err = &badRequest{"maintenance needs a member"}
-		}
-		if err == nil {
-			err = s.control.Maintenance(r.Context(), r.PathValue("cluster"), req.Member, req.On)
-		}
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, req)
-	})
+		return ""
+	}, func(r *http.Request, req *MaintenanceRequest) (any, error) {
+		return req, s.control.Maintenance(r.Context(), r.PathValue("cluster"), req.Member, req.On)
+	}))
 	mux.HandleFunc("GET /v1/clusters/{cluster}/history", func(w http.ResponseWriter, r *http.Request) {
 		for _, c := range s.clusters {
 			if c.Name == r.PathValue("cluster") && c.State != nil {

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -273,39 +274,41 @@ func applyMember(s *State, c *Command) (uint64, error) {
 }
 
 func applyProxyJoin(s *State, c *Command) (uint64, error) {
-	if c.Proxy == nil || c.Proxy.ID == "" {
-		return 0, fmt.Errorf("%w: proxy join without an id", ErrInvalid)
-	}
-	p := *c.Proxy
-	p.Joined = c.At
-	s.Proxies[p.ID] = p
-	return 0, nil
+	return 0, join(s.Proxies, c.Proxy, c.At, "proxy")
 }
 
 func applyProxyLeave(s *State, c *Command) (uint64, error) {
-	if c.Proxy == nil || c.Proxy.ID == "" {
-		return 0, fmt.Errorf("%w: proxy leave without an id", ErrInvalid)
-	}
-	delete(s.Proxies, c.Proxy.ID)
-	return 0, nil
+	return 0, leave(s.Proxies, c.Proxy, "proxy")
 }
 
 func applyArbiterJoin(s *State, c *Command) (uint64, error) {
-	if c.Arbiter == nil || c.Arbiter.ID == "" || c.Arbiter.Admin == "" {
-		return 0, fmt.Errorf("%w: arbiter join without an id or admin address", ErrInvalid)
+	if c.Arbiter != nil && c.Arbiter.Admin == "" {
+		return 0, fmt.Errorf("%w: arbiter join without an admin address", ErrInvalid)
 	}
-	a := *c.Arbiter
-	a.Joined = c.At
-	s.Arbiters[a.ID] = a
-	return 0, nil
+	return 0, join(s.Arbiters, c.Arbiter, c.At, "arbiter")
 }
 
 func applyArbiterLeave(s *State, c *Command) (uint64, error) {
-	if c.Arbiter == nil || c.Arbiter.ID == "" {
-		return 0, fmt.Errorf("%w: arbiter leave without an id", ErrInvalid)
+	return 0, leave(s.Arbiters, c.Arbiter, "arbiter")
+}
+
+// join and leave keep a map of group nodes (proxies, added arbiters).
+func join(m map[string]Proxy, p *Proxy, at time.Time, what string) error {
+	if p == nil || p.ID == "" {
+		return fmt.Errorf("%w: %s join without an id", ErrInvalid, what)
 	}
-	delete(s.Arbiters, c.Arbiter.ID)
-	return 0, nil
+	n := *p
+	n.Joined = at
+	m[n.ID] = n
+	return nil
+}
+
+func leave(m map[string]Proxy, p *Proxy, what string) error {
+	if p == nil || p.ID == "" {
+		return fmt.Errorf("%w: %s leave without an id", ErrInvalid, what)
+	}
+	delete(m, p.ID)
+	return nil
 }
 
 func applyNote(s *State, c *Command) (uint64, error) {
