@@ -1,9 +1,14 @@
 package mysql_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +119,59 @@ func TestKill(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("the killed session's transaction still holds its lock: %v", err)
+		}
+	})
+
+	t.Run("MariaDBClientCtrlC", func(t *testing.T) {
+		// The mariadb CLI answers Ctrl-C with KILL QUERY <the handshake's
+		// id> on a second connection: through the proxy that must stop
+		// the statement on the member that runs it.
+		e.waitHealthy(t, 2)
+		host, port, _ := net.SplitHostPort(e.addr)
+		var out bytes.Buffer
+		cli := exec.Command("mariadb", "-h", host, "-P", port, "-u", chaos.AppUser, "-p"+chaos.AppPassword, chaos.AppDatabase,
+			"-e", "SELECT SLEEP(30) AS ctrl_c_test")
+		cli.Stdout, cli.Stderr = &out, &out
+		if err := cli.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cli.Wait() }()
+		defer func() { _ = cli.Process.Kill() }()
+		running := func() (bool, error) {
+			for _, m := range e.cluster.Members {
+				adm, err := m.DB()
+				if err != nil {
+					return false, err
+				}
+				var n int
+				err = adm.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%ctrl\\_c\\_test%' AND INFO NOT LIKE '%PROCESSLIST%'").Scan(&n)
+				adm.Close()
+				if err != nil {
+					return false, err
+				}
+				if n > 0 {
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+		if err := chaos.Poll(ctx, 10*time.Second, running); err != nil {
+			t.Fatalf("the CLI's SLEEP never showed up on a member: %v\n%s", err, out.String())
+		}
+		if err := cli.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the CLI still runs 15 s after Ctrl-C:\n%s", out.String())
+		}
+		if !strings.Contains(out.String(), "1317") {
+			t.Fatalf("CLI output after Ctrl-C: %q, want the interrupted query (1317)", out.String())
+		}
+		if still, err := running(); err != nil || still {
+			t.Fatalf("the SLEEP still runs on a member after Ctrl-C (%v)", err)
 		}
 	})
 
