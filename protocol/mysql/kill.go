@@ -79,10 +79,19 @@ func (s *session) kill(ctx context.Context, id uint32, query bool) error {
 	if v == nil {
 		return s.writeErr(1, &ServerError{Code: CodeNoSuchThread, State: "HY000", Message: fmt.Sprintf("Unknown thread id: %d", id)})
 	}
+	if se := s.killLocked(ctx, v, query); se != nil {
+		return s.writeErr(1, se)
+	}
+	return s.writeOK(1, 0, 0)
+}
+
+// killLocked does the kill under the victim's killMu and reports what went
+// wrong; the answer to the client is written after the lock is released.
+func (s *session) killLocked(ctx context.Context, v *session, query bool) *ServerError {
 	v.killMu.Lock()
 	defer v.killMu.Unlock()
 	if v.owner != s.user.Name {
-		return s.writeErr(1, &ServerError{Code: CodeKillDenied, State: "HY000", Message: fmt.Sprintf("You are not owner of thread %d", id)})
+		return &ServerError{Code: CodeKillDenied, State: "HY000", Message: fmt.Sprintf("You are not owner of thread %d", v.id)}
 	}
 	// While killMu is held the victim cannot hand its connection back to the
 	// pool, so the KILL cannot reach a statement of another session that
@@ -91,9 +100,9 @@ func (s *session) kill(ctx context.Context, id uint32, query bool) error {
 		if err := s.killOnMember(ctx, bc); err != nil {
 			var se *ServerError
 			if !errors.As(err, &se) {
-				se = toServerError(s.p.cfg.Cluster, fmt.Errorf("kill %d on member %s: %w", id, bc.pool.name, err))
+				se = toServerError(s.p.cfg.Cluster, fmt.Errorf("kill %d on member %s: %w", v.id, bc.pool.name, err))
 			}
-			return s.writeErr(1, se)
+			return se
 		}
 	}
 	if !query {
@@ -101,7 +110,7 @@ func (s *session) kill(ctx context.Context, id uint32, query bool) error {
 		// connection is reset (rolling back a transaction) on the way out.
 		v.raw.Close()
 	}
-	return s.writeOK(1, 0, 0)
+	return nil
 }
 
 // killOnMember sends KILL QUERY for bc's member thread on another connection
