@@ -378,6 +378,13 @@ func TestCausalReads(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer r.Close()
+				// The table first, undelayed.
+				if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+					_, err := r.ExecContext(ctx, "SELECT 1 FROM app.causal LIMIT 1")
+					return err == nil, nil
+				}); err != nil {
+					t.Fatalf("%s never got the table: %v", m.Name, err)
+				}
 				for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 2", "START SLAVE"} {
 					mustExec(t, r, q)
 				}
