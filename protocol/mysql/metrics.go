@@ -17,6 +17,10 @@ type metrics struct {
 	sessions     prometheus.Gauge
 	authFailures prometheus.Counter
 	clientErrors prometheus.Counter
+	// causal reads: a replica waited for the session's writes, or was too
+	// slow and the primary answered.
+	causalWaited   prometheus.Counter
+	causalFallback prometheus.Counter
 }
 
 var errorKinds = []string{"no_primary", "writable_conflict", "no_replica", "backend_down", "backend_lost", "pool_timeout", "session_state", "no_lease", "changing", "ack_fenced", "other"}
@@ -29,6 +33,10 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 		Name: "dbrouter_errors_total", Help: "Errors the proxy itself returned to clients, by kind.",
 	}, []string{"cluster", "kind"})
 	m := &metrics{errs: map[string]prometheus.Counter{}}
+	causal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbrouter_causal_reads_total", Help: "Replica reads after a session's write (causal_reads): waited = the replica caught up in time, primary = it did not and the primary answered.",
+	}, []string{"cluster", "result"})
+	m.causalWaited, m.causalFallback = causal.WithLabelValues(cluster, "waited"), causal.WithLabelValues(cluster, "primary")
 	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "dbrouter_client_sessions", Help: "Connected client sessions.", ConstLabels: prometheus.Labels{"cluster": cluster}})
 	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_auth_failures_total", Help: "Client logins refused.", ConstLabels: prometheus.Labels{"cluster": cluster}})
 	m.clientErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_client_protocol_errors_total", Help: "Client sessions closed for malformed or oversized packets.", ConstLabels: prometheus.Labels{"cluster": cluster}})
@@ -41,7 +49,7 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 	}
 	conns := prometheus.NewGaugeFunc // per member, read at scrape time
 	var collectors []prometheus.Collector
-	collectors = append(collectors, queries, errs, m.sessions, m.authFailures, m.clientErrors)
+	collectors = append(collectors, queries, errs, causal, m.sessions, m.authFailures, m.clientErrors)
 	for _, pool := range p.pools {
 		pool := pool
 		collectors = append(collectors,

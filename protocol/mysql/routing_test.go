@@ -411,6 +411,12 @@ func TestCausalReads(t *testing.T) {
 					t.Fatalf("read answered by server %d after %v (timeout %v)", id, took, tc.timeout)
 				}
 			}
+			// The metrics say which way each read went.
+			waited := e.counter(t, "dbrouter_causal_reads_total", map[string]string{"result": "waited"})
+			primary := e.counter(t, "dbrouter_causal_reads_total", map[string]string{"result": "primary"})
+			if tc.wantPrimary && (primary != 2 || waited != 0) || !tc.wantPrimary && (waited != 2 || primary != 0) {
+				t.Fatalf("dbrouter_causal_reads_total: waited %v, primary %v", waited, primary)
+			}
 		})
 	}
 }

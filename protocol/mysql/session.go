@@ -371,7 +371,8 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
-		if s.p.cfg.CausalReads && shared && c.Kind == KindRead && s.causal.pos != "" && !s.causal.has(m) && s.p.router.IsReplica(m) {
+		// (A prepare reads no rows: only what runs waits.)
+		if s.p.cfg.CausalReads && shared && c.Kind == KindRead && kind != respPrepare && s.causal.pos != "" && !s.causal.has(m) && s.p.router.IsReplica(m) {
 			ok, err := s.causalWait(bc, m)
 			if err != nil {
 				s.dropConn(bc)
@@ -385,10 +386,12 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			if !ok {
 				// The replica is behind the session's writes: the
 				// primary has them.
+				s.p.metrics.causalFallback.Inc()
 				s.release(bc)
 				c.Hint = HintPrimary
 				continue
 			}
+			s.p.metrics.causalWaited.Inc()
 		}
 		out := pkt
 		var proxyID uint32
