@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -614,14 +615,85 @@ func (c *Cluster) Close() error {
 // Dir is the cluster's work dir.
 func (c *Cluster) Dir() string { return c.dir }
 
-// FreePort asks the kernel for a free loopback TCP port.
+// FreePort returns a free loopback TCP port for a server a test starts.
+//
+// Ports come from below the kernel's ephemeral range: a port from that
+// range can be taken as the source port of any outgoing connection between
+// this check and the server binding it, which happened in CI with several
+// test binaries running at once. Each port handed out is also claimed with
+// an flock on a file in the temp dir, held until this process exits, so
+// two test processes never get the same one.
 func FreePort() (int, error) {
+	lo, hi := 20000, ephemeralLow()
+	if hi-lo >= 1000 {
+		for range 200 {
+			p := lo + rand.IntN(hi-lo)
+			if claimPort(p) {
+				return p, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var portClaims struct {
+	sync.Mutex
+	held map[int]*os.File
+}
+
+// claimPort takes port p for this process if no other process holds it and
+// it is free to bind now.
+func claimPort(p int) bool {
+	portClaims.Lock()
+	defer portClaims.Unlock()
+	if portClaims.held[p] != nil {
+		return false
+	}
+	dir := filepath.Join(os.TempDir(), "dbrouter-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		f.Close()
+		return false
+	}
+	l.Close()
+	if portClaims.held == nil {
+		portClaims.held = map[int]*os.File{}
+	}
+	portClaims.held[p] = f // the lock lives as long as the process
+	return true
+}
+
+// ephemeralLow is the lowest port the kernel picks for outgoing connections.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 // poll calls f until it reports done, returns an error, or d passes. A false
