@@ -102,32 +102,27 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 	if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog}); err != nil {
 		return d, err
 	}
-	type arb struct{ name, raft, admin string }
-	var arbs []arb
-	defer func() {
-		for _, a := range arbs {
-			d.listed = append(d.listed, config.Arbiter{Name: a.name, Raft: a.raft, Admin: a.admin})
-		}
-	}()
 	for i := 1; i <= 3; i++ {
-		a := arb{name: fmt.Sprintf("a%d", i)}
-		if a.raft, err = freeAddr(); err != nil {
+		a := config.Arbiter{Name: fmt.Sprintf("a%d", i)}
+		if a.Raft, err = freeAddr(); err != nil {
 			return d, err
 		}
-		if a.admin, err = freeAddr(); err != nil {
+		if a.Admin, err = freeAddr(); err != nil {
 			return d, err
 		}
-		arbs = append(arbs, a)
+		d.listed = append(d.listed, a)
 	}
-	controlYAML := func(admins map[string]string) string {
+	// controlYAML lists the arbiters, with admins overriding their admin
+	// addresses (links), and extra control lines.
+	controlYAML := func(listed []config.Arbiter, admins map[string]string, extra string) string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "  secret: %s\n%s  arbiters:\n", Secret, o.Control)
-		for _, a := range arbs {
-			adm := a.admin
-			if admins[a.name] != "" {
-				adm = admins[a.name]
+		fmt.Fprintf(&b, "  secret: %s\n%s%s  arbiters:\n", Secret, o.Control, extra)
+		for _, a := range listed {
+			adm := a.Admin
+			if admins[a.Name] != "" {
+				adm = admins[a.Name]
 			}
-			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, adm)
+			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.Name, a.Raft, adm)
 		}
 		return b.String()
 	}
@@ -147,26 +142,20 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		return s
 	}
 	d.arbiterYAML = func(name, raft, adm string, listed []config.Arbiter, extra string) string {
-		var b strings.Builder
-		fmt.Fprintf(&b, "  secret: %s\n%s%s  arbiters:\n", Secret, o.Control, extra)
-		for _, a := range listed {
-			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.Name, a.Raft, a.Admin)
-		}
 		return fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
-			name, adm, raft, filepath.Join(dir, name), b.String(), clusterYAML(""))
+			name, adm, raft, filepath.Join(dir, name), controlYAML(listed, nil, extra), clusterYAML(""))
 	}
-	for _, a := range arbs {
+	for _, a := range d.listed {
 		var dial map[string]string
 		if o.ArbiterToPrimary {
-			l, err := d.link(a.name+"/db1", d.Member("db1").Addr())
+			l, err := d.link(a.Name+"/db1", d.Member("db1").Addr())
 			if err != nil {
 				return d, err
 			}
 			dial = map[string]string{"db1": l}
 		}
-		y := fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
-			a.name, a.admin, a.raft, filepath.Join(dir, a.name), controlYAML(nil), clusterYAML(""))
-		n, err := d.run(a.name, y, a.admin, "", daemon.Options{Dial: dial})
+		y := d.arbiterYAML(a.Name, a.Raft, a.Admin, d.listed, "")
+		n, err := d.run(a.Name, y, a.Admin, "", daemon.Options{Dial: dial})
 		if err != nil {
 			return d, err
 		}
@@ -183,8 +172,8 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		admins := map[string]string{}
 		advertise := ""
 		if o.ProxyToArbiters && i == 1 {
-			for _, a := range arbs {
-				if admins[a.name], err = d.link(name+"/"+a.name, a.admin); err != nil {
+			for _, a := range d.listed {
+				if admins[a.Name], err = d.link(name+"/"+a.Name, a.Admin); err != nil {
 					return d, err
 				}
 			}
@@ -195,7 +184,7 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 			advertise = fmt.Sprintf("  raft_advertise: %q\n", l)
 		}
 		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n%s  dir: %q\n%s%s",
-			name, adm, raft, advertise, filepath.Join(dir, name), controlYAML(admins), clusterYAML(listen))
+			name, adm, raft, advertise, filepath.Join(dir, name), controlYAML(d.listed, admins, ""), clusterYAML(listen))
 		n, err := d.run(name, y, adm, listen, daemon.Options{})
 		if err != nil {
 			return d, err
