@@ -8,6 +8,19 @@ APT_PKGS  := mariadb-server mariadb-client sysbench haproxy
 BIN       := bin
 FUZZTIME  ?= 30s
 
+# RUNTIME_TUNING is baked into every binary the Makefile builds. When all of
+# the Go runtime's Ps go idle, its sysmon thread deep-sleeps, and the next
+# goroutine to enter a system call wakes it with a futex; sysmon then polls
+# every 20 µs for a while. A proxy idles between statements, so that was one
+# extra thread wake-up (and a burst of timer wake-ups) per statement on the
+# cores the servers need: ~50 µs per statement with one client. Any
+# schedtrace period keeps sysmon out of deep sleep (it polls at most every
+# 10 ms instead); this one (24.8 days) is never printed in practice, at
+# most one SCHED line per 24.8 days of uptime. Measured in bench/NOTES.md.
+RUNTIME_TUNING := -X=runtime.godebugDefault=schedtrace=2147483647
+GOBUILD   := $(GO) build -ldflags='$(RUNTIME_TUNING)'
+export RUNTIME_TUNING
+
 .PHONY: all build run test deps lint bench fuzz chaos clean
 
 all: build
@@ -28,9 +41,9 @@ deps:
 	$(GO) mod download
 
 build:
-	$(GO) build -o $(BIN)/routerd ./cmd/routerd
-	$(GO) build -o $(BIN)/routerctl ./cmd/routerctl
-	$(GO) build -o $(BIN)/sandbox ./cmd/sandbox
+	$(GOBUILD) -o $(BIN)/routerd ./cmd/routerd
+	$(GOBUILD) -o $(BIN)/routerctl ./cmd/routerctl
+	$(GOBUILD) -o $(BIN)/sandbox ./cmd/sandbox
 
 run: deps build
 	./$(BIN)/sandbox

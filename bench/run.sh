@@ -46,7 +46,8 @@ listen mysql
 CFG
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
-go build -o "$work/gorelay" ./bench/gorelay
+# Built like routerd (make build's RUNTIME_TUNING), so the yardstick is fair.
+go build -ldflags="${RUNTIME_TUNING:?run through make bench}" -o "$work/gorelay" ./bench/gorelay
 "$work/gorelay" -listen "127.0.0.1:$RELAYPORT" -backends "127.0.0.1:$P2,127.0.0.1:$P3" >"$work/gorelay.log" 2>&1 &
 pids+=($!)
 

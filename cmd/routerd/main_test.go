@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 )
 
@@ -26,6 +27,28 @@ func TestBadInvocationsExitTwo(t *testing.T) {
 	} {
 		if got := run(args); got != 2 {
 			t.Errorf("routerd %v exited %d, want 2", args, got)
+		}
+	}
+}
+
+func TestRuntimeTuned(t *testing.T) {
+	made := []debug.BuildSetting{{Key: "-compiler", Value: "gc"}, {Key: "-ldflags", Value: "-X=runtime.godebugDefault=schedtrace=2147483647"}}
+	plain := []debug.BuildSetting{{Key: "-compiler", Value: "gc"}, {Key: "-ldflags", Value: "-s -w"}}
+	for _, tc := range []struct {
+		godebug string
+		build   []debug.BuildSetting
+		want    bool
+	}{
+		{"", made, true},
+		{"", plain, false},
+		{"", nil, false},
+		{"schedtrace=100000", plain, true},
+		{"madvdontneed=1,schedtrace=2147483647", nil, true},
+		{"schedtrace=0", made, false}, // $GODEBUG overrides the build's default
+		{"madvdontneed=1", plain, false},
+	} {
+		if got := runtimeTuned(tc.godebug, tc.build); got != tc.want {
+			t.Errorf("runtimeTuned(%q, %v) = %v, want %v", tc.godebug, tc.build, got, tc.want)
 		}
 	}
 }
