@@ -44,7 +44,8 @@ type backendConn struct {
 	multi    bool
 	stmts    map[string]uint32 // SQL -> member statement id, valid for db
 	version  string
-	threadID uint32 // the member's id for this connection, for KILL QUERY
+	threadID uint32        // the member's id for this connection, for KILL QUERY
+	stw      *sendThenWait // nil: a connection without a raw socket
 
 	lastUsed   time.Time
 	deadline   time.Time
@@ -262,7 +263,12 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*
 	if err != nil {
 		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, errBackendDown, err)
 	}
-	bc := &backendConn{nc: nc, r: bufio.NewReaderSize(nc, bufSize), w: bufio.NewWriterSize(nc, bufSize), pool: p, key: key, multi: true, stmts: map[string]uint32{}}
+	bc := &backendConn{nc: nc, w: bufio.NewWriterSize(nc, bufSize), pool: p, key: key, multi: true, stmts: map[string]uint32{}}
+	if bc.stw = newSendThenWait(nc, bc.w); bc.stw != nil {
+		bc.r = bufio.NewReaderSize(bc.stw, bufSize)
+	} else {
+		bc.r = bufio.NewReaderSize(nc, bufSize)
+	}
 	bc.pr = packetReader{r: bc.r, max: p.maxPkt}
 	_ = nc.SetDeadline(time.Now().Add(p.connect + 5*time.Second))
 	if err := bc.handshake(cred, key); err != nil {
@@ -394,6 +400,19 @@ func setDeadlineLazy(nc net.Conn, cur *time.Time, d time.Duration) {
 }
 
 // command sends one command packet (sequence 0) and flushes.
+// send writes a command whose answer is read next: the read sends it (see
+// sendThenWait).
+func (bc *backendConn) send(payload []byte) error {
+	if bc.stw == nil || bc.r.Buffered() > 0 {
+		return bc.command(payload)
+	}
+	if _, err := writePacket(bc.w, 0, payload); err != nil {
+		return err
+	}
+	bc.stw.pending = true
+	return nil
+}
+
 func (bc *backendConn) command(payload []byte) error {
 	if _, err := writePacket(bc.w, 0, payload); err != nil {
 		return err

@@ -344,6 +344,56 @@ func TestMemberFailures(t *testing.T) {
 		e.waitHealthy(t, 2)
 	})
 
+	// A member that closes a pooled connection between two statements: the
+	// next statement on it finds out when it waits for the answer (the
+	// command it sent draws a reset), and the read runs elsewhere — it
+	// does not wait for the answer to a command the member never got.
+	t.Run("PooledConnectionClosedByTheMember", func(t *testing.T) {
+		for round := 0; round < 3; round++ {
+			for i := 0; i < 8; i++ { // leave fresh connections in the pool
+				serverID(t, db, "SELECT @@server_id")
+			}
+			killed := 0
+			for _, m := range e.cluster.Members[1:] {
+				mdb, err := m.DB()
+				if err != nil {
+					t.Fatal(err)
+				}
+				rows, err := mdb.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND = 'Sleep'", chaos.AppUser)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ids []int64
+				for rows.Next() {
+					var id int64
+					if err := rows.Scan(&id); err != nil {
+						t.Fatal(err)
+					}
+					ids = append(ids, id)
+				}
+				rows.Close()
+				for _, id := range ids {
+					if _, err := mdb.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
+						killed++
+					}
+				}
+				mdb.Close()
+			}
+			if killed == 0 {
+				t.Fatal("no pooled connection found on the replicas")
+			}
+			start := time.Now()
+			for i := 0; i < 8; i++ {
+				if id := serverID(t, db, "SELECT @@server_id"); id == 0 {
+					t.Fatal("no server id")
+				}
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("8 reads after the member closed %d pooled connections took %v", killed, d)
+			}
+		}
+	})
+
 	t.Run("KilledReplicaMidReadIsAnErrorNotAHang", func(t *testing.T) {
 		c := e.conn(t, db)
 		type result struct {

@@ -347,6 +347,7 @@ func (s *session) run(ctx context.Context, pkt []byte, c Class, kind respKind) e
 // COM_STMT_PREPARE (the response carries the proxy's id and is recorded).
 func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind, st *stmt) error {
 	avoid := -1
+	stale := 0
 	var downSince time.Time
 	for attempt := 0; ; attempt++ {
 		bc, m, err := s.acquire(ctx, c, avoid)
@@ -417,7 +418,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
 		s.setBusy(bc)
-		if err = bc.command(out); err == nil {
+		if err = bc.send(out); err == nil {
 			res, err = s.relay(bc, kind, proxyID)
 		} else {
 			err = fmt.Errorf("%w: %v", errBackendLost, err)
@@ -427,6 +428,14 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			s.dropConn(bc)
 			if errors.Is(err, errClientGone) {
 				return err
+			}
+			if !res.sent && shared && retryable(err, 0, c, s) && !bc.lastUsed.IsZero() && stale < maxStaleConns {
+				// A pooled connection the member closed while it sat
+				// idle (a KILL, a restart): not a failure of the member
+				// or of the statement, and not the one retry.
+				stale++
+				attempt--
+				continue
 			}
 			if !res.sent && shared && retryable(err, attempt, c, s) {
 				avoid = bc.pool.idx
@@ -456,6 +465,10 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		return nil
 	}
 }
+
+// maxStaleConns bounds how many dead pooled connections one read may run
+// into before the next failure counts as its retry.
+const maxStaleConns = 8
 
 // retryable: only an autocommit read that no byte of reached the client may
 // run again, and only once.
