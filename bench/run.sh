@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${BENCH_TIME:-10}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 THREADS=8
 ROUTER=127.0.0.1:16033
 ADMIN=127.0.0.1:17080
@@ -106,7 +106,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
-  echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas."
+  echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas. gorelay and routerd are built with the Makefile's RUNTIME_TUNING (docs/operations.md)."
   echo
   echo "| workload | direct qps | haproxy qps | gorelay qps | routerd qps | routerd/haproxy qps | gorelay/haproxy qps | direct p95 ms | haproxy p95 ms | gorelay p95 ms | routerd p95 ms | routerd/haproxy p95 | gorelay/haproxy p95 |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
