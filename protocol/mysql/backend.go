@@ -401,9 +401,12 @@ func setDeadlineLazy(nc net.Conn, cur *time.Time, d time.Duration) {
 
 // command sends one command packet (sequence 0) and flushes.
 // send writes a command whose answer is read next: the read sends it (see
-// sendThenWait).
+// sendThenWait). A command that does not fit the writer's buffer is written
+// at once, as bufio would anyway, and its answer read the usual way: were
+// any of it on the wire before the read readiness is reset, an answer that
+// came back in between would never signal.
 func (bc *backendConn) send(payload []byte) error {
-	if bc.stw == nil || bc.r.Buffered() > 0 {
+	if bc.stw == nil || bc.r.Buffered() > 0 || 4+len(payload) > bc.w.Available() {
 		return bc.command(payload)
 	}
 	if _, err := writePacket(bc.w, 0, payload); err != nil {
