@@ -399,7 +399,6 @@ func setDeadlineLazy(nc net.Conn, cur *time.Time, d time.Duration) {
 	_ = nc.SetDeadline(*cur)
 }
 
-// command sends one command packet (sequence 0) and flushes.
 // send writes a command whose answer is read next: the read sends it (see
 // sendThenWait). A command that does not fit the writer's buffer is written
 // at once, as bufio would anyway, and its answer read the usual way: were
@@ -416,6 +415,7 @@ func (bc *backendConn) send(payload []byte) error {
 	return nil
 }
 
+// command sends one command packet (sequence 0) and flushes.
 func (bc *backendConn) command(payload []byte) error {
 	if _, err := writePacket(bc.w, 0, payload); err != nil {
 		return err
