@@ -62,10 +62,11 @@ for p in "$P2" "$P3"; do
 done
 
 declare -A QPS P95 ALLQ ALLP
-run() { # workload label port extra...
+run() { # workload[@threads] label port extra...
   local w=$1 label=$2 port=$3; shift 3
-  local out q p
-  out=$(sb "$w" --mysql-port="$port" --threads=$THREADS --time="$DUR" --db-ps-mode=auto --report-interval=0 "$@" run)
+  local out q p threads=$THREADS
+  [[ $w == *@* ]] && threads=${w#*@}
+  out=$(sb "${w%@*}" --mysql-port="$port" --threads="$threads" --time="$DUR" --db-ps-mode=auto --report-interval=0 "$@" run)
   q=$(echo "$out" | sed -n 's/.*queries: .*(\(.*\) per sec.)/\1/p' | head -1)
   p=$(echo "$out" | awk '/95th percentile:/ {print $3}')
   ALLQ[$w/$label]+="$q "
@@ -75,8 +76,11 @@ run() { # workload label port extra...
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Targets are interleaved round by round, and medians reported: the machine
 # is shared, and one run per target measures the neighbours as much as us.
+# oltp_point_select@1: one client, where a proxy's per-statement latency
+# shows undiluted by queueing.
+WORKLOADS="oltp_point_select oltp_read_only oltp_point_select@1"
 for round in $(seq 1 "$ROUNDS"); do
-  for w in oltp_point_select oltp_read_only; do
+  for w in $WORKLOADS; do
     extra=()
     # sysbench wraps read_only in BEGIN/COMMIT; transactions stay on the
     # primary by design, so measure the read path with skip_trx.
@@ -103,15 +107,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
   echo "Everything (3 mariadbd, HAProxy, gorelay or routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
   echo
-  echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
+  echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS (1 for the one-thread row) --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
   echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas. gorelay and routerd are built with the Makefile's RUNTIME_TUNING (docs/operations.md)."
   echo
   echo "| workload | direct qps | haproxy qps | gorelay qps | routerd qps | routerd/haproxy qps | gorelay/haproxy qps | direct p95 ms | haproxy p95 ms | gorelay p95 ms | routerd p95 ms | routerd/haproxy p95 | gorelay/haproxy p95 |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-  for w in oltp_point_select oltp_read_only; do
-    echo "| $w | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/gorelay]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | $(ratio "${QPS[$w/gorelay]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/gorelay]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") | $(ratio "${P95[$w/gorelay]}" "${P95[$w/haproxy]}") |"
+  for w in $WORKLOADS; do
+    echo "| ${w/@1/, 1 thread} | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/gorelay]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | $(ratio "${QPS[$w/gorelay]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/gorelay]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") | $(ratio "${P95[$w/gorelay]}" "${P95[$w/haproxy]}") |"
   done
   echo
   echo "All runs (qps / p95 ms, in round order):"
