@@ -20,7 +20,6 @@ import (
 // one, the command draws a reset, which signals too.
 type sendThenWait struct {
 	raw syscall.RawConn
-	nc  net.Conn
 	w   *bufio.Writer
 
 	p       []byte
@@ -39,7 +38,7 @@ func newSendThenWait(nc net.Conn, w *bufio.Writer) *sendThenWait {
 	if err != nil {
 		return nil
 	}
-	r := &sendThenWait{raw: raw, nc: nc, w: w}
+	r := &sendThenWait{raw: raw, w: w}
 	r.fn = r.read
 	return r
 }
