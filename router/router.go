@@ -248,14 +248,28 @@ func (r *Router) Current(epoch uint64) bool {
 	return r.cfg.Authority.Acknowledgeable(epoch)
 }
 
-// Moved reports whether a primary change is in progress, or has happened
-// since epoch (0: only whether one is in progress).
-func (r *Router) Moved(epoch uint64) bool {
+// Moved reports whether the primary has changed since epoch (a newer epoch
+// is serving: moved) and whether a change is in progress now (changing). A
+// session pinned to a connection chosen at epoch uses it to tell a
+// switchover's drain (changing: an open transaction finishes where it
+// began) from a completed change (moved: the old primary is fenced, so the
+// connection must not be used again).
+func (r *Router) Moved(epoch uint64) (moved, changing bool) {
 	if r.cfg.Authority == nil {
-		return false
+		return false, false
 	}
 	_, e, err := r.cfg.Authority.Writer()
-	return errors.Is(err, ErrChanging) || (err == nil && epoch != 0 && e != epoch)
+	return err == nil && epoch != 0 && e != epoch, errors.Is(err, ErrChanging)
+}
+
+// Changed is closed at the next change of the control plane's state; nil
+// (never ready) without an authority. The proxy watches it to reset its
+// connections to a primary whose epoch stopped being acknowledgeable.
+func (r *Router) Changed() <-chan struct{} {
+	if r.cfg.Authority == nil {
+		return nil
+	}
+	return r.cfg.Authority.Changed()
 }
 
 // index finds the named member; the authority names members by config name.

@@ -308,3 +308,51 @@ func TestCurrentRefusesAcksFromAnOldEpoch(t *testing.T) {
 		t.Fatal("without an authority every ack stands")
 	}
 }
+
+func TestMovedTellsADrainFromACompletedChange(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}, {Name: "db2"}}}
+	auth := newFakeAuthority("db1", nil)
+	auth.set("db1", nil) // epoch 1, serving
+	r := New(Config{Authority: auth}, staticSource{snap})
+	for _, tc := range []struct {
+		name            string
+		set             func()
+		moved, changing bool
+	}{
+		{"serving at the connection's epoch", func() {}, false, false},
+		{"switching (epoch 2)", func() { auth.set("", ErrChanging) }, false, true},
+		{"serving at the new epoch 3", func() { auth.set("db2", nil) }, true, false},
+		{"lease lost: no verdict", func() { auth.set("", ErrNoLease) }, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set()
+			if moved, changing := r.Moved(1); moved != tc.moved || changing != tc.changing {
+				t.Fatalf("Moved(1) = %v, %v; want %v, %v", moved, changing, tc.moved, tc.changing)
+			}
+		})
+	}
+	if moved, changing := New(Config{}, staticSource{snap}).Moved(1); moved || changing {
+		t.Fatal("without an authority nothing moves")
+	}
+}
+
+func TestChangedFollowsTheAuthority(t *testing.T) {
+	snap := &topology.Snapshot{Primary: 0, Members: []topology.Member{{Name: "db1"}}}
+	if ch := New(Config{}, staticSource{snap}).Changed(); ch != nil {
+		t.Fatal("without an authority Changed must be nil (never ready)")
+	}
+	auth := newFakeAuthority("db1", nil)
+	r := New(Config{Authority: auth}, staticSource{snap})
+	ch := r.Changed()
+	select {
+	case <-ch:
+		t.Fatal("ready before any change")
+	default:
+	}
+	auth.set("db1", nil)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed at a change")
+	}
+}

@@ -166,10 +166,14 @@ func TestErrorTableIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, code := range []uint16{CodeAccessDenied, CodeUnknownCommand, CodeNoSuchThread, CodeKillDenied,
+	codes := []uint16{CodeAccessDenied, CodeUnknownCommand, CodeNoSuchThread, CodeKillDenied,
 		CodePacketTooLarge, CodeUnknownStmt, CodeMalformedPacket, CodeConnectionKilled, CodeTLSRequired,
 		CodeNoPrimary, CodeWritableConflict, CodeNoReplica, CodeBackendDown, CodeBackendLost, CodePoolTimeout,
-		CodeSessionState, CodeNoLease, CodeChanging, CodeAckFenced} {
+		CodeSessionState, CodeNoLease, CodeChanging, CodeOutcomeUnknown, CodeTxnLost}
+	for _, e := range errorTable {
+		codes = append(codes, e.code)
+	}
+	for _, code := range codes {
 		if !strings.Contains(string(doc), fmt.Sprintf("\n| %d |", code)) {
 			t.Errorf("docs/routing.md has no row for error %d", code)
 		}

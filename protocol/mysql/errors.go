@@ -25,40 +25,73 @@ const (
 	CodeWritableConflict = 9002 // more than one writable member
 	CodeNoReplica        = 9003 // read refused: no eligible replica and reads_without_replica=fail
 	CodeBackendDown      = 9004 // could not connect to the chosen member
-	CodeBackendLost      = 9005 // member connection lost during the statement
+	CodeBackendLost      = 9005 // member connection lost during a statement that is safe to run again
 	CodePoolTimeout      = 9006 // every backend connection of the member busy for pool_timeout
 	CodeSessionState     = 9007 // session state could not be replayed on the chosen member
 	CodeNoLease          = 9008 // write held for write_hold_timeout: the proxy lost the control plane
 	CodeChanging         = 9009 // write held for write_hold_timeout: a primary change did not finish
-	CodeAckFenced        = 9010 // the primary changed while the statement ran: outcome unknown, not acknowledged
+	// CodeOutcomeUnknown: a statement that may have changed data ended
+	// without an answer the proxy may pass on (connection lost after it was
+	// sent, a failover, the write lease lost). Its SQLSTATE is HY000, never
+	// 08xxx: drivers and frameworks retry 08xxx as transient, and retrying a
+	// COMMIT that did apply duplicates the transaction.
+	CodeOutcomeUnknown = 9010
+	// CodeTxnLost: the session's open transaction (and its locks, temporary
+	// tables, session variables) was rolled back with its connection. SQLSTATE
+	// 40001, as for a deadlock: frameworks retry the whole transaction.
+	CodeTxnLost = 9011
 )
 
-// errorTable maps what went wrong inside the proxy to what the client sees.
+// errorTable is the one table mapping what went wrong inside the proxy to
+// what the client sees and to the kind label of dbrouter_errors_total. An
+// error wrapping several targets gets the first that matches, so the
+// verdicts about a statement's outcome come before the causes they wrap.
 var errorTable = []struct {
 	target error
 	code   uint16
 	state  string
+	kind   string
 }{
-	{router.ErrNoPrimary, CodeNoPrimary, "HY000"},
-	{router.ErrWritableConflict, CodeWritableConflict, "HY000"},
-	{router.ErrNoReplica, CodeNoReplica, "HY000"},
-	{router.ErrNoLease, CodeNoLease, "HY000"},
-	{router.ErrChanging, CodeChanging, "HY000"},
-	{errBackendDown, CodeBackendDown, "08S01"},
-	{errBackendLost, CodeBackendLost, "08S01"},
-	{errPoolTimeout, CodePoolTimeout, "HY000"},
-	{errSessionState, CodeSessionState, "HY000"},
-	{errAckFenced, CodeAckFenced, "HY000"},
-	{ErrPacketTooLarge, CodePacketTooLarge, "08S01"},
+	{errOutcomeUnknown, CodeOutcomeUnknown, "HY000", "outcome_unknown"},
+	{errTxnLost, CodeTxnLost, "40001", "transaction_lost"},
+	{router.ErrNoPrimary, CodeNoPrimary, "HY000", "no_primary"},
+	{router.ErrWritableConflict, CodeWritableConflict, "HY000", "writable_conflict"},
+	{router.ErrNoReplica, CodeNoReplica, "HY000", "no_replica"},
+	{router.ErrNoLease, CodeNoLease, "HY000", "no_lease"},
+	{router.ErrChanging, CodeChanging, "HY000", "changing"},
+	{errBackendDown, CodeBackendDown, "08S01", "backend_down"},
+	{errBackendLost, CodeBackendLost, "08S01", "backend_lost"},
+	{errPoolTimeout, CodePoolTimeout, "HY000", "pool_timeout"},
+	{errSessionState, CodeSessionState, "HY000", "session_state"},
+	{ErrPacketTooLarge, CodePacketTooLarge, "08S01", "packet_too_large"},
+	{errMalformedHandshake, CodeMalformedPacket, "HY000", "malformed_handshake"},
+	{ErrSequence, CodeMalformedPacket, "HY000", "packet_out_of_order"},
 }
+
+// otherKind labels errors the table does not know (a bug: the table test
+// lists every sentinel).
+const otherKind = "other"
 
 var (
 	errBackendDown  = errors.New("member unreachable")
 	errBackendLost  = errors.New("member connection lost")
 	errPoolTimeout  = errors.New("no free backend connection")
 	errSessionState = errors.New("session state replay failed")
-	errAckFenced    = errors.New("the primary changed, or this proxy lost its write lease, while the statement ran: it may or may not have been applied, and is not acknowledged")
+	// errOutcomeUnknown and errTxnLost are verdicts about a statement, wrapped
+	// with the reason (see session.lost).
+	errOutcomeUnknown = errors.New("outcome unknown")
+	errTxnLost        = errors.New("transaction lost")
 )
+
+// lookupError finds err's row in errorTable (-1: none).
+func lookupError(err error) int {
+	for i, e := range errorTable {
+		if errors.Is(err, e.target) {
+			return i
+		}
+	}
+	return -1
+}
 
 // toServerError turns a proxy-side error into the ERR packet a client gets.
 // The message always starts with "dbrouter: cluster NAME:" so an operator can
@@ -69,10 +102,8 @@ func toServerError(cluster string, err error) *ServerError {
 		return se
 	}
 	msg := fmt.Sprintf("dbrouter: cluster %s: %v", cluster, err)
-	for _, e := range errorTable {
-		if errors.Is(err, e.target) {
-			return &ServerError{Code: e.code, State: e.state, Message: msg}
-		}
+	if i := lookupError(err); i >= 0 {
+		return &ServerError{Code: errorTable[i].code, State: errorTable[i].state, Message: msg}
 	}
 	return &ServerError{Code: CodeBackendLost, State: "HY000", Message: msg}
 }

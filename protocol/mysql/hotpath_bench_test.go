@@ -16,7 +16,8 @@ type fixedRouter struct{}
 
 func (fixedRouter) Primary(context.Context) (int, uint64, error)    { return 0, 0, nil }
 func (fixedRouter) Current(uint64) bool                             { return true }
-func (fixedRouter) Moved(uint64) bool                               { return false }
+func (fixedRouter) Moved(uint64) (bool, bool)                       { return false, false }
+func (fixedRouter) Changed() <-chan struct{}                        { return nil }
 func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
 func (fixedRouter) Replica(int, int) (int, error)                   { return 0, nil }
 func (fixedRouter) IsReplica(int) bool                              { return true }

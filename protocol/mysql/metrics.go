@@ -1,11 +1,7 @@
 package mysql
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/dbrouter/dbrouter/router"
 )
 
 // metrics are resolved to concrete children up front: the hot path only
@@ -13,7 +9,7 @@ import (
 type metrics struct {
 	byMember     []prometheus.Counter // queries routed to each member, unpinned
 	pinned       []prometheus.Counter // queries on a pinned/held connection
-	errs         map[string]prometheus.Counter
+	errs         []prometheus.Counter // by errorTable row, then otherKind
 	sessions     prometheus.Gauge
 	authFailures prometheus.Counter
 	clientErrors prometheus.Counter
@@ -23,8 +19,6 @@ type metrics struct {
 	causalFallback prometheus.Counter
 }
 
-var errorKinds = []string{"no_primary", "writable_conflict", "no_replica", "backend_down", "backend_lost", "pool_timeout", "session_state", "no_lease", "changing", "ack_fenced", "other"}
-
 func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_queries_total", Help: "Commands forwarded, by cluster, member and route (member = not pinned, pinned = on a pinned or held connection).",
@@ -32,7 +26,7 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_errors_total", Help: "Errors the proxy itself returned to clients, by kind.",
 	}, []string{"cluster", "kind"})
-	m := &metrics{errs: map[string]prometheus.Counter{}}
+	m := &metrics{}
 	causal := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_causal_reads_total", Help: "Replica reads after a session's write (causal_reads): waited = the replica caught up in time, primary = it did not and the primary answered.",
 	}, []string{"cluster", "result"})
@@ -44,9 +38,10 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 		m.byMember = append(m.byMember, queries.WithLabelValues(cluster, mem.Name, "routed"))
 		m.pinned = append(m.pinned, queries.WithLabelValues(cluster, mem.Name, "pinned"))
 	}
-	for _, k := range errorKinds {
-		m.errs[k] = errs.WithLabelValues(cluster, k)
+	for _, e := range errorTable {
+		m.errs = append(m.errs, errs.WithLabelValues(cluster, e.kind))
 	}
+	m.errs = append(m.errs, errs.WithLabelValues(cluster, otherKind))
 	conns := prometheus.NewGaugeFunc // per member, read at scrape time
 	var collectors []prometheus.Collector
 	collectors = append(collectors, queries, errs, causal, m.sessions, m.authFailures, m.clientErrors)
@@ -75,29 +70,10 @@ func (m *metrics) queries(member int, pinned bool) prometheus.Counter {
 	return m.byMember[member]
 }
 
+// errorsByKind is the counter of err's kind (its errorTable row).
 func (m *metrics) errorsByKind(err error) prometheus.Counter {
-	k := "other"
-	switch {
-	case errors.Is(err, router.ErrWritableConflict):
-		k = "writable_conflict"
-	case errors.Is(err, router.ErrNoReplica):
-		k = "no_replica"
-	case errors.Is(err, router.ErrNoPrimary):
-		k = "no_primary"
-	case errors.Is(err, errBackendDown):
-		k = "backend_down"
-	case errors.Is(err, errBackendLost):
-		k = "backend_lost"
-	case errors.Is(err, errPoolTimeout):
-		k = "pool_timeout"
-	case errors.Is(err, errSessionState):
-		k = "session_state"
-	case errors.Is(err, router.ErrNoLease):
-		k = "no_lease"
-	case errors.Is(err, router.ErrChanging):
-		k = "changing"
-	case errors.Is(err, errAckFenced):
-		k = "ack_fenced"
+	if i := lookupError(err); i >= 0 {
+		return m.errs[i]
 	}
-	return m.errs[k]
+	return m.errs[len(m.errs)-1]
 }

@@ -24,9 +24,12 @@ type Router interface {
 	// Current reports whether a write routed at epoch may still be
 	// acknowledged.
 	Current(epoch uint64) bool
-	// Moved reports whether a primary change is in progress or happened
-	// since epoch (to explain a lost connection).
-	Moved(epoch uint64) bool
+	// Moved reports whether a newer epoch than epoch is serving (moved)
+	// and whether a primary change is in progress (changing).
+	Moved(epoch uint64) (moved, changing bool)
+	// Changed is closed at the next change of the control plane's state
+	// (nil without a control plane).
+	Changed() <-chan struct{}
 	// RetryWrite says whether a write whose member refused the connection
 	// should be tried again (waiting for a new primary first).
 	RetryWrite(ctx context.Context, failed int, first time.Time) bool

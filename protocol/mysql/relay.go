@@ -210,7 +210,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 // lease this proxy lost) while the statement ran: the write may have
 // committed on a primary that is no longer the primary, so reporting
 // success could acknowledge a write the new primary does not have. The
-// client gets errAckFenced instead: outcome unknown, not acknowledged.
+// client gets errOutcomeUnknown instead: outcome unknown, not acknowledged.
 func (s *session) ackAllowed(bc *backendConn, pkt []byte, whole bool) error {
 	if bc.epoch == 0 || s.p.router.Current(bc.epoch) {
 		return nil
@@ -218,7 +218,7 @@ func (s *session) ackAllowed(bc *backendConn, pkt []byte, whole bool) error {
 	if whole {
 		_, _ = bc.r.Discard(len(pkt))
 	}
-	return fmt.Errorf("%w (routed at epoch %d)", errAckFenced, bc.epoch)
+	return fmt.Errorf("%w: the primary changed (failover), or this proxy lost its write lease, while the statement ran (routed at epoch %d): it may or may not have been applied, and is not acknowledged", errOutcomeUnknown, bc.epoch)
 }
 
 func nextPrepareState(params, cols uint64) relayState {

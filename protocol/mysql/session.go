@@ -442,7 +442,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				continue
 			}
 			s.p.metrics.errorsByKind(err).Inc()
-			if errors.Is(err, errBackendLost) && s.p.router.Moved(bc.epoch) {
+			if moved, changing := s.p.router.Moved(bc.epoch); errors.Is(err, errBackendLost) && (moved || changing) {
 				err = fmt.Errorf("%w (the primary is being or was changed: a switchover fences the old primary after drain_timeout, rolling back transactions still open on it)", err)
 			}
 			se := toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err))
