@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
@@ -52,8 +53,12 @@ type backendConn struct {
 	lastStatus uint16 // status flags of the last response
 	// epoch is the control plane epoch this connection was chosen as the
 	// primary under (0: not a primary route, or no control plane). An OK
-	// arriving after that epoch ended is not passed on as a success.
-	epoch uint64
+	// arriving after that epoch ended is not passed on as a success, and
+	// the proxy resets the connection when the epoch ends (Proxy.resetStale
+	// reads it from another goroutine).
+	epoch atomic.Uint64
+	// idle: on its pool's idle stack (guarded by the pool's mu).
+	idle bool
 }
 
 // memberPool holds one member's connections. Open connections are bounded per
@@ -67,16 +72,21 @@ type memberPool struct {
 	connect time.Duration
 	maxPkt  int
 
+	// inflight counts statements sent on this member's connections and
+	// not yet answered (Proxy.InFlight).
+	inflight atomic.Int64
+
 	mu      sync.Mutex
 	open    int
 	idle    map[poolKey][]*backendConn
+	conns   map[*backendConn]struct{} // every open connection, idle or in use
 	waiters int
 	freed   chan struct{} // closed and replaced when a connection comes back or closes
 }
 
 func newMemberPool(idx int, name, addr string, max int, connect time.Duration, maxPkt int) *memberPool {
 	return &memberPool{idx: idx, name: name, addr: addr, max: max, connect: connect, maxPkt: maxPkt,
-		idle: map[poolKey][]*backendConn{}, freed: make(chan struct{})}
+		idle: map[poolKey][]*backendConn{}, conns: map[*backendConn]struct{}{}, freed: make(chan struct{})}
 }
 
 type credentials struct {
@@ -111,13 +121,15 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wai
 			p.open++
 			p.mu.Unlock()
 			bc, err := p.dial(ctx, key, cred)
+			p.mu.Lock()
 			if err != nil {
-				p.mu.Lock()
 				p.open--
 				p.signalLocked()
 				p.mu.Unlock()
 				return nil, err
 			}
+			p.conns[bc] = struct{}{}
+			p.mu.Unlock()
 			return bc, nil
 		}
 		// At the limit: an idle connection of another key is cheaper to close
@@ -179,6 +191,7 @@ func (p *memberPool) popIdleLocked(key poolKey, prefer *backendConn) *backendCon
 	copy(st[i:], st[i+1:])
 	st[len(st)-1] = nil
 	p.idle[key] = st[:len(st)-1]
+	bc.idle = false
 	return bc
 }
 
@@ -187,6 +200,7 @@ func (p *memberPool) popOtherLocked(key poolKey) *backendConn {
 		if k != key && len(st) > 0 {
 			bc := st[0] // the coldest
 			p.idle[k] = st[1:]
+			bc.idle = false
 			return bc
 		}
 	}
@@ -207,6 +221,7 @@ func (p *memberPool) put(bc *backendConn) {
 	// Under the lock: another session may be looking at this connection as
 	// the one it would prefer (popIdleLocked reads its key).
 	bc.key.noDB = bc.db == ""
+	bc.idle = true
 	p.idle[bc.key] = append(p.idle[bc.key], bc)
 	p.signalLocked()
 	p.mu.Unlock()
@@ -216,9 +231,71 @@ func (p *memberPool) put(bc *backendConn) {
 func (p *memberPool) discard(bc *backendConn) {
 	bc.nc.Close()
 	p.mu.Lock()
+	delete(p.conns, bc)
 	p.open--
 	p.signalLocked()
 	p.mu.Unlock()
+}
+
+// abort resets the connection (SO_LINGER 0, then close: the kernel sends
+// RST and drops what it has not yet sent). A member that wakes (SIGCONT, a
+// healed partition) then fails the connection at its next read or write
+// and rolls back what it had open, instead of finishing a command whose
+// tail never left this host. A command the member's kernel has already
+// received is another matter: Linux still hands it to the process after
+// the RST, so a stopped server runs it when it wakes (tested:
+// TestStoppedMemberRunsWhatItReceivedDespiteTheReset). Such a statement is
+// never acknowledged, and the control plane finds it as an errant
+// transaction on the old primary.
+// Safe to call while another goroutine uses the connection: its read or
+// write fails at once.
+func (bc *backendConn) abort() {
+	if tc, ok := bc.nc.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	bc.nc.Close()
+}
+
+// takeStale finds the connections chosen as the primary at an epoch for
+// which current is false. Idle ones leave the pool (the caller resets
+// them); the caller resets the ones in use too, and their sessions discard
+// them when their read or write fails.
+func (p *memberPool) takeStale(current func(epoch uint64) bool) []*backendConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*backendConn
+	verdict := map[uint64]bool{}
+	for bc := range p.conns {
+		e := bc.epoch.Load()
+		if e == 0 {
+			continue
+		}
+		cur, ok := verdict[e]
+		if !ok {
+			cur = current(e)
+			verdict[e] = cur
+		}
+		if cur {
+			continue
+		}
+		out = append(out, bc)
+		if bc.idle {
+			st := p.idle[bc.key]
+			for i := range st {
+				if st[i] == bc {
+					copy(st[i:], st[i+1:])
+					st[len(st)-1] = nil
+					p.idle[bc.key] = st[:len(st)-1]
+					break
+				}
+			}
+			bc.idle = false
+			delete(p.conns, bc)
+			p.open--
+			p.signalLocked()
+		}
+	}
+	return out
 }
 
 // stats returns open and idle connection counts.
@@ -238,6 +315,9 @@ func (p *memberPool) closeIdle() {
 	for k, st := range p.idle {
 		all = append(all, st...)
 		delete(p.idle, k)
+	}
+	for _, bc := range all {
+		delete(p.conns, bc)
 	}
 	p.open -= len(all)
 	p.signalLocked()

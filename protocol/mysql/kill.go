@@ -59,9 +59,16 @@ func KillTarget(sql []byte) (id uint32, query bool, ok bool) {
 }
 
 // setBusy records the member connection this session's statement runs on
-// (nil when none), for a KILL from another session.
+// (nil when none), for a KILL from another session, and counts the
+// statements waiting on each member (Proxy.InFlight).
 func (s *session) setBusy(bc *backendConn) {
 	s.killMu.Lock()
+	if s.busy != nil {
+		s.busy.pool.inflight.Add(-1)
+	}
+	if bc != nil {
+		bc.pool.inflight.Add(1)
+	}
 	s.busy = bc
 	s.killMu.Unlock()
 }

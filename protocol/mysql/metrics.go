@@ -53,7 +53,10 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 				func() float64 { o, _ := pool.stats(); return float64(o) }),
 			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
 				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name, "state": "idle"}},
-				func() float64 { _, i := pool.stats(); return float64(i) }))
+				func() float64 { _, i := pool.stats(); return float64(i) }),
+			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_inflight", Help: "Statements sent to the member and waiting for its answer.",
+				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name}},
+				func() float64 { return float64(pool.inflight.Load()) }))
 	}
 	if reg != nil {
 		for _, c := range collectors {

@@ -186,6 +186,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); p.watchEpochs(wctx) }()
+	defer func() { stopWatch(); <-watchDone }()
 	var tempDelay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -237,6 +241,40 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 	return s
 }
 
+// watchEpochs resets, at every change of the control plane's state, the
+// connections chosen as the primary at an epoch that is no longer current.
+//
+// This is what ends a statement stuck on a primary that failed over: a
+// hung or partitioned server never answers nor closes, so only the control
+// plane's word ends the wait, and the session sees its connection fail at
+// once (outcome unknown). Idle pooled connections go too: nothing may
+// reuse them, and the old primary rolls back what they had open when it
+// sees the reset (see backendConn.abort for what a reset cannot undo). A
+// switchover leaves earlier epochs current: its drain keeps running.
+func (p *Proxy) watchEpochs(ctx context.Context) {
+	for {
+		changed := p.router.Changed() // before the check: no change is missed
+		p.resetStale()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+func (p *Proxy) resetStale() {
+	for _, pool := range p.pools {
+		stale := pool.takeStale(p.router.Current)
+		for _, bc := range stale {
+			bc.abort()
+		}
+		if len(stale) > 0 {
+			p.log.Info("reset connections to a primary whose epoch ended", zap.String("member", pool.name), zap.Int("connections", len(stale)))
+		}
+	}
+}
+
 func (p *Proxy) shutdown() {
 	p.mu.Lock()
 	for s := range p.sessions {
@@ -255,6 +293,16 @@ func (p *Proxy) MemberConns() map[string][2]int {
 	for _, pool := range p.pools {
 		o, i := pool.stats()
 		out[pool.name] = [2]int{o, i}
+	}
+	return out
+}
+
+// InFlight reports, per member name, the statements sent to that member
+// and waiting for its answer now.
+func (p *Proxy) InFlight() map[string]int {
+	out := make(map[string]int, len(p.pools))
+	for _, pool := range p.pools {
+		out[pool.name] = int(pool.inflight.Load())
 	}
 	return out
 }

@@ -212,13 +212,14 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 // success could acknowledge a write the new primary does not have. The
 // client gets errOutcomeUnknown instead: outcome unknown, not acknowledged.
 func (s *session) ackAllowed(bc *backendConn, pkt []byte, whole bool) error {
-	if bc.epoch == 0 || s.p.router.Current(bc.epoch) {
+	e := bc.epoch.Load()
+	if e == 0 || s.p.router.Current(e) {
 		return nil
 	}
 	if whole {
 		_, _ = bc.r.Discard(len(pkt))
 	}
-	return fmt.Errorf("%w: the primary changed (failover), or this proxy lost its write lease, while the statement ran (routed at epoch %d): it may or may not have been applied, and is not acknowledged", errOutcomeUnknown, bc.epoch)
+	return fmt.Errorf("%w: the primary changed (failover), or this proxy lost its write lease, while the statement ran (routed at epoch %d): it may or may not have been applied, and is not acknowledged", errOutcomeUnknown, e)
 }
 
 func nextPrepareState(params, cols uint64) relayState {

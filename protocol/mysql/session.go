@@ -229,12 +229,12 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 		return nil, -1, err
 	}
 	if s.held != nil && s.held.pool.idx == m {
-		s.held.epoch = epoch
+		s.held.epoch.Store(epoch)
 		return s.held, m, nil
 	}
 	bc, err := s.fresh(ctx, m)
 	if bc != nil {
-		bc.epoch = epoch
+		bc.epoch.Store(epoch)
 	}
 	return bc, m, err
 }
@@ -442,7 +442,8 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				continue
 			}
 			s.p.metrics.errorsByKind(err).Inc()
-			if moved, changing := s.p.router.Moved(bc.epoch); errors.Is(err, errBackendLost) && (moved || changing) {
+			err = s.lost(bc, c, kind, err)
+			if moved, changing := s.p.router.Moved(bc.epoch.Load()); errors.Is(err, errBackendLost) && (moved || changing) {
 				err = fmt.Errorf("%w (the primary is being or was changed: a switchover fences the old primary after drain_timeout, rolling back transactions still open on it)", err)
 			}
 			se := toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err))
@@ -476,8 +477,12 @@ func retryable(err error, attempt int, c Class, s *session) bool {
 	return attempt == 0 && (errors.Is(err, errBackendLost) || errors.Is(err, errBackendDown)) && c.Kind == KindRead && s.pin == 0
 }
 
-// dropConn forgets a connection that failed mid-command.
+// dropConn forgets a connection that failed mid-command. One chosen at an
+// epoch that has ended is reset, not just closed (see backendConn.abort).
 func (s *session) dropConn(bc *backendConn) {
+	if e := bc.epoch.Load(); e != 0 && !s.p.router.Current(e) {
+		bc.abort()
+	}
 	if s.pinned == bc {
 		s.pinned = nil
 		s.pin = 0 // the member rolled the transaction back with the connection

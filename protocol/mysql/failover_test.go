@@ -1,0 +1,227 @@
+package mysql_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dbrouter/dbrouter/chaos"
+	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
+	"github.com/dbrouter/dbrouter/router"
+)
+
+// fakeAuthority is a control plane the test drives. A failover moves
+// safeSince to the new epoch, so writes routed at older epochs stop being
+// acknowledgeable; a switchover does not.
+type fakeAuthority struct {
+	mu        sync.Mutex
+	primary   string
+	epoch     uint64
+	changing  bool
+	safeSince uint64
+	noLease   bool
+	changed   chan struct{}
+}
+
+func newFakeAuthority(primary string) *fakeAuthority {
+	return &fakeAuthority{primary: primary, epoch: 1, safeSince: 1, changed: make(chan struct{})}
+}
+
+func (f *fakeAuthority) Writer() (string, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.noLease:
+		return "", 0, fmt.Errorf("%w: test", router.ErrNoLease)
+	case f.changing:
+		return "", 0, fmt.Errorf("%w: epoch %d is switching to %s", router.ErrChanging, f.epoch, f.primary)
+	}
+	return f.primary, f.epoch, nil
+}
+
+func (f *fakeAuthority) Acknowledgeable(epoch uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.noLease && epoch >= f.safeSince && epoch <= f.epoch
+}
+
+func (f *fakeAuthority) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+// update changes the state under the lock; notify closes Changed, as the
+// control plane does when it applies a change. Without it the test plays
+// the window before the proxy has acted on the change.
+func (f *fakeAuthority) update(notify bool, fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+	if notify {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+// failover commits a new epoch serving at to; earlier epochs are no longer
+// acknowledgeable.
+func (f *fakeAuthority) failover(to string, notify bool) {
+	f.update(notify, func() {
+		f.epoch++
+		f.primary, f.changing, f.safeSince = to, false, f.epoch
+	})
+}
+
+// authEnv is two real members behind a proxy whose primary the fake
+// authority names (db1 at epoch 1).
+func authEnv(t *testing.T) (*env, *fakeAuthority) {
+	t.Helper()
+	auth := newFakeAuthority("db1")
+	e := newEnv(t, envOpts{members: 2, routerFn: func(rc *router.Config) {
+		rc.Authority = auth
+		rc.WriteHold = 15 * time.Second
+	}})
+	return e, auth
+}
+
+// gauge reads one gauge sample whose labels include all of want.
+func (e *env) gauge(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s%v", name, want)
+	return 0
+}
+
+// count runs a COUNT(*) query directly on member m.
+func count(t *testing.T, m *chaos.Member, q string, args ...any) int {
+	t.Helper()
+	db, err := m.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s on %s: %v", q, m.Name, err)
+	}
+	return n
+}
+
+// proxyThreads counts the connections the proxy (user app) has on m.
+func proxyThreads(t *testing.T, m *chaos.Member) int {
+	return count(t, m, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ?", chaos.AppUser)
+}
+
+// TestFailoverEndsStatementsOnTheOldPrimary: a statement stuck on a primary
+// that stopped answering (SIGSTOP: no RST ever comes) ends when the control
+// plane fails over, not when the old primary wakes, and its client is told
+// the outcome is unknown; the proxy resets every connection it had to the
+// old primary, busy and idle.
+func TestFailoverEndsStatementsOnTheOldPrimary(t *testing.T) {
+	e, auth := authEnv(t)
+	db1 := e.cluster.Members[0]
+	db := e.db(t, "")
+	ctx := context.Background()
+	mustExec(t, db, "CREATE TABLE fo (id INT PRIMARY KEY)")
+	// Several sessions write at once, leaving idle connections to db1.
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := db.ExecContext(ctx, "INSERT INTO fo SELECT ? FROM DUAL WHERE SLEEP(0.2) = 0", 100+i); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if c := e.proxy.MemberConns()["db1"]; c[1] < 2 {
+		t.Fatalf("db1 connections %v: want idle ones to prove they are reset", c)
+	}
+	stuck := e.conn(t, db)
+	if err := db1.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			_ = db1.Resume()
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := stuck.ExecContext(ctx, "INSERT INTO fo VALUES (1)")
+		done <- err
+	}()
+	err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+		return e.proxy.InFlight()["db1"] == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("the INSERT never went out to db1: in flight %v", e.proxy.InFlight())
+	}
+	if g := e.gauge(t, "dbrouter_backend_inflight", map[string]string{"member": "db1"}); g != 1 {
+		t.Fatalf("dbrouter_backend_inflight{member=db1} = %v, want 1", g)
+	}
+
+	auth.failover("db2", true)
+	start := time.Now()
+	select {
+	case err := <-done:
+		if errCode(err) != pmysql.CodeOutcomeUnknown || !strings.Contains(err.Error(), "outcome unknown") || !strings.Contains(err.Error(), "failed over") {
+			t.Fatalf("statement on the failed-over primary: %v, want %d (outcome unknown: failed over)", err, pmysql.CodeOutcomeUnknown)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("the client got its answer %v after the failover", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the client is still waiting for the failed-over primary 3 s after the failover")
+	}
+	if n := e.proxy.InFlight()["db1"]; n != 0 {
+		t.Errorf("in flight on db1 after the failover: %d", n)
+	}
+	err = chaos.Poll(ctx, 5*time.Second, func() (bool, error) {
+		return e.proxy.MemberConns()["db1"][0] == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("connections to the failed-over primary still open: %v", e.proxy.MemberConns()["db1"])
+	}
+
+	if err := db1.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+	// Every connection the proxy had on db1 was reset: once db1 has woken
+	// and answers, none of them is left there. (The INSERT db1 had already
+	// received may still run as it wakes: no reset can take it back, see
+	// TestStoppedMemberRunsWhatItReceivedDespiteTheReset. It was not
+	// acknowledged.)
+	err = chaos.Poll(ctx, 30*time.Second, func() (bool, error) { return proxyThreads(t, db1) == 0, nil })
+	if err != nil {
+		t.Fatalf("db1 still has %d proxy connections after it woke", proxyThreads(t, db1))
+	}
+}
