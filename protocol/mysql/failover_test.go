@@ -3,6 +3,7 @@ package mysql_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,10 @@ func (f *fakeAuthority) failover(to string, notify bool) {
 		f.primary, f.changing, f.safeSince = to, false, f.epoch
 	})
 }
+
+// loseLease: this proxy stops holding its write lease (not a change of the
+// control plane's state: Changed is not closed).
+func (f *fakeAuthority) loseLease() { f.update(false, func() { f.noLease = true }) }
 
 // authEnv is two real members behind a proxy whose primary the fake
 // authority names (db1 at epoch 1).
@@ -223,5 +228,105 @@ func TestFailoverEndsStatementsOnTheOldPrimary(t *testing.T) {
 	err = chaos.Poll(ctx, 30*time.Second, func() (bool, error) { return proxyThreads(t, db1) == 0, nil })
 	if err != nil {
 		t.Fatalf("db1 still has %d proxy connections after it woke", proxyThreads(t, db1))
+	}
+}
+
+// sleepingOn polls until a statement containing marker sleeps on m.
+func sleepingOn(t *testing.T, m *chaos.Member, marker string) {
+	t.Helper()
+	err := chaos.Poll(context.Background(), 10*time.Second, func() (bool, error) {
+		return count(t, m, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep' AND INFO LIKE ?", "%"+marker+"%") > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("%s never slept on %s", marker, m.Name)
+	}
+}
+
+// TestEveryResponseOfAPrimaryStatementIsFenced: statements that write and
+// answer with result sets (INSERT ... RETURNING, CALL) are not acknowledged
+// either once the epoch they were routed at has ended while they ran: the
+// client gets 9010 in place of the response, or of the rest of it. The
+// control plane's change is not signalled here (the window before the
+// proxy acts on it, or a lease that ran out), so the check on the
+// response itself is what stops the acknowledgement.
+func TestEveryResponseOfAPrimaryStatementIsFenced(t *testing.T) {
+	e, auth := authEnv(t)
+	db1 := e.cluster.Members[0]
+	db := e.db(t, "")
+	ctx := context.Background()
+	mustExec(t, db, "CREATE TABLE ret (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+	mustExec(t, db, `CREATE PROCEDURE write_then_read(x INT)
+BEGIN
+  INSERT INTO ret (v) VALUES (x);
+  SELECT v, REPEAT('x', 40000) AS pad FROM ret WHERE v = x;
+  SELECT SLEEP(1) AS proc_sleep;
+  SELECT x + 1;
+END`)
+	for _, tc := range []struct {
+		name  string
+		query string
+		end   func() // ends the epoch the statement was routed at
+		why   string // in the error message
+		// results the client may get (column lists) before the error
+		before []string
+	}{
+		{"InsertReturningAcrossAFailover", "INSERT INTO ret (v) VALUES (1) RETURNING id, SLEEP(1) AS ret_sleep_1",
+			func() { auth.failover("db2", false) }, "failed over", nil},
+		// The first result was produced before the epoch ended, and is
+		// larger than the proxy's buffer, so it has reached the client;
+		// the ones after the sleep must not.
+		{"CallAcrossAFailover", "CALL write_then_read(2)",
+			func() { auth.failover("db2", false) }, "failed over", []string{"v,pad"}},
+		{"InsertReturningWhenTheLeaseRunsOut", "INSERT INTO ret (v) VALUES (3) RETURNING id, SLEEP(1) AS ret_sleep_3",
+			auth.loseLease, "lost its write lease", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			auth.update(true, func() { // a fresh epoch at db1
+				auth.epoch++
+				auth.primary, auth.changing, auth.noLease, auth.safeSince = "db1", false, false, auth.epoch
+			})
+			c := e.conn(t, db)
+			done := make(chan error, 1)
+			var got []string // the columns of every result set the client got
+			go func() {
+				rows, err := c.QueryContext(ctx, tc.query)
+				if err != nil {
+					done <- err
+					return
+				}
+				defer rows.Close()
+				for {
+					cols, _ := rows.Columns()
+					got = append(got, strings.Join(cols, ","))
+					for rows.Next() {
+					}
+					if !rows.NextResultSet() {
+						break
+					}
+				}
+				done <- rows.Err()
+			}()
+			sleepingOn(t, db1, "SLEEP(1)")
+			tc.end()
+			select {
+			case err := <-done:
+				if len(got) > len(tc.before) || !slices.Equal(got, tc.before[:len(got)]) {
+					t.Fatalf("the client got result sets %q, some produced after the epoch ended; at most %q may come before the error", got, tc.before)
+				}
+				if errCode(err) != pmysql.CodeOutcomeUnknown || !strings.Contains(err.Error(), tc.why) {
+					t.Fatalf("%s: %v, want %d (outcome unknown: %s)", tc.query, err, pmysql.CodeOutcomeUnknown, tc.why)
+				}
+				if !strings.HasPrefix(err.Error(), "Error 9010 (HY000): dbrouter: cluster app: outcome unknown: ") {
+					t.Errorf("message %q", err)
+				}
+				// The error came in sequence: the client's connection
+				// (and the session) go on.
+				if _, err := c.ExecContext(ctx, "SELECT 1"); err != nil {
+					t.Fatalf("the session after the error: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer")
+			}
+		})
 	}
 }

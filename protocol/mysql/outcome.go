@@ -37,3 +37,13 @@ func (s *session) epochEnded(bc *backendConn, epoch uint64) string {
 func outcomeUnknown(why string) error {
 	return fmt.Errorf("%w: %s: it may or may not have been applied, and is not acknowledged", errOutcomeUnknown, why)
 }
+
+// memberError is what the client is told about err on bc's member. A
+// verdict about the statement (outcome unknown, transaction lost) leads the
+// message, which names the member itself.
+func (s *session) memberError(bc *backendConn, err error) *ServerError {
+	if !errors.Is(err, errOutcomeUnknown) && !errors.Is(err, errTxnLost) {
+		err = fmt.Errorf("member %s: %w", bc.pool.name, err)
+	}
+	return toServerError(s.p.cfg.Cluster, err)
+}

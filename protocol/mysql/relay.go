@@ -25,6 +25,7 @@ type relayOut struct {
 	warnings     uint16
 	serverErr    bool
 	sent         bool  // bytes went to the client writer
+	relayed      int   // how many
 	seq          uint8 // next sequence id towards the client
 	stmtID       uint32
 	params       uint16
@@ -49,8 +50,9 @@ const (
 // relay forwards a member's response to the client packet by packet, raw:
 // rows are never decoded, and a packet that fits the read buffer is written
 // straight from it. Only header bytes are inspected to find where the response
-// ends and to learn status flags.
-func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (relayOut, error) {
+// ends and to learn status flags. With fence, every result's first packet and
+// terminator are checked against the epoch bc was chosen at (see fenced).
+func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fence bool) (relayOut, error) {
 	var out relayOut
 	state := stFirst
 	var cols, params uint64
@@ -75,9 +77,18 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 		infile := false
 		switch state {
 		case stFirst:
-			switch {
-			case n == 0:
+			if n == 0 {
 				return out, fmt.Errorf("%w: empty response packet", errBackendLost)
+			}
+			// The first packet of each result: an OK (which also ends
+			// it) or a result set's column count. An ERR acknowledges
+			// nothing; a LOCAL INFILE request is answered by an OK later.
+			if fence && p[0] != 0xff && p[0] != 0xfb {
+				if err := s.fenced(bc, &out, pkt[3]); err != nil {
+					return out, err
+				}
+			}
+			switch {
 			case kind == respSingle:
 				state = stDone
 				if p[0] == 0xff {
@@ -85,9 +96,6 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				} else if o, ok := parseOK(p); ok && p[0] == 0 {
 					out.status, out.haveStatus, out.lastInsertID = o.status, true, o.lastInsertID
 					out.warnings = okWarnings(p)
-					if err := s.ackAllowed(bc, pkt, whole); err != nil {
-						return out, err
-					}
 				}
 			case p[0] == 0xff:
 				out.serverErr = true
@@ -118,9 +126,6 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				o, _ := parseOK(p)
 				out.status, out.haveStatus, out.lastInsertID = o.status, true, o.lastInsertID
 				out.warnings = okWarnings(p)
-				if err := s.ackAllowed(bc, pkt, whole); err != nil {
-					return out, err
-				}
 				if o.status&statusMoreResults == 0 {
 					state = stDone
 				}
@@ -164,6 +169,11 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 			state = stRows
 			if st&statusCursorExists != 0 {
 				// A cursor was opened: rows come with COM_STMT_FETCH.
+				if fence {
+					if err := s.fenced(bc, &out, pkt[3]); err != nil {
+						return out, err
+					}
+				}
 				out.status, out.haveStatus = st, true
 				state = stDone
 			}
@@ -176,6 +186,12 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				out.serverErr = true
 				state = stDone
 			case isEOF(p, false):
+				// The result's terminator: an ERR may take its place.
+				if fence {
+					if err := s.fenced(bc, &out, pkt[3]); err != nil {
+						return out, err
+					}
+				}
 				st := eofStatus(p, false)
 				out.status, out.haveStatus = st, true
 				if len(p) >= 3 {
@@ -187,7 +203,9 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 				}
 			}
 		}
-		if err := s.forward(bc, pkt, n, whole); err != nil {
+		w, err := s.forward(bc, pkt, n, whole)
+		out.relayed += w
+		if err != nil {
 			return out, err
 		}
 		out.sent = true
@@ -206,20 +224,27 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32) (rel
 	return out, nil
 }
 
-// ackAllowed withholds an OK from a primary whose epoch has ended (or whose
-// lease this proxy lost) while the statement ran: the write may have
-// committed on a primary that is no longer the primary, so reporting
-// success could acknowledge a write the new primary does not have. The
-// client gets errOutcomeUnknown instead: outcome unknown, not acknowledged.
-func (s *session) ackAllowed(bc *backendConn, pkt []byte, whole bool) error {
+// fenced withholds the packet with sequence id seq — the first packet or
+// the terminator of a result of a statement that may have changed data —
+// when the epoch bc was chosen at has ended (a failover) or this proxy lost
+// its write lease while the statement ran: the statement may have committed
+// on a primary that is no longer the primary, and passing on its answer
+// could acknowledge a write the new primary does not have. INSERT/DELETE/
+// REPLACE ... RETURNING and CALL end in result sets, so OK packets are not
+// the only acknowledgement. The client gets 9010 in the packet's place (an
+// ERR may end a result set, and may be any result of a multi-result), or
+// instead of the whole response when none of it has left the proxy yet.
+func (s *session) fenced(bc *backendConn, out *relayOut, seq uint8) error {
 	e := bc.epoch.Load()
 	if e == 0 || s.p.router.Current(e) {
 		return nil
 	}
-	if whole {
-		_, _ = bc.r.Discard(len(pkt))
+	out.seq = seq
+	if out.sent && s.w.Buffered() == out.relayed {
+		s.w.Reset(s.nc)
+		out.sent, out.relayed = false, 0
 	}
-	return fmt.Errorf("%w: the primary changed (failover), or this proxy lost its write lease, while the statement ran (routed at epoch %d): it may or may not have been applied, and is not acknowledged", errOutcomeUnknown, e)
+	return outcomeUnknown(s.epochEnded(bc, e))
 }
 
 func nextPrepareState(params, cols uint64) relayState {
@@ -246,28 +271,32 @@ func okWarnings(p []byte) uint16 {
 }
 
 // forward writes one logical packet (and any continuation chunks) to the
-// client.
-func (s *session) forward(bc *backendConn, pkt []byte, n int, whole bool) error {
+// client, and reports how many bytes it wrote.
+func (s *session) forward(bc *backendConn, pkt []byte, n int, whole bool) (int, error) {
+	written := 0
 	for {
 		if whole {
 			if _, err := s.w.Write(pkt); err != nil {
-				return fmt.Errorf("%w: %v", errClientGone, err)
+				return written, fmt.Errorf("%w: %v", errClientGone, err)
 			}
 			_, _ = bc.r.Discard(len(pkt))
+			written += len(pkt)
 		} else {
-			if _, err := io.CopyN(s.w, bc.r, int64(4+n)); err != nil {
+			c, err := io.CopyN(s.w, bc.r, int64(4+n))
+			written += int(c)
+			if err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("%w: %v", errBackendLost, err)
+					return written, fmt.Errorf("%w: %v", errBackendLost, err)
 				}
-				return fmt.Errorf("%w: %v", errClientGone, err)
+				return written, fmt.Errorf("%w: %v", errClientGone, err)
 			}
 		}
 		if n < maxChunk {
-			return nil
+			return written, nil
 		}
 		hdr, err := bc.r.Peek(4)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errBackendLost, err)
+			return written, fmt.Errorf("%w: %v", errBackendLost, err)
 		}
 		n = int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 		whole = false

@@ -382,7 +382,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 				s.p.metrics.errorsByKind(err).Inc()
-				return s.writeErr(1, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+				return s.writeErr(1, s.memberError(bc, err))
 			}
 			if !ok {
 				// The replica is behind the session's writes: the
@@ -411,7 +411,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 				s.p.metrics.errorsByKind(err).Inc()
-				return s.writeErr(1, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+				return s.writeErr(1, s.memberError(bc, err))
 			}
 		}
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
@@ -419,7 +419,9 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		var res relayOut
 		s.setBusy(bc)
 		if err = bc.send(out); err == nil {
-			res, err = s.relay(bc, kind, proxyID)
+			// Only what may change data is fenced: reads acknowledge
+			// nothing, and a prepare runs nothing.
+			res, err = s.relay(bc, kind, proxyID, c.Kind != KindRead && kind != respPrepare)
 		} else {
 			err = fmt.Errorf("%w: %v", errBackendLost, err)
 		}
@@ -446,7 +448,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			if moved, changing := s.p.router.Moved(bc.epoch.Load()); errors.Is(err, errBackendLost) && (moved || changing) {
 				err = fmt.Errorf("%w (the primary is being or was changed: a switchover fences the old primary after drain_timeout, rolling back transactions still open on it)", err)
 			}
-			se := toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err))
+			se := s.memberError(bc, err)
 			seq := uint8(1)
 			if res.sent {
 				seq = res.seq
@@ -596,7 +598,7 @@ func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, app
 		s.p.metrics.errorsByKind(err).Inc()
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 	}
-	res, err := s.execOn(bc, pkt, respResult)
+	res, err := s.execOn(bc, pkt, respResult, Class{Kind: kind})
 	if err != nil {
 		return ignoreHandled(err)
 	}
@@ -613,14 +615,14 @@ func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, app
 // maxReplayedSets bounds the replay list; past it the session pins.
 const maxReplayedSets = 64
 
-// execOn forwards a command on a chosen connection (no retry).
-func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind) (relayOut, error) {
+// execOn forwards a command of class c on a chosen connection (no retry).
+func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (relayOut, error) {
 	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 	var res relayOut
 	s.setBusy(bc)
 	err := bc.command(pkt)
 	if err == nil {
-		res, err = s.relay(bc, kind, 0)
+		res, err = s.relay(bc, kind, 0, c.Kind != KindRead)
 	} else {
 		err = fmt.Errorf("%w: %v", errBackendLost, err)
 	}
@@ -635,7 +637,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind) (relayOut, 
 		if res.sent {
 			seq = res.seq
 		}
-		return res, s.writeErrAnd(seq, toServerError(s.p.cfg.Cluster, fmt.Errorf("member %s: %w", bc.pool.name, err)))
+		return res, s.writeErrAnd(seq, s.memberError(bc, err))
 	}
 	return res, nil
 }
