@@ -80,6 +80,13 @@ type Class struct {
 	CalcFoundRows bool
 	// Multi: more than one statement.
 	Multi bool
+	// KeepsTxn: the statement cannot commit an open transaction (a read,
+	// DML, SAVEPOINT, ROLLBACK): when its connection is lost inside one,
+	// the server rolled the whole transaction back, so the outcome is
+	// known. COMMIT, statements that commit implicitly (DDL, BEGIN, LOCK
+	// TABLES, SET autocommit=1, ...), CALL and anything unknown may have
+	// committed it.
+	KeepsTxn bool
 }
 
 type lexer struct {
@@ -285,7 +292,8 @@ func Classify(sql []byte) Class {
 // merge combines the classes of a multi-statement: it is a read only if every
 // part is, and session-state statements inside it are not replayable.
 func merge(a, b Class) Class {
-	out := Class{Kind: KindWrite, Pin: a.Pin | b.Pin, ReadsSession: a.ReadsSession || b.ReadsSession, CalcFoundRows: a.CalcFoundRows || b.CalcFoundRows, Multi: true}
+	out := Class{Kind: KindWrite, Pin: a.Pin | b.Pin, ReadsSession: a.ReadsSession || b.ReadsSession, CalcFoundRows: a.CalcFoundRows || b.CalcFoundRows, Multi: true,
+		KeepsTxn: a.KeepsTxn && b.KeepsTxn}
 	if a.Kind == KindRead && b.Kind == KindRead {
 		out.Kind = KindRead
 	}
@@ -306,14 +314,34 @@ func (l *lexer) statement() (c Class, more bool) {
 	}
 	switch kind {
 	case tEOF:
-		return Class{Kind: KindRead}, false // empty: harmless anywhere (the server answers with an error)
+		return Class{Kind: KindRead, KeepsTxn: true}, false // empty: harmless anywhere (the server answers with an error)
 	case tSemicolon:
-		return Class{Kind: KindRead}, l.hasMore()
+		return Class{Kind: KindRead, KeepsTxn: true}, l.hasMore()
 	}
 	if kind != tWord {
 		return l.rest(Class{Kind: KindWrite})
 	}
 	w := l.s[s:e]
+	c, more = l.byKeyword(w)
+	c.KeepsTxn = keepsTxn(w)
+	return c, more
+}
+
+// keepsTxn reports whether a statement starting with w cannot commit an
+// open transaction (see Class.KeepsTxn). A short list on purpose: what is
+// not on it counts as a possible commit.
+func keepsTxn(w []byte) bool {
+	for _, kw := range [...]string{"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES",
+		"SHOW", "DESC", "DESCRIBE", "EXPLAIN", "HELP", "DO", "SAVEPOINT", "ROLLBACK", "RELEASE", "HANDLER"} {
+		if eqFold(w, kw) {
+			return true
+		}
+	}
+	return false
+}
+
+// byKeyword classifies a statement by its first word w.
+func (l *lexer) byKeyword(w []byte) (Class, bool) {
 	switch {
 	case eqFold(w, "SELECT"), eqFold(w, "WITH"), eqFold(w, "VALUES"):
 		return l.readScan()

@@ -83,14 +83,15 @@ func (f *fakeAuthority) loseLease() { f.update(false, func() { f.noLease = true 
 
 // authEnv is two real members behind a proxy whose primary the fake
 // authority names (db1 at epoch 1).
-func authEnv(t *testing.T) (*env, *fakeAuthority) {
+func authEnv(t *testing.T, o envOpts) (*env, *fakeAuthority) {
 	t.Helper()
 	auth := newFakeAuthority("db1")
-	e := newEnv(t, envOpts{members: 2, routerFn: func(rc *router.Config) {
+	o.members = 2
+	o.routerFn = func(rc *router.Config) {
 		rc.Authority = auth
 		rc.WriteHold = 15 * time.Second
-	}})
-	return e, auth
+	}
+	return newEnv(t, o), auth
 }
 
 // gauge reads one gauge sample whose labels include all of want.
@@ -148,7 +149,7 @@ func proxyThreads(t *testing.T, m *chaos.Member) int {
 // the outcome is unknown; the proxy resets every connection it had to the
 // old primary, busy and idle.
 func TestFailoverEndsStatementsOnTheOldPrimary(t *testing.T) {
-	e, auth := authEnv(t)
+	e, auth := authEnv(t, envOpts{})
 	db1 := e.cluster.Members[0]
 	db := e.db(t, "")
 	ctx := context.Background()
@@ -250,7 +251,7 @@ func sleepingOn(t *testing.T, m *chaos.Member, marker string) {
 // proxy acts on it, or a lease that ran out), so the check on the
 // response itself is what stops the acknowledgement.
 func TestEveryResponseOfAPrimaryStatementIsFenced(t *testing.T) {
-	e, auth := authEnv(t)
+	e, auth := authEnv(t, envOpts{})
 	db1 := e.cluster.Members[0]
 	db := e.db(t, "")
 	ctx := context.Background()

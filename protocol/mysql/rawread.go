@@ -27,6 +27,12 @@ type sendThenWait struct {
 	err     error
 	pending bool // the writer holds a command whose answer is awaited
 	fn      func(fd uintptr) bool
+
+	// probe state (see closed); the method value is made once, so a
+	// probe allocates nothing.
+	probeFn func(fd uintptr) bool
+	dead    bool
+	one     [1]byte
 }
 
 func newSendThenWait(nc net.Conn, w *bufio.Writer) *sendThenWait {
@@ -40,7 +46,29 @@ func newSendThenWait(nc net.Conn, w *bufio.Writer) *sendThenWait {
 	}
 	r := &sendThenWait{raw: raw, w: w}
 	r.fn = r.read
+	r.probeFn = r.probe
 	return r
+}
+
+// closed reports, without waiting, whether the member has closed the idle
+// connection or sent something unprompted (a member sends nothing while a
+// connection is idle, so either way it is unusable). One non-blocking read.
+func (r *sendThenWait) closed() bool {
+	if err := r.raw.Read(r.probeFn); err != nil {
+		return true
+	}
+	return r.dead
+}
+
+func (r *sendThenWait) probe(fd uintptr) bool {
+	for {
+		_, err := syscall.Read(int(fd), r.one[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		r.dead = err != syscall.EAGAIN
+		return true // never wait
+	}
 }
 
 func (r *sendThenWait) Read(p []byte) (int, error) {

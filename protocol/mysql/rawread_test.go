@@ -116,3 +116,39 @@ func TestSendThenWait(t *testing.T) {
 		}
 	})
 }
+
+// TestClosedTellsAQuietConnectionFromOneTheMemberClosed: a write is not sent
+// on a pooled connection the member closed while it sat idle (its outcome
+// would be unknown, though it never arrived); the probe costs one
+// non-blocking read and allocates nothing.
+func TestClosedTellsAQuietConnectionFromOneTheMemberClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		member func(c net.Conn, hold <-chan struct{})
+		want   bool
+	}{
+		{"quiet", func(c net.Conn, hold <-chan struct{}) { <-hold }, false},
+		{"closed by the member", func(c net.Conn, hold <-chan struct{}) { c.Close() }, true},
+		{"unprompted packet", func(c net.Conn, hold <-chan struct{}) { c.Write([]byte{1, 0, 0, 0, 0xff}); <-hold }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			_, stw, _, _ := sendThenWaitPair(t, func(c net.Conn) { tc.member(c, hold) })
+			t.Cleanup(func() { close(hold) })
+			if tc.want {
+				// Until the member's FIN or bytes arrive the connection
+				// looks quiet, as it would to the proxy.
+				if err := chaos.Poll(t.Context(), 5*time.Second, func() (bool, error) { return stw.closed(), nil }); err != nil {
+					t.Fatal("closed never noticed")
+				}
+				return
+			}
+			if stw.closed() {
+				t.Fatal("a quiet connection reported closed")
+			}
+			if n := testing.AllocsPerRun(100, func() { stw.closed() }); n != 0 {
+				t.Fatalf("probe allocates %v per call", n)
+			}
+		})
+	}
+}

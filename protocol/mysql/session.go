@@ -150,7 +150,7 @@ func (s *session) dispatch(ctx context.Context, pkt []byte) error {
 	case gm.COM_INIT_DB:
 		return s.comInitDB(ctx, pkt)
 	case gm.COM_FIELD_LIST:
-		return s.run(ctx, pkt, Class{Kind: KindRead}, respFieldList)
+		return s.run(ctx, pkt, Class{Kind: KindRead, KeepsTxn: true}, respFieldList)
 	case gm.COM_SET_OPTION:
 		return s.comSetOption(ctx, pkt)
 	case gm.COM_RESET_CONNECTION:
@@ -204,7 +204,7 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 	switch {
 	case c.Hint == HintPrimary, c.Kind == KindRead && s.causal.primary:
 		return rt.Primary(ctx)
-	case c.Kind == KindRead && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
+	case c.Kind == KindRead && s.pin == 0 && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
 		m, err := rt.Replica(avoid, s.reader)
 		if err == nil {
 			s.reader = m
@@ -232,17 +232,26 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 		s.held.epoch.Store(epoch)
 		return s.held, m, nil
 	}
-	bc, err := s.fresh(ctx, m)
+	bc, err := s.fresh(ctx, m, c.Kind != KindRead)
 	if bc != nil {
 		bc.epoch.Store(epoch)
 	}
 	return bc, m, err
 }
 
-func (s *session) fresh(ctx context.Context, m int) (*backendConn, error) {
+// fresh takes a connection to member m from the pool and gives it the
+// session's state. With probe, a pooled connection is first checked for a
+// close by the member while it sat idle (see sendThenWait.closed): a
+// statement that is not safe to run twice, sent on such a connection, would
+// have an unknown outcome, though it never reached the member.
+func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, error) {
 	key := s.key
 	key.noDB = s.db == ""
 	bc, err := s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
+	for i := 0; err == nil && probe && i < maxStaleConns && bc.stw != nil && !bc.lastUsed.IsZero() && bc.stw.closed(); i++ {
+		bc.pool.discard(bc)
+		bc, err = s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -405,11 +414,13 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					s.settle(bc, Class{Kind: KindWrite}, relayOut{serverErr: true}, kind)
 					return s.writeErr(1, se)
 				}
+				pin := s.pin
 				s.dropConn(bc)
 				if shared && retryable(err, attempt, c, s) {
 					avoid = bc.pool.idx
 					continue
 				}
+				err = s.lost(bc, c, kind, pin, false, err)
 				s.p.metrics.errorsByKind(err).Inc()
 				return s.writeErr(1, s.memberError(bc, err))
 			}
@@ -417,6 +428,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
+		pin := s.pin // what a lost connection takes with it
 		s.setBusy(bc)
 		if err = bc.send(out); err == nil {
 			// Only what may change data is fenced: reads acknowledge
@@ -443,11 +455,8 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				avoid = bc.pool.idx
 				continue
 			}
+			err = s.lost(bc, c, kind, pin, true, err)
 			s.p.metrics.errorsByKind(err).Inc()
-			err = s.lost(bc, c, kind, err)
-			if moved, changing := s.p.router.Moved(bc.epoch.Load()); errors.Is(err, errBackendLost) && (moved || changing) {
-				err = fmt.Errorf("%w (the primary is being or was changed: a switchover fences the old primary after drain_timeout, rolling back transactions still open on it)", err)
-			}
 			se := s.memberError(bc, err)
 			seq := uint8(1)
 			if res.sent {
@@ -487,7 +496,11 @@ func (s *session) dropConn(bc *backendConn) {
 	}
 	if s.pinned == bc {
 		s.pinned = nil
-		s.pin = 0 // the member rolled the transaction back with the connection
+		// The member rolled the transaction back with the connection, and
+		// dropped its locks and temporary tables. autocommit=0 is replayed
+		// on the next connection (it is a SET): until a status says
+		// otherwise, the session's statements stay on the primary.
+		s.pin &= PinNoAutocommit
 	}
 	if s.held == bc {
 		s.held = nil
@@ -619,6 +632,7 @@ const maxReplayedSets = 64
 func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (relayOut, error) {
 	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 	var res relayOut
+	pin := s.pin
 	s.setBusy(bc)
 	err := bc.command(pkt)
 	if err == nil {
@@ -632,6 +646,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 		if errors.Is(err, errClientGone) {
 			return res, err
 		}
+		err = s.lost(bc, c, kind, pin, true, err)
 		s.p.metrics.errorsByKind(err).Inc()
 		seq := uint8(1)
 		if res.sent {

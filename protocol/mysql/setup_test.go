@@ -26,6 +26,7 @@ type env struct {
 	proxy   *pmysql.Proxy
 	addr    string
 	reg     *prometheus.Registry
+	links   map[int]*chaos.Link // the links of opts.remote, by member index
 }
 
 type envOpts struct {
@@ -47,6 +48,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var members []topology.MemberConfig
 	var pm []pmysql.Member
+	links := map[int]*chaos.Link{}
 	for i, m := range c.Members {
 		addr, site := m.Addr(), "local"
 		if d, ok := o.remote[i]; ok {
@@ -59,6 +61,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 				t.Fatal(err)
 			}
 			addr, site = l.Addr, "remote"
+			links[i] = l
 		}
 		members = append(members, topology.MemberConfig{Name: m.Name, Addr: addr, Site: site})
 		pm = append(pm, pmysql.Member{Name: m.Name, Addr: addr})
@@ -107,7 +110,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		<-serveDone
 		<-monDone
 	})
-	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String(), reg: reg}
+	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String(), reg: reg, links: links}
 	e.waitHealthy(t, o.members-1)
 	return e
 }

@@ -172,7 +172,7 @@ func (s *session) comStmtReset(ctx context.Context, pkt []byte) error {
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 	}
 	pkt[1], pkt[2], pkt[3], pkt[4] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
-	res, err := s.execOn(bc, pkt, respSingle, Class{Kind: KindRead})
+	res, err := s.execOn(bc, pkt, respSingle, Class{Kind: KindRead, KeepsTxn: true})
 	if err != nil {
 		return ignoreHandled(err)
 	}
@@ -197,7 +197,7 @@ func (s *session) comStmtFetch(ctx context.Context, pkt []byte) error {
 		return s.writeErr(1, &ServerError{Code: 1421, State: "HY000", Message: "The statement has no open cursor."})
 	}
 	pkt[1], pkt[2], pkt[3], pkt[4] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
-	res, err := s.execOn(bc, pkt, respFetch, Class{Kind: KindRead})
+	res, err := s.execOn(bc, pkt, respFetch, Class{Kind: KindRead, KeepsTxn: true})
 	if err != nil {
 		return ignoreHandled(err)
 	}
