@@ -31,6 +31,10 @@ type Cluster struct {
 	Sessions func() int
 	// State is the control plane's state of the cluster (nil without one).
 	State func() *raftfsm.Cluster
+	// Failover bounds how long a failover can take with this deployment's
+	// settings (0: unknown, no control plane): the durability checks
+	// compare rpl_semi_sync_master_timeout with it.
+	Failover time.Duration
 }
 
 // Status is the JSON of GET /status. Its shape is a stable contract
@@ -51,10 +55,13 @@ type ClusterStatus struct {
 	Conflict []string `json:"conflict,omitempty"`
 	// SemiSync is the primary's semi-sync state: "on", or "off (fell back
 	// to async)" when writes acknowledged now may be lost in a failover.
-	SemiSync string         `json:"semi_sync,omitempty"`
-	Sessions int            `json:"client_sessions"`
-	Taken    time.Time      `json:"observed_at"`
-	Members  []MemberStatus `json:"members"`
+	SemiSync string `json:"semi_sync,omitempty"`
+	// Warnings are settings that weaken the no-lost-write promise
+	// (topology.DurabilityWarnings).
+	Warnings []topology.Warning `json:"warnings,omitempty"`
+	Sessions int                `json:"client_sessions"`
+	Taken    time.Time          `json:"observed_at"`
+	Members  []MemberStatus     `json:"members"`
 }
 
 // MemberStatus is one member.
@@ -92,7 +99,8 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 	}
 	for _, c := range clusters {
 		s := c.Snapshot()
-		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken}
+		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken,
+			Warnings: topology.DurabilityWarnings(s, c.Failover)}
 		var fsm *raftfsm.Cluster
 		if c.State != nil {
 			fsm = c.State()

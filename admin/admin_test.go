@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -14,11 +15,13 @@ import (
 
 func TestStatusJSONShape(t *testing.T) {
 	snap := &topology.Snapshot{Cluster: "app", Primary: 0, Members: []topology.Member{
-		{Name: "db1", Addr: "a:1", Reachable: true, Role: topology.RolePrimary, SemiSyncOn: true, Lag: 0, RTT: 1500 * time.Microsecond},
-		{Name: "db2", Addr: "a:2", Reachable: true, ReadOnly: true, Role: topology.RoleReplica, Eligible: true, Lag: 40 * time.Millisecond},
+		{Name: "db1", Addr: "a:1", Reachable: true, Role: topology.RolePrimary, SemiSyncOn: true, Lag: 0, RTT: 1500 * time.Microsecond,
+			SemiSyncWaitPoint: "AFTER_COMMIT", SemiSyncTimeout: 10 * time.Second},
+		{Name: "db2", Addr: "a:2", Reachable: true, ReadOnly: true, Role: topology.RoleReplica, Eligible: true, Lag: 40 * time.Millisecond,
+			SemiSyncWaitPoint: "AFTER_SYNC", SemiSyncTimeout: time.Second, SemiSyncReplica: true},
 		{Name: "db3", Addr: "a:3", Role: topology.RoleUnknown, Lag: -1, ProbeError: "refused"},
 	}}
-	c := Cluster{Name: "app", Kind: "mysql", Snapshot: func() *topology.Snapshot { return snap },
+	c := Cluster{Name: "app", Kind: "mysql", Snapshot: func() *topology.Snapshot { return snap }, Failover: 5 * time.Second,
 		Conns: func() map[string][2]int { return map[string][2]int{"db2": {3, 2}} }}
 	rec := httptest.NewRecorder()
 	New([]Cluster{c}, nil, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
@@ -27,6 +30,7 @@ func TestStatusJSONShape(t *testing.T) {
 			Name, Kind, Primary, Phase string
 			Epoch                      uint64
 			Members                    []map[string]any
+			Warnings                   []struct{ Member, Check, Message string }
 		}
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
@@ -40,6 +44,18 @@ func TestStatusJSONShape(t *testing.T) {
 		if _, ok := cl.Members[0][k]; !ok {
 			t.Errorf("member lacks %q", k)
 		}
+	}
+	// Durability: db1 commits visibly before a replica has it, db2 would
+	// fall back to async before a failover is done.
+	var warned []string
+	for _, w := range cl.Warnings {
+		warned = append(warned, w.Member+"/"+w.Check)
+		if w.Message == "" {
+			t.Errorf("warning without a message: %+v", w)
+		}
+	}
+	if fmt.Sprint(warned) != "[db1/semi_sync_wait_point db2/semi_sync_master_timeout]" {
+		t.Errorf("warnings %v", warned)
 	}
 	m1, m2, m3 := cl.Members[0], cl.Members[1], cl.Members[2]
 	if m1["semi_sync"] != "off (fell back to async)" || m1["rtt_ms"] != 1.5 || m1["healthy"] != true {

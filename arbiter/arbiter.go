@@ -26,6 +26,15 @@ import (
 // Group is what an arbiter needs of its Raft node.
 type Group interface {
 	IsLeader() bool
+	// Term is the current Raft term: a decision is tied to the term it was
+	// taken in, and stops when the term changes.
+	Term() uint64
+	// Barrier returns once this leader has applied everything committed
+	// before it: a new leader calls it before its first decision.
+	Barrier(ctx context.Context) error
+	// VerifyLeader confirms leadership with a quorum; every database step
+	// of a change asks first.
+	VerifyLeader(ctx context.Context) error
 	State() *raftfsm.State
 	Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error)
 }
@@ -35,11 +44,58 @@ type Snapshots interface {
 	Snapshot() *topology.Snapshot
 }
 
-// Observation is one arbiter's view of which members it cannot reach, and
-// for how long.
+// Observation is one arbiter's view of the members: which it cannot reach,
+// for how long, and what it last saw of the others' replication. The leader
+// decides with every arbiter's view, so a replica only another arbiter
+// reaches still counts (it may hold acknowledged writes; it may still be
+// streaming from the primary).
 type Observation struct {
-	Arbiter string                   `json:"arbiter"`
-	Failing map[string]time.Duration `json:"failing"`
+	Arbiter string                    `json:"arbiter"`
+	Failing map[string]time.Duration  `json:"failing"`
+	Members map[string]ObservedMember `json:"members,omitempty"`
+}
+
+// ObservedMember is what one arbiter's monitor last saw of a reachable
+// member.
+type ObservedMember struct {
+	ServerID       uint32 `json:"server_id"`
+	ReadOnly       bool   `json:"read_only"`
+	SourceServerID uint32 `json:"source_server_id,omitempty"`
+	IORunning      bool   `json:"io_running,omitempty"`
+	// SourceContactMs: how long ago the replica last received from its
+	// source (-1 unknown).
+	SourceContactMs int64 `json:"source_contact_ms"`
+	// Received is the replica's received position (Gtid_IO_Pos), or its
+	// binlog position when it is not a replica.
+	Received string `json:"received"`
+}
+
+// Observe turns a monitor snapshot into this arbiter's observation, its
+// durations brought up to now (the snapshot is up to a probe interval old).
+func Observe(arbiter string, snap *topology.Snapshot) Observation {
+	o := Observation{Arbiter: arbiter, Failing: map[string]time.Duration{}, Members: map[string]ObservedMember{}}
+	age := max(time.Since(snap.Taken), 0)
+	for _, m := range snap.Members {
+		if m.FailingFor > 0 {
+			o.Failing[m.Name] = m.FailingFor + age
+		} else {
+			o.Failing[m.Name] = 0
+		}
+		if !m.Reachable {
+			continue
+		}
+		recv := m.GTIDIOPos
+		if m.Source == "" {
+			recv = m.GTIDBinlogPos
+		}
+		contact := int64(-1)
+		if m.SourceContact >= 0 {
+			contact = (m.SourceContact + age).Milliseconds()
+		}
+		o.Members[m.Name] = ObservedMember{ServerID: m.ServerID, ReadOnly: m.ReadOnly, SourceServerID: m.SourceServerID,
+			IORunning: m.IORunning, SourceContactMs: contact, Received: recv}
+	}
+	return o
 }
 
 // Observers gathers every arbiter's observation (this one's included). An
@@ -77,6 +133,10 @@ type Config struct {
 	MaxPromoteLag time.Duration
 	// Interval between reconciliations. Default 250 ms.
 	Interval time.Duration
+	// Clock, when set, stamps commands instead of time.Now (tests: a
+	// proposer whose clock is off). Only people read those stamps: no
+	// decision compares them with another machine's clock.
+	Clock func() time.Time
 	// Confirmed, when set, reports whether every proxy in the group has
 	// confirmed applying the log up to index. A proxy that has applied a
 	// change holds its writes, so once all have, the new primary need not
@@ -113,12 +173,19 @@ func (c *Config) defaults() {
 	if c.Interval <= 0 {
 		c.Interval = 250 * time.Millisecond
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 }
 
 // Refusal errors of Promote; the message says why.
 var (
 	ErrRefused  = errors.New("switchover refused")
 	ErrNotReady = errors.New("cluster not bootstrapped")
+	// ErrDeposed: this arbiter stopped leading (or the term it decided in
+	// ended) during a change. It takes no further step; the new leader
+	// finishes the change or rolls it back from the replicated state.
+	ErrDeposed = errors.New("no longer the leader that took this decision")
 )
 
 // Arbiter makes one cluster's decisions while its node leads.
@@ -134,14 +201,77 @@ type Arbiter struct {
 	mu sync.Mutex
 	// refusedAt avoids writing the same refusal to the history every round.
 	refused string
+	// caughtUp is the term in which this node, as leader, last passed a
+	// Barrier (guarded by mu).
+	caughtUp uint64
+	// noted remembers, per member, the last note written about it, so a
+	// condition that lasts is recorded once (guarded by mu).
+	noted map[string]string
+	// hbFixed: when the heartbeat period of a member was last set (mu).
+	hbFixed map[string]time.Time
+	// seen: changes as this node witnessed them, on its own clock.
+	seen witnessed
 	// hook, when set (tests), runs before each step of a change.
 	hook atomic.Pointer[func(step string)]
+}
+
+// witnessed keeps when this node saw the cluster's last change and its last
+// failover, by its own monotonic clock. Cooldowns are judged from these,
+// never from the time a command carries: that is another machine's clock.
+// A node that did not witness a change (it restarted, or joined later)
+// counts from when it first applied the state: later, never earlier.
+type witnessed struct {
+	mu       sync.Mutex
+	init     bool
+	epoch    uint64
+	phase    raftfsm.Phase
+	change   time.Time
+	failover time.Time
+}
+
+func (w *witnessed) observe(cl *raftfsm.Cluster, now time.Time) {
+	if cl == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case !w.init:
+		w.init = true
+		if cl.Epoch > 1 {
+			w.change = now
+		}
+		if !cl.LastFailover.IsZero() {
+			w.failover = now
+		}
+	case cl.Epoch != w.epoch || cl.Phase != w.phase:
+		w.change = now
+		if cl.Phase == raftfsm.PhaseFailingOver && cl.Epoch != w.epoch {
+			w.failover = now
+		}
+	}
+	w.epoch, w.phase = cl.Epoch, cl.Phase
+}
+
+// since returns how long ago the last change and the last failover were
+// witnessed (ok false when there was none).
+func (w *witnessed) since(now time.Time) (change, failover time.Duration, okChange, okFailover bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.change.IsZero() {
+		change, okChange = now.Sub(w.change), true
+	}
+	if !w.failover.IsZero() {
+		failover, okFailover = now.Sub(w.failover), true
+	}
+	return
 }
 
 // New returns an arbiter for one cluster.
 func New(cfg Config, g Group, snaps Snapshots, obs Observers, act *topology.Actions, log *zap.Logger) *Arbiter {
 	cfg.defaults()
-	return &Arbiter{cfg: cfg, group: g, snaps: snaps, obs: obs, act: act, log: log.Named("arbiter").With(zap.String("cluster", cfg.Cluster))}
+	return &Arbiter{cfg: cfg, group: g, snaps: snaps, obs: obs, act: act, noted: map[string]string{}, hbFixed: map[string]time.Time{},
+		log: log.Named("arbiter").With(zap.String("cluster", cfg.Cluster))}
 }
 
 // Run reconciles every Interval while ctx lives; it acts only while this
@@ -156,6 +286,7 @@ func (a *Arbiter) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		a.seen.observe(a.group.State().Cluster(a.cfg.Cluster), time.Now())
 		if !a.group.IsLeader() {
 			continue
 		}
@@ -172,11 +303,55 @@ func (a *Arbiter) Run(ctx context.Context) {
 	}
 }
 
-func (a *Arbiter) step(name string) {
+type termKey struct{}
+
+// lead prepares a decision: this node leads, has applied everything
+// committed before its term (Barrier, once per term), and can apply the log
+// at all. The returned context carries the term; every database step checks
+// it (still).
+func (a *Arbiter) lead(ctx context.Context) (context.Context, error) {
+	if !a.group.IsLeader() {
+		return ctx, fmt.Errorf("%w: this arbiter is not the raft leader", ErrDeposed)
+	}
+	term := a.group.Term()
+	if a.caughtUp != term {
+		if err := a.group.Barrier(ctx); err != nil {
+			return ctx, fmt.Errorf("new leader catching up with the log: %w", err)
+		}
+		a.caughtUp = term
+	}
+	if inc := a.group.State().Incompatible; inc != "" {
+		return ctx, fmt.Errorf("%w: this node cannot apply the log (%s); upgrade it", ErrDeposed, inc)
+	}
+	a.seen.observe(a.group.State().Cluster(a.cfg.Cluster), time.Now())
+	return context.WithValue(ctx, termKey{}, term), nil
+}
+
+// still checks, before a database step, that this node still leads in the
+// term the decision was taken in, confirmed by a quorum: a leader cut off
+// from the others believes it leads until its lease runs out, and a new
+// leader may already be undoing this decision.
+func (a *Arbiter) still(ctx context.Context) error {
+	term, ok := ctx.Value(termKey{}).(uint64)
+	if !ok {
+		return fmt.Errorf("%w: no decision term (internal error)", ErrDeposed)
+	}
+	if !a.group.IsLeader() || a.group.Term() != term {
+		return fmt.Errorf("%w (term %d)", ErrDeposed, term)
+	}
+	if err := a.group.VerifyLeader(ctx); err != nil {
+		return fmt.Errorf("%w (term %d): %v", ErrDeposed, term, err)
+	}
+	return nil
+}
+
+// step announces a step of a change and checks leadership before it.
+func (a *Arbiter) step(ctx context.Context, name string) error {
 	a.log.Info("step", zap.String("step", name))
 	if h := a.hook.Load(); h != nil {
 		(*h)(name)
 	}
+	return a.still(ctx)
 }
 
 func (a *Arbiter) propose(ctx context.Context, c *raftfsm.Command) (*raftfsm.Cluster, error) {
@@ -187,12 +362,14 @@ func (a *Arbiter) propose(ctx context.Context, c *raftfsm.Command) (*raftfsm.Clu
 // proposeIndex also returns the command's log index.
 func (a *Arbiter) proposeIndex(ctx context.Context, c *raftfsm.Command) (*raftfsm.Cluster, uint64, error) {
 	c.Cluster = a.cfg.Cluster
-	c.At = time.Now()
+	c.At = a.cfg.Clock()
 	res, err := a.group.Propose(ctx, c)
 	if err != nil {
 		return nil, 0, err
 	}
-	return a.group.State().Cluster(a.cfg.Cluster), res.Index, nil
+	cl := a.group.State().Cluster(a.cfg.Cluster)
+	a.seen.observe(cl, time.Now())
+	return cl, res.Index, nil
 }
 
 func (a *Arbiter) note(ctx context.Context, member, reason string) {
@@ -200,6 +377,19 @@ func (a *Arbiter) note(ctx context.Context, member, reason string) {
 		return
 	}
 	a.refused = reason
+	a.record(ctx, member, reason)
+}
+
+// noteMember records a condition of one member once, until it changes.
+func (a *Arbiter) noteMember(ctx context.Context, member, reason string) {
+	if a.noted[member] == reason {
+		return
+	}
+	a.noted[member] = reason
+	a.record(ctx, member, reason)
+}
+
+func (a *Arbiter) record(ctx context.Context, member, reason string) {
 	a.log.Warn("decision", zap.String("member", member), zap.String("reason", reason))
 	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeNote, Member: member, Reason: reason}); err != nil {
 		a.log.Warn("record note", zap.Error(err))
@@ -219,6 +409,10 @@ func memberByName(s *topology.Snapshot, name string) (topology.Member, bool) {
 func (a *Arbiter) Reconcile(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	ctx, err := a.lead(ctx)
+	if err != nil {
+		return err
+	}
 	cl := a.group.State().Cluster(a.cfg.Cluster)
 	snap := a.snaps.Snapshot()
 	switch {
@@ -228,10 +422,18 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 		// A failover this node (or a leader before it) started.
 		return a.finishFailover(ctx, cl, time.Now(), 0)
 	case cl.Phase == raftfsm.PhaseSwitching:
+		// The old primary died mid-switchover: it can be neither waited
+		// for nor reopened, so a failover takes over from the switchover.
+		if failed, why := a.primaryFailed(ctx, cl, snap, cl.Previous); failed {
+			return a.failover(ctx, cl, snap, cl.Previous, why+" during a switchover to "+cl.Primary)
+		}
+		if old, ok := memberByName(snap, cl.Previous); ok && !old.Reachable {
+			return nil // a failover, once the arbiters agree, or it comes back
+		}
 		return a.recoverSwitch(ctx, cl)
 	}
-	if failed, why := a.primaryFailed(ctx, cl, snap); failed {
-		return a.failover(ctx, cl, snap, why)
+	if failed, why := a.primaryFailed(ctx, cl, snap, cl.Primary); failed {
+		return a.failover(ctx, cl, snap, cl.Primary, why)
 	}
 	return a.rejoin(ctx, cl, snap)
 }
@@ -257,15 +459,25 @@ func (a *Arbiter) bootstrap(ctx context.Context, snap *topology.Snapshot) error 
 		}
 		primary, reason, open = root.Name, "every member read-only; "+root.Name+" is the source the others replicate from: opened", true
 	}
-	_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBootstrap, Primary: primary, Members: names, Reason: reason})
+	pm, _ := memberByName(snap, primary)
+	// Where the first primary's history starts, for judging returning
+	// members later; a fresh read, not the snapshot's.
+	p, err := a.act.Position(ctx, pm.Addr)
+	if err != nil {
+		return fmt.Errorf("bootstrap: read %s's position: %w", primary, err)
+	}
+	_, err = a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeBootstrap, Primary: primary, Members: names, Reason: reason,
+		Opened: &raftfsm.OpenedAt{ServerID: p.ServerID, GTID: p.BinlogPos}})
 	if errors.Is(err, raftfsm.ErrStaleEpoch) {
 		return nil // another leader recorded it first
 	}
 	if err != nil || !open {
 		return err
 	}
-	root, _ := memberByName(snap, primary)
-	if err := a.act.Open(ctx, root.Addr); err != nil {
+	if err := a.still(ctx); err != nil {
+		return err
+	}
+	if err := a.act.Open(ctx, pm.Addr); err != nil {
 		return fmt.Errorf("open first primary %s: %w", primary, err)
 	}
 	a.log.Info("opened the first primary", zap.String("member", primary))
@@ -282,33 +494,41 @@ func replicationRoot(snap *topology.Snapshot) (topology.Member, bool) {
 			root, roots = m, roots+1
 		}
 	}
-	if roots != 1 {
+	if roots != 1 || root.ServerID == 0 {
 		return root, false
 	}
 	for _, m := range snap.Members {
-		if m.Reachable && m.Name != root.Name && m.Source != root.Addr {
+		if m.Reachable && m.Name != root.Name && m.SourceServerID != root.ServerID {
 			return root, false
 		}
 	}
 	return root, true
 }
 
-// primaryFailed applies the failure rule: a majority of arbiters has failed
-// to reach the primary for FailureThreshold, and no reachable replica still
-// has its IO thread connected to it. One arbiter with a bad link is never
-// enough, and neither is a majority of arbiters on the wrong side of a
+// primaryFailed applies the failure rule to the primary lost (the current
+// one, or during a switchover the one being switched away from): a majority
+// of arbiters has failed to reach it for FailureThreshold, and no replica
+// any arbiter reaches still hears from it. One arbiter with a bad link is
+// never enough, and neither is a majority of arbiters on the wrong side of a
 // partition while the replicas still stream from the primary.
-func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) (bool, string) {
-	prim, ok := memberByName(snap, cl.Primary)
+//
+// "Hears from it" means received an event or a heartbeat recently, from a
+// source whose server id is the primary's: an IO thread's "connected" state
+// outlives a hung (SIGSTOPped, frozen) primary by slave_net_timeout, which
+// would hold the failover that long, and an address string can name a
+// member that is no longer the one the replica talks to.
+func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, lost string) (bool, string) {
+	prim, ok := memberByName(snap, lost)
 	if !ok || prim.FailingFor < a.cfg.FailureThreshold {
 		if prim.FailingFor == 0 {
 			a.refused = "" // healthy again: a later refusal is news
 		}
 		return false, "" // this arbiter still reaches it: no need to ask the others
 	}
+	obs := a.obs.Observations(ctx, a.cfg.Cluster)
 	down := 0
-	for _, o := range a.obs.Observations(ctx, a.cfg.Cluster) {
-		if o.Failing[cl.Primary] >= a.cfg.FailureThreshold {
+	for _, o := range obs {
+		if o.Failing[lost] >= a.cfg.FailureThreshold {
 			down++
 		}
 	}
@@ -319,48 +539,52 @@ func (a *Arbiter) primaryFailed(ctx context.Context, cl *raftfsm.Cluster, snap *
 	if down < voters/2+1 {
 		return false, ""
 	}
+	// The leader's own view, then every other arbiter's.
+	age := max(time.Since(snap.Taken), 0)
 	for _, m := range snap.Members {
-		if m.Name != cl.Primary && m.Reachable && m.IORunning && m.Source == prim.Addr {
-			a.note(ctx, cl.Primary, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still replicates from it: no failover", cl.Primary, down, voters, m.Name))
+		if m.Name == lost || !m.Reachable || !m.IORunning || !streamsFrom(m.SourceServerID, prim, snap) {
+			continue
+		}
+		if window := max(a.cfg.FailureThreshold, 2*m.HeartbeatPeriod); m.SourceContact >= 0 && m.SourceContact+age < window {
+			// The reason names no duration: one note per episode, not one
+			// per round.
+			a.log.Debug("veto", zap.String("replica", m.Name), zap.Duration("last_received", m.SourceContact+age))
+			a.note(ctx, lost, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still receives from it: no failover", lost, down, voters, m.Name))
 			return false, ""
 		}
 	}
-	return true, fmt.Sprintf("%s unreachable from %d/%d arbiters for at least %s and no replica connected to it", cl.Primary, down, voters, a.cfg.FailureThreshold)
+	for _, o := range obs {
+		for name, m := range o.Members {
+			if name == lost || !m.IORunning || !streamsFrom(m.SourceServerID, prim, snap) {
+				continue
+			}
+			if m.SourceContactMs >= 0 && time.Duration(m.SourceContactMs)*time.Millisecond < a.cfg.FailureThreshold {
+				a.note(ctx, lost, fmt.Sprintf("%s unreachable from %d/%d arbiters but arbiter %s sees %s still receiving from it: no failover",
+					lost, down, voters, o.Arbiter, name))
+				return false, ""
+			}
+		}
+	}
+	return true, fmt.Sprintf("%s unreachable from %d/%d arbiters for at least %s and no replica has received from it for that long", lost, down, voters, a.cfg.FailureThreshold)
 }
 
-// candidate picks the reachable, non-maintenance replica whose received
-// position contains every other's; "" with a reason when there is none.
-func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, exclude ...string) (string, string) {
-	var names []string
-	var sets []topology.GTIDSet
-	for _, m := range snap.Members {
-		ms := cl.Members[m.Name]
-		if !m.Reachable || ms.Maintenance || ms.Fenced || m.Name == cl.Primary || contains(exclude, m.Name) {
-			continue
-		}
-		p, err := a.act.Position(ctx, m.Addr)
-		if err != nil {
-			continue
-		}
-		pos := p.IOPos
-		if pos == "" {
-			pos = p.CurrentPos
-		}
-		g, err := topology.ParseGTIDSet(topology.MariaDB, pos)
-		if err != nil {
-			continue
-		}
-		names = append(names, m.Name)
-		sets = append(sets, g)
+// streamsFrom reports whether a replica whose IO thread last connected to
+// server id source is connected to src. While src's id is unknown (this
+// arbiter never reached it), any source that is not another known member
+// counts: that can only prevent a failover, never cause one.
+func streamsFrom(source uint32, src topology.Member, snap *topology.Snapshot) bool {
+	if src.ServerID != 0 {
+		return source == src.ServerID
 	}
-	if len(names) == 0 {
-		return "", "no reachable replica outside maintenance"
+	if source == 0 {
+		return true
 	}
-	i := topology.MostAdvanced(sets)
-	if i < 0 {
-		return "", fmt.Sprintf("replicas %v have diverged: none has everything the others received", names)
+	for _, o := range snap.Members {
+		if o.Name != src.Name && o.ServerID == source {
+			return false
+		}
 	}
-	return names[i], ""
+	return true
 }
 
 func contains(list []string, s string) bool {
@@ -370,230 +594,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func (a *Arbiter) failover(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, why string) error {
-	if since := time.Since(cl.LastFailover); !cl.LastFailover.IsZero() && since < a.cfg.Cooldown {
-		a.note(ctx, cl.Primary, fmt.Sprintf("failover refused: cooldown (%s since the last failover, cooldown %s)", since.Round(time.Second), a.cfg.Cooldown))
-		return nil
-	}
-	cand, reason := a.candidate(ctx, cl, snap)
-	if cand == "" {
-		a.note(ctx, cl.Primary, "failover impossible: "+reason)
-		return nil
-	}
-	a.log.Warn("failing over", zap.String("from", cl.Primary), zap.String("to", cand), zap.String("reason", why))
-	next, idx, err := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: cand, Phase: raftfsm.PhaseFailingOver, Reason: why})
-	if err != nil {
-		return fmt.Errorf("begin failover to %s: %w", cand, err)
-	}
-	return a.finishFailover(ctx, next, time.Now(), idx)
-}
-
-// finishFailover takes the candidate the committed epoch names to open.
-// committed is no earlier than the epoch's commit on this node's clock, and
-// index its log index; a new leader passes its own now and 0, which only
-// makes the wait longer.
-func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, committed time.Time, index uint64) error {
-	snap := a.snaps.Snapshot()
-	cand, ok := memberByName(snap, cl.Primary)
-	if !ok {
-		return fmt.Errorf("failover: candidate %s is not a configured member", cl.Primary)
-	}
-	if old, ok := memberByName(snap, cl.Previous); ok {
-		// Best effort, and alongside the next steps: the old primary is most
-		// likely down (a paused one would hold us for the whole timeout). If
-		// it is only cut off from us, proxies stop writing to it within their
-		// lease, and acknowledgement fencing voids what it commits later.
-		go func() {
-			fctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			if err := a.act.Fence(fctx, old.Addr); err == nil {
-				a.log.Info("fenced old primary", zap.String("member", old.Name))
-			}
-		}()
-	}
-	// Stop the other replicas' threads now, in parallel with preparing the
-	// candidate: they are repointed to it next, and STOP SLAVE is what is
-	// slow when the old primary hangs. Their received positions stay, so
-	// one of them can still be the candidate if this one fails.
-	var stopping sync.WaitGroup
-	for _, m := range snap.Members {
-		if m.Name == cand.Name || m.Name == cl.Previous || !m.Reachable {
-			continue
-		}
-		stopping.Add(1)
-		go func() {
-			defer stopping.Done()
-			if err := a.act.StopReplication(ctx, m.Addr); err != nil {
-				a.log.Warn("stop replication", zap.String("member", m.Name), zap.Error(err))
-			}
-		}()
-	}
-	defer stopping.Wait()
-	a.step("catchup")
-	err := a.prepareCandidate(ctx, cand.Addr)
-	if err != nil {
-		// Pick another candidate at a new epoch; the failed one is excluded.
-		next, reason := a.candidate(ctx, cl, snap, cand.Name, cl.Previous)
-		if next == "" {
-			a.note(ctx, cand.Name, fmt.Sprintf("failover candidate %s failed (%v) and no other: %s", cand.Name, err, reason))
-			return fmt.Errorf("failover to %s: %w", cand.Name, err)
-		}
-		nc, idx, perr := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: next, Phase: raftfsm.PhaseFailingOver,
-			Reason: fmt.Sprintf("candidate %s failed: %v", cand.Name, err)})
-		if perr != nil {
-			return fmt.Errorf("re-begin failover to %s: %w", next, perr)
-		}
-		return a.finishFailover(ctx, nc, time.Now(), idx)
-	}
-	a.step("lease_wait")
-	if err := a.waitLease(ctx, committed, index); err != nil {
-		return err
-	}
-	a.step("open")
-	if err := a.act.Open(ctx, cand.Addr); err != nil {
-		return fmt.Errorf("open %s: %w", cand.Name, err)
-	}
-	stopping.Wait()
-	a.repointOthers(ctx, snap, cand, cl.Previous)
-	a.step("commit")
-	// The old primary is marked fenced before `serving` commits, so no
-	// state ever shows it as an ordinary member again until it rejoins.
-	if ms, ok := cl.Members[cl.Previous]; ok && !ms.Fenced {
-		t := true
-		if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: cl.Previous, Fenced: &t,
-			Reason: "failed primary: fenced until it rejoins clean"}); err != nil {
-			return fmt.Errorf("mark %s fenced: %w", cl.Previous, err)
-		}
-	}
-	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: cand.Name + " promoted"}); err != nil {
-		return fmt.Errorf("commit failover to %s: %w", cand.Name, err)
-	}
-	a.log.Warn("failover done", zap.String("primary", cand.Name), zap.Uint64("epoch", cl.Epoch))
-	return nil
-}
-
-// prepareCandidate applies what the candidate received and detaches it; it
-// stays read-only.
-func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) error {
-	p, err := a.act.Position(ctx, addr)
-	if err != nil {
-		return err
-	}
-	if !p.ReadOnly && p.Source == "" {
-		return nil // opened already by a previous leader
-	}
-	if err := a.act.WaitApplied(ctx, addr, p.IOPos, a.cfg.CatchupTimeout); err != nil {
-		return err
-	}
-	return a.act.Detach(ctx, addr)
-}
-
-// waitLease returns once no proxy can still be writing under the previous
-// epoch: every proxy confirmed applying index, or lease+margin has passed
-// since the commit (leases run out even on proxies that hear nothing).
-func (a *Arbiter) waitLease(ctx context.Context, committed time.Time, index uint64) error {
-	end := committed.Add(a.cfg.Lease + a.cfg.LeaseMargin)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for time.Now().Before(end) {
-		if index > 0 && a.cfg.Confirmed != nil && a.cfg.Confirmed(index) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
-}
-
-// repointOthers makes every reachable member but the new primary and skip a
-// replica of the new primary. Failures are logged: rejoin retries them.
-func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, prim topology.Member, skip string) {
-	// In parallel: STOP SLAVE on a replica whose IO thread is stuck
-	// connecting to a hung primary takes seconds.
-	var wg sync.WaitGroup
-	for _, m := range snap.Members {
-		if m.Name == prim.Name || m.Name == skip || !m.Reachable {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
-				a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// rejoin brings members that are not replicating from the primary back, or
-// fences them: a writable member that is not the primary is fenced at once
-// (a second writer is the failure everything else here prevents); a member
-// with transactions the primary lacks stays fenced and is reported.
-func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) error {
-	prim, ok := memberByName(snap, cl.Primary)
-	if !ok || !prim.Reachable {
-		return nil
-	}
-	for _, m := range snap.Members {
-		ms := cl.Members[m.Name]
-		if m.Name == cl.Primary || !m.Reachable || ms.Maintenance {
-			continue
-		}
-		if !m.ReadOnly {
-			if err := a.act.Fence(ctx, m.Addr); err != nil {
-				return fmt.Errorf("fence second writable member %s: %w", m.Name, err)
-			}
-			a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
-		}
-		if m.Source == prim.Addr && !ms.Fenced {
-			continue
-		}
-		// A member marked errant is checked again every round: once an
-		// operator has fixed it (re-cloned it, or given the primary the
-		// missing transactions, e.g. as empty ones), it rejoins like any
-		// other; until then it stays fenced.
-		mp, err := a.act.Position(ctx, m.Addr)
-		if err != nil {
-			continue
-		}
-		pp, err := a.act.Position(ctx, prim.Addr)
-		if err != nil {
-			return err
-		}
-		have, err1 := topology.ParseGTIDSet(topology.MariaDB, mp.BinlogPos)
-		want, err2 := topology.ParseGTIDSet(topology.MariaDB, pp.BinlogPos)
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		if errant := have.Subtract(want); !errant.Empty() {
-			t, e := true, errant.String()
-			if ms.Fenced && ms.Errant == e {
-				continue // recorded; waits for an operator
-			}
-			if err := a.act.Fence(ctx, m.Addr); err != nil {
-				a.log.Warn("fence errant member", zap.String("member", m.Name), zap.Error(err))
-			}
-			_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &t, Errant: &e,
-				Reason: fmt.Sprintf("%s has transactions %s that primary %s lacks: fenced, not rejoined", m.Name, e, cl.Primary)})
-			return err
-		}
-		if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
-			return fmt.Errorf("rejoin %s: %w", m.Name, err)
-		}
-		if ms.Fenced || ms.Errant != "" {
-			f, e := false, ""
-			if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &f, Errant: &e,
-				Reason: fmt.Sprintf("rejoined as a replica of %s (no errant transactions)", cl.Primary)}); err != nil {
-				return err
-			}
-		}
-		a.log.Info("rejoined", zap.String("member", m.Name), zap.String("primary", cl.Primary))
-	}
-	return nil
 }

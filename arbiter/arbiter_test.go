@@ -28,17 +28,65 @@ type arbiters struct {
 	nodes []*raftfsm.Node
 	mons  []*topology.Monitor
 	arbs  []*Arbiter
-	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes through
+	acts  []*topology.Actions
+	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes and acts through
+	trans map[string]*raft.InmemTransport
+	steps sync.Map // step name → *atomic.Int64, counted by every arbiter
+}
+
+// count returns how often any arbiter took a step.
+func (g *arbiters) count(step string) int64 {
+	if v, ok := g.steps.Load(step); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// isolate cuts (or restores) the Raft traffic between node i and the others.
+func (g *arbiters) isolate(i int, cut bool) {
+	id := g.nodes[i].ID()
+	for other, tr := range g.trans {
+		if other == id {
+			continue
+		}
+		if cut {
+			g.trans[id].Disconnect(raft.ServerAddress(other))
+			tr.Disconnect(raft.ServerAddress(id))
+		} else {
+			g.trans[id].Connect(raft.ServerAddress(other), tr)
+			tr.Connect(raft.ServerAddress(id), g.trans[id])
+		}
+	}
+}
+
+func (g *arbiters) leaderIndex() int {
+	for i, n := range g.nodes {
+		if n.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// setHook installs f as every arbiter's step hook (nil removes it); steps
+// are counted either way.
+func (g *arbiters) setHook(f func(arbiter int, step string)) {
+	for i, a := range g.arbs {
+		h := func(step string) {
+			v, _ := g.steps.LoadOrStore(step, new(atomic.Int64))
+			v.(*atomic.Int64).Add(1)
+			if f != nil {
+				f(i, step)
+			}
+		}
+		a.hook.Store(&h)
+	}
 }
 
 func (g *arbiters) Observations(ctx context.Context, cluster string) []Observation {
 	var out []Observation
 	for i, m := range g.mons {
-		o := Observation{Arbiter: g.nodes[i].ID(), Failing: map[string]time.Duration{}}
-		for _, mm := range m.Snapshot().Members {
-			o.Failing[mm.Name] = mm.FailingFor
-		}
-		out = append(out, o)
+		out = append(out, Observe(g.nodes[i].ID(), m.Snapshot()))
 	}
 	return out
 }
@@ -60,6 +108,16 @@ func startArbitersWith(t *testing.T, cfg Config, linked ...int) *arbiters {
 }
 
 func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) *arbiters {
+	links := map[int][]string{}
+	for _, i := range linked {
+		links[i] = []string{"db1"}
+	}
+	return startArbitersLinked(t, c, cfg, links)
+}
+
+// startArbitersLinked starts the group; links names, per arbiter (0..2), the
+// members it reaches through a cuttable link (probes and actions alike).
+func startArbitersLinked(t *testing.T, c *chaos.Cluster, cfg Config, links map[int][]string) *arbiters {
 	g := &arbiters{t: t, db: c, links: map[string]*chaos.Link{}}
 	var voters []raftfsm.Peer
 	trans := map[string]*raft.InmemTransport{}
@@ -76,6 +134,7 @@ func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) 
 			}
 		}
 	}
+	g.trans = trans
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -97,15 +156,17 @@ func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) 
 		}
 		g.nodes = append(g.nodes, n)
 		var members []topology.MemberConfig
-		for j, m := range c.Members {
+		dial := map[string]string{}
+		for _, m := range c.Members {
 			mc := topology.MemberConfig{Name: m.Name, Addr: m.Addr()}
-			if j == 0 && contains(intsToNames(linked), fmt.Sprint(i)) {
+			if contains(links[i], m.Name) {
 				l, err := chaos.NewLink(fmt.Sprintf("%s-%s-%d", p.ID, m.Name, time.Now().UnixNano()), m.Addr())
 				if err != nil {
 					t.Fatal(err)
 				}
 				g.links[p.ID+"/"+m.Name] = l
 				mc.Dial = l.Addr
+				dial[m.Addr()] = l.Addr
 			}
 			members = append(members, mc)
 		}
@@ -115,9 +176,24 @@ func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) 
 			t.Fatal(err)
 		}
 		g.mons = append(g.mons, mon)
-		act := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second}
+		act := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second,
+			HeartbeatPeriod: cfg.FailureThreshold / 4}
+		if len(dial) > 0 {
+			act.Dial = func(addr string) string {
+				if d, ok := dial[addr]; ok {
+					return d
+				}
+				return addr
+			}
+		}
+		g.acts = append(g.acts, act)
 		arb := New(cfg, n, mon, g, act, log.With(zap.String("arbiter", p.ID)))
 		g.arbs = append(g.arbs, arb)
+		h := func(step string) {
+			v, _ := g.steps.LoadOrStore(step, new(atomic.Int64))
+			v.(*atomic.Int64).Add(1)
+		}
+		arb.hook.Store(&h)
 		wg.Add(2)
 		go func() { defer wg.Done(); mon.Run(ctx) }()
 		go func() { defer wg.Done(); arb.Run(ctx) }()
@@ -126,14 +202,6 @@ func startArbitersOn(t *testing.T, c *chaos.Cluster, cfg Config, linked ...int) 
 		return cl != nil && cl.Primary == "db1" && cl.Phase == raftfsm.PhaseServing
 	})
 	return g
-}
-
-func intsToNames(is []int) []string {
-	var out []string
-	for _, i := range is {
-		out = append(out, fmt.Sprint(i))
-	}
-	return out
 }
 
 func (g *arbiters) leader() (*raftfsm.Node, *Arbiter) {
@@ -321,7 +389,7 @@ func TestErrantOldPrimaryStaysFencedUntilFixed(t *testing.T) {
 	got := g.waitState("errant fenced", 30*time.Second, func(c *raftfsm.Cluster) bool {
 		return c.Members["db1"].Fenced && c.Members["db1"].Errant != ""
 	})
-	if !strings.HasPrefix(got.Members["db1"].Errant, "7:") {
+	if !strings.HasPrefix(got.Members["db1"].Errant, "7-") {
 		t.Fatalf("errant %q, want domain 7", got.Members["db1"].Errant)
 	}
 	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
@@ -569,10 +637,13 @@ func TestLeaderLostMidFailover(t *testing.T) {
 }
 
 // A second primary failure within the cooldown is not acted on (and the
-// history says why); once the cooldown has passed it is.
+// history says why); once the cooldown has passed it is. The arbiters stamp
+// their commands with a clock an hour ahead: the cooldown is judged by each
+// arbiter's own clock, never by comparing a command's time with it.
 func TestRepeatedFailoversRespectCooldown(t *testing.T) {
 	cfg := testConfig()
 	cfg.Cooldown = 6 * time.Second
+	cfg.Clock = func() time.Time { return time.Now().Add(time.Hour) }
 	g := startArbitersWith(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

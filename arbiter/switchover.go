@@ -12,6 +12,12 @@ import (
 	"github.com/dbrouter/dbrouter/topology"
 )
 
+// errOldPrimaryLost: the primary being switched away from stopped answering
+// mid-switchover. It can be neither reopened nor caught up with; the
+// cluster stays `switching` (writes held) until the arbiters agree it has
+// failed and a failover preempts the switchover.
+var errOldPrimaryLost = errors.New("the old primary stopped answering during the switchover")
+
 // Promote runs a planned switchover to target, within timeout. Clients see
 // a pause, not errors: proxies hold new writes and transactions from the
 // moment `switching` commits until `serving` does. Every step before the
@@ -27,6 +33,10 @@ func (a *Arbiter) Promote(ctx context.Context, target string, timeout time.Durat
 	defer a.mu.Unlock()
 	if !a.group.IsLeader() {
 		return fmt.Errorf("%w: this arbiter is not the raft leader", ErrRefused)
+	}
+	ctx, err := a.lead(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	cl := a.group.State().Cluster(a.cfg.Cluster)
 	if cl == nil {
@@ -48,21 +58,30 @@ func (a *Arbiter) Promote(ctx context.Context, target string, timeout time.Durat
 	a.log.Info("switchover begun", zap.String("from", old.Name), zap.String("to", target), zap.Uint64("epoch", next.Epoch))
 
 	opened, err := a.switchSteps(ctx, next, old, tm, committed, idx)
-	if err != nil && !opened {
-		// Roll back with a fresh context: the switchover's may have expired.
-		rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer rcancel()
-		if rerr := a.rollback(rctx, next, old, tm, err.Error()); rerr != nil {
-			return fmt.Errorf("switchover to %s failed (%v) and rollback failed: %w", target, err, rerr)
-		}
-		return fmt.Errorf("switchover to %s failed and was rolled back to %s: %w", target, old.Name, err)
+	switch {
+	case err == nil || opened:
+		return err
+	case errors.Is(err, ErrDeposed):
+		// The new leader finishes or rolls back from the replicated state;
+		// a deposed one touching the databases would undo its work.
+		return fmt.Errorf("switchover to %s interrupted: %w", target, err)
+	case errors.Is(err, errOldPrimaryLost):
+		return fmt.Errorf("switchover to %s failed: %w; writes stay held until the arbiters agree it has failed and fail over", target, err)
 	}
-	return err
+	// Roll back with a fresh context (the switchover's may have expired),
+	// still tied to this leader's term.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer rcancel()
+	if rerr := a.rollback(rctx, next, old, tm, err.Error()); rerr != nil {
+		return fmt.Errorf("switchover to %s failed (%v) and rollback failed: %w", target, err, rerr)
+	}
+	return fmt.Errorf("switchover to %s failed and was rolled back to %s: %w", target, old.Name, err)
 }
 
 func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, target string) error {
 	ms, known := cl.Members[target]
 	tm, seen := memberByName(snap, target)
+	since, _, changed, _ := a.seen.since(time.Now())
 	switch {
 	case !known || !seen:
 		return fmt.Errorf("%w: %s is not a member of cluster %s", ErrRefused, target, a.cfg.Cluster)
@@ -70,8 +89,8 @@ func (a *Arbiter) checkPromote(cl *raftfsm.Cluster, snap *topology.Snapshot, tar
 		return fmt.Errorf("%w: cluster %s is %s", ErrRefused, a.cfg.Cluster, cl.Phase)
 	case target == cl.Primary:
 		return fmt.Errorf("%w: %s is already the primary", ErrRefused, target)
-	case cl.Epoch > 1 && time.Since(cl.PhaseSince) < a.cfg.Cooldown: // a change, not the bootstrap
-		return fmt.Errorf("%w: cooldown: the last change was %s ago (cooldown %s)", ErrRefused, time.Since(cl.PhaseSince).Round(time.Second), a.cfg.Cooldown)
+	case cl.Epoch > 1 && changed && since < a.cfg.Cooldown: // a change, not the bootstrap
+		return fmt.Errorf("%w: cooldown: this arbiter saw the last change %s ago (cooldown %s)", ErrRefused, since.Round(time.Second), a.cfg.Cooldown)
 	case ms.Maintenance || ms.Fenced:
 		return fmt.Errorf("%w: %s is in maintenance or fenced", ErrRefused, target)
 	case !tm.Reachable:
@@ -96,17 +115,21 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 	// one has (or its lease has run out) before fencing: a proxy that has
 	// not yet applied it would otherwise send writes into the read-only old
 	// primary and its clients would see errors, not a pause.
-	a.step("lease_wait")
+	if err := a.step(ctx, "lease_wait"); err != nil {
+		return false, err
+	}
 	if err := a.waitLease(ctx, committed, index); err != nil {
 		return false, err
 	}
 	// Drain: proxies hold new transactions; in-flight ones get DrainTimeout.
-	a.step("drain")
+	if err := a.step(ctx, "drain"); err != nil {
+		return false, err
+	}
 	drainEnd := time.Now().Add(a.cfg.DrainTimeout)
 	for {
 		n, err := a.act.ActiveTransactions(ctx, old.Addr)
 		if err != nil {
-			return false, fmt.Errorf("drain %s: %w", old.Name, err)
+			return false, a.lostOld(old, fmt.Errorf("drain %s: %w", old.Name, err))
 		}
 		if n == 0 || time.Now().After(drainEnd) {
 			break
@@ -117,15 +140,19 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	a.step("fence")
-	if err := a.act.Fence(ctx, old.Addr); err != nil {
+	if err := a.step(ctx, "fence"); err != nil {
 		return false, err
+	}
+	if err := a.act.Fence(ctx, old.Addr); err != nil {
+		return false, a.lostOld(old, err)
 	}
 	op, err := a.act.Position(ctx, old.Addr)
 	if err != nil {
-		return false, fmt.Errorf("read final position of %s: %w", old.Name, err)
+		return false, a.lostOld(old, fmt.Errorf("read final position of %s: %w", old.Name, err))
 	}
-	a.step("catchup")
+	if err := a.step(ctx, "catchup"); err != nil {
+		return false, err
+	}
 	wait := a.cfg.CatchupTimeout
 	if d, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(d))
@@ -133,30 +160,53 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 	if err := a.act.WaitApplied(ctx, target.Addr, op.BinlogPos, wait); err != nil {
 		return false, err
 	}
+	if err := a.step(ctx, "detach"); err != nil {
+		return false, err
+	}
 	if err := a.act.Detach(ctx, target.Addr); err != nil {
 		return false, err
 	}
-	a.step("open")
+	tp, err := a.act.Position(ctx, target.Addr)
+	if err != nil {
+		return false, err
+	}
+	if err := a.step(ctx, "open"); err != nil {
+		return false, err
+	}
 	if err := a.act.Open(ctx, target.Addr); err != nil {
 		return false, err
 	}
 	// Past this point the target may have taken writes: only forward.
-	a.repointOthers(ctx, a.snaps.Snapshot(), target, "")
-	a.step("commit")
-	if err := a.commitOpen(ctx, cl, target.Name+" promoted by switchover"); err != nil {
+	a.repointOthers(ctx, a.snaps.Snapshot(), target, tp.BinlogPos, "")
+	if err := a.step(ctx, "commit"); err != nil {
+		return true, err
+	}
+	if err := a.commitOpen(ctx, cl, target.Name+" promoted by switchover", tp); err != nil {
 		return true, err
 	}
 	a.log.Info("switchover done", zap.String("primary", target.Name), zap.Uint64("epoch", cl.Epoch))
 	return true, nil
 }
 
+// lostOld turns a failed step on the old primary into errOldPrimaryLost when
+// the old primary no longer answers at all.
+func (a *Arbiter) lostOld(old topology.Member, err error) error {
+	pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, perr := a.act.Position(pctx, old.Addr); perr != nil {
+		return fmt.Errorf("%w (%s: %v)", errOldPrimaryLost, old.Name, err)
+	}
+	return err
+}
+
 // commitOpen commits `serving`, retrying for a moment: the target is open,
 // so giving up here would leave writes held needlessly (a new leader would
 // finish it, but later).
-func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason string) error {
+func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason string, at topology.Position) error {
 	var err error
 	for i := 0; i < 5; i++ {
-		if _, err = a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: reason}); err == nil || errors.Is(err, raftfsm.ErrStaleEpoch) || errors.Is(err, raftfsm.ErrPhase) {
+		if _, err = a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: reason,
+			Opened: &raftfsm.OpenedAt{ServerID: at.ServerID, GTID: at.BinlogPos}}); err == nil || errors.Is(err, raftfsm.ErrStaleEpoch) || errors.Is(err, raftfsm.ErrPhase) {
 			return err
 		}
 		select {
@@ -173,14 +223,25 @@ func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason st
 // primary again.
 func (a *Arbiter) rollback(ctx context.Context, cl *raftfsm.Cluster, old, target topology.Member, why string) error {
 	a.log.Warn("switchover failed: rolling back", zap.String("to", old.Name), zap.String("reason", why))
+	if err := a.step(ctx, "rollback"); err != nil {
+		return err
+	}
 	// Make sure the target cannot take writes before the old primary does.
 	if err := a.act.Repoint(ctx, target.Addr, old.Addr); err != nil {
 		a.log.Warn("repoint target back", zap.String("member", target.Name), zap.Error(err))
 	}
+	op, err := a.act.Position(ctx, old.Addr)
+	if err != nil {
+		return fmt.Errorf("reopen %s: %w", old.Name, err)
+	}
+	if err := a.still(ctx); err != nil {
+		return err
+	}
 	if err := a.act.Open(ctx, old.Addr); err != nil {
 		return fmt.Errorf("reopen %s: %w", old.Name, err)
 	}
-	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeAbort, Epoch: cl.Epoch, Reason: "switchover failed: " + why}); err != nil {
+	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeAbort, Epoch: cl.Epoch, Reason: "switchover failed: " + why,
+		Opened: &raftfsm.OpenedAt{ServerID: op.ServerID, GTID: op.BinlogPos}}); err != nil {
 		return fmt.Errorf("commit rollback: %w", err)
 	}
 	return nil
@@ -196,8 +257,8 @@ func (a *Arbiter) recoverSwitch(ctx context.Context, cl *raftfsm.Cluster) error 
 		return fmt.Errorf("recover switchover: unknown members %s/%s", cl.Primary, cl.Previous)
 	}
 	if p, err := a.act.Position(ctx, target.Addr); err == nil && !p.ReadOnly {
-		a.repointOthers(ctx, snap, target, "")
-		return a.commitOpen(ctx, cl, "switchover finished by a new leader")
+		a.repointOthers(ctx, snap, target, p.BinlogPos, "")
+		return a.commitOpen(ctx, cl, "switchover finished by a new leader", p)
 	}
 	return a.rollback(ctx, cl, old, target, "the leader running it was lost before the target opened")
 }

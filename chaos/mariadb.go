@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // Fixed credentials every harness member carries. They are loopback-only test
@@ -50,9 +52,9 @@ type Options struct {
 	// switched on only once every replica is attached (a primary without replicas
 	// would otherwise wait this long on every commit).
 	SemiSyncTimeout time.Duration
-	// SlaveNetTimeout bounds how long a replica takes to notice a hung primary
-	// (default 4s, with a 1s heartbeat); MariaDB's 60s default is far too slow
-	// for failure detection.
+	// SlaveNetTimeout, when set, is the members' slave_net_timeout; by
+	// default they keep MariaDB's (60 s), as most servers in the field do:
+	// the arbiters must detect a hung primary without relying on it.
 	SlaveNetTimeout time.Duration
 	// ExtraConfig lines are appended to every member's [mariadbd] section.
 	ExtraConfig []string
@@ -179,9 +181,6 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.SemiSyncTimeout == 0 {
 		opts.SemiSyncTimeout = 5 * time.Second
 	}
-	if opts.SlaveNetTimeout == 0 {
-		opts.SlaveNetTimeout = 4 * time.Second
-	}
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
@@ -274,7 +273,6 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		"rpl_semi_sync_slave_enabled=ON",
 		"rpl_semi_sync_master_wait_point=AFTER_SYNC",
 		"rpl_semi_sync_master_timeout=" + strconv.FormatInt(c.opts.SemiSyncTimeout.Milliseconds(), 10),
-		"slave_net_timeout=" + strconv.Itoa(int(c.opts.SlaveNetTimeout.Seconds())),
 		"max_allowed_packet=64M",
 		// Every member starts read-only, the primary included: a primary that
 		// restarts after a failover must not come back writable. wire opens
@@ -291,6 +289,9 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 	}
 	if os.Geteuid() == 0 {
 		conf = append(conf, "user=root")
+	}
+	if c.opts.SlaveNetTimeout > 0 {
+		conf = append(conf, "slave_net_timeout="+strconv.Itoa(int(c.opts.SlaveNetTimeout.Seconds())))
 	}
 	conf = append(conf, c.opts.ExtraConfig...)
 	if err := os.WriteFile(m.confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
@@ -385,12 +386,12 @@ func (m *Member) WaitReplicating(ctx context.Context) error {
 	defer db.Close()
 	var last string
 	err = poll(ctx, 15*time.Second, func() (bool, error) {
-		st, err := SlaveStatus(ctx, db)
+		st, _, err := ReplicaStatus(ctx, db)
 		if err != nil {
 			return false, err
 		}
-		last = fmt.Sprintf("io=%s sql=%s err=%s", st["Slave_IO_Running"], st["Slave_SQL_Running"], st["Last_IO_Error"]+st["Last_SQL_Error"])
-		return st["Slave_IO_Running"] == "Yes" && st["Slave_SQL_Running"] == "Yes", nil
+		last = fmt.Sprintf("io=%s sql=%v %s", st.IOState, st.SQLRunning, st.Errors())
+		return st.IORunning() && st.SQLRunning, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: replication not running (%s): %w", m.Name, last, err)
@@ -398,33 +399,20 @@ func (m *Member) WaitReplicating(ctx context.Context) error {
 	return nil
 }
 
-// SlaveStatus returns the first row of SHOW SLAVE STATUS as a map (empty when
-// the server is not a replica).
-func SlaveStatus(ctx context.Context, db *sql.DB) (map[string]string, error) {
-	rows, err := db.QueryContext(ctx, "SHOW SLAVE STATUS")
+// ReplicaStatus reads the member's default replication connection through
+// the parser the monitor and the arbiters use; ok is false when the server
+// is not a replica.
+func ReplicaStatus(ctx context.Context, db *sql.DB) (st mariadb.ReplicaStatus, ok bool, err error) {
+	all, err := mariadb.ReadReplicaStatus(ctx, db)
 	if err != nil {
-		return nil, err
+		return st, false, err
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		for i, c := range cols {
-			out[c] = vals[i].String
+	for _, r := range all {
+		if r.Connection == "" {
+			return r, true, nil
 		}
 	}
-	return out, rows.Err()
+	return st, false, nil
 }
 
 // Addr is the member's TCP address.

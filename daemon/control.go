@@ -325,11 +325,7 @@ func (c *control) Observe(cluster string) (arbiter.Observation, error) {
 	if !ok {
 		return arbiter.Observation{}, fmt.Errorf("%w %q", raftfsm.ErrUnknownCluster, cluster)
 	}
-	o := arbiter.Observation{Arbiter: c.cfg.Name, Failing: map[string]time.Duration{}}
-	for _, m := range mon.Snapshot().Members {
-		o.Failing[m.Name] = m.FailingFor
-	}
-	return o, nil
+	return arbiter.Observe(c.cfg.Name, mon.Snapshot()), nil
 }
 
 func (c *control) Promote(ctx context.Context, cluster, member string, timeout time.Duration) error {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -43,6 +44,8 @@ type unit struct {
 	proxy *pmysql.Proxy
 	ln    net.Listener
 	arb   *arbiter.Arbiter
+	// failover bounds how long a failover takes (0 without a control plane).
+	failover time.Duration
 }
 
 // Run serves cfg until ctx ends. Listeners are opened before anything runs,
@@ -53,7 +56,10 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	lagGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_replica_lag_ms", Help: "Heartbeat lag per member (-1 unknown)."}, []string{"cluster", "member"})
 	rttGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_member_rtt_ms", Help: "Smoothed probe RTT per member."}, []string{"cluster", "member"})
 	healthy := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_member_eligible", Help: "1 when the member may serve reads (replica) or is the primary."}, []string{"cluster", "member"})
-	reg.MustRegister(lagGauge, rttGauge, healthy)
+	durability := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_durability_warning",
+		Help: "1 while a member's setting weakens the no-lost-write promise (check: semi_sync_wait_point, semi_sync_master_timeout, replica_semi_sync_off); routerctl status says what to set."},
+		[]string{"cluster", "member", "check"})
+	reg.MustRegister(lagGauge, rttGauge, healthy, durability)
 
 	var closers []func()
 	closeAll := func() {
@@ -100,13 +106,22 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		}
 		u.mon = mon
 		view := admin.Cluster{Name: cl.Name, Kind: cl.Kind, Listen: cl.Listen, Snapshot: mon.Snapshot}
+		if ct := cfg.Control; ct != nil {
+			// The longest a failover takes: detection, one probe round,
+			// and the lease wait when a proxy does not confirm.
+			view.Failover = ct.FailureThreshold.D() + cl.ProbeInterval.D() + ct.Lease.D() + ct.LeaseMargin.D()
+		}
+		u.failover = view.Failover
 		if ctl != nil {
 			view.State = ctl.clusterState(cl.Name)
 			ctl.monitors[cl.Name] = mon
 		}
 		if arbiterRole {
 			act := &topology.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
-				ReplUser: cl.Replication.User, ReplPassword: config.Password(cl.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D()}
+				ReplUser: cl.Replication.User, ReplPassword: config.Password(cl.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
+				// Replicas must hear from an idle primary well within
+				// failure_threshold, or a hung one looks like a quiet one.
+				HeartbeatPeriod: min(topology.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4)}
 			if len(dialByAddr) > 0 {
 				act.Dial = func(addr string) string {
 					if d, ok := dialByAddr[addr]; ok {
@@ -155,7 +170,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	}
 	for _, u := range units {
 		goRun(func() { u.mon.Run(ctx) })
-		goRun(func() { publishGauges(ctx, u.mon, lagGauge, rttGauge, healthy) })
+		goRun(func() { publishGauges(ctx, u.mon, u.failover, gauges{lagGauge, rttGauge, healthy, durability}) })
 		if u.arb != nil {
 			goRun(func() { u.arb.Run(ctx) })
 		}
@@ -231,7 +246,11 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 	return px, ln, nil
 }
 
-func publishGauges(ctx context.Context, mon *topology.Monitor, lag, rtt, healthy *prometheus.GaugeVec) {
+type gauges struct {
+	lag, rtt, healthy, durability *prometheus.GaugeVec
+}
+
+func publishGauges(ctx context.Context, mon *topology.Monitor, failover time.Duration, g gauges) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -239,14 +258,25 @@ func publishGauges(ctx context.Context, mon *topology.Monitor, lag, rtt, healthy
 		case <-mon.Updated():
 		}
 		s := mon.Snapshot()
+		warned := map[[2]string]bool{}
+		for _, w := range topology.DurabilityWarnings(s, failover) {
+			warned[[2]string{w.Member, w.Check}] = true
+		}
 		for i, m := range s.Members {
-			lag.WithLabelValues(s.Cluster, m.Name).Set(float64(m.Lag.Milliseconds()))
-			rtt.WithLabelValues(s.Cluster, m.Name).Set(float64(m.RTT.Microseconds()) / 1000)
+			g.lag.WithLabelValues(s.Cluster, m.Name).Set(float64(m.Lag.Milliseconds()))
+			g.rtt.WithLabelValues(s.Cluster, m.Name).Set(float64(m.RTT.Microseconds()) / 1000)
 			v := 0.0
 			if m.Eligible || i == s.Primary {
 				v = 1
 			}
-			healthy.WithLabelValues(s.Cluster, m.Name).Set(v)
+			g.healthy.WithLabelValues(s.Cluster, m.Name).Set(v)
+			for _, c := range topology.DurabilityChecks {
+				w := 0.0
+				if warned[[2]string{m.Name, c}] {
+					w = 1
+				}
+				g.durability.WithLabelValues(s.Cluster, m.Name, c).Set(w)
+			}
 		}
 	}
 }

@@ -83,6 +83,9 @@ type Command struct {
 	// Members lists the cluster's members (Bootstrap).
 	Members []string `json:"members,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
+	// Opened (Bootstrap, Open, Abort): where the primary that takes writes
+	// from this command on opened. Older leaders leave it out.
+	Opened *OpenedAt `json:"opened,omitempty"`
 
 	// Member changes (TypeMember).
 	Member      string  `json:"member,omitempty"`

@@ -166,6 +166,7 @@ func applyBootstrap(s *State, c *Command) (uint64, error) {
 		cl.Members[m] = MemberState{}
 	}
 	cl.record(Decision{Epoch: 1, At: c.At, Kind: "bootstrap", To: c.Primary, Reason: c.Reason})
+	cl.recordOpening(c.Opened)
 	s.Clusters[c.Cluster] = cl
 	return 1, nil
 }
@@ -189,6 +190,14 @@ func applyBegin(s *State, c *Command) (uint64, error) {
 	case cl.Phase == PhaseFailingOver && c.Phase == PhaseFailingOver:
 		// A failover whose candidate failed picks another; Previous stays the
 		// primary that was lost.
+	case cl.Phase == PhaseSwitching && c.Phase == PhaseFailingOver:
+		// The old primary died during a switchover: the switchover can
+		// neither finish (the target has not caught up with it) nor roll
+		// back (it cannot be reopened), so a failover preempts it.
+		// Previous stays the old primary, the one that was lost.
+		if c.Primary == cl.Previous {
+			return cl.Epoch, fmt.Errorf("cluster %s: %w: %s is the primary being failed over from", c.Cluster, ErrInvalid, c.Primary)
+		}
 	default:
 		return cl.Epoch, fmt.Errorf("cluster %s: %w: %s while %s", c.Cluster, ErrPhase, c.Phase, cl.Phase)
 	}
@@ -227,6 +236,7 @@ func applyOpen(s *State, c *Command) (uint64, error) {
 	cl.Phase = PhaseServing
 	cl.PhaseSince = c.At
 	cl.Previous = ""
+	cl.recordOpening(c.Opened)
 	return cl.Epoch, nil
 }
 
@@ -244,6 +254,7 @@ func applyAbort(s *State, c *Command) (uint64, error) {
 	cl.Previous = ""
 	cl.Phase = PhaseServing
 	cl.PhaseSince = c.At
+	cl.recordOpening(c.Opened)
 	return cl.Epoch, nil
 }
 
@@ -335,10 +346,19 @@ func (c *Cluster) Acknowledgeable(epoch uint64) bool {
 	return c != nil && epoch >= c.SafeSince && epoch <= c.Epoch
 }
 
+// ErrNoSnapshot: a node that stopped at a command it cannot apply takes no
+// snapshot, because raft would then compact away the log entries its state
+// lacks, and the upgraded node would resume from a state that skipped them.
+var ErrNoSnapshot = errors.New("no snapshot while incompatible")
+
 // Snapshot implements raft.FSM. The state is immutable, so the snapshot is
 // the current pointer; Persist runs concurrently with later Applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return snapshot{f.State()}, nil
+	st := f.State()
+	if st.Incompatible != "" {
+		return nil, fmt.Errorf("%w: %s", ErrNoSnapshot, st.Incompatible)
+	}
+	return snapshot{st}, nil
 }
 
 // Restore implements raft.FSM.

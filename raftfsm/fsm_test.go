@@ -72,6 +72,12 @@ func TestCommandsCompareAndSetOnEpoch(t *testing.T) {
 		{"failover picks another candidate", []*Command{bootstrap(),
 			{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseFailingOver},
 			{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: t0, Primary: "db3", Phase: PhaseFailingOver}}, nil, 3, "db3", PhaseFailingOver},
+		{"a failover preempts a switchover whose old primary died", []*Command{bootstrap(),
+			{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching},
+			{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: t0, Primary: "db3", Phase: PhaseFailingOver}}, nil, 3, "db3", PhaseFailingOver},
+		{"a failover from a switchover never back to the lost primary", []*Command{bootstrap(),
+			{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching},
+			{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: t0, Primary: "db1", Phase: PhaseFailingOver}}, ErrInvalid, 2, "db2", PhaseSwitching},
 		{"begin to the primary refused", []*Command{bootstrap(),
 			{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db1", Phase: PhaseSwitching}}, ErrInvalid, 1, "db1", PhaseServing},
 		{"begin to an unknown member refused", []*Command{bootstrap(),
@@ -164,6 +170,84 @@ func TestUnknownCommands(t *testing.T) {
 	r = applyAll(t, f, &Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching})[0]
 	if !errors.Is(r.Err, ErrIncompatible) || f.State().Cluster("shop").Epoch != 1 {
 		t.Fatalf("stopped FSM applied a command: %v", r.Err)
+	}
+}
+
+// A node stopped at a command it cannot apply must come back once upgraded:
+// its snapshots never carry the stop, and it takes none while stopped (one
+// would let raft compact away the entries its state lacks).
+func TestIncompatibleNodeResumesAfterUpgrade(t *testing.T) {
+	const newType Type = 201
+	log := []*raft.Log{
+		entry(t, 1, bootstrap()),
+		{Index: 2, Type: raft.LogCommand, Data: append([]byte{formatVersion, byte(newType), 0}, `{"cluster":"shop","epoch":1,"reason":"new"}`...)},
+		entry(t, 3, &Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseSwitching}),
+	}
+	old := NewFSM()
+	for _, l := range log {
+		old.Apply(l)
+	}
+	if old.State().Incompatible == "" {
+		t.Fatal("old binary applied a command it does not know")
+	}
+	if _, err := old.Snapshot(); !errors.Is(err, ErrNoSnapshot) {
+		t.Fatalf("snapshot while incompatible: %v, want ErrNoSnapshot", err)
+	}
+	if b, _ := json.Marshal(old.State()); bytes.Contains(b, []byte("incompatible")) {
+		t.Fatalf("serialised state carries the stop: %s", b)
+	}
+
+	// A snapshot taken before the stop, restored by the upgraded binary,
+	// which then applies the rest of the log.
+	before := NewFSM()
+	before.Apply(log[0])
+	snap, err := before.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	appliers[newType] = applyNote
+	defer delete(appliers, newType)
+	upgraded := NewFSM()
+	if err := upgraded.Restore(io.NopCloser(&sink)); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range log[1:] {
+		if r := upgraded.Apply(l).(Result); r.Err != nil {
+			t.Fatalf("upgraded node, index %d: %v", l.Index, r.Err)
+		}
+	}
+	if st := upgraded.State(); st.Incompatible != "" || st.Cluster("shop").Epoch != 2 {
+		t.Fatalf("upgraded node did not resume: incompatible %q, epoch %d", st.Incompatible, st.Cluster("shop").Epoch)
+	}
+}
+
+// Every command that opens a primary records where it opened; the chain is
+// what a returning member is judged against.
+func TestOpeningsRecordWherePrimariesOpened(t *testing.T) {
+	f := NewFSM()
+	b := bootstrap()
+	b.Opened = &OpenedAt{ServerID: 1, GTID: "0-1-5"}
+	applyAll(t, f, b,
+		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: t0, Primary: "db2", Phase: PhaseFailingOver},
+		&Command{Type: TypeOpen, Cluster: "shop", Epoch: 2, At: t0, Opened: &OpenedAt{ServerID: 2, GTID: "0-1-1038"}},
+		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: t0, Primary: "db3", Phase: PhaseSwitching},
+		&Command{Type: TypeAbort, Cluster: "shop", Epoch: 3, At: t0, Opened: &OpenedAt{ServerID: 2, GTID: "0-2-2000"}})
+	got := f.State().Cluster("shop").Openings
+	want := []Opening{{1, "db1", 1, "0-1-5"}, {2, "db2", 2, "0-1-1038"}, {4, "db2", 2, "0-2-2000"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("openings %v, want %v", got, want)
+	}
+	for i := 0; i < HistoryLimit+5; i++ {
+		e := f.State().Cluster("shop").Epoch
+		applyAll(t, f, &Command{Type: TypeBegin, Cluster: "shop", Epoch: e, At: t0, Primary: []string{"db1", "db3"}[i%2], Phase: PhaseSwitching},
+			&Command{Type: TypeOpen, Cluster: "shop", Epoch: e + 1, At: t0, Opened: &OpenedAt{ServerID: 9, GTID: "0-9-1"}})
+	}
+	if n := len(f.State().Cluster("shop").Openings); n != HistoryLimit {
+		t.Fatalf("%d openings kept, want the last %d", n, HistoryLimit)
 	}
 }
 

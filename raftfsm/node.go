@@ -254,6 +254,42 @@ func (n *Node) Leader() (id, addr string) {
 // Term is the current Raft term.
 func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
 
+// Barrier returns once every entry committed before it has been applied to
+// this node's FSM (leader only). A new leader calls it before acting: it
+// wins its election with every committed entry in its log, but it may not
+// have applied them yet (restarted from an older snapshot, say), and a
+// decision on that state would undo what the group already decided.
+func (n *Node) Barrier(ctx context.Context) error {
+	if !n.IsLeader() {
+		return n.notLeader()
+	}
+	if err := n.raft.Barrier(timeoutOf(ctx, 10*time.Second)).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("barrier: %w", n.notLeader())
+		}
+		return fmt.Errorf("barrier: %w", err)
+	}
+	return nil
+}
+
+// VerifyLeader confirms with a quorum that this node still leads: a leader
+// cut off from the others keeps believing it leads for a while, and must
+// not touch a database in that time.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	f := n.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("verify leadership: %w", n.notLeader())
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("verify leadership: %w", ctx.Err())
+	}
+}
+
 // LastContact is when this node last heard from a leader (now for the leader).
 func (n *Node) LastContact() time.Time {
 	if n.IsLeader() {

@@ -60,10 +60,33 @@ type Cluster struct {
 	// fenced and the target catches up to its final position before
 	// opening); a failover moves it to the new epoch (the old primary may
 	// have committed writes after the candidate stopped receiving them).
-	SafeSince    uint64                 `json:"safe_since"`
+	SafeSince uint64 `json:"safe_since"`
+	// LastFailover is the proposer's clock at the last failover: for people.
+	// No decision compares it with another machine's clock.
 	LastFailover time.Time              `json:"last_failover,omitempty"`
 	Members      map[string]MemberState `json:"members"`
 	History      []Decision             `json:"history"`
+	// Openings records, per epoch whose primary opened, that primary's
+	// server id and GTID position when it opened (oldest first, bounded by
+	// HistoryLimit). Together they are the current primary's history: a
+	// returning member is judged against them before it may rejoin.
+	Openings []Opening `json:"openings,omitempty"`
+}
+
+// Opening is where one epoch's primary began taking writes.
+type Opening struct {
+	Epoch    uint64 `json:"epoch"`
+	Member   string `json:"member"`
+	ServerID uint32 `json:"server_id"`
+	// GTID is the primary's GTID binlog position when it opened.
+	GTID string `json:"gtid"`
+}
+
+// OpenedAt is what a command that opens a primary says about where it
+// opened.
+type OpenedAt struct {
+	ServerID uint32 `json:"server_id"`
+	GTID     string `json:"gtid"`
 }
 
 // Proxy is a routerd in role proxy that joined the group as a non-voter (or,
@@ -90,8 +113,10 @@ type State struct {
 	// Incompatible is set when this node met a command it cannot apply (a
 	// newer binary wrote it without FlagIgnoreUnknown). The node then stops
 	// applying, so its state never diverges from the others', and routes no
-	// writes until it is upgraded.
-	Incompatible string `json:"incompatible,omitempty"`
+	// writes until it is upgraded. It describes this binary, not the log,
+	// so it is never written into a snapshot (and no snapshot is taken
+	// while it is set: see FSM.Snapshot): an upgraded node resumes.
+	Incompatible string `json:"-"`
 }
 
 func emptyState() *State {
@@ -124,7 +149,19 @@ func (c *Cluster) clone() *Cluster {
 	n := *c
 	n.Members = maps.Clone(c.Members)
 	n.History = slices.Clone(c.History)
+	n.Openings = slices.Clone(c.Openings)
 	return &n
+}
+
+// recordOpening notes where the primary of the current epoch opened.
+func (c *Cluster) recordOpening(at *OpenedAt) {
+	if at == nil {
+		return
+	}
+	c.Openings = append(c.Openings, Opening{Epoch: c.Epoch, Member: c.Primary, ServerID: at.ServerID, GTID: at.GTID})
+	if over := len(c.Openings) - HistoryLimit; over > 0 {
+		c.Openings = slices.Delete(c.Openings, 0, over)
+	}
 }
 
 func (c *Cluster) record(d Decision) {

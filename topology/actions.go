@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // Actions runs the MariaDB administrative steps of a primary change on one
@@ -26,14 +28,42 @@ type Actions struct {
 	// Dial, when set, maps a member's address to the one to connect to (a
 	// test link in front of it), like MemberConfig.Dial for probes.
 	Dial func(addr string) string
+	// HeartbeatPeriod is the MASTER_HEARTBEAT_PERIOD a repointed replica
+	// gets (default 500 ms): an idle source still sends something that
+	// often, which is how the arbiters tell a quiet primary from a hung one.
+	// Keep it well under failure_threshold.
+	HeartbeatPeriod time.Duration
 }
 
-// Position is what a promotion needs to know of a member.
+// DefaultHeartbeatPeriod is Actions.HeartbeatPeriod's default.
+const DefaultHeartbeatPeriod = 500 * time.Millisecond
+
+// heartbeatPeriod is the period to configure on a replica whose
+// slave_net_timeout is netTimeout seconds: MariaDB wants it below that (a
+// replica that hears nothing for slave_net_timeout reconnects).
+func (a *Actions) heartbeatPeriod(netTimeout float64) string {
+	p := a.HeartbeatPeriod
+	if p <= 0 {
+		p = DefaultHeartbeatPeriod
+	}
+	if lim := time.Duration(netTimeout / 2 * float64(time.Second)); netTimeout > 0 && p > lim {
+		p = lim
+	}
+	return fmt.Sprintf("%.3f", max(p, time.Millisecond).Seconds())
+}
+
+// Position is what a promotion needs to know of a member: a fresh
+// observation of it alone, read when a decision needs it.
 type Position struct {
+	ServerID   uint32
 	ReadOnly   bool
 	BinlogPos  string // @@gtid_binlog_pos
 	CurrentPos string // @@gtid_current_pos
 	SlavePos   string // @@gtid_slave_pos
+	// Replica is the default replication connection (zero when Replicating
+	// is false: not configured as a replica).
+	Replica     mariadb.ReplicaStatus
+	Replicating bool
 	// IOPos is the replica's received position (Gtid_IO_Pos): what it has in
 	// its relay log, applied or not. Empty on a server that is not a replica.
 	IOPos      string
@@ -45,6 +75,13 @@ type Position struct {
 }
 
 func (a *Actions) open(ctx context.Context, addr string) (*sql.Conn, func(), error) {
+	return a.openFor(ctx, addr, 0)
+}
+
+// openFor opens a connection whose reads may take wait longer than a
+// step's timeout: a statement that waits on the server (MASTER_GTID_WAIT)
+// must not be cut by the connection's read deadline.
+func (a *Actions) openFor(ctx context.Context, addr string, wait time.Duration) (*sql.Conn, func(), error) {
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.Net, cfg.Addr = a.User, a.Password, "tcp", addr
 	if a.Dial != nil {
@@ -54,7 +91,8 @@ func (a *Actions) open(ctx context.Context, addr string) (*sql.Conn, func(), err
 	if to <= 0 {
 		to = 5 * time.Second
 	}
-	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to, to
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to+wait, to
+	cfg.DialFunc = dialReset
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -97,53 +135,30 @@ func (a *Actions) Position(ctx context.Context, addr string) (Position, error) {
 		return Position{}, err
 	}
 	defer done()
+	return readPosition(ctx, c, addr)
+}
+
+func readPosition(ctx context.Context, c *sql.Conn, addr string) (Position, error) {
 	var p Position
 	var ro int
-	if err := c.QueryRowContext(ctx, "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_current_pos, @@gtid_slave_pos").
-		Scan(&ro, &p.BinlogPos, &p.CurrentPos, &p.SlavePos); err != nil {
+	if err := c.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_current_pos, @@gtid_slave_pos").
+		Scan(&p.ServerID, &ro, &p.BinlogPos, &p.CurrentPos, &p.SlavePos); err != nil {
 		return p, fmt.Errorf("%s: read gtid state: %w", addr, err)
 	}
 	p.ReadOnly = ro == 1
-	st, err := slaveStatus(ctx, c)
+	all, err := mariadb.ReadReplicaStatus(ctx, c)
 	if err != nil {
 		return p, fmt.Errorf("%s: %w", addr, err)
 	}
-	p.IOPos = st["Gtid_IO_Pos"]
-	p.IORunning = st["Slave_IO_Running"] == "Yes"
-	p.SQLRunning = st["Slave_SQL_Running"] == "Yes"
-	if st["Master_Host"] != "" {
-		p.Source = net.JoinHostPort(st["Master_Host"], st["Master_Port"])
+	for _, r := range all {
+		if r.Connection == "" {
+			p.Replica, p.Replicating = r, true
+		}
 	}
-	fmt.Sscan(st["Last_IO_Errno"], &p.LastIOErr)
-	p.LastErr = strings.TrimSpace(st["Last_IO_Error"] + " " + st["Last_SQL_Error"])
+	r := p.Replica
+	p.IOPos, p.IORunning, p.SQLRunning = r.GTIDIOPos, r.IORunning(), r.SQLRunning
+	p.Source, p.LastIOErr, p.LastErr = r.Source(), r.LastIOErrno, r.Errors()
 	return p, nil
-}
-
-func slaveStatus(ctx context.Context, c *sql.Conn) (map[string]string, error) {
-	rows, err := c.QueryContext(ctx, "SHOW SLAVE STATUS")
-	if err != nil {
-		return nil, fmt.Errorf("show slave status: %w", err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	if rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		for i, col := range cols {
-			out[col] = vals[i].String
-		}
-	}
-	return out, rows.Err()
 }
 
 // Fence stops a member taking writes: read_only=ON (which also waits for
@@ -208,12 +223,13 @@ func (a *Actions) ActiveTransactions(ctx context.Context, addr string) (int, err
 	return n, nil
 }
 
-// WaitApplied waits until the member has applied pos (MASTER_GTID_WAIT).
+// WaitApplied waits until the member has applied pos (MASTER_GTID_WAIT), for
+// up to d: the whole of d, whatever the step timeout.
 func (a *Actions) WaitApplied(ctx context.Context, addr, pos string, d time.Duration) error {
 	if pos == "" {
 		return nil
 	}
-	c, done, err := a.open(ctx, addr)
+	c, done, err := a.openFor(ctx, addr, d)
 	if err != nil {
 		return err
 	}
@@ -228,6 +244,37 @@ func (a *Actions) WaitApplied(ctx context.Context, addr, pos string, d time.Dura
 	return nil
 }
 
+// StartApplier starts the member's SQL thread, so its relay log is applied
+// even if someone stopped it: a failover candidate's relay log may hold the
+// only copy of acknowledged commits. The IO thread is left as it is.
+//
+// With both threads stopped, a plain START SLAVE SQL_THREAD is what must
+// not be done: in GTID mode MariaDB then discards the relay log (it
+// expects to fetch it again from the source, which is the dead primary).
+// Switching the connection to file positions at the SQL thread's place in
+// the relay log keeps it, and the applier goes on from there.
+func (a *Actions) StartApplier(ctx context.Context, addr string) error {
+	c, done, err := a.open(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("start applier: %w", err)
+	}
+	defer done()
+	p, err := readPosition(ctx, c, addr)
+	if err != nil {
+		return fmt.Errorf("start applier: %w", err)
+	}
+	switch r := p.Replica; {
+	case !p.Replicating || p.SQLRunning:
+		return nil
+	case r.IOState != "No": // connected, or still trying to connect
+		return exec(ctx, c, addr, "START SLAVE SQL_THREAD")
+	default:
+		return exec(ctx, c, addr,
+			fmt.Sprintf("CHANGE MASTER TO MASTER_USE_GTID=no, RELAY_LOG_FILE='%s', RELAY_LOG_POS=%d", sqlQuote(r.RelayLogFile), r.RelayLogPos),
+			"START SLAVE SQL_THREAD")
+	}
+}
+
 // Detach stops replication on the member and forgets its source. It stays
 // read-only: opening is a separate step, taken only after the lease wait.
 func (a *Actions) Detach(ctx context.Context, addr string) error {
@@ -236,19 +283,38 @@ func (a *Actions) Detach(ctx context.Context, addr string) error {
 		return fmt.Errorf("detach: %w", err)
 	}
 	defer done()
-	return exec(ctx, c, addr, "STOP ALL SLAVES", "RESET SLAVE ALL")
+	return exec(ctx, c, addr, append(quickStop("STOP ALL SLAVES"), "RESET SLAVE ALL")...)
 }
 
-// StopReplication stops the member's replication threads. On a replica of a
-// hung primary this takes seconds (the IO thread is stuck connecting), so a
-// failover does it for all replicas at once, early.
-func (a *Actions) StopReplication(ctx context.Context, addr string) error {
+// StopReplication stops the member's replication threads (IOOnly: just
+// the IO thread, so the relay log goes on being applied). On a semi-sync
+// replica of a hung primary the IO thread's stop connects to the primary
+// to kill its dump thread and waits rpl_semi_sync_slave_kill_conn_timeout
+// for that (2 s with the default 5); a failover does it for all replicas
+// at once, early, with that timeout at its 1 s minimum for the stop.
+func (a *Actions) StopReplication(ctx context.Context, addr string, ioOnly bool) error {
 	c, done, err := a.open(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("stop replication: %w", err)
 	}
 	defer done()
-	return exec(ctx, c, addr, "STOP ALL SLAVES")
+	stop := "STOP ALL SLAVES"
+	if ioOnly {
+		stop = "STOP SLAVE IO_THREAD"
+	}
+	return exec(ctx, c, addr, quickStop(stop)...)
+}
+
+// quickStop wraps a STOP SLAVE statement so a semi-sync replica of a hung
+// source gives up killing its dump thread there after 1 s, not the
+// configured rpl_semi_sync_slave_kill_conn_timeout (restored after).
+func quickStop(stop string) []string {
+	return []string{
+		"SET @dbrouter_kill_timeout = @@GLOBAL.rpl_semi_sync_slave_kill_conn_timeout",
+		"SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = 1",
+		stop,
+		"SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = @dbrouter_kill_timeout",
+	}
 }
 
 // Open makes the member the writable primary: semi-sync as a source, then
@@ -279,18 +345,65 @@ func (a *Actions) Repoint(ctx context.Context, addr, source string) error {
 		return fmt.Errorf("repoint: %w", err)
 	}
 	defer done()
-	return exec(ctx, c, addr,
-		"SET GLOBAL read_only=ON",
-		"STOP ALL SLAVES",
+	var netTimeout float64
+	if err := c.QueryRowContext(ctx, "SELECT @@slave_net_timeout").Scan(&netTimeout); err != nil {
+		return fmt.Errorf("repoint %s: read slave_net_timeout: %w", addr, err)
+	}
+	stmts := append([]string{"SET GLOBAL read_only=ON"}, quickStop("STOP ALL SLAVES")...)
+	return exec(ctx, c, addr, append(stmts,
 		"RESET SLAVE ALL",
 		"SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos",
 		"SET GLOBAL rpl_semi_sync_master_enabled=OFF",
 		"SET GLOBAL rpl_semi_sync_slave_enabled=ON",
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%s, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
-			sqlQuote(host), port, sqlQuote(a.ReplUser), sqlQuote(a.ReplPassword)),
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%s, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=%s",
+			sqlQuote(host), port, sqlQuote(a.ReplUser), sqlQuote(a.ReplPassword), a.heartbeatPeriod(netTimeout)),
+		"START SLAVE")...)
+}
+
+// SetHeartbeatPeriod gives a replica the configured heartbeat period
+// without touching its position (a replica set up by hand keeps MariaDB's
+// default, slave_net_timeout/2, which hides a hung source for that long).
+func (a *Actions) SetHeartbeatPeriod(ctx context.Context, addr string) error {
+	c, done, err := a.open(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("set heartbeat period: %w", err)
+	}
+	defer done()
+	var netTimeout float64
+	if err := c.QueryRowContext(ctx, "SELECT @@slave_net_timeout").Scan(&netTimeout); err != nil {
+		return fmt.Errorf("set heartbeat period on %s: read slave_net_timeout: %w", addr, err)
+	}
+	p, err := readPosition(ctx, c, addr)
+	if err != nil {
+		return err
+	}
+	if !p.IORunning || !p.SQLRunning {
+		return nil // someone stopped its threads: not ours to restart
+	}
+	return exec(ctx, c, addr,
+		"STOP SLAVE",
+		"CHANGE MASTER TO MASTER_HEARTBEAT_PERIOD="+a.heartbeatPeriod(netTimeout),
 		"START SLAVE")
 }
 
 func sqlQuote(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s)
+}
+
+// dialReset dials a member for the monitor and the admin actions. Their
+// connections are closed with a reset (SO_LINGER 0): when one is given up
+// on a hung server (a probe or heartbeat that timed out), the server's
+// kernel discards the statement still unread in its socket buffer instead
+// of the server running it when it wakes. A heartbeat written that way to
+// a primary already failed over would be an errant transaction.
+func dialReset(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c, nil
 }

@@ -230,3 +230,21 @@ func MostAdvanced(sets []GTIDSet) int {
 	}
 	return -1
 }
+
+// Union returns the transactions in g or o (both of one flavor): what a
+// replica holds when o is what it received and g what it applied.
+func (g GTIDSet) Union(o GTIDSet) GTIDSet {
+	out := GTIDSet{flavor: g.flavor, streams: map[string][]interval{}, servers: map[string]string{}}
+	for _, src := range []GTIDSet{g, o} {
+		for k, ivs := range src.streams {
+			for _, iv := range ivs {
+				out.streams[k] = addInterval(out.streams[k], iv)
+			}
+			if _, ok := out.streams[k]; !ok {
+				out.streams[k] = nil
+			}
+		}
+		maps.Copy(out.servers, src.servers)
+	}
+	return out
+}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // MemberConfig names one member to probe.
@@ -55,8 +57,13 @@ type Monitor struct {
 }
 
 type prober struct {
-	cfg   MemberConfig
-	db    *sql.DB
+	cfg MemberConfig
+	db  *sql.DB
+	// mu guards result, the latest probe, which publish reads; the fields
+	// below it belong to the member's probe loop alone.
+	mu     sync.Mutex
+	result probeResult
+
 	srtt  time.Duration
 	fails int // consecutive failed probes
 	// failingSince is when the member was last known alive: the end of the
@@ -65,6 +72,14 @@ type prober struct {
 	// a probe is not given an extra probe interval.
 	failingSince time.Time
 	lastOK       time.Time
+	// serverID survives failed probes: deciding whether a replica still
+	// streams from a primary that stopped answering needs the primary's id.
+	serverID uint32
+	// progress is what the replica had heard from its source at the last
+	// probe, and progressAt when that last changed (this monitor's clock).
+	progress   string
+	progressAt time.Time
+	replicas   []uint32 // SHOW SLAVE HOSTS at the last successful probe
 }
 
 // unreachableAfter consecutive failed probes mark a member unreachable: one
@@ -95,13 +110,16 @@ func New(cfg Config, log *zap.Logger) (*Monitor, error) {
 		dc.ReadTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.WriteTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.InterpolateParams = true
+		dc.DialFunc = dialReset
 		conn, err := mysql.NewConnector(dc)
 		if err != nil {
 			return nil, fmt.Errorf("member %s: %w", mc.Name, err)
 		}
 		db := sql.OpenDB(conn)
-		db.SetMaxOpenConns(1)
-		db.SetMaxIdleConns(1)
+		// Two: the member's probe loop and the heartbeat loop may use it
+		// at once.
+		db.SetMaxOpenConns(2)
+		db.SetMaxIdleConns(2)
 		m.members = append(m.members, &prober{cfg: mc, db: db})
 		snap.Members = append(snap.Members, Member{Name: mc.Name, Addr: mc.Addr, Site: mc.Site, Role: RoleUnknown, Lag: -1})
 	}
@@ -115,17 +133,54 @@ func (m *Monitor) Snapshot() *Snapshot { return m.snap.Load() }
 // Updated is signalled (without blocking the monitor) after each publication.
 func (m *Monitor) Updated() <-chan struct{} { return m.notify }
 
-// Run probes every probe_interval until ctx ends.
+// Run probes every probe_interval until ctx ends. Each member has a probe
+// loop of its own and a snapshot is published every interval from the
+// latest results: a member that hangs (SIGSTOP, a dead link) holds up only
+// its own probe, never the view of the others, and how long it has failed
+// is measured when the snapshot is published, not when its probe gives up.
 func (m *Monitor) Run(ctx context.Context) {
+	var wg sync.WaitGroup
 	defer func() {
+		wg.Wait()
 		for _, p := range m.members {
 			p.db.Close()
 		}
 	}()
+	for _, p := range m.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.probeLoop(ctx, p)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.heartbeatLoop(ctx)
+	}()
 	t := time.NewTicker(m.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
-		m.ProbeOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.publish()
+	}
+}
+
+// probeLoop probes one member every interval; a probe that outlasts the
+// interval is followed at once by the next.
+func (m *Monitor) probeLoop(ctx context.Context, p *prober) {
+	t := time.NewTicker(m.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, max(m.cfg.ProbeInterval, minProbeTimeout))
+		prev := p.latest()
+		r := m.probe(pctx, p, prev.Member)
+		cancel()
+		p.store(probeResult{Member: r, done: true, failingSince: p.failingSince, progressAt: p.progressAt, failed: p.fails > 0})
 		select {
 		case <-ctx.Done():
 			return
@@ -134,23 +189,47 @@ func (m *Monitor) Run(ctx context.Context) {
 	}
 }
 
-// ProbeOnce probes all members in parallel and publishes the result.
-func (m *Monitor) ProbeOnce(ctx context.Context) {
+// probeResult is one member's latest probe, with the moments its
+// durations are measured from when a snapshot is published.
+type probeResult struct {
+	Member
+	done         bool // a probe has completed
+	failed       bool
+	failingSince time.Time
+	progressAt   time.Time
+}
+
+func (p *prober) latest() probeResult {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.result
+}
+
+func (p *prober) store(r probeResult) {
+	p.mu.Lock()
+	p.result = r
+	p.mu.Unlock()
+}
+
+// publish assembles a snapshot from every member's latest probe.
+func (m *Monitor) publish() {
 	prev := m.snap.Load()
-	ctx, cancel := context.WithTimeout(ctx, max(m.cfg.ProbeInterval, minProbeTimeout))
-	defer cancel()
-	next := &Snapshot{Cluster: m.cfg.Cluster, Taken: time.Now(), Primary: -1, Members: make([]Member, len(m.members))}
-	var wg sync.WaitGroup
+	now := time.Now()
+	next := &Snapshot{Cluster: m.cfg.Cluster, Taken: now, Primary: -1, Members: make([]Member, len(m.members))}
 	for i, p := range m.members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			next.Members[i] = m.probe(ctx, p, prev.Members[i])
-		}()
+		r := p.latest()
+		mm := prev.Members[i]
+		if r.done {
+			mm = r.Member
+		}
+		if r.failed && !r.failingSince.IsZero() {
+			mm.FailingFor = now.Sub(r.failingSince)
+		}
+		if mm.SourceContact >= 0 && !r.progressAt.IsZero() {
+			mm.SourceContact = now.Sub(r.progressAt)
+		}
+		next.Members[i] = mm
 	}
-	wg.Wait()
-	// Heartbeat after the probes so replicas are judged against writes that
-	// happened before they were read.
 	var writable []int
 	for i, mm := range next.Members {
 		if mm.Reachable && !mm.ReadOnly {
@@ -178,26 +257,43 @@ func (m *Monitor) ProbeOnce(ctx context.Context) {
 		}
 		mm.Eligible = mm.Reachable && mm.ReadOnly && mm.IORunning && mm.SQLRunning && mm.Lag >= 0 && mm.Lag <= m.cfg.MaxReplicaLag
 	}
-	if next.Primary >= 0 {
-		p := m.members[next.Primary]
-		if m.cfg.HeartbeatGate == nil || m.cfg.HeartbeatGate(p.cfg.Name) {
-			if err := m.hb.write(ctx, p.db, m.cfg.HeartbeatID); err != nil {
-				m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))
-			}
-		} else {
-			// Not allowed to write (an arbiter that does not lead, a proxy
-			// without a lease): time a heartbeat another node keeps
-			// writing, by this monitor's clock, from when it first sees it.
-			if rows, err := readHeartbeats(ctx, p.db); err == nil {
-				m.obs.observe(rows, time.Now())
-			}
-		}
-	}
 	m.logChanges(prev, next)
 	m.snap.Store(next)
 	select {
 	case m.notify <- struct{}{}:
 	default:
+	}
+}
+
+// heartbeatLoop writes this monitor's heartbeat to the primary of the latest
+// snapshot every interval (or, when it may not write, reads the heartbeats
+// others write), on a loop of its own so a hung primary delays nothing else.
+func (m *Monitor) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		snap := m.snap.Load()
+		if snap.Primary < 0 {
+			continue
+		}
+		p := m.members[snap.Primary]
+		hctx, cancel := context.WithTimeout(ctx, max(m.cfg.ProbeInterval, minProbeTimeout))
+		if m.cfg.HeartbeatGate == nil || m.cfg.HeartbeatGate(p.cfg.Name) {
+			if err := m.hb.write(hctx, p.db, m.cfg.HeartbeatID); err != nil {
+				m.log.Debug("heartbeat write", zap.String("member", p.cfg.Name), zap.Error(err))
+			}
+		} else if rows, err := readHeartbeats(hctx, p.db); err == nil {
+			// Not allowed to write (an arbiter that does not lead, a proxy
+			// without a lease): time a heartbeat another node keeps
+			// writing, by this monitor's clock, from when it first sees it.
+			m.obs.observe(rows, time.Now())
+		}
+		cancel()
 	}
 }
 
@@ -227,8 +323,12 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	var t0 time.Time
 	if err == nil {
 		t0 = time.Now()
-		err = conn.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled").
-			Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi)
+		var semiTimeoutMs int64
+		err = conn.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@version, @@rpl_semi_sync_master_enabled, "+
+			"@@rpl_semi_sync_master_wait_point, @@rpl_semi_sync_master_timeout, @@rpl_semi_sync_slave_enabled").
+			Scan(&st.ServerID, &ro, &st.GTIDBinlogPos, &st.GTIDSlavePos, &st.GTIDCurrentPos, &st.Version, &semi,
+				&st.SemiSyncWaitPoint, &semiTimeoutMs, &st.SemiSyncReplica)
+		st.SemiSyncTimeout = time.Duration(semiTimeoutMs) * time.Millisecond
 		conn.Close()
 	}
 	if err != nil {
@@ -242,12 +342,19 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 		if p.fails < unreachableAfter && prev.Reachable {
 			prev.ProbeError = err.Error()
 			prev.FailingFor = time.Since(p.failingSince)
+			if prev.SourceContact >= 0 && !p.progressAt.IsZero() {
+				prev.SourceContact = time.Since(p.progressAt)
+			}
 			return prev // keep the last observation until failures repeat
 		}
 		st.ProbeError = err.Error()
 		st.FailingFor = time.Since(p.failingSince)
+		st.ServerID = p.serverID
+		st.Replicas = p.replicas
+		st.SourceContact = -1
 		return st
 	}
+	p.serverID = st.ServerID
 	p.fails = 0
 	p.failingSince = time.Time{}
 	p.lastOK = time.Now()
@@ -262,10 +369,13 @@ func (m *Monitor) probe(ctx context.Context, p *prober, prev Member) Member {
 	st.Reachable = true
 	st.ReadOnly = ro == 1
 	st.SemiSyncOn = semi.String == "1"
-	if err := probeReplication(ctx, p.db, &st); err != nil {
+	if err := probeReplication(ctx, p, &st); err != nil {
 		st.ProbeError = err.Error()
 	}
 	if !st.ReadOnly {
+		if ids, err := connectedReplicas(ctx, p.db); err == nil {
+			st.Replicas, p.replicas = ids, ids
+		}
 		st.Lag = 0
 		if st.SemiSyncOn {
 			var name, v string
@@ -306,53 +416,82 @@ func isNoTable(err error) bool {
 }
 
 // probeReplication reads SHOW ALL SLAVES STATUS (every named connection); a
-// member replicates properly when every connection runs both threads.
-func probeReplication(ctx context.Context, db *sql.DB, st *Member) error {
-	rows, err := db.QueryContext(ctx, "SHOW ALL SLAVES STATUS")
+// member replicates properly when every connection runs both threads. The
+// source and its contact are the default connection's (the first one when
+// there is no default): the one the arbiters configure.
+func probeReplication(ctx context.Context, p *prober, st *Member) error {
+	st.SourceContact = -1
+	all, err := mariadb.ReadReplicaStatus(ctx, p.db)
 	if err != nil {
-		return fmt.Errorf("show all slaves status: %w", err)
+		p.progress, p.progressAt = "", time.Time{}
+		return err
+	}
+	io, sqlr := len(all) > 0, len(all) > 0
+	var errs []string
+	main := -1
+	for i, r := range all {
+		io = io && r.IORunning()
+		sqlr = sqlr && r.SQLRunning
+		if e := r.Errors(); e != "" {
+			errs = append(errs, e)
+		}
+		if main < 0 || r.Connection == "" {
+			main = i
+		}
+	}
+	st.IORunning, st.SQLRunning = io, sqlr
+	st.ReplError = strings.Join(errs, "; ")
+	if main < 0 {
+		p.progress, p.progressAt = "", time.Time{}
+		return nil
+	}
+	r := all[main]
+	st.Source, st.SourceServerID, st.GTIDIOPos = r.Source(), r.SourceServerID, r.GTIDIOPos
+	st.HeartbeatPeriod = time.Duration(r.HeartbeatPeriod * float64(time.Second))
+	// Contact: the first observation counts as contact now, which can only
+	// delay a failover (a replica that seems to hear its source vetoes it).
+	now := time.Now()
+	if pr := r.Progress(); pr != p.progress || p.progressAt.IsZero() {
+		p.progress, p.progressAt = pr, now
+	}
+	if r.IORunning() {
+		st.SourceContact = now.Sub(p.progressAt)
+	}
+	return nil
+}
+
+// connectedReplicas reads SHOW SLAVE HOSTS: the server ids of the replicas
+// connected to this server now.
+func connectedReplicas(ctx context.Context, db *sql.DB) ([]uint32, error) {
+	rows, err := db.QueryContext(ctx, "SHOW SLAVE HOSTS")
+	if err != nil {
+		return nil, fmt.Errorf("show slave hosts: %w", err)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return err
-	}
-	idx := map[string]int{}
-	for i, c := range cols {
-		idx[c] = i
+		return nil, err
 	}
 	vals := make([]sql.NullString, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	get := func(name string) string {
-		if i, ok := idx[name]; ok {
-			return vals[i].String
-		}
-		return ""
-	}
-	n := 0
-	io, sqlr := true, true
-	var errs []string
+	ids := []uint32{}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return err
+			return nil, err
 		}
-		n++
-		io = io && get("Slave_IO_Running") == "Yes"
-		sqlr = sqlr && get("Slave_SQL_Running") == "Yes"
-		st.Source = get("Master_Host") + ":" + get("Master_Port")
-		st.GTIDIOPos = get("Gtid_IO_Pos")
-		for _, e := range []string{get("Last_IO_Error"), get("Last_SQL_Error")} {
-			if e != "" {
-				errs = append(errs, e)
+		for i, c := range cols {
+			if c == "Server_id" {
+				var id uint32
+				if _, err := fmt.Sscan(vals[i].String, &id); err == nil {
+					ids = append(ids, id)
+				}
 			}
 		}
 	}
-	st.IORunning, st.SQLRunning = n > 0 && io, n > 0 && sqlr
-	st.ReplError = strings.Join(errs, "; ")
-	return rows.Err()
+	return ids, rows.Err()
 }
 
 // staleAfter: heartbeats older than this no longer measure anything (the

@@ -38,18 +38,39 @@ type Member struct {
 	// its probes fail (0 while they succeed).
 	FailingFor time.Duration `json:"-"`
 
-	IORunning  bool   `json:"io_running"`
-	SQLRunning bool   `json:"sql_running"`
-	Source     string `json:"source,omitempty"` // host:port it replicates from
-	ReplError  string `json:"replication_error,omitempty"`
-	ProbeError string `json:"probe_error,omitempty"`
+	IORunning  bool `json:"io_running"`
+	SQLRunning bool `json:"sql_running"`
+	// Source is the host:port replication was configured with: for people.
+	// SourceServerID is who the IO thread actually connected to last
+	// (Master_Server_Id; 0 before it first connected): decisions compare
+	// that with the primary's server id, never address strings.
+	Source         string `json:"source,omitempty"`
+	SourceServerID uint32 `json:"source_server_id,omitempty"`
+	// SourceContact is how long ago, by this monitor's clock, the replica
+	// last received anything from its source (an event or a heartbeat);
+	// -1 when not known yet or not a replica. An IO thread can show
+	// "connected" for slave_net_timeout after its source hung; this cannot.
+	SourceContact time.Duration `json:"-"`
+	// HeartbeatPeriod is the replica's MASTER_HEARTBEAT_PERIOD.
+	HeartbeatPeriod time.Duration `json:"-"`
+	ReplError       string        `json:"replication_error,omitempty"`
+	ProbeError      string        `json:"probe_error,omitempty"`
 
 	GTIDBinlogPos  string `json:"gtid_binlog_pos"`
 	GTIDSlavePos   string `json:"gtid_slave_pos"`
 	GTIDCurrentPos string `json:"gtid_current_pos"`
 	GTIDIOPos      string `json:"gtid_io_pos,omitempty"` // received by a replica
-	SemiSyncOn     bool   `json:"semi_sync_master,omitempty"`
-	SemiSyncActive bool   `json:"semi_sync_active,omitempty"`
+	// Replicas are the server ids of the replicas connected to this member
+	// (SHOW SLAVE HOSTS; read on writable members, kept from the last
+	// successful probe when it stops answering): who may have received its
+	// last transactions.
+	Replicas       []uint32 `json:"connected_replicas,omitempty"`
+	SemiSyncOn     bool     `json:"semi_sync_master,omitempty"`
+	SemiSyncActive bool     `json:"semi_sync_active,omitempty"`
+	// The durability settings (see DurabilityWarnings).
+	SemiSyncWaitPoint string        `json:"semi_sync_wait_point,omitempty"`
+	SemiSyncTimeout   time.Duration `json:"-"`
+	SemiSyncReplica   bool          `json:"semi_sync_replica,omitempty"`
 
 	// Eligible: a replica that may serve reads (reachable, both threads
 	// running, lag known and under max_replica_lag).

@@ -330,6 +330,9 @@ func printStatus(w io.Writer, st admin.Status) {
 		if c.SemiSync != "" && c.SemiSync != "on" {
 			fmt.Fprintf(w, "  WARNING: semi-sync %s: writes acknowledged now may be lost in a failover\n", c.SemiSync)
 		}
+		for _, wr := range c.Warnings {
+			fmt.Fprintf(w, "  WARNING: %s\n", wr.Message)
+		}
 		if len(c.Conflict) > 0 {
 			fmt.Fprintf(w, "  CONFLICT: writable members %s\n", strings.Join(c.Conflict, ", "))
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dbrouter/dbrouter/admin"
+	"github.com/dbrouter/dbrouter/topology"
 )
 
 func TestUsageErrorsExitTwo(t *testing.T) {
@@ -28,7 +29,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	st := admin.Status{Clusters: []admin.ClusterStatus{{Name: "app", Kind: "mysql", Primary: "db1", Phase: "serving",
-		Members: []admin.MemberStatus{{Name: "db1", Role: "primary", Healthy: true}, {Name: "db2", Role: "replica", LagMs: 12}}}}}
+		Members:  []admin.MemberStatus{{Name: "db1", Role: "primary", Healthy: true}, {Name: "db2", Role: "replica", LagMs: 12}},
+		Warnings: []topology.Warning{{Member: "db2", Check: topology.CheckReplicaSemiOff, Message: "db2: semi-sync is off on this replica"}}}}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/status" {
 			http.NotFound(w, r)
@@ -42,7 +44,7 @@ func TestStatus(t *testing.T) {
 	if got := run([]string{"--admin", addr, "status"}, &out, &errb); got != 0 {
 		t.Fatalf("exit %d: %s", got, errb.String())
 	}
-	for _, want := range []string{"cluster app", "primary db1", "db2", "replica", "12"} {
+	for _, want := range []string{"cluster app", "primary db1", "db2", "replica", "12", "WARNING: db2: semi-sync is off on this replica"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

@@ -1,0 +1,435 @@
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/raftfsm"
+	"github.com/dbrouter/dbrouter/topology"
+)
+
+// holder is a member that may hold transactions it received from the lost
+// primary, and what it is known to hold.
+type holder struct {
+	name     string
+	raw      string // its received position, as read
+	received topology.GTIDSet
+	// open: it can be the candidate (the leader reads it directly, and it
+	// is not in maintenance, fenced or excluded); why says why not.
+	open bool
+	why  string
+}
+
+// received is everything a member holds: what its relay log received and
+// what its binlog has applied (one can lack a domain the other has).
+func received(p topology.Position) (string, topology.GTIDSet, error) {
+	io, err1 := topology.ParseGTIDSet(topology.MariaDB, p.IOPos)
+	bin, err2 := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", topology.GTIDSet{}, err
+	}
+	raw := p.IOPos
+	if raw == "" {
+		raw = p.BinlogPos
+	}
+	return raw, io.Union(bin), nil
+}
+
+// candidate picks the member to open after lost failed: one the leader can
+// act on whose received position contains what every other member holds.
+// Semi-sync promises only that *some* replica received each acknowledged
+// commit, so every replica counts as a holder of data: one in maintenance or
+// fenced, one only another arbiter reaches, one that failed as a candidate
+// (exclude). Only a member marked errant does not (what it has, no primary
+// had). When no member contains all, there is no safe candidate: "" and why.
+//
+// A member no arbiter reaches counts as a holder of unknown data when it was
+// connected to lost the last time lost answered (it may have acknowledged
+// the last commits); that refuses the failover. One that was not connected
+// could not have received anything since it was last seen.
+func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, lost string, exclude ...string) (string, string) {
+	lostM, _ := memberByName(snap, lost)
+	var obs []Observation
+	var hs []holder
+	for _, m := range snap.Members {
+		ms := cl.Members[m.Name]
+		if m.Name == lost || ms.Errant != "" {
+			continue
+		}
+		h := holder{name: m.Name}
+		var p topology.Position
+		var err error = errors.New("unreachable")
+		if m.Reachable {
+			p, err = a.act.Position(ctx, m.Addr)
+		}
+		if err == nil {
+			h.raw, h.received, err = received(p)
+			if err != nil {
+				return "", fmt.Sprintf("%s: unreadable GTID position: %v", m.Name, err)
+			}
+		} else {
+			if obs == nil {
+				obs = a.obs.Observations(ctx, a.cfg.Cluster)
+			}
+			o, via, ok := observed(obs, m.Name)
+			if !ok {
+				if !connectedTo(lostM, m) {
+					continue
+				}
+				return "", fmt.Sprintf("%s is unreachable from every arbiter and was connected to %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost)
+			}
+			h.raw = o.Received
+			if h.received, err = topology.ParseGTIDSet(topology.MariaDB, o.Received); err != nil {
+				return "", fmt.Sprintf("%s (seen by %s): unreadable GTID position: %v", m.Name, via, err)
+			}
+			h.why = "the leader cannot reach it (seen by arbiter " + via + ")"
+		}
+		switch {
+		case h.why != "":
+		case ms.Maintenance:
+			h.why = "in maintenance"
+		case ms.Fenced:
+			h.why = "fenced"
+		case contains(exclude, m.Name):
+			h.why = "failed as the candidate"
+		default:
+			h.open = true
+		}
+		hs = append(hs, h)
+	}
+	if len(hs) == 0 {
+		return "", "no other member"
+	}
+	if ce := a.log.Check(zap.InfoLevel, "failover candidates"); ce != nil {
+		var fs []string
+		for _, h := range hs {
+			fs = append(fs, fmt.Sprintf("%s received %s open=%v %s", h.name, orNone(h.raw), h.open, h.why))
+		}
+		ce.Write(zap.String("lost", lost), zap.Strings("members", fs))
+	}
+	var opens []string
+	for _, c := range hs {
+		if !c.open {
+			continue
+		}
+		opens = append(opens, c.name+" has "+orNone(c.raw))
+		if !slices.ContainsFunc(hs, func(o holder) bool { return !c.received.Contains(o.received) }) {
+			return c.name, ""
+		}
+	}
+	// No member that can be opened has everything: say who has more.
+	for _, h := range hs {
+		if slices.ContainsFunc(hs, func(c holder) bool { return c.open && c.received.Contains(h.received) }) {
+			continue
+		}
+		if len(opens) == 0 {
+			break
+		}
+		return "", fmt.Sprintf("%s received %s, which no member that can be opened has (%s); %s: %s", h.name, orNone(h.raw), strings.Join(opens, ", "), h.name, orNone(h.why))
+	}
+	var why []string
+	for _, h := range hs {
+		if !h.open {
+			why = append(why, h.name+" "+h.why)
+		}
+	}
+	if len(opens) == 0 {
+		return "", "no member can be opened: " + strings.Join(why, "; ")
+	}
+	return "", "members have diverged: none has everything the others received (" + strings.Join(opens, ", ") + ")"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
+}
+
+// observed finds a member in another arbiter's observation.
+func observed(obs []Observation, name string) (ObservedMember, string, bool) {
+	for _, o := range obs {
+		if m, ok := o.Members[name]; ok {
+			return m, o.Arbiter, true
+		}
+	}
+	return ObservedMember{}, "", false
+}
+
+// connectedTo reports whether m may have been a replica of src when src last
+// answered a probe; unknown counts as yes.
+func connectedTo(src, m topology.Member) bool {
+	if src.Replicas == nil || m.ServerID == 0 {
+		return true
+	}
+	return slices.Contains(src.Replicas, m.ServerID)
+}
+
+// failover replaces lost (the primary, or during a switchover the primary
+// being switched away from) by the safe candidate, or records why not.
+func (a *Arbiter) failover(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, lost, why string) error {
+	if _, since, _, ok := a.seen.since(time.Now()); ok && since < a.cfg.Cooldown {
+		a.note(ctx, lost, fmt.Sprintf("failover refused: cooldown (%s since this arbiter saw the last failover, cooldown %s)", since.Round(time.Second), a.cfg.Cooldown))
+		return nil
+	}
+	cand, reason := a.candidate(ctx, cl, snap, lost)
+	if cand == "" {
+		a.note(ctx, lost, "failover refused: "+reason)
+		return nil
+	}
+	a.log.Warn("failing over", zap.String("from", lost), zap.String("to", cand), zap.String("reason", why))
+	next, idx, err := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: cand, Phase: raftfsm.PhaseFailingOver, Reason: why})
+	if err != nil {
+		return fmt.Errorf("begin failover to %s: %w", cand, err)
+	}
+	return a.finishFailover(ctx, next, time.Now(), idx)
+}
+
+// finishFailover takes the candidate the committed epoch names to open.
+// committed is no earlier than the epoch's commit on this node's clock, and
+// index its log index; a new leader passes its own now and 0, which only
+// makes the wait longer.
+func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, committed time.Time, index uint64) error {
+	snap := a.snaps.Snapshot()
+	cand, ok := memberByName(snap, cl.Primary)
+	if !ok {
+		return fmt.Errorf("failover: candidate %s is not a configured member", cl.Primary)
+	}
+	if old, ok := memberByName(snap, cl.Previous); ok {
+		// Best effort, and alongside the next steps: the old primary is most
+		// likely down (a paused one would hold us for the whole timeout). If
+		// it is only cut off from us, proxies stop writing to it within their
+		// lease, and acknowledgement fencing voids what it commits later.
+		go func() {
+			fctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if a.still(fctx) != nil {
+				return
+			}
+			if err := a.act.Fence(fctx, old.Addr); err == nil {
+				a.log.Info("fenced old primary", zap.String("member", old.Name))
+			}
+		}()
+	}
+	if err := a.step(ctx, "stop_replicas"); err != nil {
+		return err
+	}
+	// Stop the other replicas now, in parallel with the candidate's
+	// catch-up: they are repointed next, and stopping is what is slow when
+	// the old primary hangs. Their relay logs stay (see StartApplier), so
+	// one of them can still be the candidate if this one fails.
+	var stopping sync.WaitGroup
+	for _, m := range snap.Members {
+		if m.Name == cl.Previous || m.Name == cand.Name || !m.Reachable {
+			continue
+		}
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if err := a.act.StopReplication(ctx, m.Addr, false); err != nil {
+				a.log.Warn("stop replication", zap.String("member", m.Name), zap.Error(err))
+			}
+		}()
+	}
+	defer stopping.Wait()
+	if err := a.step(ctx, "catchup"); err != nil {
+		return err
+	}
+	opened, err := a.prepareCandidate(ctx, cand.Addr)
+	if errors.Is(err, ErrDeposed) {
+		return err
+	}
+	if err != nil {
+		// Pick another candidate at a new epoch: the failed one can no
+		// longer be it, but it still counts as a holder of data.
+		next, reason := a.candidate(ctx, cl, snap, cl.Previous, cand.Name)
+		if next == "" {
+			a.note(ctx, cand.Name, fmt.Sprintf("failover candidate %s failed (%v) and no other is safe: %s", cand.Name, err, reason))
+			return fmt.Errorf("failover to %s: %w", cand.Name, err)
+		}
+		nc, idx, perr := a.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: next, Phase: raftfsm.PhaseFailingOver,
+			Reason: fmt.Sprintf("candidate %s failed: %v", cand.Name, err)})
+		if perr != nil {
+			return fmt.Errorf("re-begin failover to %s: %w", next, perr)
+		}
+		return a.finishFailover(ctx, nc, time.Now(), idx)
+	}
+	if err := a.step(ctx, "lease_wait"); err != nil {
+		return err
+	}
+	if err := a.waitLease(ctx, committed, index); err != nil {
+		return err
+	}
+	if err := a.step(ctx, "open"); err != nil {
+		return err
+	}
+	if err := a.act.Open(ctx, cand.Addr); err != nil {
+		return fmt.Errorf("open %s: %w", cand.Name, err)
+	}
+	stopping.Wait()
+	a.repointOthers(ctx, snap, cand, opened.BinlogPos, cl.Previous)
+	if err := a.step(ctx, "commit"); err != nil {
+		return err
+	}
+	// The old primary is marked fenced before `serving` commits, so no
+	// state ever shows it as an ordinary member again until it rejoins.
+	if ms, ok := cl.Members[cl.Previous]; ok && !ms.Fenced {
+		t := true
+		if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: cl.Previous, Fenced: &t,
+			Reason: "failed primary: fenced until it rejoins clean"}); err != nil {
+			return fmt.Errorf("mark %s fenced: %w", cl.Previous, err)
+		}
+	}
+	if _, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: cand.Name + " promoted",
+		Opened: &raftfsm.OpenedAt{ServerID: opened.ServerID, GTID: opened.BinlogPos}}); err != nil {
+		return fmt.Errorf("commit failover to %s: %w", cand.Name, err)
+	}
+	a.log.Warn("failover done", zap.String("primary", cand.Name), zap.Uint64("epoch", cl.Epoch))
+	return nil
+}
+
+// prepareCandidate applies everything the candidate received and detaches
+// it; it stays read-only. It returns the candidate's position then: where
+// its history as primary starts.
+func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) (topology.Position, error) {
+	p, err := a.act.Position(ctx, addr)
+	if err != nil {
+		return p, err
+	}
+	if !p.ReadOnly && !p.Replicating {
+		return p, nil // opened already by a previous leader
+	}
+	if err := a.still(ctx); err != nil {
+		return p, err
+	}
+	// The applier must run, even if someone stopped it, and before the IO
+	// thread stops (StartApplier).
+	if p.Replicating && !p.SQLRunning {
+		if err := a.act.StartApplier(ctx, addr); err != nil {
+			return p, err
+		}
+	}
+	// Its IO thread stops alongside the catch-up: that is slow on a replica
+	// of a hung primary (see StopReplication).
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.act.StopReplication(ctx, addr, true) }()
+	if err := a.act.WaitApplied(ctx, addr, p.IOPos, a.cfg.CatchupTimeout); err != nil {
+		<-stopped
+		return p, err
+	}
+	if err := <-stopped; err != nil {
+		return p, err
+	}
+	q, err := a.act.Position(ctx, addr)
+	if err != nil {
+		return q, err
+	}
+	if q.IOPos != p.IOPos {
+		// It received more before its IO thread stopped: apply that too.
+		if err := a.act.WaitApplied(ctx, addr, q.IOPos, a.cfg.CatchupTimeout); err != nil {
+			return q, err
+		}
+	}
+	if err := a.still(ctx); err != nil {
+		return q, err
+	}
+	if err := a.act.Detach(ctx, addr); err != nil {
+		return q, err
+	}
+	return a.act.Position(ctx, addr)
+}
+
+// waitLease returns once no proxy can still be writing under the previous
+// epoch: every proxy confirmed applying index, or lease+margin has passed
+// since the commit (leases run out even on proxies that hear nothing).
+func (a *Arbiter) waitLease(ctx context.Context, committed time.Time, index uint64) error {
+	end := committed.Add(a.cfg.Lease + a.cfg.LeaseMargin)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		if index > 0 && a.cfg.Confirmed != nil && a.cfg.Confirmed(index) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// repointOthers makes every reachable member but the new primary and skip a
+// replica of the new primary, whose GTID position is primPos. Failures are
+// logged: rejoin retries them.
+func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, prim topology.Member, primPos string, skip string) {
+	// In parallel: STOP SLAVE on a replica whose IO thread is stuck
+	// connecting to a hung primary takes seconds.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var held []string
+	for _, m := range snap.Members {
+		if m.Name == prim.Name || m.Name == skip || !m.Reachable {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.repoint(ctx, m, prim, primPos); err != nil {
+				a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
+				if errors.Is(err, errUniqueRelayLog) {
+					mu.Lock()
+					held = append(held, err.Error())
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, h := range held {
+		a.record(ctx, prim.Name, h)
+	}
+}
+
+// relayLogSafe reports whether resetting p's relay log loses nothing: what
+// it received but has not applied must be in the new source's position.
+func relayLogSafe(p topology.Position, sourcePos string) error {
+	io, err1 := topology.ParseGTIDSet(topology.MariaDB, p.IOPos)
+	bin, err2 := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
+	want, err3 := topology.ParseGTIDSet(topology.MariaDB, sourcePos)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return err
+	}
+	if unapplied := io.Subtract(bin).Subtract(want); !unapplied.Empty() {
+		return fmt.Errorf("%w: it received %s and has not applied %s", errUniqueRelayLog, p.IOPos, unapplied)
+	}
+	return nil
+}
+
+// errUniqueRelayLog: a member's relay log holds transactions its new source
+// lacks; resetting it would delete them.
+var errUniqueRelayLog = errors.New("relay log holds transactions the new source lacks: not reset")
+
+// repoint makes m a replica of prim (GTID position primPos), unless m's
+// relay log holds transactions prim does not have: RESET SLAVE ALL would
+// delete them, and they may be acknowledged writes.
+func (a *Arbiter) repoint(ctx context.Context, m, prim topology.Member, primPos string) error {
+	p, err := a.act.Position(ctx, m.Addr)
+	if err != nil {
+		return err
+	}
+	if err := relayLogSafe(p, primPos); err != nil {
+		return fmt.Errorf("%s: %w (%s has %s)", m.Name, err, prim.Name, primPos)
+	}
+	if err := a.step(ctx, "repoint "+m.Name); err != nil {
+		return err
+	}
+	return a.act.Repoint(ctx, m.Addr, prim.Addr)
+}

@@ -1,0 +1,192 @@
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/raftfsm"
+	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
+)
+
+// rejoin looks after the members that are not the primary, every round
+// while the cluster serves: a writable one is fenced at once (a second
+// writer is the failure everything else here prevents); one that does not
+// replicate properly from the primary is examined afresh and either
+// repointed, left for an operator with the reason recorded, or fenced as
+// errant.
+//
+// The monitor's snapshot only says which members to look at: it may be a
+// round old (a probe of a hung member waits for its timeout), so nothing
+// is done to a member without a fresh reading of that member.
+func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) error {
+	prim, ok := memberByName(snap, cl.Primary)
+	if !ok || !prim.Reachable {
+		return nil
+	}
+	var primPos *topology.Position
+	primary := func() (topology.Position, error) {
+		if primPos == nil {
+			p, err := a.act.Position(ctx, prim.Addr)
+			if err != nil {
+				return p, fmt.Errorf("read primary %s: %w", prim.Name, err)
+			}
+			primPos = &p
+		}
+		return *primPos, nil
+	}
+	var errs []error
+	fixedOne := false
+	for _, m := range snap.Members {
+		ms := cl.Members[m.Name]
+		if m.Name == cl.Primary || !m.Reachable || ms.Maintenance {
+			continue
+		}
+		if !m.ReadOnly {
+			if err := a.still(ctx); err != nil {
+				return err
+			}
+			if err := a.act.Fence(ctx, m.Addr); err != nil {
+				errs = append(errs, fmt.Errorf("fence second writable member %s: %w", m.Name, err))
+				continue
+			}
+			a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
+		}
+		if !ms.Fenced && m.IORunning && m.SQLRunning && m.ReplError == "" && prim.ServerID != 0 && m.SourceServerID == prim.ServerID {
+			delete(a.noted, m.Name)
+			if !fixedOne {
+				fixedOne = a.fixHeartbeat(ctx, m)
+			}
+			continue
+		}
+		if err := a.examine(ctx, cl, m, prim, primary); err != nil {
+			if errors.Is(err, ErrDeposed) {
+				return err
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// examine decides about one member from a fresh reading of it and of the
+// primary.
+func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topology.Member, primary func() (topology.Position, error)) error {
+	ms := cl.Members[m.Name]
+	mp, err := a.act.Position(ctx, m.Addr)
+	if err != nil {
+		return nil // gone since the snapshot: next round
+	}
+	pp, err := primary()
+	if err != nil {
+		return err
+	}
+	r := mp.Replica
+	following := mp.Replicating && r.SourceServerID == pp.ServerID
+	// Just repointed: configured for the primary, not connected yet.
+	pending := mp.Replicating && r.SourceServerID == 0 && r.Source() == prim.Addr && r.IOState != "No" && r.Errors() == ""
+	healthy := following && mp.IORunning && mp.SQLRunning && r.Errors() == ""
+	if (healthy || pending) && !ms.Fenced {
+		return nil // the snapshot was older than the member's state
+	}
+	// Its binlog must be within the primary's history, judged per domain
+	// and server id against where each epoch's primary opened.
+	have, err1 := mariadb.ParsePosition(mp.BinlogPos)
+	replicated, err2 := mariadb.ParsePosition(mp.SlavePos)
+	cur, err3 := mariadb.ParsePosition(pp.BinlogPos)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("judge %s: %w", m.Name, err)
+	}
+	if errant := mariadb.Errant(have, replicated, openings(cl), cur); len(errant) > 0 {
+		e := mariadb.FormatRanges(errant)
+		if ms.Fenced && ms.Errant == e {
+			return nil // recorded; waits for an operator
+		}
+		if err := a.still(ctx); err != nil {
+			return err
+		}
+		if err := a.act.Fence(ctx, m.Addr); err != nil {
+			a.log.Warn("fence errant member", zap.String("member", m.Name), zap.Error(err))
+		}
+		t := true
+		_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &t, Errant: &e,
+			Reason: fmt.Sprintf("%s has transactions %s that are not in primary %s's history: fenced, not rejoined", m.Name, e, cl.Primary)})
+		return err
+	}
+	switch {
+	case healthy || pending:
+		// Fenced but clean, and already replicating from the primary (an
+		// operator repaired it, or it was repointed last round).
+		return a.unfence(ctx, cl, m.Name)
+	case following && r.Errors() != "":
+		a.noteMember(ctx, m.Name, fmt.Sprintf("%s replicates from %s but stopped with an error the arbiters do not repair: %s", m.Name, cl.Primary, r.Errors()))
+		return nil
+	case following:
+		return nil // its threads were stopped by someone, without error: left as they are
+	}
+	if err := relayLogSafe(mp, pp.BinlogPos); err != nil {
+		a.noteMember(ctx, m.Name, fmt.Sprintf("%s not rejoined: %v", m.Name, err))
+		return nil
+	}
+	if err := a.step(ctx, "repoint "+m.Name); err != nil {
+		return err
+	}
+	if err := a.act.Repoint(ctx, m.Addr, prim.Addr); err != nil {
+		return fmt.Errorf("rejoin %s: %w", m.Name, err)
+	}
+	a.log.Info("rejoined", zap.String("member", m.Name), zap.String("primary", cl.Primary))
+	return a.unfence(ctx, cl, m.Name)
+}
+
+func (a *Arbiter) unfence(ctx context.Context, cl *raftfsm.Cluster, member string) error {
+	ms := cl.Members[member]
+	if !ms.Fenced && ms.Errant == "" {
+		return nil
+	}
+	f, e := false, ""
+	_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: member, Fenced: &f, Errant: &e,
+		Reason: fmt.Sprintf("rejoined as a replica of %s (no errant transactions)", cl.Primary)})
+	return err
+}
+
+// fixHeartbeat shortens a replica's heartbeat period when it is too long to
+// tell a quiet primary from a hung one within failure_threshold (MariaDB's
+// default is slave_net_timeout/2, 30 s). It reports whether it acted: one
+// replica per round, so semi-sync never loses all its acknowledgers at once.
+func (a *Arbiter) fixHeartbeat(ctx context.Context, m topology.Member) bool {
+	if m.HeartbeatPeriod > 0 && m.HeartbeatPeriod <= a.cfg.FailureThreshold/2 {
+		return false
+	}
+	if t, ok := a.hbFixed[m.Name]; ok && time.Since(t) < time.Minute {
+		return false // tried lately; a slave_net_timeout this low keeps it long
+	}
+	a.hbFixed[m.Name] = time.Now()
+	if a.still(ctx) != nil {
+		return true
+	}
+	if err := a.act.SetHeartbeatPeriod(ctx, m.Addr); err != nil {
+		a.log.Warn("set heartbeat period", zap.String("member", m.Name), zap.Error(err))
+		return true
+	}
+	a.log.Info("shortened the replica's heartbeat period", zap.String("member", m.Name), zap.Duration("was", m.HeartbeatPeriod))
+	return true
+}
+
+// openings is the cluster's chain of primary openings in the form the
+// MariaDB errant check reads (unparsable entries are skipped: they can only
+// make the check less strict about history that old).
+func openings(cl *raftfsm.Cluster) []mariadb.Opening {
+	out := make([]mariadb.Opening, 0, len(cl.Openings))
+	for _, o := range cl.Openings {
+		p, err := mariadb.ParsePosition(o.GTID)
+		if err != nil {
+			continue
+		}
+		out = append(out, mariadb.Opening{Epoch: o.Epoch, ServerID: o.ServerID, Pos: p})
+	}
+	return out
+}
