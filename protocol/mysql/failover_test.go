@@ -77,6 +77,18 @@ func (f *fakeAuthority) failover(to string, notify bool) {
 	})
 }
 
+// switching begins a switchover to to: writes are held, earlier epochs stay
+// acknowledgeable.
+func (f *fakeAuthority) switching(to string) {
+	f.update(true, func() {
+		f.epoch++
+		f.primary, f.changing = to, true
+	})
+}
+
+// serve ends a switchover: the target takes writes.
+func (f *fakeAuthority) serve() { f.update(true, func() { f.changing = false }) }
+
 // loseLease: this proxy stops holding its write lease (not a change of the
 // control plane's state: Changed is not closed).
 func (f *fakeAuthority) loseLease() { f.update(false, func() { f.noLease = true }) }
@@ -121,6 +133,58 @@ func (e *env) gauge(t *testing.T, name string, want map[string]string) float64 {
 	}
 	t.Fatalf("no gauge %s%v", name, want)
 	return 0
+}
+
+// promote makes m a writable primary on its own (what the arbiter does at
+// a failover: stop replicating, open).
+func promote(t *testing.T, m *chaos.Member) {
+	t.Helper()
+	db, err := m.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s on %s: %v", q, m.Name, err)
+		}
+	}
+}
+
+// fence sets read_only on m (what the arbiter does to an old primary).
+func fence(t *testing.T, m *chaos.Member) {
+	t.Helper()
+	db, err := m.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("SET GLOBAL read_only = ON"); err != nil {
+		t.Fatalf("fence %s: %v", m.Name, err)
+	}
+}
+
+// catchUp waits until replica has applied everything in primary's binlog.
+func catchUp(t *testing.T, primary, replica *chaos.Member) {
+	t.Helper()
+	pdb, err := primary.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdb.Close()
+	var pos string
+	if err := pdb.QueryRow("SELECT @@gtid_binlog_pos").Scan(&pos); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := replica.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	var res int
+	if err := rdb.QueryRow("SELECT MASTER_GTID_WAIT(?, 10)", pos).Scan(&res); err != nil || res != 0 {
+		t.Fatalf("%s never reached %s's position %s: %d, %v", replica.Name, primary.Name, pos, res, err)
+	}
 }
 
 // count runs a COUNT(*) query directly on member m.

@@ -219,6 +219,13 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 // member chosen (-1 when routing itself failed).
 func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, int, error) {
 	if s.pinned != nil {
+		if e := s.pinned.epoch.Load(); e != 0 {
+			if err := s.leaveOldPrimary(ctx, e); err != nil {
+				return nil, -1, err
+			}
+		}
+	}
+	if s.pinned != nil {
 		return s.pinned, s.pinned.pool.idx, nil
 	}
 	if s.held != nil && c.ReadsSession {
@@ -244,6 +251,73 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 // close by the member while it sat idle (see sendThenWait.closed): a
 // statement that is not safe to run twice, sent on such a connection, would
 // have an unknown outcome, though it never reached the member.
+// leaveOldPrimary runs before a statement on the session's pinned
+// connection, chosen as the primary at epoch. After a failover (epoch no
+// longer acknowledgeable) or a completed change (a newer epoch serves), the
+// statement must not run on the old primary: the connection is reset and
+// dropped. If the session had server-side state there (an open
+// transaction, locks, temporary tables, user variables, SQL prepared
+// statements...) it is gone, and the client is told so (9011); a session
+// pinned only by autocommit=0 between transactions just moves. While a
+// switchover is in progress, an open transaction finishes where it began
+// (that is the drain: the old primary is fenced only after drain_timeout),
+// and a session between transactions goes through Primary, which holds it
+// like any other write until the new primary opens. Without a write lease
+// the proxy cannot tell whether the primary changed: the statement is held
+// as a write is, then judged again.
+func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
+	rt := s.p.router
+	current := rt.Current(epoch)
+	moved, changing := rt.Moved(epoch)
+	if current && !moved && !changing {
+		return nil
+	}
+	if !current && !moved && !changing {
+		if _, _, err := rt.Primary(ctx); err != nil {
+			return err // the session keeps its connection and state
+		}
+		current = rt.Current(epoch)
+		moved, changing = rt.Moved(epoch)
+		if current && !moved && !changing {
+			return nil
+		}
+	}
+	bc := s.pinned
+	// Only autocommit=0, replayed by its SET on the next connection: the
+	// session loses nothing by moving.
+	lossy := s.pin&^PinNoAutocommit != 0 || !s.replays("autocommit")
+	if current && !moved {
+		if lossy {
+			return nil // the drain
+		}
+		s.pinned = nil
+		s.release(bc)
+		return nil
+	}
+	bc.abort()
+	s.dropConn(bc) // keeps autocommit=0: the next statement goes to the primary
+	if !lossy {
+		return nil
+	}
+	how := "a failover"
+	if current {
+		how = "a switchover"
+	}
+	return fmt.Errorf("%w: the primary changed from %s (%s, after epoch %d) while this session had an open transaction, locks, temporary tables or user variables there: they were rolled back on the old primary and nothing of the transaction was committed; the session continues on the new primary: retry the whole transaction",
+		errTxnLost, bc.pool.name, how, epoch)
+}
+
+// replays reports whether the session's replayed SETs include one of
+// variable key.
+func (s *session) replays(key string) bool {
+	for _, e := range s.sets {
+		if e.key == key {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, error) {
 	key := s.key
 	key.noDB = s.db == ""
