@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,21 @@ func TestKillPrimaryUnderWriteLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := proxyDB(t, d, 0)
+	// A weak durability setting on a member shows in the metric, and
+	// clears when fixed.
+	adm, err := d.Member("db2").DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	warning := func() float64 {
+		v, _ := d.Metric(ctx, 0, "dbrouter_durability_warning", map[string]string{"member": "db2", "check": "semi_sync_wait_point"})
+		return v
+	}
+	exec(t, adm, "SET GLOBAL rpl_semi_sync_master_wait_point=AFTER_COMMIT")
+	poll(t, 10*time.Second, "durability warning raised", func() bool { return warning() == 1 })
+	exec(t, adm, "SET GLOBAL rpl_semi_sync_master_wait_point=AFTER_SYNC")
+	poll(t, 10*time.Second, "durability warning cleared", func() bool { return warning() == 0 })
 	exec(t, db, "CREATE TABLE acked (id INT PRIMARY KEY)")
 	w := deploy.StartWriter(ctx, db, "acked", 1, false)
 	poll(t, 20*time.Second, "writes through the proxy start", func() bool { return w.Acked() >= 200 })
@@ -286,10 +302,13 @@ func TestPausedPrimaryIsReplacedAndFencedOnResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := proxyDB(t, d, 0)
-	exec(t, db, "CREATE TABLE paused (id INT PRIMARY KEY)")
+	exec(t, db, "CREATE TABLE paused (id INT PRIMARY KEY)", "CREATE TABLE pausedtx (id INT PRIMARY KEY)")
 	w := deploy.StartWriter(ctx, db, "paused", 1, false)
-	poll(t, 20*time.Second, "writes start", func() bool { return w.Acked() > 100 })
+	wt := deploy.StartWriter(ctx, db, "pausedtx", 1, true)
+	poll(t, 20*time.Second, "writes start", func() bool { return w.Acked() > 100 && wt.Acked() > 50 })
 	db1 := d.Member("db1")
+	beforeA, beforeT := w.Acked(), wt.Acked()
+	paused := time.Now()
 	if err := db1.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -299,39 +318,72 @@ func TestPausedPrimaryIsReplacedAndFencedOnResume(t *testing.T) {
 			_ = db1.Resume()
 		}
 	}()
-	paused := time.Now()
 	st := waitStatus(t, d, 40*time.Second, "failover away from the paused primary", func(st []admin.Status) bool {
 		c := st[0].Clusters
 		return len(c) > 0 && c[0].Epoch >= 2 && c[0].Phase == "serving" && c[0].Primary != "db1"
 	})[0].Clusters[0]
-	t.Logf("failover to %s %s after SIGSTOP (paused at %s)", st.Primary, time.Since(paused).Round(time.Millisecond), paused.Format("15:04:05.000"))
-	if h, err := d.History(ctx, 0); err == nil {
-		for _, e := range h {
-			t.Logf("history: %s %s %s", e.At.Format("15:04:05.000"), e.Kind, e.Reason)
-		}
+	t.Logf("failover to %s %s after SIGSTOP (MariaDB's slave_net_timeout: 60 s)", st.Primary, time.Since(paused).Round(time.Millisecond))
+	// No client waits on the hung primary once the failover is done.
+	if v, err := d.Metric(ctx, len(d.Arbiters), "dbrouter_backend_inflight", map[string]string{"member": "db1"}); err != nil || v != 0 {
+		t.Errorf("statements still waiting on the old primary after the failover: %v (%v)", v, err)
 	}
+	// Both writers write again within the failure threshold and a few
+	// hundred milliseconds of decision, not when the old primary wakes.
+	poll(t, 30*time.Second, "writes resume", func() bool { return w.Acked() > beforeA+50 && wt.Acked() > beforeT+20 })
 	if err := db1.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	resumed = true
 	n := w.Acked()
 	poll(t, 30*time.Second, "writes continue on the new primary", func() bool { return w.Acked() > n+100 })
-	waitStatus(t, d, 30*time.Second, "db1 read-only again (fenced or rejoined)", func(st []admin.Status) bool {
+	var old admin.MemberStatus
+	waitStatus(t, d, 30*time.Second, "db1 back: fenced as errant or rejoined", func(st []admin.Status) bool {
 		for _, m := range st[0].Clusters[0].Members {
 			if m.Name == "db1" {
-				return m.Reachable && m.ReadOnly
+				old = m
+				return m.Reachable && m.ReadOnly && (m.Errant != "" || !m.Fenced && m.IORunning)
 			}
 		}
 		return false
 	})
-	acked, _, errs := w.Finish()
-	for _, e := range errs {
-		if !strings.Contains(e, "9010") && !strings.Contains(e, "9005") {
+	acked, times, errs := w.Finish()
+	ackedT, timesT, errsT := wt.Finish()
+	resume := max(deploy.FirstAfter(times[beforeA:], paused).Sub(paused), deploy.FirstAfter(timesT[beforeT:], paused).Sub(paused))
+	t.Logf("writes resumed %s after SIGSTOP; client errors %v %v; db1 errant %q", resume.Round(time.Millisecond), errs, errsT, old.Errant)
+	if limit := time.Second + 4*time.Second; resume > limit {
+		t.Errorf("writes resumed %s after SIGSTOP, more than %s (failure_threshold 1s)", resume, limit)
+	}
+	for _, e := range append(errs, errsT...) {
+		if !strings.Contains(e, "9010") && !strings.Contains(e, "9011") && !strings.Contains(e, "9005") {
 			t.Errorf("unexpected client error %s", e)
 		}
 	}
+	// Rows only the old primary has: writes whose clients got an error, and
+	// then db1 must be errant.
+	extra := 0
+	for _, tc := range []struct {
+		table  string
+		failed []int
+	}{{"paused", w.Failed()}, {"pausedtx", wt.Failed()}} {
+		ids, err := deploy.Extra(ctx, db1, d.Member(st.Primary), tc.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if !slices.Contains(tc.failed, id) {
+				t.Errorf("%s id %d is only on the old primary and was acknowledged", tc.table, id)
+			}
+		}
+		extra += len(ids)
+	}
+	if extra > 0 && old.Errant == "" {
+		t.Errorf("db1 has %d rows the new primary lacks but is not errant: %+v", extra, old)
+	}
 	if lost := missing(t, d, st.Primary, "paused", acked); len(lost) > 0 {
 		t.Fatalf("%d acknowledged writes not on the new primary: %v", len(lost), lost[:min(5, len(lost))])
+	}
+	if lost := missing(t, d, st.Primary, "pausedtx", ackedT); len(lost) > 0 {
+		t.Fatalf("%d acknowledged transactions not on the new primary: %v", len(lost), lost[:min(5, len(lost))])
 	}
 	if w := d.WritableMembers(ctx); len(w) != 1 || w[0] != st.Primary {
 		t.Fatalf("writable members %v, want only %s", w, st.Primary)

@@ -11,7 +11,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -428,6 +430,7 @@ type Writer struct {
 	acked  []int
 	times  []time.Time
 	errs   []string
+	failed []int // ids whose statement got an error
 	stop   chan struct{}
 	done   chan struct{}
 	nextID int
@@ -461,6 +464,7 @@ func StartWriter(ctx context.Context, db *sql.DB, table string, firstID int, txn
 				w.times = append(w.times, time.Now())
 			} else {
 				w.errs = append(w.errs, fmt.Sprintf("%s id %d: %v", time.Now().Format("15:04:05.000"), id, err))
+				w.failed = append(w.failed, id)
 			}
 			w.mu.Unlock()
 		}
@@ -485,6 +489,91 @@ func (w *Writer) Finish() (acked []int, times []time.Time, errs []string) {
 	close(w.stop)
 	<-w.done
 	return w.acked, w.times, w.errs
+}
+
+// Failed returns the ids whose write got an error (call after Finish).
+func (w *Writer) Failed() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]int(nil), w.failed...)
+}
+
+// Extra returns the ids of table that member m has and member other lacks:
+// on an old primary, the writes it took that the new primary never got.
+func Extra(ctx context.Context, m, other *chaos.Member, table string) ([]int, error) {
+	ids := func(mm *chaos.Member) (map[int]bool, error) {
+		db, err := mm.DB()
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		rows, err := db.QueryContext(ctx, "SELECT id FROM app."+table)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", mm.Name, err)
+		}
+		defer rows.Close()
+		out := map[int]bool{}
+		for rows.Next() {
+			var id int
+			if err := rows.Scan(&id); err != nil {
+				return nil, err
+			}
+			out[id] = true
+		}
+		return out, rows.Err()
+	}
+	a, err := ids(m)
+	if err != nil {
+		return nil, err
+	}
+	b, err := ids(other)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for id := range a {
+		if !b[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// Metric reads one sample of a node's /metrics (arbiters first, then
+// proxies): the first series named name whose labels include every
+// label=value in labels.
+func (d *Deployment) Metric(ctx context.Context, i int, name string, labels map[string]string) (float64, error) {
+	nodes := append(append([]*Node{}, d.Arbiters...), d.Proxies...)
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+nodes[i].Admin+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for k, v := range labels {
+			if !strings.Contains(line, k+`="`+v+`"`) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		return strconv.ParseFloat(f[len(f)-1], 64)
+	}
+	return 0, fmt.Errorf("%s: no %s%v", nodes[i].Name, name, labels)
 }
 
 // Acked is how many writes were acknowledged so far.

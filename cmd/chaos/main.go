@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos/deploy"
 )
 
@@ -25,14 +26,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	runs := fs.Int("runs", 5, "runs per scenario")
 	out := fs.String("out", "", "also write the report (markdown) to this file")
+	pause := fs.Duration("pause", 20*time.Second, "how long the hung-primary scenario keeps the primary SIGSTOPped")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 || *runs < 1 || *runs > 50 {
-		fmt.Fprintln(stderr, "usage: chaos [-runs N (1-50)] [-out FILE]")
+	if fs.NArg() > 0 || *runs < 1 || *runs > 50 || *pause < 5*time.Second || *pause > 5*time.Minute {
+		fmt.Fprintln(stderr, "usage: chaos [-runs N (1-50)] [-pause D (5s-5m)] [-out FILE]")
 		return 2
 	}
-	var failovers, switchovers []result
+	var failovers, switchovers, hungs []result
+	for i := 0; i < *runs; i++ {
+		r, err := hung(*pause)
+		if err != nil {
+			fmt.Fprintf(stderr, "chaos: hung-primary run %d: %v\n", i+1, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "hung-primary run %d: failover after %s, writes resumed after %s, %d statements left on the old primary, %d rows only on the old primary (errant: %v), %d client errors, %d acknowledged, 0 lost\n",
+			i+1, r.took.Round(time.Millisecond), r.resume.Round(time.Millisecond), r.waiting, r.extra, r.errant, r.errors, r.acked)
+		hungs = append(hungs, r)
+	}
 	for i := 0; i < *runs; i++ {
 		r, err := failover()
 		if err != nil {
@@ -51,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "switchover run %d: took %s, longest write pause %s, %d client errors, %d acknowledged, 0 lost\n", i+1, r.took.Round(time.Millisecond), r.pause.Round(time.Millisecond), r.errors, r.acked)
 		switchovers = append(switchovers, r)
 	}
-	report := render(*runs, failovers, switchovers)
+	report := render(*runs, *pause, failovers, switchovers, hungs)
 	fmt.Fprint(stdout, "\n"+report)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
@@ -65,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 type result struct {
 	resume, took, pause time.Duration
 	errors, acked       int
+	// hung primary: statements still waiting on the old primary after the
+	// failover, rows only the old primary has, and whether it shows errant.
+	waiting, extra int
+	errant         bool
 }
 
 func start(ctx context.Context, proxies int) (*deploy.Deployment, error) {
@@ -163,6 +179,133 @@ func switchover() (result, error) {
 	return r, check(ctx, d, "txn", ackT)
 }
 
+// hung: SIGSTOP the primary for pause under autocommit and transactional
+// write load through one proxy, then SIGCONT. Measured: how long until the
+// failover committed and until both writers had a write acknowledged again,
+// how many statements the proxy still had waiting on the old primary after
+// the failover (target 0: they end at the failover, outcome unknown), and,
+// once the old primary is back, the rows it has that the new primary lacks:
+// allowed only for writes whose clients got an error, and then it must show
+// as errant (fenced, never rejoined). No acknowledged write may be lost.
+func hung(pause time.Duration) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+pause)
+	defer cancel()
+	d, err := start(ctx, 1)
+	if err != nil {
+		return result{}, err
+	}
+	defer d.Close()
+	db, err := d.ProxyDB(0)
+	if err != nil {
+		return result{}, err
+	}
+	defer db.Close()
+	for _, q := range []string{"CREATE TABLE auto (id INT PRIMARY KEY)", "CREATE TABLE txn (id INT PRIMARY KEY)"} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return result{}, err
+		}
+	}
+	wa := deploy.StartWriter(ctx, db, "auto", 1, false)
+	wt := deploy.StartWriter(ctx, db, "txn", 1, true)
+	if err := waitFor(ctx, 20*time.Second, func() bool { return wa.Acked() > 200 && wt.Acked() > 100 }); err != nil {
+		return result{}, fmt.Errorf("writes did not start: %w", err)
+	}
+	old := d.Member("db1")
+	beforeA, beforeT := wa.Acked(), wt.Acked()
+	paused := time.Now()
+	if err := old.Pause(); err != nil {
+		return result{}, err
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = old.Resume()
+		}
+	}()
+	var primary string
+	if err := waitFor(ctx, 30*time.Second, func() bool {
+		st := d.Statuses()
+		if len(st) == 0 || len(st[0].Clusters) == 0 {
+			return false
+		}
+		c := st[0].Clusters[0]
+		primary = c.Primary
+		return c.Epoch >= 2 && c.Phase == "serving" && c.Primary != "db1"
+	}); err != nil {
+		return result{}, fmt.Errorf("no failover away from the hung primary: %w", err)
+	}
+	r := result{took: time.Since(paused)}
+	// Statements still waiting on the old primary, for a second after the
+	// failover (the worst sample).
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		v, err := d.Metric(ctx, len(d.Arbiters), "dbrouter_backend_inflight", map[string]string{"member": "db1"})
+		if err != nil {
+			return r, err
+		}
+		r.waiting = max(r.waiting, int(v))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := waitFor(ctx, 30*time.Second, func() bool { return wa.Acked() > beforeA+50 && wt.Acked() > beforeT+20 }); err != nil {
+		return r, fmt.Errorf("writes did not resume: %w", err)
+	}
+	if rest := time.Until(paused.Add(pause)); rest > 0 {
+		time.Sleep(rest)
+	}
+	if err := old.Resume(); err != nil {
+		return r, err
+	}
+	resumed = true
+	// The old primary comes back: fenced as errant, or rejoined clean.
+	var member admin.MemberStatus
+	if err := waitFor(ctx, 60*time.Second, func() bool {
+		for _, m := range d.Statuses()[0].Clusters[0].Members {
+			if m.Name == "db1" {
+				member = m
+				return m.Reachable && m.ReadOnly && (m.Errant != "" || !m.Fenced && m.IORunning)
+			}
+		}
+		return false
+	}); err != nil {
+		return r, fmt.Errorf("old primary neither rejoined nor reported errant: %+v: %w", member, err)
+	}
+	r.errant = member.Errant != ""
+	ackA, timesA, errsA := wa.Finish()
+	ackT, timesT, errsT := wt.Finish()
+	r.acked, r.errors = len(ackA)+len(ackT), len(errsA)+len(errsT)
+	r.resume = max(deploy.FirstAfter(timesA[beforeA:], paused).Sub(paused), deploy.FirstAfter(timesT[beforeT:], paused).Sub(paused))
+	for _, t := range []struct {
+		name   string
+		failed []int
+	}{{"auto", wa.Failed()}, {"txn", wt.Failed()}} {
+		extra, err := deploy.Extra(ctx, old, d.Member(primary), t.name)
+		if err != nil {
+			return r, err
+		}
+		failed := map[int]bool{}
+		for _, id := range t.failed {
+			failed[id] = true
+		}
+		for _, id := range extra {
+			if !failed[id] {
+				return r, fmt.Errorf("row %d of %s is on the old primary only, and its client was told it committed", id, t.name)
+			}
+		}
+		r.extra += len(extra)
+	}
+	if r.extra > 0 && !r.errant {
+		return r, fmt.Errorf("the old primary has %d rows the new primary lacks but is not reported errant: %+v", r.extra, member)
+	}
+	for _, e := range append(errsA, errsT...) {
+		if !strings.Contains(e, "9010") && !strings.Contains(e, "9011") && !strings.Contains(e, "9005") {
+			return r, fmt.Errorf("a client error the docs do not promise for a failover: %s", e)
+		}
+	}
+	if err := check(ctx, d, "auto", ackA); err != nil {
+		return r, err
+	}
+	return r, check(ctx, d, "txn", ackT)
+}
+
 // check asserts the invariants: one writable member, the primary of the
 // newest epoch, and every acknowledged write present on it.
 func check(ctx context.Context, d *deploy.Deployment, table string, acked []int) error {
@@ -201,10 +344,10 @@ func stats(ds []time.Duration) (lo, med, hi time.Duration) {
 	return s[0], s[len(s)/2], s[len(s)-1]
 }
 
-func render(runs int, fo, so []result) string {
+func render(runs int, hangFor time.Duration, fo, so, hu []result) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "# Failover and switchover measurements\n\nMade by `go run ./cmd/chaos -runs %d` on %s (%s), default settings (probe_interval 500ms, failure_threshold 2s, lease 2s, lease_margin 300ms, drain_timeout 5s), 3 arbiters, real mariadbd with semi-sync.\n\n", runs, time.Now().UTC().Format("2006-01-02"), host)
+	fmt.Fprintf(&b, "# Failover and switchover measurements\n\nMade by `go run ./cmd/chaos -runs %d` on %s (%s), default settings (probe_interval 500ms, failure_threshold 2s, lease 2s, lease_margin 300ms, drain_timeout 5s), 3 arbiters, real mariadbd with semi-sync and MariaDB's default slave_net_timeout (60 s).\n\n", runs, time.Now().UTC().Format("2006-01-02"), host)
 	var resume, pause, took []time.Duration
 	errs := 0
 	for _, r := range fo {
@@ -222,7 +365,24 @@ func render(runs int, fo, so []result) string {
 	fmt.Fprintf(&b, "| switchover: longest write pause seen by a client | %s | %s | %s | ≤ 1 s |\n", r(lo), r(med), r(hi))
 	lo, med, hi = stats(took)
 	fmt.Fprintf(&b, "| switchover: `promote` call duration | %s | %s | %s | |\n", r(lo), r(med), r(hi))
+	var hTook, hResume []time.Duration
+	waiting, extra, errant, hErrs := 0, 0, 0, 0
+	for _, x := range hu {
+		hTook, hResume = append(hTook, x.took), append(hResume, x.resume)
+		waiting = max(waiting, x.waiting)
+		extra += x.extra
+		hErrs += x.errors
+		if x.errant {
+			errant++
+		}
+	}
+	lo, med, hi = stats(hTook)
+	fmt.Fprintf(&b, "| SIGSTOP primary %s under load → failover committed | %s | %s | %s | |\n", hangFor, r(lo), r(med), r(hi))
+	lo, med, hi = stats(hResume)
+	fmt.Fprintf(&b, "| SIGSTOP primary → writes (autocommit and transactions) succeed again | %s | %s | %s | ≤ 5 s (aim ≤ 3 s) |\n", r(lo), r(med), r(hi))
 	fmt.Fprintf(&b, "\nSwitchover client errors over %d runs: %d (target 0). Acknowledged writes lost: 0 in every run (checked against the new primary).\n", runs, errs)
+	fmt.Fprintf(&b, "\nHung primary (%d runs): statements left waiting on the old primary after the failover: at most %d (target 0); rows on the old primary that the new one lacks: %d in all, every one a write whose client got an error, and the old primary reported errant in %d of %d runs (the others rejoined clean); client errors %d in all (9010 outcome unknown, 9011 transaction lost, 9005 connection lost: the statements in flight at the pause); acknowledged writes lost: 0.\n",
+		runs, waiting, extra, errant, runs, hErrs)
 	return b.String()
 }
 
