@@ -257,10 +257,10 @@ func (bc *backendConn) abort() {
 }
 
 // takeStale finds the connections chosen as the primary at an epoch for
-// which current is false. Idle ones leave the pool (the caller resets
-// them); the caller resets the ones in use too, and their sessions discard
-// them when their read or write fails.
-func (p *memberPool) takeStale(current func(epoch uint64) bool) []*backendConn {
+// which stale is true. Idle ones leave the pool (the caller resets them);
+// the caller resets the ones in use too, and their sessions discard them
+// when their read or write fails.
+func (p *memberPool) takeStale(stale func(epoch uint64) bool) []*backendConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*backendConn
@@ -270,12 +270,12 @@ func (p *memberPool) takeStale(current func(epoch uint64) bool) []*backendConn {
 		if e == 0 {
 			continue
 		}
-		cur, ok := verdict[e]
+		gone, ok := verdict[e]
 		if !ok {
-			cur = current(e)
-			verdict[e] = cur
+			gone = stale(e)
+			verdict[e] = gone
 		}
-		if cur {
+		if !gone {
 			continue
 		}
 		out = append(out, bc)

@@ -395,3 +395,81 @@ END`)
 		})
 	}
 }
+
+// TestALeaseLapseResetsNothingTheControlPlaneHasNotSuperseded: without a
+// write lease no epoch is acknowledgeable, yet the primary may be fine, so
+// a lapse (with changes applied meanwhile) costs open transactions nothing;
+// a failover applied during the lapse is acted on when the lease comes back,
+// though that is no change of state.
+func TestALeaseLapseResetsNothingTheControlPlaneHasNotSuperseded(t *testing.T) {
+	e, auth := authEnv(t, envOpts{})
+	db1 := e.cluster.Members[0]
+	db := e.db(t, "")
+	ctx := context.Background()
+	mustExec(t, db, "CREATE TABLE la (id INT PRIMARY KEY)")
+	lease := func(held, notify bool) { auth.update(notify, func() { auth.noLease = !held }) }
+
+	t.Run("LapseWithoutAChange", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "BEGIN")
+		mustExec(t, c, "INSERT INTO la VALUES (1)")
+		lease(false, true)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.ExecContext(ctx, "INSERT INTO la VALUES (2)")
+			done <- err
+		}()
+		select { // held: without a lease the proxy cannot tell where it may run
+		case err := <-done:
+			t.Fatalf("a statement of the transaction went on without a lease: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		lease(true, true)
+		if err := <-done; err != nil {
+			t.Fatalf("the transaction's statement after the lapse: %v", err)
+		}
+		mustExec(t, c, "COMMIT")
+		if n := count(t, db1, "SELECT COUNT(*) FROM app.la WHERE id IN (1, 2)"); n != 2 {
+			t.Fatalf("the transaction across the lapse committed %d of 2 rows", n)
+		}
+	})
+
+	t.Run("FailoverAppliedDuringTheLapse", func(t *testing.T) {
+		stuck := e.conn(t, db)
+		if err := db1.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db1.Resume() })
+		done := make(chan error, 1)
+		go func() {
+			_, err := stuck.ExecContext(ctx, "INSERT INTO la VALUES (3)")
+			done <- err
+		}()
+		if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) { return e.proxy.InFlight()["db1"] == 1, nil }); err != nil {
+			t.Fatal("the INSERT never went out to db1")
+		}
+		lease(false, true)
+		auth.update(true, func() { // applied without a lease
+			auth.epoch++
+			auth.primary, auth.safeSince = "db2", auth.epoch
+		})
+		select {
+		case err := <-done:
+			t.Fatalf("ended before the proxy could tell the epoch was superseded: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		lease(true, false) // renewed: no change of state
+		start := time.Now()
+		select {
+		case err := <-done:
+			if errCode(err) != pmysql.CodeOutcomeUnknown || !strings.Contains(err.Error(), "failed over") {
+				t.Fatalf("%v, want %d (failed over)", err, pmysql.CodeOutcomeUnknown)
+			}
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Fatalf("ended %v after the lease came back", d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("the statement on the failed-over primary still waits 3 s after the lease came back")
+		}
+	})
+}

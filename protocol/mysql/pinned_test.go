@@ -211,38 +211,3 @@ func TestPinnedSessionsLeaveTheOldPrimary(t *testing.T) {
 		})
 	}
 }
-
-// TestPinnedTransactionWaitsOutALeaseLapse: without a write lease the proxy
-// cannot tell whether the primary changed, so a statement of an open
-// transaction is held, as a write is, and goes on where it was once the
-// lease is back and nothing changed: a lease lapse costs the transaction a
-// pause, not its life.
-func TestPinnedTransactionWaitsOutALeaseLapse(t *testing.T) {
-	e, auth := authEnv(t, envOpts{})
-	db1 := e.cluster.Members[0]
-	db := e.db(t, "")
-	ctx := context.Background()
-	mustExec(t, db, "CREATE TABLE lapse (id INT PRIMARY KEY)")
-	c := e.conn(t, db)
-	mustExec(t, c, "BEGIN")
-	mustExec(t, c, "INSERT INTO lapse VALUES (1)")
-	auth.loseLease()
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.ExecContext(ctx, "INSERT INTO lapse VALUES (2)")
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("a statement of a pinned transaction went on without a lease: %v", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	auth.update(true, func() { auth.noLease = false })
-	if err := <-done; err != nil {
-		t.Fatalf("the held statement after the lease came back: %v", err)
-	}
-	mustExec(t, c, "COMMIT")
-	if n := count(t, db1, "SELECT COUNT(*) FROM app.lapse"); n != 2 {
-		t.Fatalf("db1 has %d of the transaction's 2 rows", n)
-	}
-}

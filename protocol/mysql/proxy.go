@@ -242,7 +242,9 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 }
 
 // watchEpochs resets, at every change of the control plane's state, the
-// connections chosen as the primary at an epoch that is no longer current.
+// connections chosen as the primary at an epoch that has been superseded by
+// a failover (it is no longer acknowledgeable, and a newer epoch serves or
+// is failing over).
 //
 // This is what ends a statement stuck on a primary that failed over: a
 // hung or partitioned server never answers nor closes, so only the control
@@ -250,29 +252,62 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 // once (outcome unknown). Idle pooled connections go too: nothing may
 // reuse them, and the old primary rolls back what they had open when it
 // sees the reset (see backendConn.abort for what a reset cannot undo). A
-// switchover leaves earlier epochs current: its drain keeps running.
+// switchover leaves earlier epochs acknowledgeable: its drain keeps
+// running.
+//
+// Without a write lease no epoch is acknowledgeable, yet the primary may be
+// fine: a lapse must not cost every open transaction its connection (no
+// answer is acknowledged meanwhile anyway). Such connections are undecided,
+// and checked again every pollUndecided, since the lease coming back is not
+// a change of state: the failover this proxy may have applied without a
+// lease is then acted on.
 func (p *Proxy) watchEpochs(ctx context.Context) {
 	for {
 		changed := p.router.Changed() // before the check: no change is missed
-		p.resetStale()
+		var poll *time.Timer
+		var pollC <-chan time.Time
+		if p.resetStale() {
+			poll = time.NewTimer(pollUndecided)
+			pollC = poll.C
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-pollC:
+		}
+		if poll != nil {
+			poll.Stop()
 		}
 	}
 }
 
-func (p *Proxy) resetStale() {
+const pollUndecided = 50 * time.Millisecond
+
+// resetStale resets the connections of superseded epochs and reports
+// whether some epoch is undecided (see watchEpochs).
+func (p *Proxy) resetStale() (undecided bool) {
+	superseded := func(epoch uint64) bool {
+		if p.router.Current(epoch) {
+			return false
+		}
+		moved, changing := p.router.Moved(epoch)
+		if !moved && !changing {
+			undecided = true
+			return false
+		}
+		return true
+	}
 	for _, pool := range p.pools {
-		stale := pool.takeStale(p.router.Current)
+		stale := pool.takeStale(superseded)
 		for _, bc := range stale {
 			bc.abort()
 		}
 		if len(stale) > 0 {
-			p.log.Info("reset connections to a primary whose epoch ended", zap.String("member", pool.name), zap.Int("connections", len(stale)))
+			p.log.Info("reset connections to a primary that failed over", zap.String("member", pool.name), zap.Int("connections", len(stale)))
 		}
 	}
+	return undecided
 }
 
 func (p *Proxy) shutdown() {
