@@ -65,6 +65,8 @@ fuzz:
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzHandshakeResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./raftfsm -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseReplicaStatus$$' -fuzztime $(FUZZTIME)
 
 # chaos measures failover and switchover on fresh deployments with default
 # settings (CHAOS_RUNS each) and writes chaos/RESULTS.md.

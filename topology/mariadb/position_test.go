@@ -105,3 +105,31 @@ func TestErrantAfterSwitchovers(t *testing.T) {
 		}
 	}
 }
+
+// Positions come from servers; whatever they say, parsing and judging them
+// must not panic, and what parses prints back the same.
+func FuzzParsePosition(f *testing.F) {
+	for _, s := range []string{"", "0-1-5", "0-1-5,7-3-2", "0-1", "a-b-c", "0-1-5,0-2-6", "4294967295-4294967295-18446744073709551615", "0-1-5,\n1-2-3"} {
+		f.Add(s, "0-1-3")
+	}
+	chain := []Opening{{Epoch: 1, ServerID: 1, Pos: Position{0: {0, 1, 5}}}, {Epoch: 2, ServerID: 2, Pos: Position{0: {0, 1, 9}}}}
+	f.Fuzz(func(t *testing.T, have, cur string) {
+		h, err := ParsePosition(have)
+		if err != nil {
+			return
+		}
+		again, err := ParsePosition(h.String())
+		if err != nil || again.String() != h.String() {
+			t.Fatalf("%q printed as %q, which parses as %q (%v)", have, h.String(), again.String(), err)
+		}
+		c, err := ParsePosition(cur)
+		if err != nil {
+			return
+		}
+		for _, r := range Errant(h, c, chain, c) {
+			if r.From > r.To || r.From == 0 {
+				t.Fatalf("range %+v", r)
+			}
+		}
+	})
+}
