@@ -57,6 +57,8 @@ type backendConn struct {
 	// the proxy resets the connection when the epoch ends (Proxy.resetStale
 	// reads it from another goroutine).
 	epoch atomic.Uint64
+	// aborted: reset by abort; its owner has yet to discard it.
+	aborted atomic.Bool
 	// idle: on its pool's idle stack (guarded by the pool's mu).
 	idle bool
 }
@@ -250,6 +252,7 @@ func (p *memberPool) discard(bc *backendConn) {
 // Safe to call while another goroutine uses the connection: its read or
 // write fails at once.
 func (bc *backendConn) abort() {
+	bc.aborted.Store(true)
 	if tc, ok := bc.nc.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
@@ -267,7 +270,7 @@ func (p *memberPool) takeStale(stale func(epoch uint64) bool) []*backendConn {
 	verdict := map[uint64]bool{}
 	for bc := range p.conns {
 		e := bc.epoch.Load()
-		if e == 0 {
+		if e == 0 || bc.aborted.Load() {
 			continue
 		}
 		gone, ok := verdict[e]

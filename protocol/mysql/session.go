@@ -246,11 +246,6 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 	return bc, m, err
 }
 
-// fresh takes a connection to member m from the pool and gives it the
-// session's state. With probe, a pooled connection is first checked for a
-// close by the member while it sat idle (see sendThenWait.closed): a
-// statement that is not safe to run twice, sent on such a connection, would
-// have an unknown outcome, though it never reached the member.
 // leaveOldPrimary runs before a statement on the session's pinned
 // connection, chosen as the primary at epoch. After a failover (epoch no
 // longer acknowledgeable) or a completed change (a newer epoch serves), the
@@ -318,6 +313,11 @@ func (s *session) replays(key string) bool {
 	return false
 }
 
+// fresh takes a connection to member m from the pool and gives it the
+// session's state. With probe, a pooled connection is first checked for a
+// close by the member while it sat idle (see sendThenWait.closed): a
+// statement that is not safe to run twice, sent on such a connection, would
+// have an unknown outcome, though it never reached the member.
 func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, error) {
 	key := s.key
 	key.noDB = s.db == ""
