@@ -355,29 +355,7 @@ func TestMemberFailures(t *testing.T) {
 			}
 			killed := 0
 			for _, m := range e.cluster.Members[1:] {
-				mdb, err := m.DB()
-				if err != nil {
-					t.Fatal(err)
-				}
-				rows, err := mdb.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND = 'Sleep'", chaos.AppUser)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ids []int64
-				for rows.Next() {
-					var id int64
-					if err := rows.Scan(&id); err != nil {
-						t.Fatal(err)
-					}
-					ids = append(ids, id)
-				}
-				rows.Close()
-				for _, id := range ids {
-					if _, err := mdb.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
-						killed++
-					}
-				}
-				mdb.Close()
+				killed += killIdleProxyConns(t, m)
 			}
 			if killed == 0 {
 				t.Fatal("no pooled connection found on the replicas")

@@ -106,62 +106,17 @@ func authEnv(t *testing.T, o envOpts) (*env, *fakeAuthority) {
 	return newEnv(t, o), auth
 }
 
-// gauge reads one gauge sample whose labels include all of want.
-func (e *env) gauge(t *testing.T, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue next
-				}
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no gauge %s%v", name, want)
-	return 0
-}
-
 // promote makes m a writable primary on its own (what the arbiter does at
 // a failover: stop replicating, open).
 func promote(t *testing.T, m *chaos.Member) {
 	t.Helper()
-	db, err := m.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, q := range []string{"STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF"} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s on %s: %v", q, m.Name, err)
-		}
-	}
+	adminExec(t, m, "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF")
 }
 
 // fence sets read_only on m (what the arbiter does to an old primary).
 func fence(t *testing.T, m *chaos.Member) {
 	t.Helper()
-	db, err := m.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec("SET GLOBAL read_only = ON"); err != nil {
-		t.Fatalf("fence %s: %v", m.Name, err)
-	}
+	adminExec(t, m, "SET GLOBAL read_only = ON")
 }
 
 // catchUp waits until replica has applied everything in primary's binlog.

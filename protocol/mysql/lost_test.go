@@ -3,7 +3,6 @@ package mysql_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,19 +13,6 @@ import (
 	"github.com/dbrouter/dbrouter/chaos"
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
 )
-
-// execOn runs q directly on member m.
-func execOn(t *testing.T, m *chaos.Member, q string) {
-	t.Helper()
-	db, err := m.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(q); err != nil {
-		t.Fatalf("%s on %s: %v", q, m.Name, err)
-	}
-}
 
 // TestLostConnectionSaysWhatTheStatementMayHaveDone: when the connection to
 // the primary is lost after a statement was sent, the client is told what
@@ -65,7 +51,7 @@ func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
 		// The case: a COMMIT in doubt. db1 waits for a semi-sync
 		// acknowledgement that does not come while db2 does not replicate.
 		{name: "CommitInDoubt", setup: []string{"BEGIN", "INSERT INTO lc VALUES (30)"}, stmt: "COMMIT", state: "%semi-sync%",
-			before: func() { execOn(t, db2, "STOP SLAVE") }, after: func() { execOn(t, db2, "START SLAVE") },
+			before: func() { adminExec(t, db2, "STOP SLAVE") }, after: func() { adminExec(t, db2, "START SLAVE") },
 			code: pmysql.CodeOutcomeUnknown, sqlState: "HY000",
 			msg: "outcome unknown: the connection to the primary db1 was lost after the statement was sent"},
 	} {
@@ -117,11 +103,6 @@ func TestWritesSkipPooledConnectionsTheMemberClosed(t *testing.T) {
 	db := e.db(t, "")
 	ctx := context.Background()
 	mustExec(t, db, "CREATE TABLE wk (id INT PRIMARY KEY)")
-	admin, err := db1.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
 	for round := 0; round < 3; round++ {
 		var wg sync.WaitGroup
 		for i := 0; i < 4; i++ { // leave several connections idle in the pool
@@ -134,30 +115,13 @@ func TestWritesSkipPooledConnectionsTheMemberClosed(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		rows, err := admin.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND = 'Sleep'", chaos.AppUser)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		for _, id := range ids {
-			if _, err := admin.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if len(ids) == 0 {
+		killed := killIdleProxyConns(t, db1)
+		if killed == 0 {
 			t.Fatal("no idle proxy connection on db1")
 		}
 		for i := 0; i < 4; i++ {
 			if _, err := db.ExecContext(ctx, "INSERT INTO wk VALUES (?)", 1000+round*10+i); err != nil {
-				t.Fatalf("round %d: write after the member closed %d idle connections: %v", round, len(ids), err)
+				t.Fatalf("round %d: write after the member closed %d idle connections: %v", round, killed, err)
 			}
 		}
 	}

@@ -190,11 +190,32 @@ var _ = driver.ErrInvalidConn
 // counter sums a counter's samples whose labels include all of want.
 func (e *env) counter(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
+	sum := 0.0
+	for _, v := range e.samples(t, name, want) {
+		sum += v
+	}
+	return sum
+}
+
+// gauge reads the one gauge sample whose labels include all of want.
+func (e *env) gauge(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	vs := e.samples(t, name, want)
+	if len(vs) != 1 {
+		t.Fatalf("%d samples of %s%v, want 1", len(vs), name, want)
+	}
+	return vs[0]
+}
+
+// samples returns the values of the samples of counter or gauge name whose
+// labels include all of want.
+func (e *env) samples(t *testing.T, name string, want map[string]string) []float64 {
+	t.Helper()
 	mfs, err := e.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := 0.0
+	var out []float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -210,8 +231,54 @@ func (e *env) counter(t *testing.T, name string, want map[string]string) float64
 					continue next
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			out = append(out, m.GetCounter().GetValue()+m.GetGauge().GetValue()) // one is nil: 0
 		}
 	}
-	return sum
+	return out
+}
+
+// adminExec runs statements on member m directly, as the admin user.
+func adminExec(t *testing.T, m *chaos.Member, qs ...string) {
+	t.Helper()
+	db, err := m.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range qs {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s on %s: %v", q, m.Name, err)
+		}
+	}
+}
+
+// killIdleProxyConns kills, on member m, the proxy's connections (user app)
+// that sit idle, and reports how many it killed.
+func killIdleProxyConns(t *testing.T, m *chaos.Member) int {
+	t.Helper()
+	db, err := m.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND = 'Sleep'", chaos.AppUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	killed := 0
+	for _, id := range ids {
+		if _, err := db.Exec(fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
+			killed++
+		}
+	}
+	return killed
 }
