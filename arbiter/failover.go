@@ -80,10 +80,10 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 			}
 			o, via, ok := observed(obs, m.Name)
 			if !ok {
-				if !connectedTo(lostM, m) {
+				if !connectedTo(lostM, m) || a.downThroughout(obs, m.Name) {
 					continue
 				}
-				return "", fmt.Sprintf("%s is unreachable from every arbiter and was connected to %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost)
+				return "", fmt.Sprintf("%s is unreachable from every arbiter and may have been replicating from %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost)
 			}
 			h.raw = o.Received
 			if h.received, err = topology.ParseGTIDSet(topology.MariaDB, o.Received); err != nil {
@@ -161,6 +161,28 @@ func observed(obs []Observation, name string) (ObservedMember, string, bool) {
 		}
 	}
 	return ObservedMember{}, "", false
+}
+
+// downThroughout reports whether no arbiter has reached member since before
+// the current primary opened (as this arbiter saw it open): it was down for
+// the whole of that primary's time, so it cannot have received any of its
+// writes.
+func (a *Arbiter) downThroughout(obs []Observation, member string) bool {
+	since, _, ok, _ := a.seen.since(time.Now())
+	if !ok || len(obs) == 0 {
+		return false
+	}
+	least := time.Duration(-1)
+	for _, o := range obs {
+		f, reported := o.Failing[member]
+		if !reported || f <= 0 {
+			return false
+		}
+		if least < 0 || f < least {
+			least = f
+		}
+	}
+	return least > since
 }
 
 // connectedTo reports whether m may have been a replica of src when src last

@@ -468,9 +468,11 @@ func TestNewLeaderCatchesUpBeforeActing(t *testing.T) {
 	defer cancel()
 	old := g.nodes[0].State() // epoch 1, db1 primary
 	db1 := g.member("db1")
+	g.quietPrimary(ctx)
 	if err := db1.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	g.quiet.Store(false)
 	cl := g.waitState("failover", 30*time.Second, func(cl *raftfsm.Cluster) bool {
 		return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing && cl.Primary != "db1"
 	})

@@ -160,6 +160,22 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 	if err := a.act.WaitApplied(ctx, target.Addr, op.BinlogPos, wait); err != nil {
 		return false, err
 	}
+	// A session with read_only bypass (SUPER, READ_ONLY ADMIN) can still
+	// commit on the fenced primary: catch up with that too, until its
+	// position holds still, so the target does not open without it.
+	for i := 0; i < 5; i++ {
+		again, err := a.act.Position(ctx, old.Addr)
+		if err != nil {
+			return false, a.lostOld(old, err)
+		}
+		if again.BinlogPos == op.BinlogPos {
+			break
+		}
+		op = again
+		if err := a.act.WaitApplied(ctx, target.Addr, op.BinlogPos, wait); err != nil {
+			return false, err
+		}
+	}
 	if err := a.step(ctx, "detach"); err != nil {
 		return false, err
 	}

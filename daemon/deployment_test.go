@@ -273,7 +273,7 @@ func TestPrimaryCutOffFromArbitersButNotFromProxy(t *testing.T) {
 		t.Fatalf("%d acknowledged writes are not on the new primary %s: %v", len(lost), st.Primary, lost[:min(5, len(lost))])
 	}
 	for _, e := range errs {
-		if !strings.Contains(e, "9010") && !strings.Contains(e, "9005") {
+		if !strings.Contains(e, "9010") && !strings.Contains(e, "9011") && !strings.Contains(e, "9005") {
 			t.Errorf("unexpected client error %s", e)
 		}
 	}

@@ -92,7 +92,6 @@ func (a *Actions) openFor(ctx context.Context, addr string, wait time.Duration) 
 		to = 5 * time.Second
 	}
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to+wait, to
-	cfg.DialFunc = dialReset
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -388,22 +387,4 @@ func (a *Actions) SetHeartbeatPeriod(ctx context.Context, addr string) error {
 
 func sqlQuote(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s)
-}
-
-// dialReset dials a member for the monitor and the admin actions. Their
-// connections are closed with a reset (SO_LINGER 0): when one is given up
-// on a hung server (a probe or heartbeat that timed out), the server's
-// kernel discards the statement still unread in its socket buffer instead
-// of the server running it when it wakes. A heartbeat written that way to
-// a primary already failed over would be an errant transaction.
-func dialReset(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	return c, nil
 }

@@ -110,7 +110,6 @@ func New(cfg Config, log *zap.Logger) (*Monitor, error) {
 		dc.ReadTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.WriteTimeout = max(cfg.ProbeInterval, minProbeTimeout)
 		dc.InterpolateParams = true
-		dc.DialFunc = dialReset
 		conn, err := mysql.NewConnector(dc)
 		if err != nil {
 			return nil, fmt.Errorf("member %s: %w", mc.Name, err)
@@ -460,6 +459,9 @@ func probeReplication(ctx context.Context, p *prober, st *Member) error {
 	return nil
 }
 
+// errReadOnly: the heartbeat was not written, the member is read-only.
+var errReadOnly = errors.New("read-only: no heartbeat written")
+
 // connectedReplicas reads SHOW SLAVE HOSTS: the server ids of the replicas
 // connected to this server now.
 func connectedReplicas(ctx context.Context, db *sql.DB) ([]uint32, error) {
@@ -550,8 +552,17 @@ func (h *heartbeats) write(ctx context.Context, db *sql.DB, id string) error {
 		}
 	}
 	ts := time.Now().UnixMicro()
-	if _, err := db.ExecContext(ctx, "INSERT INTO dbrouter.heartbeat (id, ts) VALUES (?, ?) ON DUPLICATE KEY UPDATE ts = VALUES(ts)", id, ts); err != nil {
+	// Only while the member is writable: the monitor's account usually
+	// bypasses read_only, and a heartbeat landing on a member that was
+	// just fenced (the snapshot that named it primary is a round old) is
+	// a transaction the new primary never gets, which would make the old
+	// one errant.
+	res, err := db.ExecContext(ctx, "INSERT INTO dbrouter.heartbeat (id, ts) SELECT ?, ? FROM DUAL WHERE @@GLOBAL.read_only = 0 ON DUPLICATE KEY UPDATE ts = VALUES(ts)", id, ts)
+	if err != nil {
 		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return errReadOnly
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
