@@ -65,6 +65,21 @@ func (g *arbiters) waitPromotable(ctx context.Context, member string) {
 	}
 }
 
+// wantFailoverWithRows waits for a failover and checks it went to want, the
+// only holder of the n acknowledged rows of table.
+func (g *arbiters) wantFailoverWithRows(ctx context.Context, want, table string, n int) {
+	g.t.Helper()
+	cl := g.waitState("failover to "+want, 40*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing
+	})
+	if cl.Primary != want {
+		g.t.Fatalf("failed over to %s, want %s (the only holder of the writes)", cl.Primary, want)
+	}
+	if got := count(g.t, ctx, adminDB(g.t, g.member(want)), table); got != n {
+		g.t.Fatalf("new primary has %d of %d acknowledged rows", got, n)
+	}
+}
+
 // setMaintenance proposes maintenance on or off through the leader.
 func (g *arbiters) setMaintenance(ctx context.Context, member string, on bool) {
 	g.t.Helper()
@@ -254,15 +269,7 @@ func TestFailoverNeverOpensACandidateMissingAcknowledgedWrites(t *testing.T) {
 			// Once db3 can be the candidate, the failover goes to it and
 			// nothing acknowledged is lost.
 			restore()
-			cl = g.waitState("failover to db3", 40*time.Second, func(cl *raftfsm.Cluster) bool {
-				return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing
-			})
-			if cl.Primary != "db3" {
-				t.Fatalf("failed over to %s, want db3", cl.Primary)
-			}
-			if n := count(t, ctx, adminDB(t, db3), "acked"); n != 200 {
-				t.Fatalf("new primary has %d of 200 acknowledged rows", n)
-			}
+			g.wantFailoverWithRows(ctx, "db3", "acked", 200)
 		})
 	}
 }
@@ -292,15 +299,7 @@ func TestFailoverAppliesACandidateWhoseApplierWasStopped(t *testing.T) {
 			if err := db1.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			cl := g.waitState("failover", 40*time.Second, func(cl *raftfsm.Cluster) bool {
-				return cl.Epoch >= 2 && cl.Phase == raftfsm.PhaseServing
-			})
-			if cl.Primary != "db3" {
-				t.Fatalf("failed over to %s, want db3 (the only holder of the writes)", cl.Primary)
-			}
-			if n := count(t, ctx, adminDB(t, db3), "acked"); n != 200 {
-				t.Fatalf("new primary has %d of 200 acknowledged rows", n)
-			}
+			g.wantFailoverWithRows(ctx, "db3", "acked", 200)
 		})
 	}
 }

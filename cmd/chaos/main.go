@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"flag"
 	"fmt"
 	"io"
@@ -145,10 +146,8 @@ func switchover() (result, error) {
 		return result{}, err
 	}
 	defer db2.Close()
-	for _, q := range []string{"CREATE TABLE auto (id INT PRIMARY KEY)", "CREATE TABLE txn (id INT PRIMARY KEY)"} {
-		if _, err := db1.ExecContext(ctx, q); err != nil {
-			return result{}, err
-		}
+	if err := createTables(ctx, db1, "auto", "txn"); err != nil {
+		return result{}, err
 	}
 	if err := d.WaitHealthyOnLeader(ctx, "db2", 30*time.Second); err != nil {
 		return result{}, err
@@ -200,10 +199,8 @@ func hung(pause time.Duration) (result, error) {
 		return result{}, err
 	}
 	defer db.Close()
-	for _, q := range []string{"CREATE TABLE auto (id INT PRIMARY KEY)", "CREATE TABLE txn (id INT PRIMARY KEY)"} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return result{}, err
-		}
+	if err := createTables(ctx, db, "auto", "txn"); err != nil {
+		return result{}, err
 	}
 	wa := deploy.StartWriter(ctx, db, "auto", 1, false)
 	wt := deploy.StartWriter(ctx, db, "txn", 1, true)
@@ -319,6 +316,16 @@ func check(ctx context.Context, d *deploy.Deployment, table string, acked []int)
 	}
 	if len(lost) > 0 {
 		return fmt.Errorf("%d acknowledged writes lost, e.g. %v", len(lost), lost[:min(5, len(lost))])
+	}
+	return nil
+}
+
+// createTables creates the workload's tables (an id primary key each).
+func createTables(ctx context.Context, db *sql.DB, names ...string) error {
+	for _, n := range names {
+		if _, err := db.ExecContext(ctx, "CREATE TABLE "+n+" (id INT PRIMARY KEY)"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
