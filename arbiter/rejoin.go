@@ -47,14 +47,18 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 			continue
 		}
 		if !m.ReadOnly {
-			if err := a.still(ctx); err != nil {
-				return err
+			// Confirmed afresh: fencing kills the member's client
+			// connections, which on a replica are the proxies' reads.
+			if p, err := a.act.Position(ctx, m.Addr); err == nil && !p.ReadOnly {
+				if err := a.still(ctx); err != nil {
+					return err
+				}
+				if err := a.act.Fence(ctx, m.Addr); err != nil {
+					errs = append(errs, fmt.Errorf("fence second writable member %s: %w", m.Name, err))
+					continue
+				}
+				a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
 			}
-			if err := a.act.Fence(ctx, m.Addr); err != nil {
-				errs = append(errs, fmt.Errorf("fence second writable member %s: %w", m.Name, err))
-				continue
-			}
-			a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
 		}
 		if !ms.Fenced && m.IORunning && m.SQLRunning && m.ReplError == "" && prim.ServerID != 0 && m.SourceServerID == prim.ServerID {
 			delete(a.noted, m.Name)
@@ -86,10 +90,18 @@ func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topo
 		return err
 	}
 	r := mp.Replica
-	following := mp.Replicating && r.SourceServerID == pp.ServerID
-	// Just repointed: configured for the primary, not connected yet.
-	pending := mp.Replicating && r.SourceServerID == 0 && r.Source() == prim.Addr && r.IOState != "No" && r.Errors() == ""
-	healthy := following && mp.IORunning && mp.SQLRunning && r.Errors() == ""
+	// Master_Server_Id names the server the IO thread is connected to only
+	// while it is connected: after a repoint it still names the previous
+	// source until the new one answers.
+	connected := mp.Replicating && r.IORunning()
+	following := connected && r.SourceServerID == pp.ServerID
+	// Configured for the primary's address but not connected (yet): just
+	// repointed, unable to reach or log in to it, or stopped by someone.
+	// Repointing again fixes none of these.
+	configured := mp.Replicating && r.Source() == prim.Addr
+	waiting := configured && !connected
+	pending := waiting && r.IOState != "No" && r.Errors() == ""
+	healthy := following && mp.SQLRunning && r.Errors() == ""
 	if (healthy || pending) && !ms.Fenced {
 		return nil // the snapshot was older than the member's state
 	}
@@ -122,11 +134,14 @@ func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topo
 		// Fenced but clean, and already replicating from the primary (an
 		// operator repaired it, or it was repointed last round).
 		return a.unfence(ctx, cl, m.Name)
-	case following && r.Errors() != "":
+	case (following || waiting) && r.Errors() != "":
 		a.noteMember(ctx, m.Name, fmt.Sprintf("%s replicates from %s but stopped with an error the arbiters do not repair: %s", m.Name, cl.Primary, r.Errors()))
 		return nil
-	case following:
+	case following || waiting:
 		return nil // its threads were stopped by someone, without error: left as they are
+	case configured:
+		a.noteMember(ctx, m.Name, fmt.Sprintf("%s is connected to server id %d at %s's address, not to %s (server id %d): not repointed", m.Name, r.SourceServerID, cl.Primary, cl.Primary, pp.ServerID))
+		return nil
 	}
 	if err := relayLogSafe(mp, pp.BinlogPos); err != nil {
 		a.noteMember(ctx, m.Name, fmt.Sprintf("%s not rejoined: %v", m.Name, err))

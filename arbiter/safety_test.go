@@ -535,3 +535,41 @@ func TestFailoverPreemptsASwitchoverWhoseOldPrimaryDied(t *testing.T) {
 		t.Fatalf("write on the new primary: %v", err)
 	}
 }
+
+// A replica configured for the primary that cannot log in to it (the new
+// primary lacks the replication account) is not repointed every round —
+// repointing cannot fix that — and the error is recorded once.
+func TestUnconnectableSourceIsNotRepointedEveryRound(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db2 := g.member("db2")
+	conn, err := adminDB(t, db2).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, conn, "SET SESSION sql_log_bin=0", "DROP USER '"+chaos.ReplUser+"'@'%'")
+	conn.Close()
+	g.waitPromotable(ctx, "db2")
+	_, arb := g.leader()
+	if err := arb.Promote(ctx, "db2", 20*time.Second); err != nil {
+		t.Fatalf("promote db2: %v", err)
+	}
+	cl := g.waitState("db3's error recorded", 15*time.Second, func(cl *raftfsm.Cluster) bool {
+		return historyHas(cl, "note", "db3 replicates from db2 but stopped with an error")
+	})
+	before := g.count("repoint db3")
+	time.Sleep(3 * time.Second) // an observation window: 30 reconcile rounds
+	if n := g.count("repoint db3"); n != before {
+		t.Fatalf("db3 repointed %d more times while it could not log in to db2", n-before)
+	}
+	notes := 0
+	for _, d := range g.nodes[0].State().Cluster("shop").History {
+		if d.Kind == "note" && strings.Contains(d.Reason, "db3 replicates from db2") {
+			notes++
+		}
+	}
+	if notes != 1 {
+		t.Fatalf("the error was recorded %d times, want once: %+v", notes, cl.History)
+	}
+}

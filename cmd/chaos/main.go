@@ -388,8 +388,12 @@ func render(runs int, hangFor time.Duration, fo, so, hu []result) string {
 	lo, med, hi = stats(hResume)
 	fmt.Fprintf(&b, "| SIGSTOP primary → writes (autocommit and transactions) succeed again | %s | %s | %s | ≤ 5 s (aim ≤ 3 s) |\n", r(lo), r(med), r(hi))
 	fmt.Fprintf(&b, "\nSwitchover client errors over %d runs: %d (target 0). Acknowledged writes lost: 0 in every run (checked against the new primary).\n", runs, errs)
-	fmt.Fprintf(&b, "\nHung primary (%d runs): statements left waiting on the old primary after the failover: at most %d (target 0); rows on the old primary that the new one lacks: %d in all, every one a write whose client got an error, and the old primary reported errant in %d of %d runs (the others rejoined clean); client errors %d in all (9010 outcome unknown, 9011 transaction lost, 9005 connection lost: the statements in flight at the pause); acknowledged writes lost: 0.\n",
-		runs, waiting, extra, errant, runs, hErrs)
+	clean := ""
+	if errant < runs {
+		clean = fmt.Sprintf(" (in %d it rejoined clean)", runs-errant)
+	}
+	fmt.Fprintf(&b, "\nHung primary (%d runs): statements left waiting on the old primary after the failover: at most %d (target 0); rows on the old primary that the new one lacks: %d in all, every one a write whose client got an error; the old primary came back reported errant (fenced, not rejoined) in %d of %d runs%s: the commits in progress when it froze, and statements already in its socket, complete when it wakes; client errors %d in all (9010 outcome unknown, 9011 transaction lost, 9005 connection lost: the statements in flight at the pause); acknowledged writes lost: 0.\n",
+		runs, waiting, extra, errant, runs, clean, hErrs)
 	return b.String()
 }
 
