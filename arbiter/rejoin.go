@@ -60,7 +60,8 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 				a.log.Error("fenced a writable member that is not the primary", zap.String("member", m.Name), zap.String("primary", cl.Primary))
 			}
 		}
-		if !ms.Fenced && m.IORunning && m.SQLRunning && m.ReplError == "" && prim.ServerID != 0 && m.SourceServerID == prim.ServerID {
+		if !ms.Fenced && m.IORunning && m.SQLRunning && m.ReplError == "" && prim.ServerID != 0 && m.SourceServerID == prim.ServerID &&
+			!suspectErrant(cl, m, prim) {
 			delete(a.noted, m.Name)
 			if !fixedOne {
 				fixedOne = a.fixHeartbeat(ctx, m)
@@ -102,18 +103,21 @@ func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topo
 	waiting := configured && !connected
 	pending := waiting && r.IOState != "No" && r.Errors() == ""
 	healthy := following && mp.SQLRunning && r.Errors() == ""
-	if (healthy || pending) && !ms.Fenced {
-		return nil // the snapshot was older than the member's state
-	}
 	// Its binlog must be within the primary's history, judged per domain
-	// and server id against where each epoch's primary opened.
+	// and server id against where each epoch's primary opened: a replica
+	// that replicates without a hitch can hold errant transactions too (a
+	// write in another GTID domain breaks nothing).
 	have, err1 := mariadb.ParsePosition(mp.BinlogPos)
 	replicated, err2 := mariadb.ParsePosition(mp.SlavePos)
 	cur, err3 := mariadb.ParsePosition(pp.BinlogPos)
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("judge %s: %w", m.Name, err)
 	}
-	if errant := mariadb.Errant(have, replicated, openings(cl), cur); len(errant) > 0 {
+	errant := mariadb.Errant(have, replicated, openings(cl), cur)
+	if len(errant) == 0 && (healthy || pending) && !ms.Fenced {
+		return nil // the snapshot was older than the member's state
+	}
+	if len(errant) > 0 {
 		e := mariadb.FormatRanges(errant)
 		if ms.Fenced && ms.Errant == e {
 			return nil // recorded; waits for an operator
@@ -189,6 +193,26 @@ func (a *Arbiter) fixHeartbeat(ctx context.Context, m topology.Member) bool {
 	}
 	a.log.Info("shortened the replica's heartbeat period", zap.String("member", m.Name), zap.Duration("was", m.HeartbeatPeriod))
 	return true
+}
+
+// suspectErrant is the cheap first look, on the snapshot's positions, for
+// errant transactions on a replica that replicates without a hitch; a
+// suspect is examined afresh. Its transactions beyond the primary's
+// position as last probed, written by the primary itself, are only newer
+// than that probe.
+func suspectErrant(cl *raftfsm.Cluster, m, prim topology.Member) bool {
+	have, err1 := mariadb.ParsePosition(m.GTIDBinlogPos)
+	replicated, err2 := mariadb.ParsePosition(m.GTIDSlavePos)
+	cur, err3 := mariadb.ParsePosition(prim.GTIDBinlogPos)
+	if errors.Join(err1, err2, err3) != nil {
+		return true
+	}
+	for _, r := range mariadb.Errant(have, replicated, openings(cl), cur) {
+		if c, ok := cur[r.Domain]; !(ok && r.Server == prim.ServerID && r.From > c.Seq) {
+			return true
+		}
+	}
+	return false
 }
 
 // openings is the cluster's chain of primary openings in the form the

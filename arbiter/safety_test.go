@@ -573,3 +573,27 @@ func TestUnconnectableSourceIsNotRepointedEveryRound(t *testing.T) {
 		t.Fatalf("the error was recorded %d times, want once: %+v", notes, cl.History)
 	}
 }
+
+// A replica that replicates without a hitch can still hold a transaction
+// the primary's history lacks (a write in another GTID domain breaks
+// nothing): it is found, fenced and shown errant all the same.
+func TestErrantReplicaIsFenced(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := adminDB(t, g.member("db3")).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, ctx, conn, "SET SESSION gtid_domain_id=7", "CREATE TABLE app.stray (id INT PRIMARY KEY)")
+	conn.Close()
+	cl := g.waitState("db3 fenced as errant", 20*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Members["db3"].Fenced && strings.HasPrefix(cl.Members["db3"].Errant, "7-3-")
+	})
+	if cl.Epoch != 1 || cl.Primary != "db1" {
+		t.Fatalf("an errant replica changed the primary: %+v", cl)
+	}
+	if p := g.position(ctx, g.member("db3")); !p.ReadOnly {
+		t.Fatal("errant db3 writable")
+	}
+}

@@ -144,6 +144,35 @@ func (c *control) heartbeatGate(cluster string) func(string) bool {
 	}
 }
 
+// followFenced keeps the router's read set free of the members the control
+// plane has fenced (an errant member may replicate fine and still hold data
+// the primary never had), applying each change as the FSM applies it.
+func (c *control) followFenced(ctx context.Context, cluster string, rt *router.Router) {
+	var last []string
+	first := true
+	for {
+		changed := c.node.FSM().Changed()
+		var fenced []string
+		if cl := c.node.State().Cluster(cluster); cl != nil {
+			for name, ms := range cl.Members {
+				if ms.Fenced {
+					fenced = append(fenced, name)
+				}
+			}
+		}
+		slices.Sort(fenced)
+		if first || !slices.Equal(fenced, last) {
+			rt.SetExcluded(fenced)
+			last, first = fenced, false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // authority is the router's view of the control plane for one cluster.
 type authority struct {
 	node    *raftfsm.Node

@@ -44,6 +44,7 @@ type unit struct {
 	proxy *pmysql.Proxy
 	ln    net.Listener
 	arb   *arbiter.Arbiter
+	rt    *router.Router
 	// failover bounds how long a failover takes (0 without a control plane).
 	failover time.Duration
 }
@@ -142,6 +143,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 				rc.WriteHold = cfg.Control.WriteHoldTimeout.D()
 			}
 			rt := router.New(rc, mon)
+			u.rt = rt
 			px, ln, err := newProxy(cl, rt, log, reg)
 			if err != nil {
 				closeAll()
@@ -173,6 +175,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		goRun(func() { publishGauges(ctx, u.mon, u.failover, gauges{lagGauge, rttGauge, healthy, durability}) })
 		if u.arb != nil {
 			goRun(func() { u.arb.Run(ctx) })
+		}
+		if u.proxy != nil && ctl != nil {
+			goRun(func() { ctl.followFenced(ctx, u.cfg.Name, u.rt) })
 		}
 		if u.proxy != nil {
 			goRun(func() {

@@ -501,3 +501,52 @@ func TestReplaceADeadArbiter(t *testing.T) {
 		t.Fatalf("writable members %v, want db2", w)
 	}
 }
+
+// A replica the control plane fenced (here: errant, though its replication
+// runs without a hitch) serves no reads through the proxies.
+func TestFencedReplicaServesNoReads(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := proxyDB(t, d, 0)
+	readers := func(n int) map[int]int {
+		seen := map[int]int{}
+		for i := 0; i < n; i++ {
+			var id int
+			if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			seen[id]++
+		}
+		return seen
+	}
+	poll(t, 20*time.Second, "reads reach db3", func() bool { return readers(20)[3] > 0 })
+	adm, err := d.Member("db3").DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	conn, err := adm.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION gtid_domain_id=7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE app.stray (id INT PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	waitStatus(t, d, 20*time.Second, "db3 fenced as errant on the proxy", func(st []admin.Status) bool {
+		p := st[len(st)-1] // the proxy's view
+		for _, m := range p.Clusters[0].Members {
+			if m.Name == "db3" {
+				return m.Fenced && m.Errant != ""
+			}
+		}
+		return false
+	})
+	if got := readers(100); got[3] != 0 {
+		t.Fatalf("reads served by the fenced db3: %v", got)
+	}
+}

@@ -81,11 +81,16 @@ type Router struct {
 	src  SnapshotSource
 	plan atomic.Pointer[plan]
 	rr   atomic.Uint32
+	// excluded names the members the control plane has fenced: they serve
+	// no reads, whatever their replication looks like (an errant member
+	// has data the primary never had).
+	excluded atomic.Pointer[map[string]bool]
 }
 
-// plan is what one snapshot means for routing.
+// plan is what one snapshot (and exclusion set) means for routing.
 type plan struct {
 	snap     *topology.Snapshot
+	excluded *map[string]bool
 	primary  int
 	writeErr error
 	reads    []int // nearest eligible replicas, sharing the load
@@ -102,19 +107,31 @@ func New(cfg Config, src SnapshotSource) *Router {
 	return &Router{cfg: cfg, src: src}
 }
 
+// SetExcluded names the members that must serve no reads (fenced by the
+// control plane); it takes effect at the next routing decision.
+func (r *Router) SetExcluded(members []string) {
+	m := make(map[string]bool, len(members))
+	for _, n := range members {
+		m[n] = true
+	}
+	r.excluded.Store(&m)
+}
+
 func (r *Router) current() *plan {
 	s := r.src.Snapshot()
+	ex := r.excluded.Load()
 	p := r.plan.Load()
-	if p != nil && p.snap == s {
+	if p != nil && p.snap == s && p.excluded == ex {
 		return p
 	}
-	p = r.derive(s)
+	p = r.derive(s, ex)
 	r.plan.Store(p)
 	return p
 }
 
-func (r *Router) derive(s *topology.Snapshot) *plan {
-	p := &plan{snap: s, primary: s.Primary}
+func (r *Router) derive(s *topology.Snapshot, ex *map[string]bool) *plan {
+	p := &plan{snap: s, excluded: ex, primary: s.Primary}
+	readable := func(m topology.Member) bool { return m.Eligible && (ex == nil || !(*ex)[m.Name]) }
 	switch {
 	case len(s.Conflict) > 0:
 		p.primary = -1
@@ -126,18 +143,18 @@ func (r *Router) derive(s *topology.Snapshot) *plan {
 	// share among those within the locality window of the closest.
 	local := false
 	for _, m := range s.Members {
-		if m.Eligible && r.cfg.Site != "" && m.Site == r.cfg.Site {
+		if readable(m) && r.cfg.Site != "" && m.Site == r.cfg.Site {
 			local = true
 		}
 	}
 	best := time.Duration(-1)
 	for _, m := range s.Members {
-		if m.Eligible && (!local || m.Site == r.cfg.Site) && (best < 0 || m.RTT < best) {
+		if readable(m) && (!local || m.Site == r.cfg.Site) && (best < 0 || m.RTT < best) {
 			best = m.RTT
 		}
 	}
 	for i, m := range s.Members {
-		if m.Eligible && (!local || m.Site == r.cfg.Site) && m.RTT <= best+r.cfg.LocalityWindow {
+		if readable(m) && (!local || m.Site == r.cfg.Site) && m.RTT <= best+r.cfg.LocalityWindow {
 			p.reads = append(p.reads, i)
 		}
 	}

@@ -142,6 +142,31 @@ func TestSessionKeepsItsReplica(t *testing.T) {
 	}
 }
 
+// A member the control plane fenced serves no reads, however healthy its
+// replication looks, until it is unfenced.
+func TestFencedMembersServeNoReads(t *testing.T) {
+	src := staticSource{snap(0,
+		member("p", "a", false, time.Millisecond),
+		member("r1", "a", true, time.Millisecond),
+		member("r2", "a", true, time.Millisecond))}
+	r := New(Config{Cluster: "c", LocalityWindow: 5 * time.Millisecond}, src)
+	if got := readSet(t, r, 50); got[1] == 0 || got[2] == 0 {
+		t.Fatalf("reads %v, want both replicas", got)
+	}
+	r.SetExcluded([]string{"r2"})
+	if got := readSet(t, r, 50); got[2] != 0 || got[1] != 50 {
+		t.Fatalf("reads %v with r2 fenced", got)
+	}
+	r.SetExcluded([]string{"r1", "r2"})
+	if m, err := r.Replica(-1, 2); err != nil || m != 0 {
+		t.Fatalf("every replica fenced: read went to %d (%v), want the primary", m, err)
+	}
+	r.SetExcluded(nil)
+	if got := readSet(t, r, 50); got[2] == 0 {
+		t.Fatalf("reads %v after unfencing", got)
+	}
+}
+
 func TestNoWritesWithoutExactlyOnePrimary(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(-1, member("a", "", true, 0), member("b", "", true, 0)))
