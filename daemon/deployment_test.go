@@ -76,6 +76,28 @@ func missing(t *testing.T, d *deploy.Deployment, member, table string, acked []i
 	return lost
 }
 
+// waitHeartbeatsShortened waits until the arbiters have given both replicas
+// a heartbeat period short enough (≤ failure_threshold/2) to tell a hung
+// primary from a quiet one; the harness starts them with 1 s, as a replica
+// set up by hand might be.
+func waitHeartbeatsShortened(t *testing.T, d *deploy.Deployment) {
+	t.Helper()
+	poll(t, 20*time.Second, "replicas' heartbeat periods shortened", func() bool {
+		for _, m := range d.DB.Members[1:] {
+			db, err := m.DB()
+			if err != nil {
+				return false
+			}
+			st, ok, err := chaos.ReplicaStatus(context.Background(), db)
+			db.Close()
+			if err != nil || !ok || st.HeartbeatPeriod > 0.5 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 func exec(t *testing.T, db *sql.DB, qs ...string) {
 	t.Helper()
 	for _, q := range qs {
@@ -306,6 +328,7 @@ func TestPausedPrimaryIsReplacedAndFencedOnResume(t *testing.T) {
 	w := deploy.StartWriter(ctx, db, "paused", 1, false)
 	wt := deploy.StartWriter(ctx, db, "pausedtx", 1, true)
 	poll(t, 20*time.Second, "writes start", func() bool { return w.Acked() > 100 && wt.Acked() > 50 })
+	waitHeartbeatsShortened(t, d)
 	db1 := d.Member("db1")
 	beforeA, beforeT := w.Acked(), wt.Acked()
 	paused := time.Now()

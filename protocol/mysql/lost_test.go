@@ -51,7 +51,7 @@ func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
 		// The case: a COMMIT in doubt. db1 waits for a semi-sync
 		// acknowledgement that does not come while db2 does not replicate.
 		{name: "CommitInDoubt", setup: []string{"BEGIN", "INSERT INTO lc VALUES (30)"}, stmt: "COMMIT", state: "%semi-sync%",
-			before: func() { adminExec(t, db2, "STOP SLAVE") }, after: func() { adminExec(t, db2, "START SLAVE") },
+			before: func() { semiSyncOn(t, db1); adminExec(t, db2, "STOP SLAVE") }, after: func() { adminExec(t, db2, "START SLAVE") },
 			code: pmysql.CodeOutcomeUnknown, sqlState: "HY000",
 			msg: "outcome unknown: the connection to the primary db1 was lost after the statement was sent"},
 	} {
@@ -90,6 +90,20 @@ func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
 				t.Fatalf("the session after the error: %v", err)
 			}
 		})
+	}
+}
+
+// semiSyncOn waits until m, the primary, runs semi-sync (not fallen back to
+// async after an earlier wait timed out on a busy machine): only then does
+// a COMMIT wait for a replica's acknowledgement.
+func semiSyncOn(t *testing.T, m *chaos.Member) {
+	t.Helper()
+	adminExec(t, m, "CREATE TABLE IF NOT EXISTS app.semi (id INT PRIMARY KEY)", "REPLACE INTO app.semi VALUES (1)")
+	err := chaos.Poll(context.Background(), 15*time.Second, func() (bool, error) {
+		return count(t, m, "SELECT COUNT(*) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS' AND VARIABLE_VALUE = 'ON'") == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("%s never back on semi-sync: %v", m.Name, err)
 	}
 }
 
