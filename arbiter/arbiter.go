@@ -225,6 +225,7 @@ type witnessed struct {
 	init     bool
 	epoch    uint64
 	phase    raftfsm.Phase
+	lastFO   time.Time // the state's LastFailover value: compared for change only
 	change   time.Time
 	failover time.Time
 }
@@ -246,11 +247,14 @@ func (w *witnessed) observe(cl *raftfsm.Cluster, now time.Time) {
 		}
 	case cl.Epoch != w.epoch || cl.Phase != w.phase:
 		w.change = now
-		if cl.Phase == raftfsm.PhaseFailingOver && cl.Epoch != w.epoch {
+		// A failover that began and ended between two looks still counts:
+		// the replicated LastFailover changed (its value is compared with
+		// its last value, never with this clock).
+		if cl.Phase == raftfsm.PhaseFailingOver && cl.Epoch != w.epoch || !cl.LastFailover.Equal(w.lastFO) {
 			w.failover = now
 		}
 	}
-	w.epoch, w.phase = cl.Epoch, cl.Phase
+	w.epoch, w.phase, w.lastFO = cl.Epoch, cl.Phase, cl.LastFailover
 }
 
 // since returns how long ago the last change and the last failover were
@@ -435,7 +439,51 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 	if failed, why := a.primaryFailed(ctx, cl, snap, cl.Primary); failed {
 		return a.failover(ctx, cl, snap, cl.Primary, why)
 	}
+	if prim, ok := memberByName(snap, cl.Primary); ok && prim.Reachable && prim.ReadOnly {
+		return a.reopen(ctx, cl, snap, prim)
+	}
 	return a.rejoin(ctx, cl, snap)
+}
+
+// reopen handles a serving primary found read-only: restarted within
+// failure_threshold (members start read_only=ON) or set so by hand. Writes
+// would fail with 1290 for ever. If it still has every transaction its
+// replicas received, it is opened again; if a crash cost it commits its
+// replicas have (sync_binlog=0, say), it must not take writes again: the
+// replica that has them is failed over to.
+func (a *Arbiter) reopen(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, prim topology.Member) error {
+	p, err := a.act.Position(ctx, prim.Addr)
+	if err != nil || !p.ReadOnly {
+		return err
+	}
+	have, err := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
+	if err != nil {
+		return err
+	}
+	for _, m := range snap.Members {
+		if m.Name == prim.Name || !m.Reachable || cl.Members[m.Name].Errant != "" {
+			continue
+		}
+		q, err := a.act.Position(ctx, m.Addr)
+		if err != nil {
+			continue
+		}
+		raw, recv, err := received(q)
+		if err != nil {
+			return err
+		}
+		if !have.Contains(recv) {
+			return a.failover(ctx, cl, snap, prim.Name, fmt.Sprintf("%s came back read-only at %s without transactions %s received (%s)", prim.Name, p.BinlogPos, m.Name, raw))
+		}
+	}
+	if err := a.still(ctx); err != nil {
+		return err
+	}
+	if err := a.act.Open(ctx, prim.Addr); err != nil {
+		return fmt.Errorf("reopen primary %s: %w", prim.Name, err)
+	}
+	a.record(ctx, prim.Name, fmt.Sprintf("primary %s was read-only (restarted, or set by hand) with every transaction its replicas have: opened again", prim.Name))
+	return nil
 }
 
 // bootstrap records the first primary: the single writable member; or, when

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // holder is a member that may hold transactions it received from the lost
@@ -80,7 +81,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 			}
 			o, via, ok := observed(obs, m.Name)
 			if !ok {
-				if !connectedTo(lostM, m) || a.downThroughout(obs, m.Name) {
+				if !connectedTo(lostM, m) || lostM.Replicas == nil && a.downThroughout(obs, m.Name) {
 					continue
 				}
 				return "", fmt.Sprintf("%s is unreachable from every arbiter and may have been replicating from %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost)
@@ -268,6 +269,13 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 	if errors.Is(err, ErrDeposed) {
 		return err
 	}
+	// The others receive nothing more once their IO threads stopped: only
+	// now is "the candidate has what every replica received" final (a
+	// primary that woke from a hang may have sent more meanwhile).
+	stopping.Wait()
+	if err == nil {
+		err = a.containsHolders(ctx, cl, snap, cand.Name, opened)
+	}
 	if err != nil {
 		// Pick another candidate at a new epoch: the failed one can no
 		// longer be it, but it still counts as a holder of data.
@@ -296,7 +304,7 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 		return fmt.Errorf("open %s: %w", cand.Name, err)
 	}
 	stopping.Wait()
-	a.repointOthers(ctx, snap, cand, opened.BinlogPos, cl.Previous)
+	a.repointOthers(ctx, cl, snap, cand, opened.BinlogPos, cl.Previous)
 	if err := a.step(ctx, "commit"); err != nil {
 		return err
 	}
@@ -314,6 +322,36 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 		return fmt.Errorf("commit failover to %s: %w", cand.Name, err)
 	}
 	a.log.Warn("failover done", zap.String("primary", cand.Name), zap.Uint64("epoch", cl.Epoch))
+	return nil
+}
+
+// containsHolders checks, afresh, that the prepared candidate's position
+// contains what every reachable replica (but an errant one) received.
+func (a *Arbiter) containsHolders(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, cand string, opened topology.Position) error {
+	have, err := topology.ParseGTIDSet(topology.MariaDB, opened.BinlogPos)
+	if err != nil {
+		return err
+	}
+	var more []string
+	for _, m := range snap.Members {
+		if m.Name == cand || m.Name == cl.Previous || !m.Reachable || cl.Members[m.Name].Errant != "" {
+			continue
+		}
+		p, err := a.act.Position(ctx, m.Addr)
+		if err != nil {
+			continue // gone: candidate() judged it already
+		}
+		raw, recv, err := received(p)
+		if err != nil {
+			return err
+		}
+		if !have.Contains(recv) {
+			more = append(more, m.Name+" received "+raw)
+		}
+	}
+	if len(more) > 0 {
+		return fmt.Errorf("%s opened at %s, but %s", cand, opened.BinlogPos, strings.Join(more, ", "))
+	}
 	return nil
 }
 
@@ -391,20 +429,22 @@ func (a *Arbiter) waitLease(ctx context.Context, committed time.Time, index uint
 // repointOthers makes every reachable member but the new primary and skip a
 // replica of the new primary, whose GTID position is primPos. Failures are
 // logged: rejoin retries them.
-func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, prim topology.Member, primPos string, skip string) {
+func (a *Arbiter) repointOthers(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, prim topology.Member, primPos string, skip string) {
 	// In parallel: STOP SLAVE on a replica whose IO thread is stuck
 	// connecting to a hung primary takes seconds.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var held []string
 	for _, m := range snap.Members {
-		if m.Name == prim.Name || m.Name == skip || !m.Reachable {
+		// An errant member is never repointed: its binlog is outside the
+		// primary's history.
+		if m.Name == prim.Name || m.Name == skip || !m.Reachable || cl.Members[m.Name].Errant != "" {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.repoint(ctx, m, prim, primPos); err != nil {
+			if err := a.repoint(ctx, cl, m, prim, primPos); err != nil {
 				a.log.Warn("repoint", zap.String("member", m.Name), zap.Error(err))
 				if errors.Is(err, errUniqueRelayLog) {
 					mu.Lock()
@@ -421,16 +461,26 @@ func (a *Arbiter) repointOthers(ctx context.Context, snap *topology.Snapshot, pr
 }
 
 // relayLogSafe reports whether resetting p's relay log loses nothing: what
-// it received but has not applied must be in the new source's position.
-func relayLogSafe(p topology.Position, sourcePos string) error {
-	io, err1 := topology.ParseGTIDSet(topology.MariaDB, p.IOPos)
-	bin, err2 := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
-	want, err3 := topology.ParseGTIDSet(topology.MariaDB, sourcePos)
+// it received but has not applied must be in the history of its new source
+// (position sourcePos, openings chain), judged per domain and server id —
+// a sequence number the source has passed may be another server's
+// transaction.
+func relayLogSafe(p topology.Position, sourcePos string, chain []mariadb.Opening) error {
+	io, err1 := mariadb.ParsePosition(p.IOPos)
+	bin, err2 := mariadb.ParsePosition(p.BinlogPos)
+	cur, err3 := mariadb.ParsePosition(sourcePos)
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return err
 	}
-	if unapplied := io.Subtract(bin).Subtract(want); !unapplied.Empty() {
-		return fmt.Errorf("%w: it received %s and has not applied %s", errUniqueRelayLog, p.IOPos, unapplied)
+	var lost []mariadb.Range
+	for d, g := range io {
+		if b, ok := bin[d]; ok && b.Seq >= g.Seq {
+			continue // applied: the binlog is judged on its own
+		}
+		lost = append(lost, mariadb.Errant(mariadb.Position{d: g}, nil, chain, cur)...)
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("%w: it received %s and has not applied %s", errUniqueRelayLog, p.IOPos, mariadb.FormatRanges(lost))
 	}
 	return nil
 }
@@ -442,12 +492,12 @@ var errUniqueRelayLog = errors.New("relay log holds transactions the new source 
 // repoint makes m a replica of prim (GTID position primPos), unless m's
 // relay log holds transactions prim does not have: RESET SLAVE ALL would
 // delete them, and they may be acknowledged writes.
-func (a *Arbiter) repoint(ctx context.Context, m, prim topology.Member, primPos string) error {
+func (a *Arbiter) repoint(ctx context.Context, cl *raftfsm.Cluster, m, prim topology.Member, primPos string) error {
 	p, err := a.act.Position(ctx, m.Addr)
 	if err != nil {
 		return err
 	}
-	if err := relayLogSafe(p, primPos); err != nil {
+	if err := relayLogSafe(p, primPos, openings(cl)); err != nil {
 		return fmt.Errorf("%s: %w (%s has %s)", m.Name, err, prim.Name, primPos)
 	}
 	if err := a.step(ctx, "repoint "+m.Name); err != nil {

@@ -64,7 +64,7 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 			!suspectErrant(cl, m, prim) {
 			delete(a.noted, m.Name)
 			if !fixedOne {
-				fixedOne = a.fixHeartbeat(ctx, m)
+				fixedOne = a.fixHeartbeat(ctx, m, prim)
 			}
 			continue
 		}
@@ -128,6 +128,13 @@ func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topo
 		if err := a.act.Fence(ctx, m.Addr); err != nil {
 			a.log.Warn("fence errant member", zap.String("member", m.Name), zap.Error(err))
 		}
+		// A replica that goes on receiving would go on acknowledging
+		// semi-sync commits, while no failover counts it as a holder.
+		if mp.Replicating && r.IOState != "No" {
+			if err := a.act.StopReplication(ctx, m.Addr, true); err != nil {
+				a.log.Warn("stop errant member's replication", zap.String("member", m.Name), zap.Error(err))
+			}
+		}
 		t := true
 		_, err := a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeMember, Epoch: cl.Epoch, Member: m.Name, Fenced: &t, Errant: &e,
 			Reason: fmt.Sprintf("%s has transactions %s that are not in primary %s's history: fenced, not rejoined", m.Name, e, cl.Primary)})
@@ -147,7 +154,7 @@ func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topo
 		a.noteMember(ctx, m.Name, fmt.Sprintf("%s is connected to server id %d at %s's address, not to %s (server id %d): not repointed", m.Name, r.SourceServerID, cl.Primary, cl.Primary, pp.ServerID))
 		return nil
 	}
-	if err := relayLogSafe(mp, pp.BinlogPos); err != nil {
+	if err := relayLogSafe(mp, pp.BinlogPos, openings(cl)); err != nil {
 		a.noteMember(ctx, m.Name, fmt.Sprintf("%s not rejoined: %v", m.Name, err))
 		return nil
 	}
@@ -176,18 +183,22 @@ func (a *Arbiter) unfence(ctx context.Context, cl *raftfsm.Cluster, member strin
 // tell a quiet primary from a hung one within failure_threshold (MariaDB's
 // default is slave_net_timeout/2, 30 s). It reports whether it acted: one
 // replica per round, so semi-sync never loses all its acknowledgers at once.
-func (a *Arbiter) fixHeartbeat(ctx context.Context, m topology.Member) bool {
-	if m.HeartbeatPeriod > 0 && m.HeartbeatPeriod <= a.cfg.FailureThreshold/2 {
-		return false
+func (a *Arbiter) fixHeartbeat(ctx context.Context, m, prim topology.Member) bool {
+	if m.HeartbeatPeriod > 0 && m.HeartbeatPeriod <= a.cfg.FailureThreshold/2 || prim.FailingFor > 0 {
+		return false // fine already; or not while the primary may be hanging
 	}
 	if t, ok := a.hbFixed[m.Name]; ok && time.Since(t) < time.Minute {
 		return false // tried lately; a slave_net_timeout this low keeps it long
 	}
-	a.hbFixed[m.Name] = time.Now()
 	if a.still(ctx) != nil {
 		return true
 	}
-	if err := a.act.SetHeartbeatPeriod(ctx, m.Addr); err != nil {
+	err := a.act.SetHeartbeatPeriod(ctx, m.Addr)
+	if errors.Is(err, topology.ErrNotNow) {
+		return false // next round
+	}
+	a.hbFixed[m.Name] = time.Now()
+	if err != nil {
 		a.log.Warn("set heartbeat period", zap.String("member", m.Name), zap.Error(err))
 		return true
 	}

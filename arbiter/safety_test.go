@@ -597,3 +597,32 @@ func TestErrantReplicaIsFenced(t *testing.T) {
 		t.Fatal("errant db3 writable")
 	}
 }
+
+// A primary found read-only while serving (restarted faster than
+// failure_threshold: members start read_only=ON; or set so by hand) would
+// refuse every write with 1290 for ever. Holding everything its replicas
+// received, it is opened again, at the same epoch.
+func TestPrimaryFoundReadOnlyIsOpenedAgain(t *testing.T) {
+	g := startArbiters(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db1 := g.member("db1")
+	app := appDB(t, db1)
+	mustExec(t, ctx, app, "CREATE TABLE ro (id INT PRIMARY KEY)")
+	mustExec(t, ctx, adminDB(t, db1), "SET GLOBAL read_only=ON")
+	cl := g.waitState("primary reopened", 15*time.Second, func(cl *raftfsm.Cluster) bool {
+		return historyHas(cl, "note", "opened again")
+	})
+	if cl.Epoch != 1 || cl.Primary != "db1" {
+		t.Fatalf("state changed: %+v", cl)
+	}
+	if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+		_, err := app.ExecContext(ctx, "INSERT INTO ro VALUES (1)")
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("no write on db1 after it was reopened: %v", err)
+	}
+	if w := g.writable(ctx); len(w) != 1 || w[0] != "db1" {
+		t.Fatalf("writable %v", w)
+	}
+}

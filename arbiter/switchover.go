@@ -163,13 +163,16 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 	// A session with read_only bypass (SUPER, READ_ONLY ADMIN) can still
 	// commit on the fenced primary: catch up with that too, until its
 	// position holds still, so the target does not open without it.
-	for i := 0; i < 5; i++ {
+	for i := 0; ; i++ {
 		again, err := a.act.Position(ctx, old.Addr)
 		if err != nil {
 			return false, a.lostOld(old, err)
 		}
 		if again.BinlogPos == op.BinlogPos {
 			break
+		}
+		if i == 5 {
+			return false, fmt.Errorf("%s still takes writes after it was fenced (a session that bypasses read_only: SUPER or READ_ONLY ADMIN), at %s", old.Name, again.BinlogPos)
 		}
 		op = again
 		if err := a.act.WaitApplied(ctx, target.Addr, op.BinlogPos, wait); err != nil {
@@ -193,7 +196,7 @@ func (a *Arbiter) switchSteps(ctx context.Context, cl *raftfsm.Cluster, old, tar
 		return false, err
 	}
 	// Past this point the target may have taken writes: only forward.
-	a.repointOthers(ctx, a.snaps.Snapshot(), target, tp.BinlogPos, "")
+	a.repointOthers(ctx, cl, a.snaps.Snapshot(), target, tp.BinlogPos, "")
 	if err := a.step(ctx, "commit"); err != nil {
 		return true, err
 	}
@@ -253,6 +256,16 @@ func (a *Arbiter) rollback(ctx context.Context, cl *raftfsm.Cluster, old, target
 	if err := a.still(ctx); err != nil {
 		return err
 	}
+	if op.Replicating {
+		// Repointed to the target by the leader that ran the switchover:
+		// it must take no one's writes once it is the primary again.
+		if err := a.act.Detach(ctx, old.Addr); err != nil {
+			return fmt.Errorf("reopen %s: %w", old.Name, err)
+		}
+		if op, err = a.act.Position(ctx, old.Addr); err != nil {
+			return fmt.Errorf("reopen %s: %w", old.Name, err)
+		}
+	}
 	if err := a.act.Open(ctx, old.Addr); err != nil {
 		return fmt.Errorf("reopen %s: %w", old.Name, err)
 	}
@@ -272,8 +285,14 @@ func (a *Arbiter) recoverSwitch(ctx context.Context, cl *raftfsm.Cluster) error 
 	if !ok1 || !ok2 {
 		return fmt.Errorf("recover switchover: unknown members %s/%s", cl.Primary, cl.Previous)
 	}
-	if p, err := a.act.Position(ctx, target.Addr); err == nil && !p.ReadOnly {
-		a.repointOthers(ctx, snap, target, p.BinlogPos, "")
+	p, err := a.act.Position(ctx, target.Addr)
+	if err != nil {
+		// Whether it opened is unknown: reopening the old primary now
+		// could make two writers. Next round, or a failover if it died.
+		return fmt.Errorf("recover switchover: cannot tell whether %s was opened: %w", target.Name, err)
+	}
+	if !p.ReadOnly {
+		a.repointOthers(ctx, cl, snap, target, p.BinlogPos, "")
 		return a.commitOpen(ctx, cl, "switchover finished by a new leader", p)
 	}
 	return a.rollback(ctx, cl, old, target, "the leader running it was lost before the target opened")

@@ -108,9 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		u.mon = mon
 		view := admin.Cluster{Name: cl.Name, Kind: cl.Kind, Listen: cl.Listen, Snapshot: mon.Snapshot}
 		if ct := cfg.Control; ct != nil {
-			// The longest a failover takes: detection, one probe round,
-			// and the lease wait when a proxy does not confirm.
-			view.Failover = ct.FailureThreshold.D() + cl.ProbeInterval.D() + ct.Lease.D() + ct.LeaseMargin.D()
+			view.Failover = failoverBound(ct.FailureThreshold.D(), cl.ProbeInterval.D(), ct.Lease.D(), ct.LeaseMargin.D())
 		}
 		u.failover = view.Failover
 		if ctl != nil {
@@ -249,6 +247,15 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 		return nil, nil, fmt.Errorf("cluster %s: listen: %w", cl.Name, err)
 	}
 	return px, ln, nil
+}
+
+// failoverBound is the longest a primary cut off from its replicas can go
+// on having writes acknowledged through a proxy: failure_threshold, plus
+// how late the arbiters can see it (a probe's timeout, at least 1 s, and a
+// publication), plus a reconcile round, plus the lease of a proxy that does
+// not hear of the failover. rpl_semi_sync_master_timeout must be above it.
+func failoverBound(threshold, probe, lease, margin time.Duration) time.Duration {
+	return threshold + max(probe, time.Second) + probe + 250*time.Millisecond + lease + margin
 }
 
 type gauges struct {

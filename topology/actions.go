@@ -359,9 +359,13 @@ func (a *Actions) Repoint(ctx context.Context, addr, source string) error {
 		"START SLAVE")...)
 }
 
+// ErrNotNow: the step would be unsafe at this moment; try again later.
+var ErrNotNow = errors.New("not now")
+
 // SetHeartbeatPeriod gives a replica the configured heartbeat period
 // without touching its position (a replica set up by hand keeps MariaDB's
 // default, slave_net_timeout/2, which hides a hung source for that long).
+// It returns ErrNotNow while the relay log holds unapplied transactions.
 func (a *Actions) SetHeartbeatPeriod(ctx context.Context, addr string) error {
 	c, done, err := a.open(ctx, addr)
 	if err != nil {
@@ -378,6 +382,12 @@ func (a *Actions) SetHeartbeatPeriod(ctx context.Context, addr string) error {
 	}
 	if !p.IORunning || !p.SQLRunning {
 		return nil // someone stopped its threads: not ours to restart
+	}
+	if p.IOPos != p.SlavePos {
+		// STOP SLAVE then START SLAVE in GTID mode discards the relay log
+		// and fetches it again: not while it holds anything unapplied (the
+		// source might not be there to send it again).
+		return fmt.Errorf("%s: %w: relay log not applied yet", addr, ErrNotNow)
 	}
 	return exec(ctx, c, addr,
 		"STOP SLAVE",

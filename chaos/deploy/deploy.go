@@ -101,7 +101,9 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 			d = nil
 		}
 	}()
-	if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog}); err != nil {
+	// MariaDB's default semi-sync timeout (10 s): above the longest a
+	// failover takes with default settings, as docs/operations.md asks.
+	if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog, SemiSyncTimeout: 10 * time.Second}); err != nil {
 		return d, err
 	}
 	for i := 1; i <= 3; i++ {

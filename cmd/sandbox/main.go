@@ -83,7 +83,7 @@ func run() int {
 	defer stop()
 
 	fmt.Println("sandbox: starting 3 mariadbd (GTID, semi-sync AFTER_SYNC) ...")
-	c, err := chaos.Start(ctx, chaos.Options{Members: 3, Dir: *dir, Log: func(f string, a ...any) { fmt.Printf("sandbox: "+f+"\n", a...) }})
+	c, err := chaos.Start(ctx, chaos.Options{Members: 3, Dir: *dir, SemiSyncTimeout: 10 * time.Second, Log: func(f string, a ...any) { fmt.Printf("sandbox: "+f+"\n", a...) }})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 		return 1
