@@ -35,6 +35,9 @@ type Group interface {
 	// VerifyLeader confirms leadership with a quorum; every database step
 	// of a change asks first.
 	VerifyLeader(ctx context.Context) error
+	// TransferLeadership hands leadership to another arbiter (one that
+	// reaches a member this one cannot).
+	TransferLeadership(ctx context.Context, to string) error
 	State() *raftfsm.State
 	Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error)
 }
@@ -432,7 +435,11 @@ func (a *Arbiter) Reconcile(ctx context.Context) error {
 			return a.failover(ctx, cl, snap, cl.Previous, why+" during a switchover to "+cl.Primary)
 		}
 		if old, ok := memberByName(snap, cl.Previous); ok && !old.Reachable {
-			return nil // a failover, once the arbiters agree, or it comes back
+			// A failover once the arbiters agree it failed, or it comes
+			// back; or another arbiter that reaches it finishes the
+			// switchover or rolls it back.
+			a.handOver(ctx, cl.Previous, "to finish or roll back the switchover")
+			return nil
 		}
 		return a.recoverSwitch(ctx, cl)
 	}
@@ -484,6 +491,29 @@ func (a *Arbiter) reopen(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 	}
 	a.record(ctx, prim.Name, fmt.Sprintf("primary %s was read-only (restarted, or set by hand) with every transaction its replicas have: opened again", prim.Name))
 	return nil
+}
+
+// handOver gives leadership to an arbiter that reaches member, which this
+// leader cannot: only the leader acts on members, and a leader with one
+// broken link must not hold a failover or a switchover up.
+func (a *Arbiter) handOver(ctx context.Context, member, why string) bool {
+	for _, o := range a.obs.Observations(ctx, a.cfg.Cluster) {
+		if _, reaches := o.Members[member]; !reaches || o.Arbiter == "" {
+			continue
+		}
+		if err := a.still(ctx); err != nil {
+			return false
+		}
+		// Recorded first: once handed over, this node can no longer write
+		// the history.
+		a.note(ctx, member, fmt.Sprintf("this leader cannot reach %s, which arbiter %s can: leadership handed to %s %s", member, o.Arbiter, o.Arbiter, why))
+		if err := a.group.TransferLeadership(ctx, o.Arbiter); err != nil {
+			a.log.Warn("hand leadership over", zap.String("to", o.Arbiter), zap.Error(err))
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // bootstrap records the first primary: the single writable member; or, when

@@ -26,6 +26,9 @@ type holder struct {
 	// is not in maintenance, fenced or excluded); why says why not.
 	open bool
 	why  string
+	// via: the arbiter whose observation it is, when the leader cannot
+	// reach it (it could be the candidate under that arbiter's leadership).
+	via string
 }
 
 // received is everything a member holds: what its relay log received and
@@ -55,7 +58,10 @@ func received(p topology.Position) (string, topology.GTIDSet, error) {
 // connected to lost the last time lost answered (it may have acknowledged
 // the last commits); that refuses the failover. One that was not connected
 // could not have received anything since it was last seen.
-func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, lost string, exclude ...string) (string, string) {
+//
+// handTo names an arbiter under whose leadership there would be a safe
+// candidate: one only the leader cannot reach.
+func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, lost string, exclude ...string) (cand, reason, handTo string) {
 	lostM, _ := memberByName(snap, lost)
 	var obs []Observation
 	var hs []holder
@@ -73,7 +79,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 		if err == nil {
 			h.raw, h.received, err = received(p)
 			if err != nil {
-				return "", fmt.Sprintf("%s: unreadable GTID position: %v", m.Name, err)
+				return "", fmt.Sprintf("%s: unreadable GTID position: %v", m.Name, err), ""
 			}
 		} else {
 			if obs == nil {
@@ -84,13 +90,16 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 				if !connectedTo(lostM, m) || lostM.Replicas == nil && a.downThroughout(obs, m.Name) {
 					continue
 				}
-				return "", fmt.Sprintf("%s is unreachable from every arbiter and may have been replicating from %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost)
+				return "", fmt.Sprintf("%s is unreachable from every arbiter and may have been replicating from %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost), ""
 			}
 			h.raw = o.Received
 			if h.received, err = topology.ParseGTIDSet(topology.MariaDB, o.Received); err != nil {
-				return "", fmt.Sprintf("%s (seen by %s): unreadable GTID position: %v", m.Name, via, err)
+				return "", fmt.Sprintf("%s (seen by %s): unreadable GTID position: %v", m.Name, via, err), ""
 			}
 			h.why = "the leader cannot reach it (seen by arbiter " + via + ")"
+			if !ms.Maintenance && !ms.Fenced && !contains(exclude, m.Name) {
+				h.via = via
+			}
 		}
 		switch {
 		case h.why != "":
@@ -106,7 +115,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 		hs = append(hs, h)
 	}
 	if len(hs) == 0 {
-		return "", "no other member"
+		return "", "no other member", ""
 	}
 	if ce := a.log.Check(zap.InfoLevel, "failover candidates"); ce != nil {
 		var fs []string
@@ -122,7 +131,12 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 		}
 		opens = append(opens, c.name+" has "+orNone(c.raw))
 		if !slices.ContainsFunc(hs, func(o holder) bool { return !c.received.Contains(o.received) }) {
-			return c.name, ""
+			return c.name, "", ""
+		}
+	}
+	for _, c := range hs {
+		if c.via != "" && !slices.ContainsFunc(hs, func(o holder) bool { return !c.received.Contains(o.received) }) {
+			handTo = c.via
 		}
 	}
 	// No member that can be opened has everything: say who has more.
@@ -133,7 +147,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 		if len(opens) == 0 {
 			break
 		}
-		return "", fmt.Sprintf("%s received %s, which no member that can be opened has (%s); %s: %s", h.name, orNone(h.raw), strings.Join(opens, ", "), h.name, orNone(h.why))
+		return "", fmt.Sprintf("%s received %s, which no member that can be opened has (%s); %s: %s", h.name, orNone(h.raw), strings.Join(opens, ", "), h.name, orNone(h.why)), handTo
 	}
 	var why []string
 	for _, h := range hs {
@@ -142,9 +156,9 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 		}
 	}
 	if len(opens) == 0 {
-		return "", "no member can be opened: " + strings.Join(why, "; ")
+		return "", "no member can be opened: " + strings.Join(why, "; "), handTo
 	}
-	return "", "members have diverged: none has everything the others received (" + strings.Join(opens, ", ") + ")"
+	return "", "members have diverged: none has everything the others received (" + strings.Join(opens, ", ") + ")", handTo
 }
 
 func orNone(s string) string {
@@ -202,7 +216,18 @@ func (a *Arbiter) failover(ctx context.Context, cl *raftfsm.Cluster, snap *topol
 		a.note(ctx, lost, fmt.Sprintf("failover refused: cooldown (%s since this arbiter saw the last failover, cooldown %s)", since.Round(time.Second), a.cfg.Cooldown))
 		return nil
 	}
-	cand, reason := a.candidate(ctx, cl, snap, lost)
+	cand, reason, handTo := a.candidate(ctx, cl, snap, lost)
+	if cand == "" && handTo != "" {
+		if err := a.still(ctx); err != nil {
+			return err
+		}
+		// Recorded first: once handed over, this node can no longer write
+		// the history.
+		a.note(ctx, lost, "failover handed to arbiter "+handTo+", which reaches the member this leader cannot: "+reason)
+		if err := a.group.TransferLeadership(ctx, handTo); err == nil {
+			return nil
+		}
+	}
 	if cand == "" {
 		a.note(ctx, lost, "failover refused: "+reason)
 		return nil
@@ -279,7 +304,7 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 	if err != nil {
 		// Pick another candidate at a new epoch: the failed one can no
 		// longer be it, but it still counts as a holder of data.
-		next, reason := a.candidate(ctx, cl, snap, cl.Previous, cand.Name)
+		next, reason, _ := a.candidate(ctx, cl, snap, cl.Previous, cand.Name)
 		if next == "" {
 			a.note(ctx, cand.Name, fmt.Sprintf("failover candidate %s failed (%v) and no other is safe: %s", cand.Name, err, reason))
 			return fmt.Errorf("failover to %s: %w", cand.Name, err)

@@ -206,10 +206,11 @@ func TestHungPrimaryFailsOverFastAndComesBackErrant(t *testing.T) {
 }
 
 // Semi-sync promises only that some replica received each acknowledged
-// commit. When only db3 acknowledged (db2's IO thread is stopped) and db3
-// cannot be opened — in maintenance, or out of the leader's reach — the
-// failover must not open db2, which lacks the writes: it is refused, with
-// the reason, until db3 can be the candidate.
+// commit. When only db3 acknowledged (db2's IO thread is stopped), the
+// failover must never open db2, which lacks the writes. db3 in maintenance:
+// the failover is refused, with the reason, until db3 can be the candidate.
+// db3 out of the leader's reach only: the leader hands over to an arbiter
+// that reaches it, which fails over to db3.
 func TestFailoverNeverOpensACandidateMissingAcknowledgedWrites(t *testing.T) {
 	for _, variant := range []string{"maintenance", "leader cut off from db3"} {
 		t.Run(variant, func(t *testing.T) {
@@ -251,6 +252,17 @@ func TestFailoverNeverOpensACandidateMissingAcknowledgedWrites(t *testing.T) {
 			}
 			if err := db1.Kill(); err != nil {
 				t.Fatal(err)
+			}
+			if variant != "maintenance" {
+				cl := g.waitState("failover handed over", 30*time.Second, func(cl *raftfsm.Cluster) bool {
+					return cl.Epoch >= 2 || historyHas(cl, "note", "failover refused")
+				})
+				if cl.Primary != "db3" && cl.Epoch >= 2 || !historyHas(cl, "note", "handed to arbiter") {
+					t.Fatalf("with db3 out of the leader's reach only: %+v", cl)
+				}
+				g.wantFailoverWithRows(ctx, "db3", "acked", 200)
+				restore()
+				return
 			}
 			cl := g.waitState("failover refused", 30*time.Second, func(cl *raftfsm.Cluster) bool {
 				return historyHas(cl, "note", "failover refused") && historyHas(cl, "note", "db3")

@@ -272,6 +272,28 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return nil
 }
 
+// TransferLeadership hands leadership to the voter named to (leader only):
+// the leader cannot reach a member that another arbiter can, and only a
+// leader acts on members.
+func (n *Node) TransferLeadership(ctx context.Context, to string) error {
+	if !n.IsLeader() {
+		return n.notLeader()
+	}
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if s.ID == to && s.Voter {
+			if err := n.raft.LeadershipTransferToServer(raft.ServerID(s.ID), raft.ServerAddress(s.Addr)).Error(); err != nil {
+				return fmt.Errorf("hand leadership to %s: %w", to, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("hand leadership to %s: %w: not a voter", to, ErrInvalid)
+}
+
 // VerifyLeader confirms with a quorum that this node still leads: a leader
 // cut off from the others keeps believing it leads for a while, and must
 // not touch a database in that time.
