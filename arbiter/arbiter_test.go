@@ -579,12 +579,17 @@ func TestSwitchoverAndRollback(t *testing.T) {
 	}); err != nil {
 		t.Fatal("db3 never eligible after repoint")
 	}
-	if err := chaos.Poll(ctx, 5*time.Second, func() (bool, error) {
-		return time.Since(g.nodes[0].State().Cluster("shop").PhaseSince) > testConfig().Cooldown, nil
+	// The cooldown as the leader itself measures it (its own clock, from
+	// when it saw the change).
+	if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+		if _, arb = g.leader(); arb == nil {
+			return false, nil
+		}
+		since, _, ok, _ := arb.seen.since(time.Now())
+		return ok && since > testConfig().Cooldown, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_, arb = g.leader()
 	kill := func(step string) {
 		if step == "catchup" {
 			_ = db3.Kill()

@@ -25,13 +25,18 @@ import (
 // is done to a member without a fresh reading of that member.
 func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot) error {
 	prim, ok := memberByName(snap, cl.Primary)
-	if !ok || !prim.Reachable {
+	// Nothing is judged against a primary that misses probes: it may be
+	// hanging, and a read of it would hold this round (and the failover
+	// decision of the next) for a whole connect timeout.
+	if !ok || !prim.Reachable || prim.FailingFor > 0 {
 		return nil
 	}
 	var primPos *topology.Position
 	primary := func() (topology.Position, error) {
 		if primPos == nil {
-			p, err := a.act.Position(ctx, prim.Addr)
+			pctx, cancel := context.WithTimeout(ctx, max(a.cfg.Interval*4, time.Second))
+			defer cancel()
+			p, err := a.act.Position(pctx, prim.Addr)
 			if err != nil {
 				return p, fmt.Errorf("read primary %s: %w", prim.Name, err)
 			}

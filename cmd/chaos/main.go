@@ -232,6 +232,11 @@ func hung(pause time.Duration) (result, error) {
 		return result{}, fmt.Errorf("no failover away from the hung primary: %w", err)
 	}
 	r := result{took: time.Since(paused)}
+	if h, err := d.History(ctx, 0); err == nil && os.Getenv("CHAOS_HISTORY") != "" {
+		for _, e := range h {
+			fmt.Fprintf(os.Stderr, "  history %s %s %s\n", e.At.Sub(paused).Round(time.Millisecond), e.Kind, e.Reason)
+		}
+	}
 	// Statements still waiting on the old primary, for a second after the
 	// failover (the worst sample).
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
@@ -269,7 +274,14 @@ func hung(pause time.Duration) (result, error) {
 	ackA, timesA, errsA := wa.Finish()
 	ackT, timesT, errsT := wt.Finish()
 	r.acked, r.errors = len(ackA)+len(ackT), len(errsA)+len(errsT)
-	r.resume = max(deploy.FirstAfter(timesA[beforeA:], paused).Sub(paused), deploy.FirstAfter(timesT[beforeT:], paused).Sub(paused))
+	// Writes that completed in the moment between the clock read and the
+	// signal taking effect are not "writes again": count from 20 ms after.
+	frozen := paused.Add(20 * time.Millisecond)
+	ra, rt := deploy.FirstAfter(timesA[beforeA:], frozen), deploy.FirstAfter(timesT[beforeT:], frozen)
+	if ra.IsZero() || rt.IsZero() {
+		return r, fmt.Errorf("a writer never wrote again after the pause")
+	}
+	r.resume = max(ra.Sub(paused), rt.Sub(paused))
 	for _, t := range []struct {
 		name   string
 		failed []int
