@@ -68,8 +68,9 @@ fuzz:
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseReplicaStatus$$' -fuzztime $(FUZZTIME)
 
-# chaos measures failover and switchover on fresh deployments with default
-# settings (CHAOS_RUNS each) and writes chaos/RESULTS.md.
+# chaos measures failover (kill -9 and SIGSTOP of the primary) and switchover
+# on fresh deployments with default settings (CHAOS_RUNS each) and writes
+# chaos/RESULTS.md.
 CHAOS_RUNS ?= 5
 chaos: deps
 	$(GO) run ./cmd/chaos -runs $(CHAOS_RUNS) -out chaos/RESULTS.md
