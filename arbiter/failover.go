@@ -302,6 +302,10 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 		err = a.containsHolders(ctx, cl, snap, cand.Name, opened)
 	}
 	if err != nil {
+		// Out of this leader's reach only: another arbiter finishes it.
+		if now, ok := memberByName(a.snaps.Snapshot(), cand.Name); ok && !now.Reachable && a.handOver(ctx, cand.Name, "to finish the failover to it") {
+			return nil
+		}
 		// Pick another candidate at a new epoch: the failed one can no
 		// longer be it, but it still counts as a holder of data.
 		next, reason, _ := a.candidate(ctx, cl, snap, cl.Previous, cand.Name)

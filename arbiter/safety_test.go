@@ -638,3 +638,41 @@ func TestPrimaryFoundReadOnlyIsOpenedAgain(t *testing.T) {
 		t.Fatalf("writable %v", w)
 	}
 }
+
+// The failover's candidate is the only safe one, and the leader loses its
+// link to it mid-failover (others still reach it): the cluster must not
+// stay failing_over with writes held — the leader hands over to an arbiter
+// that reaches the candidate, which finishes the failover.
+func TestFailoverHandedOverWhenTheLeaderLosesTheCandidate(t *testing.T) {
+	links := map[int][]string{0: {"db2"}, 1: {"db2"}, 2: {"db2"}}
+	g := startArbitersLinked(t, chaos.StartT(t, chaos.Options{Members: 3}), testConfig(), links)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db1, db3 := g.member("db1"), g.member("db3")
+	g.waitHeartbeatsFixed(ctx)
+	mustExec(t, ctx, adminDB(t, db3), "STOP SLAVE IO_THREAD") // only db2 acknowledges
+	app := appDB(t, db1)
+	mustExec(t, ctx, app, "CREATE TABLE h (id INT PRIMARY KEY)")
+	for i := 1; i <= 100; i++ {
+		mustExec(t, ctx, app, fmt.Sprintf("INSERT INTO h VALUES (%d)", i))
+	}
+	var once sync.Once
+	g.setHook(func(i int, step string) {
+		if step == "stop_replicas" {
+			once.Do(func() { g.links[g.nodes[i].ID()+"/db2"].Cut() })
+		}
+	})
+	if err := db1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cl := g.waitState("failover finished", 40*time.Second, func(cl *raftfsm.Cluster) bool {
+		return cl.Phase == raftfsm.PhaseServing && cl.Epoch >= 2
+	})
+	if cl.Primary != "db2" || !historyHas(cl, "note", "handed to") {
+		t.Fatalf("failover without a handover to an arbiter that reaches db2: %+v", cl.History)
+	}
+	g.setHook(nil)
+	if n := count(t, ctx, adminDB(t, g.member("db2")), "h"); n != 100 {
+		t.Fatalf("new primary has %d of 100 rows", n)
+	}
+}
