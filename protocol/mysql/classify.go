@@ -37,7 +37,13 @@ const (
 	PinUnknown                      // session state the proxy cannot replay
 )
 
-var pinNames = []string{"transaction", "autocommit=0", "lock tables", "user lock", "temporary table", "user variable", "sql prepare", "set transaction", "long data", "cursor", "handler", "unknown state"}
+// numPins is the number of pin reasons.
+const numPins = 12
+
+var pinNames = [numPins]string{"transaction", "autocommit=0", "lock tables", "user lock", "temporary table", "user variable", "sql prepare", "set transaction", "long data", "cursor", "handler", "unknown state"}
+
+// pinLabels are the reason label values of dbrouter_pinned_sessions.
+var pinLabels = [numPins]string{"transaction", "autocommit_off", "lock_tables", "user_lock", "temporary_table", "user_variable", "sql_prepare", "set_transaction", "long_data", "cursor", "handler", "unknown_state"}
 
 // String lists the reasons.
 func (p Pin) String() string {
@@ -449,6 +455,11 @@ func (l *lexer) scan(c Class, read bool) (Class, bool) {
 				c.Kind = KindWrite // LOCK IN SHARE MODE
 			case read && eqFold(w, "INTO"):
 				c.Kind = KindWrite // INTO OUTFILE/DUMPFILE/@var
+				if l.peekToken() == tUserVar {
+					// Assigned from the query's result: the value
+					// exists on this connection only.
+					c.Pin |= PinUserVar
+				}
 			case read && !isCall && (eqFold(w, "INSERT") || eqFold(w, "UPDATE") || eqFold(w, "DELETE") || eqFold(w, "REPLACE")):
 				c.Kind = KindWrite // WITH ... UPDATE, or anything odd
 			case eqFold(w, "SQL_CALC_FOUND_ROWS"):
@@ -496,6 +507,14 @@ func (l *lexer) peekByte() byte {
 		}
 	}
 	return 0
+}
+
+// peekToken returns the kind of the next token without consuming it.
+func (l *lexer) peekToken() int {
+	save, hint := l.pos, l.hint
+	k, _, _ := l.next()
+	l.pos, l.hint = save, hint
+	return k
 }
 
 func (l *lexer) peekAssign() bool {
@@ -567,8 +586,10 @@ func (l *lexer) set() (Class, bool) {
 		return l.writeScan()
 	}
 	l.pos = save
-	// Session assignments are replayable; any user variable makes it pinned
-	// state, and anything touching global scope is a write.
+	// Session assignments are replayable, and so are user variables
+	// assigned a literal; a user variable assigned anything else (a query's
+	// result, a function, another variable) or read makes it pinned state,
+	// and anything touching global scope is a write.
 	c := Class{Kind: KindSet}
 	for {
 		k, s, e := l.next()
@@ -578,8 +599,10 @@ func (l *lexer) set() (Class, bool) {
 		case tSemicolon:
 			return c, l.hasMore()
 		case tUserVar:
-			c.Pin |= PinUserVar
-			c.ReadsSession = true
+			if !l.literalAssignment() {
+				c.Pin |= PinUserVar
+				c.ReadsSession = true
+			}
 		case tSysVar:
 			if eqFoldPrefix(l.s[s:e], "@@global.") {
 				c.Kind = KindWrite
@@ -597,6 +620,60 @@ func (l *lexer) set() (Class, bool) {
 			}
 		}
 	}
+}
+
+// literalAssignment reports whether the user variable just lexed is
+// assigned a literal: numbers, strings, NULL, TRUE, FALSE, with signs,
+// character set introducers (_utf8mb4'x', N'x') and hexadecimal or bit
+// forms. Run again on another connection such an assignment gives the
+// variable the same value, so the proxy can replay it as it replays SET.
+// It consumes the assignment when it is one, and nothing otherwise.
+func (l *lexer) literalAssignment() bool {
+	save, hint := l.pos, l.hint
+	fail := func() bool {
+		l.pos, l.hint = save, hint
+		return false
+	}
+	k, s, _ := l.next()
+	if k == tOther && l.s[s] == ':' {
+		k, s, _ = l.next()
+	}
+	if k != tOther || l.s[s] != '=' {
+		return fail()
+	}
+	values := 0
+	for {
+		before := l.pos
+		k, s, e := l.next()
+		switch {
+		case k == tEOF || k == tSemicolon || k == tOther && l.s[s] == ',':
+			l.pos = before // the caller goes on from there
+			if values == 0 {
+				return fail()
+			}
+			return true
+		case k == tString && l.s[s] != '`':
+			values++
+		case k == tWord && isLiteralWord(l.s[s:e]):
+			values++
+		case k == tWord && l.pos < len(l.s) && l.s[l.pos] == '\'' && isIntroducer(l.s[s:e]):
+			// the string that follows is the value
+		case k == tOther && (l.s[s] == '-' || l.s[s] == '+' || l.s[s] == '.'):
+		default:
+			return fail()
+		}
+	}
+}
+
+// isLiteralWord: a number (1, 1e5, 0x1F, 0b101) or NULL, TRUE, FALSE.
+func isLiteralWord(w []byte) bool {
+	return w[0] >= '0' && w[0] <= '9' || eqFold(w, "NULL") || eqFold(w, "TRUE") || eqFold(w, "FALSE")
+}
+
+// isIntroducer: a character set introducer (_utf8mb4) or the N, X and B
+// prefixes of national, hexadecimal and bit strings.
+func isIntroducer(w []byte) bool {
+	return w[0] == '_' || eqFold(w, "N") || eqFold(w, "X") || eqFold(w, "B")
 }
 
 func eqFoldPrefix(b []byte, kw string) bool {
@@ -645,7 +722,7 @@ func SetKey(sql []byte) string {
 	if k == tWord && (eqFold(sql[s:e], "SESSION") || eqFold(sql[s:e], "LOCAL")) {
 		k, s, e = l.next()
 	}
-	if k != tWord && k != tSysVar {
+	if k != tWord && k != tSysVar && k != tUserVar {
 		return ""
 	}
 	name := sql[s:e]

@@ -29,7 +29,8 @@ func TestClassify(t *testing.T) {
 		{"SELECT * FROM t FOR UPDATE", KindWrite, 0, HintNone, false},
 		{"SELECT * FROM t LOCK IN SHARE MODE", KindWrite, 0, HintNone, false},
 		{"SELECT * FROM t FOR SHARE", KindWrite, 0, HintNone, false},
-		{"SELECT a INTO @x FROM t", KindWrite, 0, HintNone, true},
+		{"SELECT a INTO @x FROM t", KindWrite, PinUserVar, HintNone, true},
+		{"SELECT a FROM t INTO @x, @y", KindWrite, PinUserVar, HintNone, true},
 		{"SELECT a FROM t INTO OUTFILE '/tmp/x'", KindWrite, 0, HintNone, false},
 		{"SELECT @x := 1", KindWrite, PinUserVar, HintNone, true},
 		{"SELECT @x", KindRead, 0, HintNone, true},
@@ -56,7 +57,26 @@ func TestClassify(t *testing.T) {
 		{"SET autocommit = 0", KindSet, 0, HintNone, false},
 		{"SET GLOBAL max_connections = 10", KindWrite, 0, HintNone, false},
 		{"SET @@global.max_connections = 10", KindWrite, 0, HintNone, false},
-		{"SET @x = 1", KindSet, PinUserVar, HintNone, true},
+		// Literal user variables are replayed like SET state; values
+		// computed by the server (queries, functions, other variables)
+		// pin the session.
+		{"SET @x = 1", KindSet, 0, HintNone, false},
+		{"SET @x := -1.5e-3", KindSet, 0, HintNone, false},
+		{"set @X = 'it''s', @y = \"two\", @z = NULL", KindSet, 0, HintNone, false},
+		{"SET @a = TRUE, @b = false, @c = 0x1F, @d = X'0A', @e = _utf8mb4'x', @f = N'y'", KindSet, 0, HintNone, false},
+		{"SET @a = 1, sql_mode = 'ANSI'", KindSet, 0, HintNone, false},
+		{"SET @`odd name` = 2", KindSet, 0, HintNone, false},
+		{"SET @x = (SELECT 1)", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = (SELECT MAX(id) FROM t)", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = NOW()", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = CURRENT_TIMESTAMP", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = @y", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = @@server_id", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = 1 + @y", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = 'a' COLLATE utf8mb4_bin", KindSet, PinUserVar, HintNone, true},
+		{"SET @x = 1, @y = LAST_INSERT_ID()", KindSet, PinUserVar, HintNone, true},
+		{"SET @x", KindSet, PinUserVar, HintNone, true},
+		{"SET sql_mode = @x", KindSet, PinUserVar, HintNone, true},
 		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", KindWrite, PinNextTxn, HintNone, false},
 		{"SET PASSWORD = PASSWORD('x')", KindWrite, 0, HintNone, false},
 		{"USE app", KindUse, 0, HintNone, false},
@@ -94,6 +114,9 @@ func TestSetKey(t *testing.T) {
 		"SET CHARACTER SET latin1":       "names",
 		"SET a = 1, b = 2":               "",
 		"SET time_zone = CONCAT('+', 1)": "time_zone",
+		"SET @Tenant = 5":                "@tenant",
+		"set @tenant := 'x'":             "@tenant",
+		"SET @a = 1, @b = 2":             "",
 	}
 	for in, want := range tests {
 		if got := SetKey([]byte(in)); got != want {
