@@ -4,7 +4,7 @@
 
 GO        ?= go
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS  := mariadb-server mariadb-client sysbench haproxy
+APT_PKGS  := mariadb-server mariadb-client sysbench haproxy python3-pymysql
 BIN       := bin
 FUZZTIME  ?= 30s
 
@@ -33,6 +33,7 @@ deps:
 	command -v mariadb >/dev/null 2>&1 || missing="$$missing mariadb-client"; \
 	command -v sysbench >/dev/null 2>&1 || missing="$$missing sysbench"; \
 	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing="$$missing python3-pymysql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \

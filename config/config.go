@@ -261,9 +261,8 @@ func clusterDefaults(c *Cluster) {
 	if c.ReadsWithoutReplica == "" {
 		c.ReadsWithoutReplica = "primary"
 	}
-	if c.MaxConnectionsPerMember == 0 {
-		c.MaxConnectionsPerMember = 64
-	}
+	// MaxConnectionsPerMember 0: the proxy derives each member's limit
+	// from its max_connections (docs/config.md).
 	if c.MaxPacket == 0 {
 		c.MaxPacket = 64 << 20
 	}
@@ -454,7 +453,7 @@ func (c *Config) Validate() error {
 			add(f+".locality_window", "must not be negative")
 		}
 		if cl.MaxConnectionsPerMember < 0 {
-			add(f+".max_connections_per_member", "must be positive")
+			add(f+".max_connections_per_member", "must not be negative (0 or unset: derived from the member's max_connections)")
 		}
 		if cl.MaxPacket < 1024 || cl.MaxPacket > 1<<30 {
 			add(f+".max_packet", "%d is out of range (1024 to 1073741824 bytes)", cl.MaxPacket)

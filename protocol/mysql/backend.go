@@ -8,11 +8,15 @@ import (
 	"hash/fnv"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/zap"
 )
 
 const bufSize = 16 << 10
@@ -70,25 +74,83 @@ type memberPool struct {
 	idx     int
 	name    string
 	addr    string
-	max     int
 	connect time.Duration
 	maxPkt  int
+	log     *zap.Logger
 
 	// inflight counts statements sent on this member's connections and
 	// not yet answered (Proxy.InFlight).
 	inflight atomic.Int64
+	// pins counts the sessions pinned to one of this member's connections,
+	// by reason (dbrouter_pinned_sessions, and the pool timeout's message).
+	pins pinCounts
 
-	mu      sync.Mutex
-	open    int
-	idle    map[poolKey][]*backendConn
-	conns   map[*backendConn]struct{} // every open connection, idle or in use
-	waiters int
-	freed   chan struct{} // closed and replaced when a connection comes back or closes
+	mu sync.Mutex
+	// max bounds open connections. derive: it was not configured, and is
+	// learned from the member's max_connections at the first connection
+	// (learned); until then only that one connection may open, so the
+	// limit only ever rises.
+	max      int
+	derive   bool
+	learned  bool
+	learning bool
+	open     int
+	idle     map[poolKey][]*backendConn
+	conns    map[*backendConn]struct{} // every open connection, idle or in use
+	// queue holds the sessions waiting for a connection, in arrival order.
+	// A connection handed back, or the room a closed one leaves, goes to
+	// the first of them: while anyone waits nothing is idle, and a session
+	// that arrives later queues behind them instead of taking it first.
+	queue []*poolWaiter
 }
 
-func newMemberPool(idx int, name, addr string, max int, connect time.Duration, maxPkt int) *memberPool {
-	return &memberPool{idx: idx, name: name, addr: addr, max: max, connect: connect, maxPkt: maxPkt,
-		idle: map[poolKey][]*backendConn{}, conns: map[*backendConn]struct{}{}, freed: make(chan struct{})}
+// poolWaiter is a session waiting for a connection: it receives one, or
+// (nil) room to open one.
+type poolWaiter struct {
+	ch chan *backendConn
+}
+
+// pinCounts: sessions pinned to a member's connections, in all and by
+// reason. Updated when a session's pins change (session.account), read at
+// scrape time and in the pool timeout's message.
+type pinCounts struct {
+	sessions atomic.Int32
+	byReason [numPins]atomic.Int32
+}
+
+// countPins adds delta sessions pinned for the reasons in pin.
+func (p *memberPool) countPins(pin Pin, delta int32) {
+	p.pins.sessions.Add(delta)
+	for i := range p.pins.byReason {
+		if pin&(1<<i) != 0 {
+			p.pins.byReason[i].Add(delta)
+		}
+	}
+}
+
+// defaultMaxConns is the limit when it is neither configured nor learned
+// (a member that does not answer SELECT @@max_connections).
+const defaultMaxConns = 64
+
+// limitFromMaxConnections is the default connection limit for a member
+// whose max_connections is n: a tenth of n and 10 more are left to
+// others — administrators, the monitor and arbiters, replicas' binlog
+// connections, other tools — so the proxy alone never exhausts the member
+// (docs/config.md). With several proxies in front of one member, set
+// max_connections_per_member to share it.
+func limitFromMaxConnections(n int) int {
+	return max(1, n-n/10-10)
+}
+
+// newMemberPool: max <= 0 derives the limit from the member's
+// max_connections.
+func newMemberPool(idx int, name, addr string, max int, connect time.Duration, maxPkt int, log *zap.Logger) *memberPool {
+	p := &memberPool{idx: idx, name: name, addr: addr, max: max, connect: connect, maxPkt: maxPkt, log: log,
+		idle: map[poolKey][]*backendConn{}, conns: map[*backendConn]struct{}{}}
+	if max <= 0 {
+		p.derive, p.max = true, 1
+	}
+	return p
 }
 
 type credentials struct {
@@ -105,11 +167,13 @@ const staleAfter = time.Second
 // nil) is the connection the session used last: if it is idle, it is the one
 // returned, because a client that keeps talking to the same member thread
 // wakes fewer threads on the member, and on a busy host that is measurable
-// (bench/NOTES.md).
+// (bench/NOTES.md). Waiting sessions are served in arrival order.
 func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wait time.Duration, prefer *backendConn) (*backendConn, error) {
-	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
+		if len(p.queue) > 0 {
+			break // others were first
+		}
 		if bc := p.popIdleLocked(key, prefer); bc != nil {
 			prefer = nil
 			p.mu.Unlock()
@@ -122,17 +186,7 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wai
 		if p.open < p.max {
 			p.open++
 			p.mu.Unlock()
-			bc, err := p.dial(ctx, key, cred)
-			p.mu.Lock()
-			if err != nil {
-				p.open--
-				p.signalLocked()
-				p.mu.Unlock()
-				return nil, err
-			}
-			p.conns[bc] = struct{}{}
-			p.mu.Unlock()
-			return bc, nil
+			return p.dialInto(ctx, key, cred)
 		}
 		// At the limit: an idle connection of another key is cheaper to close
 		// than to wait for.
@@ -141,31 +195,162 @@ func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wai
 			p.discard(victim)
 			continue
 		}
-		p.waiters++
-		ch := p.freed
+		break
+	}
+	w := &poolWaiter{ch: make(chan *backendConn, 1)}
+	p.queue = append(p.queue, w)
+	p.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	var err error
+	select {
+	case bc := <-w.ch:
+		return p.served(ctx, key, cred, bc)
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-t.C:
+		err = p.timeoutError(wait)
+	}
+	p.mu.Lock()
+	if i := slices.Index(p.queue, w); i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
 		p.mu.Unlock()
-		if timeout == nil {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timeout = t.C
-		}
-		select {
-		case <-ch:
-			p.mu.Lock()
-			p.waiters--
-			p.mu.Unlock()
-		case <-ctx.Done():
-			p.mu.Lock()
-			p.waiters--
-			p.mu.Unlock()
-			return nil, ctx.Err()
-		case <-timeout:
-			p.mu.Lock()
-			p.waiters--
-			p.mu.Unlock()
-			return nil, fmt.Errorf("member %s: %w (%d connections in use)", p.name, errPoolTimeout, p.max)
+		return nil, err
+	}
+	p.mu.Unlock()
+	// Served as it gave up: pass the connection (or the room) on.
+	if bc := <-w.ch; bc != nil {
+		p.put(bc)
+	} else {
+		p.mu.Lock()
+		p.releaseLocked()
+		p.mu.Unlock()
+	}
+	return nil, err
+}
+
+// served takes what a waiter was handed: a connection, or room to open
+// one (nil). A connection of a key the waiter cannot use is closed and
+// its room used: waiters are served in order, whatever they wait for.
+func (p *memberPool) served(ctx context.Context, key poolKey, cred credentials, bc *backendConn) (*backendConn, error) {
+	if bc != nil && (bc.key == key || !key.noDB && bc.key.noDB && bc.key == withNoDB(key)) {
+		return bc, nil
+	}
+	if bc != nil {
+		p.mu.Lock()
+		delete(p.conns, bc)
+		p.mu.Unlock()
+		bc.nc.Close()
+	}
+	return p.dialInto(ctx, key, cred)
+}
+
+func withNoDB(k poolKey) poolKey {
+	k.noDB = true
+	return k
+}
+
+// dialInto opens a connection in room already counted in open, and gives
+// the room back if it fails. The first connection of a pool whose limit
+// is derived reads the member's max_connections.
+func (p *memberPool) dialInto(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
+	bc, err := p.dial(ctx, key, cred)
+	p.mu.Lock()
+	if err != nil {
+		p.releaseLocked()
+		p.mu.Unlock()
+		return nil, err
+	}
+	p.conns[bc] = struct{}{}
+	learn := p.derive && !p.learned && !p.learning
+	if learn {
+		p.learning = true
+	}
+	p.mu.Unlock()
+	if learn {
+		if err := p.learnLimit(bc); err != nil {
+			p.discard(bc)
+			return nil, err
 		}
 	}
+	return bc, nil
+}
+
+// learnLimit sets the pool's limit from the member's max_connections, read
+// on bc. A member that cannot tell gets defaultMaxConns; only a failed
+// connection is an error (the limit is learned on the next one).
+func (p *memberPool) learnLimit(bc *backendConn) error {
+	v, null, err := bc.queryValue(append([]byte{gm.COM_QUERY}, "SELECT @@max_connections"...))
+	var se *ServerError
+	if err != nil && !errors.As(err, &se) {
+		p.mu.Lock()
+		p.learning = false
+		p.mu.Unlock()
+		return fmt.Errorf("member %s: read max_connections: %w", p.name, err)
+	}
+	limit := defaultMaxConns
+	n, perr := strconv.Atoi(v)
+	switch {
+	case err != nil || null || perr != nil || n <= 0:
+		p.log.Warn("cannot read the member's max_connections: the connection limit is the default",
+			zap.String("member", p.name), zap.Int("limit", limit), zap.String("max_connections", v), zap.NamedError("reason", err))
+	default:
+		limit = limitFromMaxConnections(n)
+		p.log.Info("connection limit from the member's max_connections", zap.String("member", p.name),
+			zap.Int("max_connections", n), zap.Int("limit", limit))
+	}
+	p.mu.Lock()
+	p.max, p.learned, p.learning = limit, true, false
+	// Room for those who waited for the limit.
+	for len(p.queue) > 0 && p.open < p.max {
+		p.open++
+		p.handLocked(nil)
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// timeoutError says that every connection stayed busy for wait, and, when
+// sessions pin some of them, how many and why: more connections will not
+// help sessions that keep theirs for a long time, ending what pins them
+// will (an open transaction, a lock, a temporary table...).
+func (p *memberPool) timeoutError(wait time.Duration) error {
+	p.mu.Lock()
+	limit := p.max
+	p.mu.Unlock()
+	n := p.pins.sessions.Load()
+	if n <= 0 {
+		return fmt.Errorf("member %s: %w: all %d connections in use for %v", p.name, errPoolTimeout, limit, wait)
+	}
+	var why strings.Builder
+	for i := range p.pins.byReason {
+		if c := p.pins.byReason[i].Load(); c > 0 {
+			if why.Len() > 0 {
+				why.WriteString(", ")
+			}
+			fmt.Fprintf(&why, "%s %d", pinNames[i], c)
+		}
+	}
+	return fmt.Errorf("member %s: %w: all %d connections in use for %v; %d sessions pin one, keeping it between statements (%s)",
+		p.name, errPoolTimeout, limit, wait, n, why.String())
+}
+
+// handLocked gives bc (nil: room to open one) to the first waiter.
+func (p *memberPool) handLocked(bc *backendConn) {
+	w := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
+	w.ch <- bc
+}
+
+// releaseLocked frees the room of a connection that closed (or was never
+// opened): the first waiter may open one, else the count drops.
+func (p *memberPool) releaseLocked() {
+	if len(p.queue) > 0 {
+		p.handLocked(nil)
+		return
+	}
+	p.open--
 }
 
 // popIdleLocked takes prefer if it is idle under key, else the most recently
@@ -209,23 +394,21 @@ func (p *memberPool) popOtherLocked(key poolKey) *backendConn {
 	return nil
 }
 
-func (p *memberPool) signalLocked() {
-	if p.waiters > 0 {
-		close(p.freed)
-		p.freed = make(chan struct{})
-	}
-}
-
-// put returns a healthy connection to the idle stack.
+// put returns a healthy connection: to the first waiter, else to the idle
+// stack.
 func (p *memberPool) put(bc *backendConn) {
 	bc.lastUsed = time.Now()
 	p.mu.Lock()
 	// Under the lock: another session may be looking at this connection as
 	// the one it would prefer (popIdleLocked reads its key).
 	bc.key.noDB = bc.db == ""
+	if len(p.queue) > 0 {
+		p.handLocked(bc)
+		p.mu.Unlock()
+		return
+	}
 	bc.idle = true
 	p.idle[bc.key] = append(p.idle[bc.key], bc)
-	p.signalLocked()
 	p.mu.Unlock()
 }
 
@@ -234,9 +417,15 @@ func (p *memberPool) discard(bc *backendConn) {
 	bc.nc.Close()
 	p.mu.Lock()
 	delete(p.conns, bc)
-	p.open--
-	p.signalLocked()
+	p.releaseLocked()
 	p.mu.Unlock()
+}
+
+// waiting is the number of sessions waiting for a connection.
+func (p *memberPool) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
 }
 
 // abort resets the connection (SO_LINGER 0, then close: the kernel sends
@@ -294,8 +483,7 @@ func (p *memberPool) takeStale(stale func(epoch uint64) bool) []*backendConn {
 			}
 			bc.idle = false
 			delete(p.conns, bc)
-			p.open--
-			p.signalLocked()
+			p.releaseLocked()
 		}
 	}
 	return out
@@ -321,9 +509,8 @@ func (p *memberPool) closeIdle() {
 	}
 	for _, bc := range all {
 		delete(p.conns, bc)
+		p.releaseLocked()
 	}
-	p.open -= len(all)
-	p.signalLocked()
 	p.mu.Unlock()
 	for _, bc := range all {
 		bc.nc.Close()

@@ -1,6 +1,9 @@
 package mysql
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,17 +22,33 @@ type metrics struct {
 	causalFallback prometheus.Counter
 }
 
-func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
-	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
+// newMetrics registers one proxy's metrics on reg (nil: none). Every proxy
+// of a routerd shares its registry, one per cluster: vectors with a
+// cluster label are registered by the first proxy and used by the others
+// (see shared); collectors of one cluster's own (const cluster label) are
+// registered by its proxy. A registration the registry refuses is an
+// error, never dropped: a dropped one is a cluster whose metrics are
+// silently never exported.
+func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) (*metrics, error) {
+	queries, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_queries_total", Help: "Commands forwarded, by cluster, member and route (member = not pinned, pinned = on a pinned or held connection).",
-	}, []string{"cluster", "member", "route"})
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"cluster", "member", "route"}))
+	if err != nil {
+		return nil, err
+	}
+	errs, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_errors_total", Help: "Errors the proxy itself returned to clients, by kind.",
-	}, []string{"cluster", "kind"})
-	m := &metrics{}
-	causal := prometheus.NewCounterVec(prometheus.CounterOpts{
+	}, []string{"cluster", "kind"}))
+	if err != nil {
+		return nil, err
+	}
+	causal, err := shared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dbrouter_causal_reads_total", Help: "Replica reads after a session's write (causal_reads): waited = the replica caught up in time, primary = it did not and the primary answered.",
-	}, []string{"cluster", "result"})
+	}, []string{"cluster", "result"}))
+	if err != nil {
+		return nil, err
+	}
+	m := &metrics{}
 	m.causalWaited, m.causalFallback = causal.WithLabelValues(cluster, "waited"), causal.WithLabelValues(cluster, "primary")
 	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "dbrouter_client_sessions", Help: "Connected client sessions.", ConstLabels: prometheus.Labels{"cluster": cluster}})
 	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_auth_failures_total", Help: "Client logins refused.", ConstLabels: prometheus.Labels{"cluster": cluster}})
@@ -42,28 +61,62 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) *metrics {
 		m.errs = append(m.errs, errs.WithLabelValues(cluster, e.kind))
 	}
 	m.errs = append(m.errs, errs.WithLabelValues(cluster, otherKind))
-	conns := prometheus.NewGaugeFunc // per member, read at scrape time
-	var collectors []prometheus.Collector
-	collectors = append(collectors, queries, errs, causal, m.sessions, m.authFailures, m.clientErrors)
+	gauge := prometheus.NewGaugeFunc // read at scrape time
+	collectors := []prometheus.Collector{m.sessions, m.authFailures, m.clientErrors}
 	for _, pool := range p.pools {
 		pool := pool
 		collectors = append(collectors,
-			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
+			gauge(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
 				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name, "state": "open"}},
 				func() float64 { o, _ := pool.stats(); return float64(o) }),
-			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
+			gauge(prometheus.GaugeOpts{Name: "dbrouter_backend_connections", Help: "Open backend connections per member.",
 				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name, "state": "idle"}},
 				func() float64 { _, i := pool.stats(); return float64(i) }),
-			conns(prometheus.GaugeOpts{Name: "dbrouter_backend_inflight", Help: "Statements sent to the member and waiting for its answer.",
+			gauge(prometheus.GaugeOpts{Name: "dbrouter_backend_inflight", Help: "Statements sent to the member and waiting for its answer.",
 				ConstLabels: prometheus.Labels{"cluster": cluster, "member": pool.name}},
 				func() float64 { return float64(pool.inflight.Load()) }))
 	}
+	// Sessions keep their pin counts up to date as pins change (a few
+	// atomic adds, only when they change); the gauge sums them per reason.
+	for i, reason := range pinLabels {
+		collectors = append(collectors, gauge(prometheus.GaugeOpts{Name: "dbrouter_pinned_sessions",
+			Help:        "Client sessions pinned to a backend connection (keeping it between statements), by reason; a session pinned for several reasons counts under each.",
+			ConstLabels: prometheus.Labels{"cluster": cluster, "reason": reason}},
+			func() float64 {
+				n := 0
+				for _, pool := range p.pools {
+					n += int(pool.pins.byReason[i].Load())
+				}
+				return float64(n)
+			}))
+	}
 	if reg != nil {
 		for _, c := range collectors {
-			_ = reg.Register(c)
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
 		}
 	}
-	return m
+	return m, nil
+}
+
+// shared registers vec on reg, or returns the identical vector another
+// proxy of the same registry registered first.
+func shared[V prometheus.Collector](reg prometheus.Registerer, vec V) (V, error) {
+	if reg == nil {
+		return vec, nil
+	}
+	err := reg.Register(vec)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(V); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return vec, fmt.Errorf("register metrics: %w", err)
+	}
+	return vec, nil
 }
 
 func (m *metrics) queries(member int, pinned bool) prometheus.Counter {

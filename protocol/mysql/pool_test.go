@@ -3,14 +3,17 @@ package mysql
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // idlePool builds a pool holding n idle connections of key k (no sockets:
 // get never dials while an idle connection of the key exists).
 func idlePool(n int, k poolKey) (*memberPool, []*backendConn) {
-	p := newMemberPool(0, "db1", "127.0.0.1:1", 8, time.Second, 1<<20)
+	p := newMemberPool(0, "db1", "127.0.0.1:1", 8, time.Second, 1<<20, zap.NewNop())
 	var conns []*backendConn
 	for i := 0; i < n; i++ {
 		bc := &backendConn{pool: p, key: k, lastUsed: time.Now()}
@@ -103,5 +106,115 @@ func TestPoolReturnsConnectionsUnderTheirDatabaseState(t *testing.T) {
 	noDB.noDB = true
 	if len(p.idle[noDB]) != 1 || len(p.idle[k]) != 1 || p.idle[noDB][0].db != "" || p.idle[k][0].db != "app" {
 		t.Fatalf("idle stacks: without database %v, with %v", p.idle[noDB], p.idle[k])
+	}
+}
+
+// waitFor polls cond (no sleeping as synchronisation: the condition is
+// checked until it holds or the deadline passes).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPoolWaitersAreServedInArrivalOrder: at the limit, sessions waiting
+// for a connection get one in the order they asked. Before, every waiter
+// woke at each release and the fastest won, so one could starve until
+// pool_timeout while later arrivals went ahead.
+func TestPoolWaitersAreServedInArrivalOrder(t *testing.T) {
+	const waiters = 6
+	k := poolKey{user: "app", collation: defaultCollationID}
+	p, _ := idlePool(1, k)
+	p.max = 1
+	held, err := p.get(context.Background(), k, credentials{}, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type served struct {
+		who int
+		bc  *backendConn
+	}
+	got := make(chan served)
+	for i := 0; i < waiters; i++ {
+		go func() {
+			bc, err := p.get(context.Background(), k, credentials{}, 10*time.Second, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- served{i, bc}
+		}()
+		waitFor(t, fmt.Sprintf("waiter %d to queue", i), func() bool { return p.waiting() == i+1 })
+	}
+	bc := held
+	for want := 0; want < waiters; want++ {
+		p.put(bc)
+		s := <-got
+		if s.who != want {
+			t.Fatalf("waiter %d was served before waiter %d", s.who, want)
+		}
+		bc = s.bc
+	}
+	if p.waiting() != 0 || p.open != 1 {
+		t.Fatalf("%d waiting, %d open", p.waiting(), p.open)
+	}
+}
+
+// TestPoolWaiterThatTimedOutLosesNoConnection: a waiter that gives up
+// leaves the queue; the connection released after it goes to the next
+// waiter or back to the idle stack, never to the one that left.
+func TestPoolWaiterThatTimedOutLosesNoConnection(t *testing.T) {
+	k := poolKey{user: "app", collation: defaultCollationID, noDB: true} // as put files it
+	p, _ := idlePool(1, k)
+	p.max = 1
+	held, err := p.get(context.Background(), k, credentials{}, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.get(context.Background(), k, credentials{}, 20*time.Millisecond, nil)
+	if !errors.Is(err, errPoolTimeout) {
+		t.Fatalf("waiter: %v, want pool timeout", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := p.get(ctx, k, credentials{}, 10*time.Second, nil)
+		done <- err
+	}()
+	waitFor(t, "the waiter to queue", func() bool { return p.waiting() == 1 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	p.put(held)
+	if p.waiting() != 0 || p.open != 1 || len(p.idle[k]) != 1 {
+		t.Fatalf("after the waiters left: %d waiting, %d open, %d idle", p.waiting(), p.open, len(p.idle[k]))
+	}
+	if bc, err := p.get(context.Background(), k, credentials{}, time.Second, nil); bc != held || err != nil {
+		t.Fatalf("the released connection was lost: %p, %v", bc, err)
+	}
+}
+
+// TestPoolLimitFromMaxConnections: the default per-member limit leaves
+// the member a tenth of max_connections and a fixed reserve for admin
+// sessions, monitors, arbiters and replication.
+func TestPoolLimitFromMaxConnections(t *testing.T) {
+	for _, tc := range []struct{ maxConnections, want int }{
+		{151, 126}, // MariaDB's default: 151 - 15 - 10
+		{500, 440},
+		{1000, 890},
+		{40, 26},
+		{20, 8},
+		{12, 1}, // too small for the reserve: still one
+		{1, 1},
+		{100000, 89990},
+	} {
+		if got := limitFromMaxConnections(tc.maxConnections); got != tc.want {
+			t.Errorf("max_connections %d: limit %d, want %d", tc.maxConnections, got, tc.want)
+		}
 	}
 }

@@ -63,7 +63,8 @@ type Config struct {
 	AuthPlugin string // mysql_native_password (default) or caching_sha2_password
 	TLS        *tls.Config
 	RequireTLS bool
-	// MaxConnsPerMember bounds open connections to each member.
+	// MaxConnsPerMember bounds open connections to each member; 0 derives
+	// it from the member's max_connections (limitFromMaxConnections).
 	MaxConnsPerMember int
 	// PoolTimeout: how long a statement waits for a free connection.
 	PoolTimeout    time.Duration
@@ -122,8 +123,8 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	def(&cfg.QueryTimeout, time.Hour)
 	def(&cfg.ClientIdleTimeout, 8*time.Hour)
 	def(&cfg.CausalTimeout, time.Second)
-	if cfg.MaxConnsPerMember <= 0 {
-		cfg.MaxConnsPerMember = 64
+	if cfg.MaxConnsPerMember < 0 {
+		cfg.MaxConnsPerMember = 0
 	}
 	if cfg.MaxPacket <= 0 {
 		cfg.MaxPacket = 64 << 20
@@ -133,9 +134,12 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	}
 	p := &Proxy{cfg: cfg, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
 	for i, m := range cfg.Members {
-		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20)))
+		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log))
 	}
-	p.metrics = newMetrics(cfg.Cluster, p, reg)
+	var err error
+	if p.metrics, err = newMetrics(cfg.Cluster, p, reg); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Cluster, err)
+	}
 	p.nextID.Store(firstSessionID - 1)
 	if cfg.ServerVersion != "" {
 		v := cfg.ServerVersion

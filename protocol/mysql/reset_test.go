@@ -10,6 +10,7 @@ import (
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/chaos"
 )
@@ -58,7 +59,7 @@ func TestStoppedMemberRunsWhatItReceivedDespiteTheReset(t *testing.T) {
 	if _, err := db.Exec("CREATE TABLE app.received (id INT PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	pool := newMemberPool(0, m.Name, m.Addr(), 4, 2*time.Second, 1<<24)
+	pool := newMemberPool(0, m.Name, m.Addr(), 4, 2*time.Second, 1<<24, zap.NewNop())
 	for i, how := range []string{"reset", "close"} {
 		t.Run(how, func(t *testing.T) {
 			bc, err := pool.get(context.Background(), poolKey{user: chaos.AppUser, collation: defaultCollationID},

@@ -61,6 +61,19 @@ type session struct {
 	held     *backendConn
 	holdLeft int
 
+	// autocommitOff: the server's last status for the session said
+	// autocommit is off. acReplayed: a replayed SET of autocommit turned
+	// it off, so every connection the session gets has it off too, and
+	// between transactions the session needs no connection of its own.
+	// Otherwise (a procedure turned it off, say) autocommit=0 pins.
+	autocommitOff bool
+	acReplayed    bool
+
+	// What dbrouter_pinned_sessions counts for this session now: its pins
+	// on acctPool's member (see account).
+	acctPin  Pin
+	acctPool *memberPool
+
 	// killMu guards owner and busy, which a session that KILLs this one
 	// reads; busy is the connection the current statement runs on.
 	killMu sync.Mutex
@@ -86,7 +99,41 @@ type session struct {
 
 func (s *session) close() {
 	s.resetSession() // hands pinned and held connections back, reset if dirty
+	s.account()
 	s.nc.Close()
+}
+
+// account keeps the pool's pin counts (dbrouter_pinned_sessions, the pool
+// timeout's message) in step with the session's pins, after each command:
+// nothing to do, and no allocation, unless they changed.
+func (s *session) account() {
+	var pool *memberPool
+	pin := s.pin
+	if s.pinned != nil {
+		pool = s.pinned.pool
+	}
+	if pool == nil || pin == 0 {
+		pool, pin = nil, 0
+	}
+	if pool == s.acctPool && pin == s.acctPin {
+		return
+	}
+	if s.acctPool != nil {
+		s.acctPool.countPins(s.acctPin, -1)
+	}
+	if pool != nil {
+		pool.countPins(pin, 1)
+	}
+	s.acctPool, s.acctPin = pool, pin
+}
+
+// pins is the session's pins plus autocommit=0 (PinNoAutocommit), pinning
+// or not: what a statement's lost connection may have taken with it.
+func (s *session) pins() Pin {
+	if s.autocommitOff {
+		return s.pin | PinNoAutocommit
+	}
+	return s.pin
 }
 
 // serve runs the session until the client quits or fails.
@@ -115,7 +162,9 @@ func (s *session) serve(ctx context.Context) {
 			s.p.metrics.clientErrors.Inc()
 			return
 		}
-		if err := s.dispatch(ctx, pkt); err != nil {
+		err = s.dispatch(ctx, pkt)
+		s.account()
+		if err != nil {
 			if !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
 				s.log.Debug("session ended", zap.Error(err))
 			}
@@ -199,12 +248,14 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 
 // target decides which member a statement goes to. The connection the
 // session holds wins: pinned state must not be split across connections.
+// With autocommit=0 any statement may begin a transaction (a SELECT from
+// a table does), so every statement goes to the primary.
 func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, error) {
 	rt := s.p.router
 	switch {
 	case c.Hint == HintPrimary, c.Kind == KindRead && s.causal.primary:
 		return rt.Primary(ctx)
-	case c.Kind == KindRead && s.pin == 0 && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
+	case c.Kind == KindRead && s.pin == 0 && !s.autocommitOff && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
 		m, err := rt.Replica(avoid, s.reader)
 		if err == nil {
 			s.reader = m
@@ -250,16 +301,17 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 // connection, chosen as the primary at epoch. After a failover (epoch no
 // longer acknowledgeable) or a completed change (a newer epoch serves), the
 // statement must not run on the old primary: the connection is reset and
-// dropped. If the session had server-side state there (an open
-// transaction, locks, temporary tables, user variables, SQL prepared
-// statements...) it is gone, and the client is told so (9011); a session
-// pinned only by autocommit=0 between transactions just moves. While a
-// switchover is in progress, an open transaction finishes where it began
-// (that is the drain: the old primary is fenced only after drain_timeout),
-// and a session between transactions goes through Primary, which holds it
-// like any other write until the new primary opens. Without a write lease
-// the proxy cannot tell whether the primary changed: the statement is held
-// as a write is, then judged again.
+// dropped. The session's server-side state there (an open transaction,
+// locks, temporary tables, user variables, SQL prepared statements...) is
+// gone, and the client is told so (9011). A session with autocommit=0
+// between transactions is not pinned (its autocommit=0 is replayed), so it
+// never comes here: its next statement goes through Primary, which holds
+// it during a switchover like any other write, and reaches the new
+// primary with autocommit=0 and nothing lost. While a switchover is in
+// progress, an open transaction finishes where it began (that is the
+// drain: the old primary is fenced only after drain_timeout). Without a
+// write lease the proxy cannot tell whether the primary changed: the
+// statement is held as a write is, then judged again.
 func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 	rt := s.p.router
 	current := rt.Current(epoch)
@@ -277,40 +329,18 @@ func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 			return nil
 		}
 	}
-	bc := s.pinned
-	// Only autocommit=0, replayed by its SET on the next connection: the
-	// session loses nothing by moving.
-	lossy := s.pin&^PinNoAutocommit != 0 || !s.replays("autocommit")
 	if current && !moved {
-		if lossy {
-			return nil // the drain
-		}
-		s.pinned = nil
-		s.release(bc)
-		return nil
+		return nil // the drain
 	}
+	bc, pin := s.pinned, s.pin
 	bc.abort()
-	s.dropConn(bc) // keeps autocommit=0: the next statement goes to the primary
-	if !lossy {
-		return nil
-	}
+	s.dropConn(bc) // the next statement goes to the new primary, with the replayed state
 	how := "a failover"
 	if current {
 		how = "a switchover"
 	}
-	return fmt.Errorf("%w: the primary changed from %s (%s, after epoch %d) while this session had an open transaction, locks, temporary tables or user variables there: they were rolled back on the old primary and nothing of the transaction was committed; the session continues on the new primary: retry the whole transaction",
-		errTxnLost, bc.pool.name, how, epoch)
-}
-
-// replays reports whether the session's replayed SETs include one of
-// variable key.
-func (s *session) replays(key string) bool {
-	for _, e := range s.sets {
-		if e.key == key {
-			return true
-		}
-	}
-	return false
+	return fmt.Errorf("%w: the primary changed from %s (%s, after epoch %d) while this session had server-side state there (%s): it was rolled back on the old primary with its locks, temporary tables and variables, and nothing of an open transaction was committed; the session continues on the new primary: retry the whole transaction",
+		errTxnLost, bc.pool.name, how, epoch, pin)
 }
 
 // fresh takes a connection to member m from the pool and gives it the
@@ -488,7 +518,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					s.settle(bc, Class{Kind: KindWrite}, relayOut{serverErr: true}, kind)
 					return s.writeErr(1, se)
 				}
-				pin := s.pin
+				pin := s.pins()
 				s.dropConn(bc)
 				if shared && retryable(err, attempt, c, s) {
 					avoid = bc.pool.idx
@@ -502,7 +532,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
-		pin := s.pin // what a lost connection takes with it
+		pin := s.pins() // what a lost connection takes with it
 		s.setBusy(bc)
 		if err = bc.send(out); err == nil {
 			// Only what may change data is fenced: reads acknowledge
@@ -572,9 +602,9 @@ func (s *session) dropConn(bc *backendConn) {
 		s.pinned = nil
 		// The member rolled the transaction back with the connection, and
 		// dropped its locks and temporary tables. autocommit=0 is replayed
-		// on the next connection (it is a SET): until a status says
-		// otherwise, the session's statements stay on the primary.
-		s.pin &= PinNoAutocommit
+		// on the next connection if it was set by a SET; until a status
+		// says otherwise, the session's statements stay on the primary.
+		s.pin = 0
 	}
 	if s.held == bc {
 		s.held = nil
@@ -588,13 +618,27 @@ func (s *session) dropConn(bc *backendConn) {
 
 // settle updates pins and holds after a command and releases the connection
 // when nothing ties the session to it.
+//
+// The server says when a transaction is open (IN_TRANS): with autocommit=0
+// that is not every statement (SELECT 1 opens none, a SELECT from a table
+// does, COMMIT ends it), so such a session keeps its connection only while
+// one is open, and its autocommit=0 is replayed like any SET on the
+// connection it gets next.
 func (s *session) settle(bc *backendConn, c Class, res relayOut, kind respKind) {
 	if !res.serverErr {
 		s.pin |= c.Pin
 	}
 	if res.haveStatus {
 		setPin(&s.pin, PinTxn, res.status&statusInTrans != 0)
-		setPin(&s.pin, PinNoAutocommit, res.status&statusAutocommit == 0)
+		s.autocommitOff = res.status&statusAutocommit == 0
+		setPin(&s.pin, PinNoAutocommit, s.autocommitOff && !s.acReplayed)
+	}
+	if res.serverErr && s.autocommitOff && kind != respPrepare && kind != respFieldList && c.Kind != KindUse {
+		// An error carries no status, and with autocommit=0 the failed
+		// statement may have begun a transaction (a duplicate key leaves
+		// the INSERT's transaction open): keep the connection until a
+		// status says none is open.
+		s.pin |= PinTxn
 	}
 	if s.pin != 0 {
 		if s.pinned == nil {
@@ -668,10 +712,15 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 		// connection instead.
 		return s.run(ctx, pkt, Class{Kind: KindWrite, Pin: PinUnknown}, respResult)
 	}
-	return s.runStateChange(ctx, pkt, KindSet, func(bc *backendConn) error {
+	return s.runStateChange(ctx, pkt, KindSet, func(bc *backendConn, res relayOut) error {
 		s.sets = next
 		s.setsHash = hashSets(next)
 		bc.setsHash = s.setsHash
+		if entry.key == "autocommit" && res.haveStatus {
+			// Replaying this SET turns autocommit off (or on) on any
+			// connection: autocommit=0 need not pin.
+			s.acReplayed = res.status&statusAutocommit == 0
+		}
 		return nil
 	})
 }
@@ -679,7 +728,7 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 // runStateChange runs a statement that changes replayed session state (SET,
 // USE, COM_INIT_DB) on the primary, and applies the change to the session only
 // when the member accepted it.
-func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, apply func(bc *backendConn) error) error {
+func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, apply func(bc *backendConn, res relayOut) error) error {
 	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
 		s.p.metrics.errorsByKind(err).Inc()
@@ -690,7 +739,7 @@ func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, app
 		return ignoreHandled(err)
 	}
 	if !res.serverErr {
-		if err := apply(bc); err != nil {
+		if err := apply(bc, res); err != nil {
 			s.dropConn(bc)
 			return nil
 		}
@@ -706,7 +755,7 @@ const maxReplayedSets = 64
 func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (relayOut, error) {
 	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 	var res relayOut
-	pin := s.pin
+	pin := s.pins()
 	s.setBusy(bc)
 	err := bc.command(pkt)
 	if err == nil {
@@ -755,7 +804,7 @@ func (s *session) comInitDB(ctx context.Context, pkt []byte) error {
 }
 
 func (s *session) changeDB(ctx context.Context, pkt []byte, db string) error {
-	return s.runStateChange(ctx, pkt, KindUse, func(bc *backendConn) error {
+	return s.runStateChange(ctx, pkt, KindUse, func(bc *backendConn, _ relayOut) error {
 		s.db = db
 		if bc.db != db {
 			// Cached statements name tables relative to the old database.
@@ -790,6 +839,7 @@ func (s *session) resetSession() {
 		s.held = nil
 	}
 	s.pin, s.holdLeft = 0, 0
+	s.autocommitOff, s.acReplayed = false, false
 	s.sets, s.setsHash = nil, 0
 	clear(s.stmts)
 }
@@ -799,7 +849,7 @@ func (s *session) writeOK(seq uint8, affected, lastID uint64) error {
 	if s.pin&PinTxn != 0 {
 		status |= statusInTrans
 	}
-	if s.pin&PinNoAutocommit != 0 {
+	if s.autocommitOff {
 		status &^= statusAutocommit
 	}
 	s.scratch = appendOK(s.scratch[:0], affected, lastID, status, 0)
