@@ -3,7 +3,11 @@
 # BENCH_TIME seconds per target, interleaved; medians reported) — direct to a replica,
 # HAProxy (TCP mode, round robin over the replicas), a bare Go TCP relay
 # (bench/gorelay: the yardstick for any Go proxy on this machine) and
-# routerd — and 2000 idle clients against routerd. Writes bench/RESULTS.md.
+# routerd — and 2000 idle clients against routerd: Go clients
+# (bench/idleclients) against the proxy p1, and PyMySQL clients with default
+# settings (autocommit off; bench/pyidle) against the sandbox's second
+# proxy p2, fresh, so neither figure carries the other's memory. Writes
+# bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${BENCH_TIME:-10}
@@ -29,6 +33,7 @@ grep -q "sandbox is up" "$work/sandbox.log" || { cat "$work/sandbox.log"; echo "
 mapfile -t ports < <(grep -o 'addr: "127.0.0.1:[0-9]*"' "$work/cluster/routerd.yaml" | grep -o '[0-9]*"$' | tr -d '"')
 P1=${ports[0]} P2=${ports[1]} P3=${ports[2]}
 routerd_pid=$(pgrep -f "routerd --config $work/cluster/routerd.yaml" | head -1)
+routerd2_pid=$(pgrep -f "routerd --config $work/cluster/p2.yaml" | head -1)
 
 cat >"$work/haproxy.cfg" <<CFG
 global
@@ -98,6 +103,9 @@ done
 
 idle=$(go run ./bench/idleclients -addr "$ROUTER" -admin "$ADMIN" -n 2000 -pid "$routerd_pid")
 echo "bench: $idle"
+# Debian's python3-pymysql is for the system interpreter (make deps).
+pyidle=$(/usr/bin/python3 bench/pyidle/idle.py --port 16034 -n 2000 --pid "$routerd2_pid" --admin 127.0.0.1:17090)
+echo "bench: $pyidle"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 {
@@ -124,7 +132,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "- $k: qps ${ALLQ[$k]}/ p95 ${ALLP[$k]}"
   done
   echo
-  echo "Idle clients (each ran one SELECT, then stayed connected): \`$idle\`"
-  echo "(rss_mib is routerd's VmRSS; backend_connections is the total open to all members)."
+  echo "Idle clients (each ran one SELECT, then stayed connected):"
+  echo
+  echo "- Go (go-sql-driver/mysql, bench/idleclients), through p1 after the sysbench runs: \`$idle\`"
+  echo "- PyMySQL $(/usr/bin/python3 -c 'import pymysql; print(pymysql.__version__)') with default settings (autocommit off, so each sent \`SET AUTOCOMMIT = 0\`; bench/pyidle), through the fresh second proxy p2: \`$pyidle\`"
+  echo
+  echo "(rss_mib is that routerd's VmRSS; backend_connections is the total it has open to all members)."
 } > bench/RESULTS.md
 cat bench/RESULTS.md
