@@ -174,7 +174,15 @@ func TestRouting(t *testing.T) {
 			t.Fatalf("FOUND_ROWS() = %d, %v", n, err)
 		}
 	})
-	run("UserVariablesPin", func(t *testing.T) {
+	run("UserVariablesFromAQueryPin", func(t *testing.T) {
+		c := e.conn(t, db)
+		mustExec(t, c, "SET @x = (SELECT 42)")
+		var x, id int
+		if err := c.QueryRowContext(ctx, "SELECT @x, @@server_id").Scan(&x, &id); err != nil || x != 42 || id != primaryID {
+			t.Fatalf("SELECT @x = %d on %d (%v)", x, id, err)
+		}
+	})
+	run("LiteralUserVariablesReplayed", func(t *testing.T) {
 		c := e.conn(t, db)
 		mustExec(t, c, "SET @x = 42")
 		var x, id int

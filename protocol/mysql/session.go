@@ -249,13 +249,16 @@ func (s *session) comQuery(ctx context.Context, pkt []byte) error {
 // target decides which member a statement goes to. The connection the
 // session holds wins: pinned state must not be split across connections.
 // With autocommit=0 any statement may begin a transaction (a SELECT from
-// a table does), so every statement goes to the primary.
+// a table does), so every statement goes to the primary; so does every
+// statement of a session whose replayed SETs turn autocommit off, even if
+// its status says otherwise (a procedure turned it back on): on a replica
+// the replay would open a transaction there, and pin the session to it.
 func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, error) {
 	rt := s.p.router
 	switch {
 	case c.Hint == HintPrimary, c.Kind == KindRead && s.causal.primary:
 		return rt.Primary(ctx)
-	case c.Kind == KindRead && s.pin == 0 && !s.autocommitOff && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
+	case c.Kind == KindRead && s.pin == 0 && !s.autocommitOff && !s.acReplayed && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
 		m, err := rt.Replica(avoid, s.reader)
 		if err == nil {
 			s.reader = m
