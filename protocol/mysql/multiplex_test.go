@@ -124,6 +124,19 @@ func TestAutocommitOffSessionsAreMultiplexed(t *testing.T) {
 		t.Fatalf("after ROLLBACK %d rows", n)
 	}
 	mustExec(t, b, "COMMIT")
+	// A failed statement carries no status, and may have opened a
+	// transaction (a duplicate key leaves the INSERT's open, with the lock
+	// it took): the session keeps its connection until a status says none
+	// is open, so no other session lands in that transaction.
+	if _, err := a.ExecContext(ctx, "INSERT INTO ac VALUES (1)"); errCode(err) != 1062 {
+		t.Fatalf("duplicate INSERT: %v", err)
+	}
+	e.waitPinned(t, "transaction", 1)
+	if n := serverID(t, a, "SELECT @@in_transaction"); n != 1 {
+		t.Fatalf("@@in_transaction = %d after the failed INSERT", n)
+	}
+	mustExec(t, a, "ROLLBACK")
+	e.waitPinned(t, "transaction", 0)
 	if n := openConns(e); n > limit*len(e.cluster.Members) {
 		t.Fatalf("%d backend connections open", n)
 	}
