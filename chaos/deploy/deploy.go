@@ -42,6 +42,9 @@ type Options struct {
 	Control string
 	// ProbeInterval is the clusters' probe_interval ("" for the default).
 	ProbeInterval string
+	// Cluster is extra YAML for the cluster section of every node (lines
+	// indented four spaces, e.g. "    causal_reads: true\n").
+	Cluster string
 	// ArbiterToPrimary: every arbiter reaches db1 through a link named
 	// "aN/db1". ProxyToArbiters: proxy p1's connections to the arbiters and
 	// the leader's to p1 go through links named "p1/...".
@@ -60,6 +63,9 @@ type Node struct {
 	Listen string // proxies: the MySQL listener
 	cancel context.CancelFunc
 	done   chan error
+	// yaml and opts started it; RestartProxy starts it again with them.
+	yaml string
+	opts daemon.Options
 }
 
 // Deployment is a running deployment.
@@ -140,6 +146,7 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		if o.ProbeInterval != "" {
 			s += fmt.Sprintf("    probe_interval: %s\n", o.ProbeInterval)
 		}
+		s += o.Cluster
 		if listen != "" {
 			s += fmt.Sprintf("    listen: %q\n    users:\n      - {name: %s, password: %s}\n", listen, chaos.AppUser, chaos.AppPassword)
 		}
@@ -231,7 +238,28 @@ func (d *Deployment) run(name, yaml, adminAddr, listen string, opts daemon.Optio
 		cancel()
 		return nil, fmt.Errorf("%s exited at start: %w", name, err)
 	}
-	return &Node{Name: name, Admin: adminAddr, Listen: listen, cancel: cancel, done: done}, nil
+	return &Node{Name: name, Admin: adminAddr, Listen: listen, cancel: cancel, done: done, yaml: yaml, opts: opts}, nil
+}
+
+// RestartProxy stops proxy i and starts it again with its config: the same
+// listen, admin and Raft addresses and Raft directory, as a routerd restarted
+// by its service manager comes back. It returns once the proxy holds a write
+// lease again; clients connected to it have lost their connections.
+func (d *Deployment) RestartProxy(ctx context.Context, i int) error {
+	old := d.Proxies[i]
+	if err := old.Stop(); err != nil {
+		return fmt.Errorf("stop %s: %w", old.Name, err)
+	}
+	n, err := d.run(old.Name, old.yaml, old.Admin, old.Listen, old.opts)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", old.Name, err)
+	}
+	d.Proxies[i] = n
+	_, err = d.WaitStatus(ctx, 30*time.Second, old.Name+" holds a write lease after its restart", func(st []admin.Status) bool {
+		s := st[len(d.Arbiters)+i]
+		return s.Control != nil && s.Control.LeaseOK && len(s.Clusters) > 0 && s.Clusters[0].Epoch >= 1
+	})
+	return err
 }
 
 // AddArbiter starts a new arbiter that joins the running group
