@@ -41,6 +41,30 @@ deps:
 	fi
 	$(GO) mod download
 
+# clients-deps installs the client programs and drivers the client matrix
+# (clients/) runs, only what is missing: Debian's packages for the Python
+# drivers, MariaDB Connector/J with a JDK to compile its program, the mariadb
+# CLI and sysbench; Node's mysql2 into clients/node from its lock file (again
+# when the lock file is newer than the install).
+.PHONY: clients-deps
+clients-deps:
+	@missing=""; \
+	/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing="$$missing python3-pymysql"; \
+	/usr/bin/python3 -c 'import MySQLdb' >/dev/null 2>&1 || missing="$$missing python3-mysqldb"; \
+	[ -f /usr/share/java/mariadb-java-client.jar ] || missing="$$missing libmariadb-java"; \
+	command -v javac >/dev/null 2>&1 || missing="$$missing default-jdk-headless"; \
+	command -v mariadb >/dev/null 2>&1 || missing="$$missing mariadb-client"; \
+	command -v sysbench >/dev/null 2>&1 || missing="$$missing sysbench"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@cd clients/node && if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
 build:
 	$(GOBUILD) -o $(BIN)/routerd ./cmd/routerd
 	$(GOBUILD) -o $(BIN)/routerctl ./cmd/routerctl
@@ -51,7 +75,7 @@ run: deps build
 
 # test runs every test (unit, integration on real mariadbd, fuzz seed corpora)
 # with the race detector, after vet and staticcheck.
-test: deps lint
+test: deps clients-deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 lint:
