@@ -3,6 +3,7 @@ module github.com/dbrouter/dbrouter
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/Shopify/toxiproxy/v2 v2.5.0
 	github.com/go-mysql-org/go-mysql v1.16.0
 	github.com/go-sql-driver/mysql v1.10.1
@@ -17,7 +18,6 @@ require (
 )
 
 require (
-	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/boltdb/bolt v1.3.1 // indirect

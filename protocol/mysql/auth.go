@@ -21,7 +21,14 @@ func (s *session) handshake() error {
 		caps |= gm.CLIENT_SSL
 	}
 	plugin := s.p.cfg.AuthPlugin
-	s.scratch = appendHandshakeV10(s.scratch[:0], s.p.serverVersion(), s.id, scramble, caps, plugin)
+	greeting := plugin
+	if plugin == pluginEd25519 {
+		// As MariaDB does: the greeting offers mysql_native_password with
+		// its 20-byte scramble, and every client is switched to ed25519,
+		// whose nonce is 32 bytes.
+		greeting = pluginNative
+	}
+	s.scratch = appendHandshakeV10(s.scratch[:0], s.p.serverVersion(), s.id, scramble, caps, greeting)
 	if err := s.writeFlush(0, s.scratch); err != nil {
 		return err
 	}
@@ -53,23 +60,32 @@ func (s *session) handshake() error {
 	u := s.p.cfg.Users[resp.user]
 	authResp := resp.authResp
 	usedPlugin := resp.plugin
-	if usedPlugin != pluginNative && usedPlugin != pluginSHA2 {
-		// Ask the client to use one the proxy speaks.
-		usedPlugin = plugin
-		s.scratch = append(s.scratch[:0], 0xfe)
-		s.scratch = append(s.scratch, plugin...)
-		s.scratch = append(s.scratch, 0)
-		s.scratch = append(s.scratch, scramble...)
-		s.scratch = append(s.scratch, 0)
-		if err := s.writeFlush(seq, s.scratch); err != nil {
+	switch {
+	case usedPlugin == pluginClear && !s.tls:
+		// The client has already sent its password in the clear; refusing
+		// it makes sure such a setup never works, rather than leaking every
+		// password it is used with.
+		s.p.metrics.authFailures.Inc()
+		_ = s.writeErr(seq, clearRefused(resp.user))
+		return fmt.Errorf("user %s: mysql_clear_password without TLS", resp.user)
+	case usedPlugin == pluginEd25519 || (plugin == pluginEd25519 && usedPlugin != pluginClear):
+		// A client that asks for ed25519 sends an empty response and waits
+		// for its nonce; with auth_plugin client_ed25519 every client is
+		// asked for it, whatever it answered the greeting with.
+		nonce, err := newNonce()
+		if err != nil {
 			return err
 		}
-		b, err := s.pr.readPacket()
-		if err != nil {
-			return fmt.Errorf("read auth switch response: %w", err)
+		if authResp, seq, err = s.authSwitch(seq, pluginEd25519, nonce); err != nil {
+			return err
 		}
-		authResp = bytes.Clone(b)
-		seq = s.pr.seq
+		usedPlugin, scramble = pluginEd25519, nonce
+	case usedPlugin != pluginNative && usedPlugin != pluginSHA2 && usedPlugin != pluginClear:
+		// Ask the client to use one the proxy speaks.
+		if authResp, seq, err = s.authSwitch(seq, plugin, append(scramble, 0)); err != nil {
+			return err
+		}
+		usedPlugin = plugin
 	}
 	if u == nil || !verifyAuth(usedPlugin, scramble, authResp, u.Password) {
 		s.p.metrics.authFailures.Inc()
@@ -90,6 +106,30 @@ func (s *session) handshake() error {
 	}
 	s.login(u, resp.caps, resp.collation, resp.db)
 	return s.writeOK(seq, 0, 0)
+}
+
+// clearRefused is the error for mysql_clear_password without TLS.
+func clearRefused(user string) *ServerError {
+	return &ServerError{Code: CodeAccessDenied, State: "28000", Message: fmt.Sprintf(
+		"dbrouter: access denied for user '%s': mysql_clear_password is refused on a connection without TLS (the password crosses the network in the clear); use TLS or another plugin", user)}
+}
+
+// authSwitch asks the client to authenticate with plugin, sending it data
+// (a scramble or nonce), and returns its answer and the sequence number of
+// the next packet.
+func (s *session) authSwitch(seq uint8, plugin string, data []byte) ([]byte, uint8, error) {
+	s.scratch = append(s.scratch[:0], 0xfe)
+	s.scratch = append(s.scratch, plugin...)
+	s.scratch = append(s.scratch, 0)
+	s.scratch = append(s.scratch, data...)
+	if err := s.writeFlush(seq, s.scratch); err != nil {
+		return nil, 0, err
+	}
+	b, err := s.pr.readPacket()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read auth switch response: %w", err)
+	}
+	return bytes.Clone(b), s.pr.seq, nil
 }
 
 func (s *session) login(u *User, caps uint32, collation uint8, db string) {
@@ -126,6 +166,10 @@ func (s *session) comChangeUser(pkt []byte) error {
 	plugin := pluginNative
 	if pl, _, ok := readNulString(pkt, pos); ok && len(pl) > 0 {
 		plugin = string(pl)
+	}
+	if plugin == pluginClear && !s.tls {
+		s.p.metrics.authFailures.Inc()
+		return s.writeErr(1, clearRefused(string(user)))
 	}
 	u := s.p.cfg.Users[string(user)]
 	if u == nil || !verifyAuth(plugin, s.scramble, auth, u.Password) {

@@ -2,14 +2,17 @@ package mysql
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha512"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 
+	"filippo.io/edwards25519"
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 )
 
@@ -31,8 +34,13 @@ const backendCaps = gm.CLIENT_LONG_PASSWORD | gm.CLIENT_LONG_FLAG | gm.CLIENT_CO
 	gm.CLIENT_PS_MULTI_RESULTS | gm.CLIENT_PLUGIN_AUTH | gm.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
 
 const (
-	pluginNative = gm.AUTH_NATIVE_PASSWORD
-	pluginSHA2   = gm.AUTH_CACHING_SHA2_PASSWORD
+	pluginNative  = gm.AUTH_NATIVE_PASSWORD
+	pluginSHA2    = gm.AUTH_CACHING_SHA2_PASSWORD
+	pluginEd25519 = gm.AUTH_MARIADB_ED25519 // client_ed25519, MariaDB's ed25519 plugin
+	pluginClear   = gm.AUTH_CLEAR_PASSWORD
+	// ed25519NonceLen is the length of the nonce MariaDB's ed25519 plugin
+	// signs (NONCE_BYTES in its server plugin).
+	ed25519NonceLen = 32
 )
 
 // serverStatusAutocommit etc. are the status flags the proxy reads.
@@ -57,6 +65,34 @@ func newScramble() ([]byte, error) {
 		b[i] = b[i]%94 + 33
 	}
 	return b, nil
+}
+
+// newNonce is an ed25519 nonce for a client. It holds no zero byte: some
+// clients strip a trailing NUL from an auth-switch payload (as they must
+// for mysql_native_password's) or read it as a C string, and would then
+// sign another nonce. 255 values a byte leave 255 bits of randomness.
+func newNonce() ([]byte, error) {
+	b := make([]byte, ed25519NonceLen)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	for i := range b {
+		b[i] = b[i]%255 + 1
+	}
+	return b, nil
+}
+
+// ed25519PublicKey is the public key MariaDB's ed25519 plugin keeps for a
+// password: the password, of any length, is hashed with SHA-512 where RFC
+// 8032 hashes a 32-byte seed, so crypto/ed25519 cannot derive it (its
+// signatures verify with crypto/ed25519 all the same).
+func ed25519PublicKey(password string) ed25519.PublicKey {
+	h := sha512.Sum512([]byte(password))
+	s, err := edwards25519.NewScalar().SetBytesWithClamping(h[:32])
+	if err != nil {
+		panic(err) // only for an input that is not 32 bytes
+	}
+	return (&edwards25519.Point{}).ScalarBaseMult(s).Bytes()
 }
 
 // appendHandshakeV10 builds the initial handshake a client receives.
@@ -155,11 +191,21 @@ func parseHandshakeResponse(b []byte) (handshakeResponse, error) {
 	return r, nil
 }
 
-// verifyAuth checks a scrambled password for the plugins the proxy speaks.
-// The proxy holds the plaintext password from its config, so
+// verifyAuth checks a client's auth response for the plugins the proxy
+// speaks. The proxy holds the plaintext password from its config, so
 // caching_sha2_password always succeeds on the fast path (no RSA or TLS
-// exchange is needed).
+// exchange is needed), and an ed25519 signature is checked against the
+// password's public key. mysql_clear_password is only verified here: the
+// caller refuses it without TLS.
 func verifyAuth(plugin string, scramble, resp []byte, password string) bool {
+	switch plugin {
+	case pluginEd25519:
+		// Even an empty password signs: there is no empty response.
+		return len(resp) == ed25519.SignatureSize && ed25519.Verify(ed25519PublicKey(password), scramble, resp)
+	case pluginClear:
+		resp = bytes.TrimSuffix(resp, []byte{0})
+		return subtle.ConstantTimeCompare(resp, []byte(password)) == 1
+	}
 	if password == "" {
 		return len(resp) == 0 || (len(resp) == 1 && resp[0] == 0)
 	}
@@ -241,6 +287,20 @@ func parseServerHello(b []byte) (serverHello, error) {
 
 // scrambleFor computes the auth response a member expects.
 func scrambleFor(plugin string, scramble []byte, password string) ([]byte, error) {
+	if plugin == pluginEd25519 {
+		// The backend handshake strips one trailing NUL from an auth
+		// switch's data (mysql_native_password's scramble carries one).
+		// MariaDB's nonce is exactly 32 bytes, without one: 31 bytes are a
+		// nonce whose last byte was zero.
+		if len(scramble) == ed25519NonceLen-1 {
+			scramble = append(scramble[:len(scramble):len(scramble)], 0)
+		}
+		if len(scramble) != ed25519NonceLen {
+			return nil, fmt.Errorf("member sent a %d-byte ed25519 nonce, want %d", len(scramble), ed25519NonceLen)
+		}
+		// Even an empty password signs.
+		return gm.CalcEd25519Password(scramble, password)
+	}
 	if password == "" {
 		return nil, nil
 	}
@@ -249,7 +309,7 @@ func scrambleFor(plugin string, scramble []byte, password string) ([]byte, error
 		return gm.CalcNativePassword(scramble, []byte(password)), nil
 	case pluginSHA2:
 		return gm.CalcCachingSha2Password(scramble, []byte(password)), nil
-	case gm.AUTH_CLEAR_PASSWORD:
+	case pluginClear:
 		return append([]byte(password), 0), nil
 	default:
 		return nil, fmt.Errorf("member requested unsupported auth plugin %q", plugin)
