@@ -174,10 +174,12 @@ type Cluster struct {
 	ClientIdleTimeout           Duration `yaml:"client_idle_timeout"`
 	MaxPacket                   int      `yaml:"max_packet"`
 	AutoIncrementDelayMultiplex *int     `yaml:"auto_increment_delay_multiplex"`
-	// CausalReads: a session reads its own writes on replicas (they wait for
-	// the write's GTID, up to CausalReadsTimeout, else the read goes to the
-	// primary).
-	CausalReads        bool     `yaml:"causal_reads"`
+	// CausalReads is read-your-writes: off, session (default: a session's
+	// reads on replicas wait for the GTID of its last write, up to
+	// CausalReadsTimeout, else go to the primary) or proxy (every read
+	// waits for the latest GTID any session of this proxy wrote). The old
+	// booleans are still accepted (true = session, false = off).
+	CausalReads        string   `yaml:"causal_reads"`
 	CausalReadsTimeout Duration `yaml:"causal_reads_timeout"`
 	// Replication is the account replicas use to connect to a new primary
 	// (needed with a control plane).
@@ -258,6 +260,19 @@ func clusterDefaults(c *Cluster) {
 	def(&c.ClientIdleTimeout, 8*time.Hour)
 	def(&c.MaxPromoteLag, 5*time.Second)
 	def(&c.CausalReadsTimeout, time.Second)
+	// Read-your-writes by default: an application that reads back what it
+	// just wrote must not see an older row because the read went to a
+	// replica. Deprecated booleans map to the modes they meant.
+	switch m := strings.ToLower(c.CausalReads); m {
+	case "":
+		c.CausalReads = "session"
+	case "true":
+		c.CausalReads = "session"
+	case "false":
+		c.CausalReads = "off"
+	case "off", "session", "proxy":
+		c.CausalReads = m
+	}
 	if c.ReadsWithoutReplica == "" {
 		c.ReadsWithoutReplica = "primary"
 	}
@@ -448,6 +463,11 @@ func (c *Config) Validate() error {
 			if d.v < 0 {
 				add(f+"."+d.name, "must not be negative")
 			}
+		}
+		switch cl.CausalReads {
+		case "off", "session", "proxy":
+		default:
+			add(f+".causal_reads", "%q is not a mode (want off, session or proxy)", cl.CausalReads)
 		}
 		if cl.LocalityWindow < 0 {
 			add(f+".locality_window", "must not be negative")

@@ -145,3 +145,41 @@ func TestControlPlaneConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestCausalReadsModes: read-your-writes is on per session unless the file
+// says otherwise; the old booleans still parse (true = session, false =
+// off), and anything else is an error naming the field.
+func TestCausalReadsModes(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	for _, tc := range []struct {
+		line, want, err string
+	}{
+		{"", "session", ""},
+		{"causal_reads: off", "off", ""},
+		{"causal_reads: session", "session", ""},
+		{"causal_reads: proxy", "proxy", ""},
+		{"causal_reads: true", "session", ""},
+		{"causal_reads: false", "off", ""},
+		{"causal_reads: False", "off", ""},
+		{`causal_reads: "Proxy"`, "proxy", ""},
+		{"causal_reads: always", "", `clusters[0].causal_reads: "always" is not a mode (want off, session or proxy)`},
+		{"causal_reads: 1", "", `clusters[0].causal_reads: "1" is not a mode`},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			in := strings.Replace(valid, "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    "+tc.line, 1)
+			c, err := Parse([]byte(in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Clusters[0].CausalReads; got != tc.want {
+				t.Fatalf("causal_reads = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -230,7 +230,7 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: cl.AuthPlugin, RequireTLS: cl.TLS.Require,
 		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
 		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: cl.MaxPacket,
-		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex, CausalReads: cl.CausalReads, CausalTimeout: cl.CausalReadsTimeout.D()}
+		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(cl.CausalReads), CausalTimeout: cl.CausalReadsTimeout.D()}
 	if cl.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)
 		if err != nil {

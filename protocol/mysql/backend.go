@@ -52,6 +52,13 @@ type backendConn struct {
 	threadID uint32        // the member's id for this connection, for KILL QUERY
 	stw      *sendThenWait // nil: a connection without a raw socket
 
+	// tracked: the connection negotiated CLIENT_SESSION_TRACK, so its OK
+	// packets may carry session-state info (never passed on to clients
+	// that did not ask for it: relay strips it). trackGTID: last_gtid is
+	// among the variables it tracks, so each commit's OK reports its GTID.
+	tracked   bool
+	trackGTID bool
+
 	lastUsed   time.Time
 	deadline   time.Time
 	lastStatus uint16 // status flags of the last response
@@ -81,6 +88,10 @@ type memberPool struct {
 	// inflight counts statements sent on this member's connections and
 	// not yet answered (Proxy.InFlight).
 	inflight atomic.Int64
+	// confirmed is the newest Proxy.latest version this member is known
+	// to have applied (causal_reads: proxy): reads skip the wait until a
+	// newer write.
+	confirmed atomic.Uint64
 	// pins counts the sessions pinned to one of this member's connections,
 	// by reason (dbrouter_pinned_sessions, and the pool timeout's message).
 	pins pinCounts
@@ -280,7 +291,8 @@ func (p *memberPool) dialInto(ctx context.Context, key poolKey, cred credentials
 // on bc. A member that cannot tell gets defaultMaxConns; only a failed
 // connection is an error (the limit is learned on the next one).
 func (p *memberPool) learnLimit(bc *backendConn) error {
-	v, null, err := bc.queryValue(append([]byte{gm.COM_QUERY}, "SELECT @@max_connections"...))
+	vb, null, err := bc.queryValue(append([]byte{gm.COM_QUERY}, "SELECT @@max_connections"...), nil)
+	v := string(vb)
 	var se *ServerError
 	if err != nil && !errors.As(err, &se) {
 		p.mu.Lock()
@@ -549,8 +561,37 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*
 		}
 		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, errBackendDown, err)
 	}
+	if err := bc.startTracking(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, errBackendDown, err)
+	}
 	_ = nc.SetDeadline(time.Time{})
 	return bc, nil
+}
+
+// trackLastGTID makes the member report, in the OK packet of each commit,
+// the commit's GTID (MariaDB 10.3+ tracks last_gtid), so read-your-writes
+// learns it without a query per write. Only last_gtid: the other
+// variables tracked by default (autocommit, character sets, time zone) are
+// replayed session state the proxy already knows.
+var trackLastGTID = append([]byte{gm.COM_QUERY}, "SET session_track_system_variables = 'last_gtid'"...)
+
+// startTracking turns last_gtid tracking on for a connection that
+// negotiated session tracking. A member that refuses (MySQL, an older
+// MariaDB) is not an error: the GTID of each write is then asked for
+// (session.noteWrite).
+func (bc *backendConn) startTracking() error {
+	bc.trackGTID = false
+	if !bc.tracked {
+		return nil
+	}
+	_, err := bc.exec(trackLastGTID)
+	var se *ServerError
+	if errors.As(err, &se) {
+		return nil
+	}
+	bc.trackGTID = err == nil
+	return err
 }
 
 func (bc *backendConn) handshake(cred credentials, key poolKey) error {
@@ -566,6 +607,12 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 	bc.threadID = h.connID
 	// No database in the handshake: the session's is applied by sync.
 	caps := backendCaps & h.caps &^ gm.CLIENT_CONNECT_WITH_DB
+	// Session tracking: each write's OK packet then carries the write's
+	// GTID (last_gtid, see startTracking), so read-your-writes costs no
+	// round trip per write. Clients are not offered it (handshake.go):
+	// relay strips the session state from what they receive.
+	caps |= h.caps & gm.CLIENT_SESSION_TRACK
+	bc.tracked = caps&gm.CLIENT_SESSION_TRACK != 0
 	if key.foundRows {
 		caps |= gm.CLIENT_FOUND_ROWS
 	}
@@ -699,6 +746,12 @@ func (bc *backendConn) exec(payload []byte) (okInfo, error) {
 	if err := bc.command(payload); err != nil {
 		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
 	}
+	return bc.reply()
+}
+
+// reply reads the answer to a command that is a single OK, EOF or ERR
+// packet.
+func (bc *backendConn) reply() (okInfo, error) {
 	b, err := bc.pr.readPacket()
 	if err != nil {
 		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)

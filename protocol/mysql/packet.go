@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // maxChunk is the largest payload of one wire packet; a logical packet of this
@@ -296,4 +298,108 @@ func appendOK(b []byte, affected, lastID uint64, status, warnings uint16) []byte
 	b = appendLenEncInt(b, lastID)
 	b = appendUint16(b, status)
 	return appendUint16(b, warnings)
+}
+
+// statusSessionStateChanged: the OK packet carries session-state info
+// (CLIENT_SESSION_TRACK).
+const statusSessionStateChanged = gm.SERVER_SESSION_STATE_CHANGED
+
+// trackedOK is the layout of an OK packet from a member connection that
+// negotiated CLIENT_SESSION_TRACK: after the status and warnings come the
+// info string (length-encoded) and, when the status says the session state
+// changed, the session-state info (a length-encoded run of entries).
+type trackedOK struct {
+	statusAt int    // offset of the status flags
+	infoAt   int    // offset of the info string's length (len(p): none)
+	infoEnd  int    // end of the info string
+	state    []byte // the session-state entries; nil when there are none
+}
+
+// parseTrackedOK decodes the layout of an OK packet (header 0x00) sent
+// under CLIENT_SESSION_TRACK.
+func parseTrackedOK(p []byte) (trackedOK, bool) {
+	var o trackedOK
+	if len(p) < 1 || p[0] != 0x00 {
+		return o, false
+	}
+	pos := 1
+	var ok bool
+	if _, pos, _, ok = readLenEncInt(p, pos); !ok { // affected rows
+		return o, false
+	}
+	if _, pos, _, ok = readLenEncInt(p, pos); !ok { // last insert id
+		return o, false
+	}
+	status, pos, ok := readUint16(p, pos)
+	if !ok {
+		return o, false
+	}
+	o.statusAt = pos - 2
+	if pos+2 > len(p) { // warnings
+		return o, false
+	}
+	pos += 2
+	o.infoAt, o.infoEnd = pos, pos
+	if pos == len(p) {
+		return o, true // neither info nor state: the server wrote none
+	}
+	if _, o.infoEnd, ok = readLenEncBytes(p, pos); !ok {
+		return o, false
+	}
+	if status&statusSessionStateChanged == 0 || o.infoEnd == len(p) {
+		return o, true
+	}
+	state, end, ok := readLenEncBytes(p, o.infoEnd)
+	if !ok || end != len(p) {
+		return o, false
+	}
+	o.state = state
+	return o, true
+}
+
+// stripSessionState rewrites, in place, an OK packet p laid out as o into
+// the form a client without CLIENT_SESSION_TRACK expects, and returns its
+// new length: the session-state info goes, and so does the status flag
+// that announces it. The info string stays, length-encoded as the server
+// writes it for such clients, and only when not empty (as the server
+// does).
+func stripSessionState(p []byte, o trackedOK) int {
+	p[o.statusAt+1] &^= byte(statusSessionStateChanged >> 8)
+	if o.infoEnd-o.infoAt > 1 {
+		return o.infoEnd
+	}
+	return o.infoAt
+}
+
+// Session-state entry types (the MySQL protocol's SESSION_TRACK_*).
+const sessionTrackSystemVariables = gm.SESSION_TRACK_SYSTEM_VARIABLES
+
+// trackedVar finds the value the session-state entries report for system
+// variable name (the last one, if it is reported more than once). found is
+// false when it is not reported; ok is false when the entries are
+// malformed.
+func trackedVar(state []byte, name string) (value []byte, found, ok bool) {
+	for pos := 0; pos < len(state); {
+		typ := state[pos]
+		data, next, ok := readLenEncBytes(state, pos+1)
+		if !ok {
+			return nil, false, false
+		}
+		pos = next
+		if typ != sessionTrackSystemVariables {
+			continue // schema, state change, GTIDs (MySQL), transaction state...
+		}
+		n, at, ok := readLenEncBytes(data, 0)
+		if !ok {
+			return nil, false, false
+		}
+		v, end, ok := readLenEncBytes(data, at)
+		if !ok || end != len(data) {
+			return nil, false, false
+		}
+		if string(n) == name {
+			value, found = v, true
+		}
+	}
+	return value, found, true
 }

@@ -78,18 +78,45 @@ type Config struct {
 	// AutoIncrementDelayMultiplex: statements a session keeps its connection
 	// after one that generated an auto-increment id (for LAST_INSERT_ID()).
 	AutoIncrementDelayMultiplex int
-	// CausalReads: after a session's write, its reads on a replica first
-	// wait (MASTER_GTID_WAIT, up to CausalTimeout) for the write's GTID,
-	// and go to the primary if the replica does not get there in time.
-	CausalReads   bool
+	// CausalReads is read-your-writes (docs/routing.md, "Causal reads"):
+	// before a read on a replica, the replica waits (MASTER_GTID_WAIT, up
+	// to CausalTimeout) for the GTID of the session's last write
+	// (CausalSession, the default) or of the last write of any session of
+	// this proxy (CausalProxy), and the read goes to the primary if the
+	// replica does not get there in time. CausalOff reads replicas as they
+	// are.
+	CausalReads   CausalMode
 	CausalTimeout time.Duration
 	// ServerVersion announced to clients; learned from a member when empty.
 	ServerVersion string
 }
 
+// CausalMode is a causal_reads setting.
+type CausalMode string
+
+// The causal_reads modes; "" is CausalSession.
+const (
+	CausalOff     CausalMode = "off"
+	CausalSession CausalMode = "session"
+	CausalProxy   CausalMode = "proxy"
+)
+
+// causalMode is CausalMode resolved once, for the hot path.
+type causalMode uint8
+
+const (
+	causalOff causalMode = iota
+	causalSession
+	causalProxy
+)
+
 // Proxy serves one cluster's MySQL clients.
 type Proxy struct {
-	cfg     Config
+	cfg    Config
+	causal causalMode
+	// latest is the newest write of any session (causal_reads: proxy);
+	// nil until the first.
+	latest  atomic.Pointer[latestWrites]
 	router  Router
 	pools   []*memberPool
 	log     *zap.Logger
@@ -132,7 +159,18 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	if cfg.AutoIncrementDelayMultiplex < 0 {
 		cfg.AutoIncrementDelayMultiplex = 0
 	}
-	p := &Proxy{cfg: cfg, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
+	var causal causalMode
+	switch cfg.CausalReads {
+	case CausalSession, "":
+		causal = causalSession
+	case CausalOff:
+		causal = causalOff
+	case CausalProxy:
+		causal = causalProxy
+	default:
+		return nil, fmt.Errorf("causal reads %q: want %s, %s or %s", cfg.CausalReads, CausalOff, CausalSession, CausalProxy)
+	}
+	p := &Proxy{cfg: cfg, causal: causal, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
 	for i, m := range cfg.Members {
 		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log))
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	gm "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // respKind says how a command's response ends.
@@ -29,6 +31,16 @@ type relayOut struct {
 	seq          uint8 // next sequence id towards the client
 	stmtID       uint32
 	params       uint16
+	// gtid: a commit's GTID came in the session-state info of an OK
+	// packet (and went to read-your-writes). gtidMissed: a result ended in
+	// an EOF, or an OK's session state was malformed, so a commit's GTID
+	// may have gone unreported.
+	gtid       bool
+	gtidMissed bool
+	// dropAfter: the connection failed after the response was complete
+	// (asking for the write's GTID): the statement succeeded, the
+	// connection must go.
+	dropAfter bool
 }
 
 // errClientGone marks a failure writing to (or reading from) the client; the
@@ -52,7 +64,11 @@ const (
 // straight from it. Only header bytes are inspected to find where the response
 // ends and to learn status flags. With fence, every result's first packet and
 // terminator are checked against the epoch bc was chosen at (see fenced).
-func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fence bool) (relayOut, error) {
+// With write (a write statement's result), read-your-writes learns the
+// GTID of what it committed before the client has the whole answer: were
+// it learned after, with causal_reads: proxy another session's read could
+// come first and miss it.
+func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fence, write bool) (relayOut, error) {
 	var out relayOut
 	state := stFirst
 	var cols, params uint64
@@ -72,9 +88,14 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 		if err != nil {
 			return out, fmt.Errorf("%w: %v", errBackendLost, err)
 		}
-		out.seq = pkt[3] + 1
+		seq := pkt[3]
+		out.seq = seq + 1
 		p := pkt[4:]
 		infile := false
+		// send: the payload's length as it goes to the client (session
+		// state stripped); own: p is a whole packet read off bc.r, not a
+		// view of its buffer.
+		send, own := n, false
 		switch state {
 		case stFirst:
 			if n == 0 {
@@ -84,9 +105,20 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 			// it) or a result set's column count. An ERR acknowledges
 			// nothing; a LOCAL INFILE request is answered by an OK later.
 			if fence && p[0] != 0xff && p[0] != 0xfb {
-				if err := s.fenced(bc, &out, pkt[3]); err != nil {
+				if err := s.fenced(bc, &out, seq); err != nil {
 					return out, err
 				}
+			}
+			if p[0] == 0x00 && bc.tracked && (kind == respSingle || kind == respResult) {
+				if !whole {
+					// An OK larger than the read buffer (a long info
+					// string): its session state is at the end.
+					if p, err = bc.pr.readPacket(); err != nil {
+						return out, fmt.Errorf("%w: %v", errBackendLost, err)
+					}
+					own = true
+				}
+				send = s.sessionState(p, &out)
 			}
 			switch {
 			case kind == respSingle:
@@ -165,6 +197,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 				state = stDone
 				break
 			}
+			s.clearStateFlag(bc, p)
 			st := eofStatus(p, false)
 			state = stRows
 			if st&statusCursorExists != 0 {
@@ -188,10 +221,11 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 			case isEOF(p, false):
 				// The result's terminator: an ERR may take its place.
 				if fence {
-					if err := s.fenced(bc, &out, pkt[3]); err != nil {
+					if err := s.fenced(bc, &out, seq); err != nil {
 						return out, err
 					}
 				}
+				s.clearStateFlag(bc, p)
 				st := eofStatus(p, false)
 				out.status, out.haveStatus = st, true
 				if len(p) >= 3 {
@@ -201,9 +235,21 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 				if kind == respResult && st&statusMoreResults != 0 {
 					state = stFirst
 				}
+				// An EOF carries no session state: a commit that ended
+				// in a result set (INSERT ... RETURNING) reported no
+				// GTID.
+				out.gtidMissed = true
 			}
 		}
-		w, err := s.forward(bc, pkt, n, whole)
+		var w int
+		switch {
+		case own:
+			w, err = s.forwardOwn(seq, p[:send])
+		case send != n:
+			w, err = s.forwardTrimmed(bc, pkt, n, send)
+		default:
+			w, err = s.forward(bc, pkt, n, whole)
+		}
 		out.relayed += w
 		if err != nil {
 			return out, err
@@ -218,10 +264,86 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 	if out.haveStatus {
 		bc.lastStatus = out.status
 	}
+	// The GTID usually came in an OK packet (sessionState). When it could
+	// not (see noteWrite), it is asked for; the answer's last packet is
+	// still in s.w, so the client cannot have acted on it yet.
+	if write && s.p.causal != causalOff && !out.serverErr && !out.gtid && (!bc.trackGTID || out.gtidMissed) &&
+		!(out.haveStatus && out.status&statusInTrans != 0) {
+		out.dropAfter = !s.noteWrite(bc)
+	}
 	if err := s.w.Flush(); err != nil {
 		return out, fmt.Errorf("%w: %v", errClientGone, err)
 	}
 	return out, nil
+}
+
+// sessionState reads the session-state info of an OK packet p from a
+// connection that negotiated session tracking: a commit's GTID goes to
+// read-your-writes. It returns the length p has once fit for the client:
+// a client that did not negotiate CLIENT_SESSION_TRACK itself cannot
+// parse session state, so it is stripped (in place, see
+// stripSessionState). Today that is every client: the proxy does not
+// offer session tracking (handshake.go), since pooled connections are
+// shared by sessions and track what the proxy needs, not what a client
+// asked for. Stripping costs a few byte writes per OK that carries state;
+// the alternative, tracking only for clients that negotiated it, would
+// leave every other client with a query per write to learn its GTID.
+func (s *session) sessionState(p []byte, out *relayOut) int {
+	o, ok := parseTrackedOK(p)
+	if !ok {
+		out.gtidMissed = true
+		return len(p) // not an OK the proxy can read: passed on as it came
+	}
+	if p[o.statusAt+1]&byte(statusSessionStateChanged>>8) == 0 {
+		return len(p)
+	}
+	if s.p.causal != causalOff {
+		v, found, ok := trackedVar(o.state, "last_gtid")
+		g, valid := parseGTID(v)
+		switch {
+		case !ok || found && !valid:
+			out.gtidMissed = true
+		case found:
+			s.learnedGTID(g)
+			out.gtid = true
+		}
+	}
+	if s.caps&gm.CLIENT_SESSION_TRACK != 0 {
+		return len(p)
+	}
+	return stripSessionState(p, o)
+}
+
+// clearStateFlag clears, in an EOF packet p from a connection that
+// tracks session state, the status flag saying the state changed, for a
+// client that did not negotiate session tracking: it was never told of
+// any state to change (see sessionState).
+func (s *session) clearStateFlag(bc *backendConn, p []byte) {
+	if bc.tracked && s.caps&gm.CLIENT_SESSION_TRACK == 0 && len(p) >= 5 {
+		p[4] &^= byte(statusSessionStateChanged >> 8)
+	}
+}
+
+// forwardTrimmed writes packet pkt (whole in bc.r's buffer, payload n
+// bytes) to the client with only its first send bytes of payload, and
+// consumes it from bc.
+func (s *session) forwardTrimmed(bc *backendConn, pkt []byte, n, send int) (int, error) {
+	pkt[0], pkt[1], pkt[2] = byte(send), byte(send>>8), byte(send>>16)
+	w, err := s.w.Write(pkt[:4+send])
+	if err != nil {
+		return w, fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	_, _ = bc.r.Discard(4 + n)
+	return w, nil
+}
+
+// forwardOwn writes payload p, already read off the member connection, to
+// the client as packet seq.
+func (s *session) forwardOwn(seq uint8, p []byte) (int, error) {
+	if _, err := writePacket(s.w, seq, p); err != nil {
+		return 0, fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	return 4 + len(p), nil
 }
 
 // fenced withholds the packet with sequence id seq — the first packet or

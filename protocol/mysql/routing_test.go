@@ -372,7 +372,7 @@ func TestCausalReads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{maxLag: 10 * time.Second, mutate: func(c *pmysql.Config) {
-				c.CausalReads, c.CausalTimeout = true, tc.timeout
+				c.CausalReads, c.CausalTimeout = pmysql.CausalSession, tc.timeout
 			}})
 			ctx := context.Background()
 			db := e.db(t, "")

@@ -21,6 +21,9 @@ const capLocalFiles = gm.CLIENT_LOCAL_FILES
 type setEntry struct {
 	key string // variable it sets, "" when it cannot be told
 	sql string
+	// tracking: it may set session_track_system_variables, so after it
+	// a connection may no longer report last_gtid (backendConn.trackGTID).
+	tracking bool
 }
 
 // stmt is a client-visible prepared statement. Member-side statements are
@@ -389,6 +392,9 @@ func (s *session) sync(bc *backendConn) error {
 			if err := bc.query(e.sql); err != nil {
 				return err
 			}
+			if e.tracking {
+				bc.trackGTID = false
+			}
 		}
 		bc.setsHash = s.setsHash
 	}
@@ -416,10 +422,38 @@ func (s *session) sync(bc *backendConn) error {
 	return nil
 }
 
-// reset clears a connection's session state on the member.
+// reset clears a connection's session state on the member. That puts
+// session_track_system_variables back to the member's default too, so
+// last_gtid tracking is turned on again in the same round trip (both
+// commands sent together, then both answers read).
 func (bc *backendConn) reset() error {
-	if _, err := bc.exec([]byte{gm.COM_RESET_CONNECTION}); err != nil {
+	if !bc.tracked {
+		if _, err := bc.exec([]byte{gm.COM_RESET_CONNECTION}); err != nil {
+			return err
+		}
+		clear(bc.stmts)
+		bc.setsHash = 0
+		return nil
+	}
+	_, err := writePacket(bc.w, 0, []byte{gm.COM_RESET_CONNECTION})
+	if err == nil {
+		_, err = writePacket(bc.w, 0, trackLastGTID)
+	}
+	if err == nil {
+		err = bc.w.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errBackendLost, err)
+	}
+	_, err = bc.reply()
+	_, terr := bc.reply() // read even after an error: it is on its way
+	if err != nil {
 		return err
+	}
+	var se *ServerError
+	bc.trackGTID = terr == nil
+	if terr != nil && !errors.As(terr, &se) {
+		return terr
 	}
 	clear(bc.stmts)
 	bc.setsHash = 0
@@ -488,9 +522,8 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
-		// (A prepare reads no rows: only what runs waits.)
-		if s.p.cfg.CausalReads && shared && c.Kind == KindRead && kind != respPrepare && s.causal.pos != "" && !s.causal.has(m) && s.p.router.IsReplica(m) {
-			ok, err := s.causalWait(bc, m)
+		if pos, version := s.causalPos(bc, m, c, kind); pos != nil {
+			ok, err := s.causalWait(bc, m, pos, version)
 			if err != nil {
 				s.dropConn(bc)
 				if retryable(err, attempt, c, s) {
@@ -540,7 +573,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		if err = bc.send(out); err == nil {
 			// Only what may change data is fenced: reads acknowledge
 			// nothing, and a prepare runs nothing.
-			res, err = s.relay(bc, kind, proxyID, c.Kind != KindRead && kind != respPrepare)
+			res, err = s.relay(bc, kind, proxyID, c.Kind != KindRead && kind != respPrepare, c.Kind == KindWrite && kind == respResult)
 		} else {
 			err = fmt.Errorf("%w: %v", errBackendLost, err)
 		}
@@ -574,11 +607,9 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 		if kind == respPrepare && st != nil && !res.serverErr {
 			s.recordPrepared(bc, st, res)
 		}
-		if s.p.cfg.CausalReads && c.Kind == KindWrite && !res.serverErr && !(res.haveStatus && res.status&statusInTrans != 0) && kind == respResult {
-			if !s.noteWrite(bc) {
-				s.dropConn(bc) // the statement itself succeeded
-				return nil
-			}
+		if res.dropAfter {
+			s.dropConn(bc) // the statement itself succeeded
+			return nil
 		}
 		s.settle(bc, c, res, kind)
 		return nil
@@ -702,6 +733,7 @@ func setPin(p *Pin, bit Pin, on bool) {
 // adds it to the state replayed on every connection the session uses.
 func (s *session) runSet(ctx context.Context, pkt []byte) error {
 	entry := setEntry{key: SetKey(pkt[1:]), sql: string(pkt[1:])}
+	entry.tracking = containsFold(entry.sql, "session_track_system_variables")
 	next := make([]setEntry, 0, len(s.sets)+1)
 	for _, e := range s.sets {
 		if (entry.key != "" && e.key == entry.key) || e.sql == entry.sql {
@@ -719,6 +751,9 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 		s.sets = next
 		s.setsHash = hashSets(next)
 		bc.setsHash = s.setsHash
+		if entry.tracking {
+			bc.trackGTID = false // until a reset turns it on again
+		}
 		if entry.key == "autocommit" && res.haveStatus {
 			// Replaying this SET turns autocommit off (or on) on any
 			// connection: autocommit=0 need not pin.
@@ -762,7 +797,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 	s.setBusy(bc)
 	err := bc.command(pkt)
 	if err == nil {
-		res, err = s.relay(bc, kind, 0, c.Kind != KindRead)
+		res, err = s.relay(bc, kind, 0, c.Kind != KindRead, false)
 	} else {
 		err = fmt.Errorf("%w: %v", errBackendLost, err)
 	}
