@@ -20,7 +20,35 @@ type metrics struct {
 	// slow and the primary answered.
 	causalWaited   prometheus.Counter
 	causalFallback prometheus.Counter
+	// durations: dbrouter_query_duration_seconds by route and statement
+	// kind, resolved up front so an observation is a few atomic adds.
+	durations [numRoutes][numStmtKinds]prometheus.Observer
 }
+
+// Routes and statement kinds of dbrouter_query_duration_seconds: few
+// values each, so the series stay few (9 per cluster).
+const (
+	routePrimary = iota // chosen as the primary (writes, reads that must be there)
+	routeReplica        // a read on an eligible replica
+	routePinned         // the connection the session is pinned to or holds
+	numRoutes
+)
+
+const (
+	stmtRead  = iota // provably read-only statements
+	stmtWrite        // everything else that runs SQL (DML, DDL, BEGIN, COMMIT...)
+	stmtOther        // session state (SET, USE), prepares, and other commands
+	numStmtKinds
+)
+
+var (
+	routeLabels = [numRoutes]string{"primary", "replica", "pinned"}
+	kindLabels  = [numStmtKinds]string{"read", "write", "other"}
+)
+
+// durationBuckets span a loopback round trip (100 µs) to a long report
+// (10 s).
+var durationBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // newMetrics registers one proxy's metrics on reg (nil: none). Every proxy
 // of a routerd shares its registry, one per cluster: vectors with a
@@ -48,7 +76,19 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) (*metrics, 
 	if err != nil {
 		return nil, err
 	}
+	durations, err := shared(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dbrouter_query_duration_seconds", Help: "Time from a statement's arrival to the end of the member's answer, for statements a member answered, by route (primary, replica, pinned) and kind (read, write, other).",
+		Buckets: durationBuckets,
+	}, []string{"cluster", "route", "kind"}))
+	if err != nil {
+		return nil, err
+	}
 	m := &metrics{}
+	for r := range m.durations {
+		for k := range m.durations[r] {
+			m.durations[r][k] = durations.WithLabelValues(cluster, routeLabels[r], kindLabels[k])
+		}
+	}
 	m.causalWaited, m.causalFallback = causal.WithLabelValues(cluster, "waited"), causal.WithLabelValues(cluster, "primary")
 	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "dbrouter_client_sessions", Help: "Connected client sessions.", ConstLabels: prometheus.Labels{"cluster": cluster}})
 	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "dbrouter_auth_failures_total", Help: "Client logins refused.", ConstLabels: prometheus.Labels{"cluster": cluster}})
@@ -132,4 +172,17 @@ func (m *metrics) errorsByKind(err error) prometheus.Counter {
 		return m.errs[i]
 	}
 	return m.errs[len(m.errs)-1]
+}
+
+// stmtKindOf is the kind label of a command of class c answered as kind.
+func stmtKindOf(c Class, kind respKind) int {
+	switch {
+	case kind != respResult && kind != respFetch:
+		return stmtOther
+	case c.Kind == KindRead:
+		return stmtRead
+	case c.Kind == KindWrite:
+		return stmtWrite
+	}
+	return stmtOther
 }

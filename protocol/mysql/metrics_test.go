@@ -29,7 +29,7 @@ func TestMetricsOfTwoClustersOnOneRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"dbrouter_queries_total", "dbrouter_errors_total", "dbrouter_causal_reads_total",
-		"dbrouter_client_sessions", "dbrouter_backend_connections", "dbrouter_pinned_sessions"} {
+		"dbrouter_client_sessions", "dbrouter_backend_connections", "dbrouter_pinned_sessions", "dbrouter_query_duration_seconds"} {
 		clusters := map[string]float64{}
 		for _, mf := range mfs {
 			if mf.GetName() != name {

@@ -496,6 +496,7 @@ func (s *session) run(ctx context.Context, pkt []byte, c Class, kind respKind) e
 // COM_STMT_EXECUTE (its id is rewritten per connection) or of a
 // COM_STMT_PREPARE (the response carries the proxy's id and is recorded).
 func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind, st *stmt) error {
+	start := time.Now()
 	avoid := -1
 	stale := 0
 	var downSince time.Time
@@ -611,6 +612,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			s.dropConn(bc) // the statement itself succeeded
 			return nil
 		}
+		s.observe(bc, c, kind, start)
 		s.settle(bc, c, res, kind)
 		return nil
 	}
@@ -791,6 +793,7 @@ const maxReplayedSets = 64
 
 // execOn forwards a command of class c on a chosen connection (no retry).
 func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (relayOut, error) {
+	start := time.Now()
 	setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
 	var res relayOut
 	pin := s.pins()
@@ -815,7 +818,21 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 		}
 		return res, s.writeErrAnd(seq, s.memberError(bc, err))
 	}
+	s.observe(bc, c, kind, start)
 	return res, nil
+}
+
+// observe records how long a command a member answered on bc took since
+// start (dbrouter_query_duration_seconds), under the route it took.
+func (s *session) observe(bc *backendConn, c Class, kind respKind, start time.Time) {
+	route := routePrimary
+	switch {
+	case bc == s.pinned || bc == s.held:
+		route = routePinned
+	case c.Kind == KindRead && s.p.router.IsReplica(bc.pool.idx):
+		route = routeReplica
+	}
+	s.p.metrics.durations[route][stmtKindOf(c, kind)].Observe(time.Since(start).Seconds())
 }
 
 // writeErrAnd writes the error and reports the statement as handled (nil)
