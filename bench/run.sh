@@ -6,7 +6,9 @@
 # routerd — and 2000 idle clients against routerd: Go clients
 # (bench/idleclients) against the proxy p1, and PyMySQL clients with default
 # settings (autocommit off; bench/pyidle) against the sandbox's second
-# proxy p2, fresh, so neither figure carries the other's memory. Writes
+# proxy p2, fresh, so neither figure carries the other's memory — and a
+# read-after-write workload (bench/readafterwrite) direct to the primary and
+# through routerd with each causal_reads mode (off, session, proxy). Writes
 # bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,6 +109,52 @@ echo "bench: $idle"
 pyidle=$(/usr/bin/python3 bench/pyidle/idle.py --port 16034 -n 2000 --pid "$routerd2_pid" --admin 127.0.0.1:17090)
 echo "bench: $pyidle"
 
+# Read-after-write (causal_reads): each client writes a row and reads it
+# back on the same connection (bench/readafterwrite, THREADS clients).
+# direct = the primary itself; routerd off/session/proxy = three standalone
+# routerd (no control plane, the sandbox's members and accounts), one per
+# causal_reads mode, so each mode runs in an otherwise identical process.
+go build -o "$work/readafterwrite" ./bench/readafterwrite
+declare -A RAWPORT=([off]=16041 [session]=16042 [proxy]=16043) RAWADMIN=([off]=17181 [session]=17182 [proxy]=17183)
+for mode in off session proxy; do
+  awk -v mode="$mode" -v listen="127.0.0.1:${RAWPORT[$mode]}" -v admin="127.0.0.1:${RAWADMIN[$mode]}" '
+    /^control:/ {skip = 1; next}
+    /^clusters:/ {skip = 0}
+    skip {next}
+    /^name:/ {print "name: raw-" mode; next}
+    /^  listen:/ {print "  listen: " admin; next}
+    /^    listen:/ {print "    listen: " listen; print "    causal_reads: " mode; next}
+    {print}' "$work/cluster/routerd.yaml" >"$work/raw-$mode.yaml"
+  bin/routerd --config "$work/raw-$mode.yaml" >"$work/raw-$mode.log" 2>&1 &
+  pids+=($!)
+done
+for mode in off session proxy; do
+  for _ in $(seq 1 100); do
+    mariadb -h 127.0.0.1 -P "${RAWPORT[$mode]}" -u app -papp -N -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2
+  done
+done
+declare -A RAWQ RAWP RAWS ALLRAW
+rawrun() { # label port
+  local out q p st
+  out=$("$work/readafterwrite" -addr "127.0.0.1:$2" -clients "$THREADS" -time "${DUR}s" -table sbtest.raw)
+  q=$(echo "$out" | sed -n 's/.*pairs_per_sec=\([^ ]*\).*/\1/p')
+  p=$(echo "$out" | sed -n 's/.*p95_ms=\([^ ]*\).*/\1/p')
+  st=$(echo "$out" | sed -n 's/.*stale=\([^ ]*\).*/\1/p')
+  ALLRAW[$1]+="$q/$p/$st "
+  RAWQ[$1]+="$q "; RAWP[$1]+="$p "; RAWS[$1]+="$st "
+  printf 'bench: %-18s %-8s pairs/s %8s  p95 %6s ms  stale %s\n' read-after-write "$1" "$q" "$p" "$st"
+}
+RAWTARGETS="direct off session proxy"
+for round in $(seq 1 "$ROUNDS"); do
+  rawrun direct "$P1"
+  for mode in off session proxy; do rawrun "$mode" "${RAWPORT[$mode]}"; done
+done
+for k in $RAWTARGETS; do
+  RAWQ[$k]=$(echo "${RAWQ[$k]}" | median)
+  RAWP[$k]=$(echo "${RAWP[$k]}" | median)
+  RAWS[$k]=$(echo "${RAWS[$k]}" | median)
+done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 {
   echo "# Benchmarks"
@@ -138,5 +186,22 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "- PyMySQL $(/usr/bin/python3 -c 'import pymysql; print(pymysql.__version__)') with default settings (autocommit off, so each sent \`SET AUTOCOMMIT = 0\`; bench/pyidle), through the fresh second proxy p2: \`$pyidle\`"
   echo
   echo "(rss_mib is that routerd's VmRSS; backend_connections is the total it has open to all members)."
+  echo
+  echo "Read-after-write (\`causal_reads\`, docs/routing.md): $THREADS clients (bench/readafterwrite), each on its own connection writing a row (autocommit \`INSERT\`) and reading it back by primary key, for $DUR s per run, $ROUNDS rounds interleaved, medians."
+  echo "A pair is the write and its read; stale counts reads that did not find the row just written. direct = the primary (every read sees its write); routerd = a standalone routerd per mode in front of the same members (reads to both replicas)."
+  echo
+  echo "| target | pairs/s | p95 ms | stale reads | pairs/s vs direct | p95 vs direct | pairs/s vs off | p95 vs off |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for k in $RAWTARGETS; do
+    label="routerd causal_reads: $k"
+    [ "$k" = direct ] && label=direct
+    echo "| $label | ${RAWQ[$k]} | ${RAWP[$k]} | ${RAWS[$k]} | $(ratio "${RAWQ[$k]}" "${RAWQ[direct]}") | $(ratio "${RAWP[$k]}" "${RAWP[direct]}") | $(ratio "${RAWQ[$k]}" "${RAWQ[off]}") | $(ratio "${RAWP[$k]}" "${RAWP[off]}") |"
+  done
+  echo
+  echo "All read-after-write runs (pairs/s / p95 ms / stale, in round order):"
+  echo
+  for k in $RAWTARGETS; do
+    echo "- $k: ${ALLRAW[$k]}"
+  done
 } > bench/RESULTS.md
 cat bench/RESULTS.md
