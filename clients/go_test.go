@@ -178,29 +178,32 @@ func runGoSQLDriver(ctx context.Context, mode string, tg target, resume <-chan s
 			return err
 		}
 		defer c.Close()
-		n := 0
-		for ; !exists(tg.stopFile); n++ {
-			id := 1000 + n
+		promoteLoop(tg, emit, func(id int) error {
 			if _, err := c.ExecContext(ctx, "INSERT INTO "+tg.table+" (id, v) VALUES (?, 'p')", id); err != nil {
-				return failLoop(emit, n, err)
+				return err
 			}
-			if got, err := one(c, "SELECT v FROM "+tg.table+" WHERE id = ?", id); want(got, "p", err) != nil {
-				return failLoop(emit, n, want(got, "p", err))
-			}
-			if n == 0 {
-				emit("ready")
-			}
-			emit("tick")
-		}
-		emit(fmt.Sprintf("ok promote %d", n))
+			got, err := one(c, "SELECT v FROM "+tg.table+" WHERE id = ?", id)
+			return want(got, "p", err)
+		})
 	}
 	return nil
 }
 
-// failLoop reports a promote loop that met an error.
-func failLoop(emit func(string), n int, err error) error {
-	emit(fmt.Sprintf("fail promote: after %d writes: %v", n, err))
-	return nil
+// promoteLoop writes and reads back rows 1000, 1001, ... with step until
+// the stop file exists, reporting each ("tick") and the first error.
+func promoteLoop(tg target, emit func(string), step func(id int) error) {
+	n := 0
+	for ; !exists(tg.stopFile); n++ {
+		if err := step(1000 + n); err != nil {
+			emit(fmt.Sprintf("fail promote: after %d writes: %v", n, err))
+			return
+		}
+		if n == 0 {
+			emit("ready")
+		}
+		emit("tick")
+	}
+	emit(fmt.Sprintf("ok promote %d", n))
 }
 
 // goMySQLClient is go-mysql's client package with client.Connect's
@@ -318,21 +321,13 @@ func runGoMySQL(ctx context.Context, mode string, tg target, resume <-chan struc
 			return err
 		}
 		defer c.Close()
-		n := 0
-		for ; !exists(tg.stopFile); n++ {
-			id := 1000 + n
+		promoteLoop(tg, emit, func(id int) error {
 			if _, err := c.Execute("INSERT INTO "+tg.table+" (id, v) VALUES (?, 'p')", id); err != nil {
-				return failLoop(emit, n, err)
+				return err
 			}
-			if got, err := str(c.Execute("SELECT v FROM "+tg.table+" WHERE id = ?", id)); want(got, "p", err) != nil {
-				return failLoop(emit, n, want(got, "p", err))
-			}
-			if n == 0 {
-				emit("ready")
-			}
-			emit("tick")
-		}
-		emit(fmt.Sprintf("ok promote %d", n))
+			got, err := str(c.Execute("SELECT v FROM "+tg.table+" WHERE id = ?", id))
+			return want(got, "p", err)
+		})
 	}
 	return nil
 }
