@@ -3,6 +3,7 @@ package mysql_test
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,20 +32,13 @@ func delayReplicas(t *testing.T, e *env, table string, delay int) []*sql.DB {
 		}); err != nil {
 			t.Fatalf("%s never got table %s: %v", m.Name, table, err)
 		}
-		for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = " + itoa(delay), "START SLAVE"} {
+		for _, q := range []string{"STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = " + strconv.Itoa(delay), "START SLAVE"} {
 			mustExec(t, r, q)
 		}
 		replicas = append(replicas, r)
 	}
 	e.waitHealthy(t, len(replicas))
 	return replicas
-}
-
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
 }
 
 // TestReadYourWritesModes: with the defaults a session's read after its
@@ -144,9 +138,9 @@ func TestReadYourWritesSendsNoQueryPerWrite(t *testing.T) {
 		if i%2 == 0 {
 			c = b
 		}
-		mustExec(t, c, "INSERT INTO nq VALUES ("+itoa(i)+")")
+		mustExec(t, c, "INSERT INTO nq VALUES ("+strconv.Itoa(i)+")")
 		var n int
-		if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM nq WHERE id = "+itoa(i)).Scan(&n); err != nil || n != 1 {
+		if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM nq WHERE id = "+strconv.Itoa(i)).Scan(&n); err != nil || n != 1 {
 			t.Fatalf("read after write %d: %d rows, %v", i, n, err)
 		}
 	}

@@ -103,6 +103,13 @@ func fakeProxy(tb testing.TB, mutate func(*Config)) string {
 // test ends, and returns its address.
 func serveProxy(tb testing.TB, cfg Config, log *zap.Logger) string {
 	tb.Helper()
+	_, addr := startProxy(tb, cfg, log)
+	return addr
+}
+
+// startProxy is serveProxy for tests that look inside the proxy too.
+func startProxy(tb testing.TB, cfg Config, log *zap.Logger) (*Proxy, string) {
+	tb.Helper()
 	p, err := New(cfg, fixedRouter{}, log, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -115,7 +122,7 @@ func serveProxy(tb testing.TB, cfg Config, log *zap.Logger) string {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Serve(ctx, pln) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	return pln.Addr().String()
+	return p, pln.Addr().String()
 }
 
 func dialRaw(tb testing.TB, addr, user, password string) (*rawClient, []byte) {

@@ -3,8 +3,9 @@ package mysql
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,10 +28,8 @@ type trackingMember struct {
 func (m *trackingMember) received() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slicesClone(m.queries)
+	return slices.Clone(m.queries)
 }
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 func (m *trackingMember) serve(ln net.Listener) {
 	for {
@@ -69,7 +68,7 @@ func (m *trackingMember) conn(nc net.Conn) {
 		}
 		if gtid && tracking {
 			status |= statusSessionStateChanged
-			v := append(appendLenEncString(nil, []byte("last_gtid")), appendLenEncString(nil, []byte("0-1-"+itoa(seq)))...)
+			v := append(appendLenEncString(nil, []byte("last_gtid")), appendLenEncString(nil, []byte("0-1-"+strconv.FormatUint(seq, 10)))...)
 			state = appendLenEncString([]byte{0}, v)
 		}
 		p := appendOK(nil, affected, 0, status, 0)
@@ -110,7 +109,7 @@ func (m *trackingMember) conn(nc net.Conn) {
 			tracking = tracked && strings.Contains(q, "last_gtid")
 			_, _ = writePacket(w, 1, ok(0, "", false))
 		case q == "SELECT @@last_gtid":
-			row("0-1-" + itoa(seq))
+			row("0-1-" + strconv.FormatUint(seq, 10))
 		case strings.Contains(q, "RETURNING"):
 			seq++ // committed; an EOF cannot say so
 			st := statusAutocommit | statusSessionStateChanged
@@ -134,15 +133,6 @@ func (m *trackingMember) conn(nc net.Conn) {
 	}
 }
 
-func itoa(v uint64) string { return string(appendUint(nil, v)) }
-
-func appendUint(b []byte, v uint64) []byte {
-	if v >= 10 {
-		b = appendUint(b, v/10)
-	}
-	return append(b, byte('0'+v%10))
-}
-
 // TestWriteGTIDComesFromItsOKPacketAndClientsSeeNoSessionState: with a
 // member that tracks last_gtid, a write's GTID is read from its own OK
 // packet (no query per write), and the client, which did not negotiate
@@ -161,21 +151,11 @@ func TestWriteGTIDComesFromItsOKPacketAndClientsSeeNoSessionState(t *testing.T) 
 	}
 	memberDone := make(chan struct{})
 	go func() { defer close(memberDone); member.serve(mln) }()
-	p, err := New(Config{Cluster: "fake", Members: []Member{{Name: "m", Addr: mln.Addr().String()}}, MaxConnsPerMember: 4,
+	t.Cleanup(func() { mln.Close(); <-memberDone }) // after the proxy's
+	p, addr := startProxy(t, Config{Cluster: "fake", Members: []Member{{Name: "m", Addr: mln.Addr().String()}}, MaxConnsPerMember: 4,
 		Users:       map[string]*User{"app": {Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}},
-		CausalReads: CausalProxy}, fixedRouter{}, zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Serve(ctx, pln) }()
-	t.Cleanup(func() { cancel(); <-done; mln.Close(); <-memberDone })
-	c, login := dialRaw(t, pln.Addr().String(), "app", "app")
+		CausalReads: CausalProxy}, zap.NewNop())
+	c, login := dialRaw(t, addr, "app", "app")
 	if login[0] != 0 {
 		t.Fatalf("login: %q", login)
 	}
