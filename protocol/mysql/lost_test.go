@@ -22,7 +22,10 @@ import (
 // did apply); a statement inside a transaction took the transaction with it
 // (9011, 40001: retry the whole transaction). Either way the session goes on.
 func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
-	e, _ := authEnv(t, envOpts{remote: map[int]time.Duration{0: 0}})
+	// A long semi-sync timeout: the in-doubt COMMIT must still be waiting
+	// for its acknowledgement when the link is cut, and a loaded machine
+	// must not make the primary fall back to async first.
+	e, _ := authEnv(t, envOpts{remote: map[int]time.Duration{0: 0}, semiSync: 30 * time.Second})
 	link := e.links[0]
 	db1, db2 := e.cluster.Members[0], e.cluster.Members[1]
 	db := e.db(t, "")
@@ -63,9 +66,7 @@ func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
 			if tc.before != nil {
 				tc.before()
 			}
-			if tc.after != nil {
-				defer tc.after()
-			}
+
 			done := make(chan error, 1)
 			go func() {
 				_, err := c.ExecContext(ctx, tc.stmt)
@@ -81,6 +82,9 @@ func TestLostConnectionSaysWhatTheStatementMayHaveDone(t *testing.T) {
 			err = <-done
 			if err := link.Restore(); err != nil {
 				t.Fatal(err)
+			}
+			if tc.after != nil {
+				tc.after() // before the session's next write waits on it
 			}
 			var me *driver.MySQLError
 			if !errors.As(err, &me) || me.Number != tc.code || string(me.SQLState[:]) != tc.sqlState || !strings.Contains(me.Message, tc.msg) {

@@ -31,6 +31,9 @@ type env struct {
 
 type envOpts struct {
 	members int
+	// semiSync is the members' rpl_semi_sync_master_timeout (0: the
+	// harness's default).
+	semiSync time.Duration
 	// remote: member indexes reached through a link adding this latency
 	// each way, in site "remote" (the others are in "local").
 	remote   map[int]time.Duration
@@ -44,7 +47,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.members == 0 {
 		o.members = 3
 	}
-	c := chaos.StartT(t, chaos.Options{Members: o.members})
+	c := chaos.StartT(t, chaos.Options{Members: o.members, SemiSyncTimeout: o.semiSync})
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var members []topology.MemberConfig
 	var pm []pmysql.Member
