@@ -262,9 +262,6 @@ func startDeployment(t *testing.T) *deploy.Deployment {
 		// switchover find no eligible member for longer, and fail with
 		// 9001 (reported in issue 11; the read-back then fails).
 		ProbeInterval: "100ms",
-		// Read-your-writes: the workload reads back on the same connection
-		// what it just wrote, and autocommit reads go to replicas.
-		Cluster: "    causal_reads: true\n",
 	})
 }
 

@@ -529,7 +529,9 @@ func TestReplaceADeadArbiter(t *testing.T) {
 // A replica the control plane fenced (here: errant, though its replication
 // runs without a hitch) serves no reads through the proxies.
 func TestFencedReplicaServesNoReads(t *testing.T) {
-	d := start(t, deploy.Options{Proxies: 1})
+	// Both replicas share the reads whatever their RTTs on a loaded
+	// machine (with the 5 ms default, db3 could see none for 20 s).
+	d := start(t, deploy.Options{Proxies: 1, Cluster: "    locality_window: 1s\n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := proxyDB(t, d, 0)

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -186,6 +185,9 @@ func describeMembers(s *topology.Snapshot) string {
 func (r *Router) Primary(ctx context.Context) (int, uint64, error) {
 	p := r.current()
 	if r.cfg.Authority == nil {
+		if p.snap.Taken.IsZero() {
+			p = r.observed(ctx)
+		}
 		if p.writeErr != nil {
 			return -1, 0, p.writeErr
 		}
@@ -289,6 +291,32 @@ func (r *Router) Changed() <-chan struct{} {
 	return r.cfg.Authority.Changed()
 }
 
+// observed returns the plan of the first snapshot the monitor publishes,
+// waiting for it up to WriteHold (or ctx): until then every member is
+// unknown, and a statement that arrives in the first probe interval of a
+// (re)started proxy would fail with "no eligible member" though the
+// cluster is healthy. Clients reconnecting to a restarted proxy see a
+// pause instead. After the wait the plan is whatever is current.
+func (r *Router) observed(ctx context.Context) *plan {
+	hold := time.NewTimer(r.cfg.WriteHold)
+	defer hold.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		p := r.current()
+		if !p.snap.Taken.IsZero() {
+			return p
+		}
+		select {
+		case <-ctx.Done():
+			return p
+		case <-hold.C:
+			return p
+		case <-poll.C:
+		}
+	}
+}
+
 // index finds the named member; the authority names members by config name.
 func (p *plan) index(name string) (int, error) {
 	for i := range p.snap.Members {
@@ -300,18 +328,28 @@ func (p *plan) index(name string) (int, error) {
 }
 
 // Replica returns the member index an autocommit read goes to, avoiding the
-// member at index avoid (a retry after that member failed; -1 for none).
-// prefer is the member the session read from last (-1 for none): while it
-// stays among the nearest eligible replicas the session keeps reading there,
-// so its reads never go back in time by switching to a replica that lags
-// more, and the member connection it used is likely still idle for it.
-func (r *Router) Replica(avoid, prefer int) (int, error) {
+// member at index avoid (a retry after that member failed; -1 for none),
+// and whether it is a replica (false: no replica is eligible and the read
+// falls back to the primary). prefer is the member the session read from
+// last (-1 for none): while it stays among the nearest eligible replicas
+// the session keeps reading there, so its reads never go back in time by
+// switching to a replica that lags more, and the member connection it used
+// is likely still idle for it.
+//
+// The answer is the caller's to keep: the read set may change while the
+// read waits for a connection (a replica's lag crossing the limit, a
+// switchover), and asking again later whether the member is a replica
+// would then skip the read-your-writes wait on a replica that lags.
+func (r *Router) Replica(ctx context.Context, avoid, prefer int) (m int, replica bool, err error) {
 	p := r.current()
+	if p.snap.Taken.IsZero() {
+		p = r.observed(ctx)
+	}
 	n := len(p.reads)
 	if prefer >= 0 && prefer != avoid {
 		for _, i := range p.reads {
 			if i == prefer {
-				return i, nil
+				return i, true, nil
 			}
 		}
 	}
@@ -320,22 +358,17 @@ func (r *Router) Replica(avoid, prefer int) (int, error) {
 		for k := 0; k < n; k++ {
 			i := p.reads[(start+k)%n]
 			if i != avoid {
-				return i, nil
+				return i, true, nil
 			}
 		}
 	}
 	if r.cfg.ReadsWithoutReplica == FallbackFail {
-		return -1, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+		return -1, false, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
 	}
 	if p.writeErr != nil || p.primary == avoid {
-		return -1, fmt.Errorf("%w and %w", ErrNoReplica, ErrNoPrimary)
+		return -1, false, fmt.Errorf("%w and %w", ErrNoReplica, ErrNoPrimary)
 	}
-	return p.primary, nil
-}
-
-// IsReplica reports whether member m is in the current read set.
-func (r *Router) IsReplica(m int) bool {
-	return slices.Contains(r.current().reads, m)
+	return p.primary, false, nil
 }
 
 // Snapshot returns the snapshot the router currently routes by.

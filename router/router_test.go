@@ -33,16 +33,16 @@ func snap(primary int, ms ...topology.Member) *topology.Snapshot {
 		ms[primary].Role = topology.RolePrimary
 		ms[primary].Eligible = false
 	}
-	return &topology.Snapshot{Cluster: "c", Primary: primary, Members: ms}
+	return &topology.Snapshot{Cluster: "c", Taken: time.Now(), Primary: primary, Members: ms}
 }
 
 func readSet(t *testing.T, r *Router, n int) map[int]int {
 	t.Helper()
 	got := map[int]int{}
 	for i := 0; i < n; i++ {
-		m, err := r.Replica(-1, -1)
-		if err != nil {
-			t.Fatal(err)
+		m, replica, err := r.Replica(context.Background(), -1, -1)
+		if err != nil || !replica {
+			t.Fatalf("Replica = %d, %v, %v", m, replica, err)
 		}
 		got[m]++
 	}
@@ -82,11 +82,11 @@ func TestIneligibleReplicasAndFallback(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(0, member("p", "", false, 0), member("lagging", "", false, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if m, err := r.Replica(-1, -1); err != nil || m != 0 {
-		t.Fatalf("no eligible replica: read went to %d (%v), want the primary", m, err)
+	if m, replica, err := r.Replica(context.Background(), -1, -1); err != nil || m != 0 || replica {
+		t.Fatalf("no eligible replica: read went to %d (replica %v, %v), want the primary", m, replica, err)
 	}
 	rf := New(Config{Cluster: "c", ReadsWithoutReplica: FallbackFail}, src)
-	if _, err := rf.Replica(-1, -1); !errors.Is(err, ErrNoReplica) {
+	if _, _, err := rf.Replica(context.Background(), -1, -1); !errors.Is(err, ErrNoReplica) {
 		t.Fatalf("reads_without_replica=fail: %v", err)
 	}
 }
@@ -96,13 +96,13 @@ func TestAvoidRetriesElsewhere(t *testing.T) {
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0), member("r2", "", true, 0)))
 	r := New(Config{Cluster: "c", LocalityWindow: time.Millisecond}, src)
 	for i := 0; i < 10; i++ {
-		if m, err := r.Replica(1, -1); err != nil || m != 2 {
-			t.Fatalf("avoiding r1 got %d, %v", m, err)
+		if m, replica, err := r.Replica(context.Background(), 1, -1); err != nil || m != 2 || !replica {
+			t.Fatalf("avoiding r1 got %d (replica %v), %v", m, replica, err)
 		}
 	}
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0)))
-	if m, err := r.Replica(1, -1); err != nil || m != 0 {
-		t.Fatalf("avoiding the only replica got %d, %v; want the primary", m, err)
+	if m, replica, err := r.Replica(context.Background(), 1, -1); err != nil || m != 0 || replica {
+		t.Fatalf("avoiding the only replica got %d (replica %v), %v; want the primary", m, replica, err)
 	}
 }
 
@@ -130,7 +130,7 @@ func TestSessionKeepsItsReplica(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for i := 0; i < 10; i++ {
-				m, err := r.Replica(tc.avoid, tc.prefer)
+				m, _, err := r.Replica(context.Background(), tc.avoid, tc.prefer)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -158,7 +158,7 @@ func TestFencedMembersServeNoReads(t *testing.T) {
 		t.Fatalf("reads %v with r2 fenced", got)
 	}
 	r.SetExcluded([]string{"r1", "r2"})
-	if m, err := r.Replica(-1, 2); err != nil || m != 0 {
+	if m, _, err := r.Replica(context.Background(), -1, 2); err != nil || m != 0 {
 		t.Fatalf("every replica fenced: read went to %d (%v), want the primary", m, err)
 	}
 	r.SetExcluded(nil)
@@ -186,7 +186,7 @@ func TestPlanFollowsNewSnapshots(t *testing.T) {
 	src := &fakeSource{}
 	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0)))
 	r := New(Config{Cluster: "c"}, src)
-	if m, _ := r.Replica(-1, -1); m != 1 {
+	if m, _, _ := r.Replica(context.Background(), -1, -1); m != 1 {
 		t.Fatalf("read went to %d", m)
 	}
 	src.p.Store(snap(1, member("r1", "", true, 0), member("p", "", false, 0)))
@@ -201,7 +201,7 @@ func BenchmarkReplica(b *testing.B) {
 	r := New(Config{Cluster: "c", LocalityWindow: time.Millisecond}, src)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, err := r.Replica(-1, -1); err != nil {
+		if _, _, err := r.Replica(context.Background(), -1, -1); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -379,5 +379,49 @@ func TestChangedFollowsTheAuthority(t *testing.T) {
 	case <-ch:
 	case <-time.After(5 * time.Second):
 		t.Fatal("not closed at a change")
+	}
+}
+
+// A (re)started proxy knows nothing about its members until the monitor
+// publishes its first snapshot: a statement arriving before that waits for
+// it (bounded by WriteHold) instead of failing with "no eligible member".
+func TestStatementsWaitForTheFirstSnapshot(t *testing.T) {
+	src := &fakeSource{}
+	src.p.Store(&topology.Snapshot{Cluster: "c", Primary: -1, Members: []topology.Member{{Name: "p"}, {Name: "r1"}}})
+	r := New(Config{Cluster: "c"}, src)
+	type answer struct {
+		m       int
+		replica bool
+		err     error
+	}
+	reads, writes := make(chan answer, 1), make(chan answer, 1)
+	go func() {
+		m, replica, err := r.Replica(context.Background(), -1, -1)
+		reads <- answer{m, replica, err}
+	}()
+	go func() {
+		m, _, err := r.Primary(context.Background())
+		writes <- answer{m: m, err: err}
+	}()
+	select {
+	case a := <-reads:
+		t.Fatalf("a read before the first snapshot answered %+v; want it to wait", a)
+	case a := <-writes:
+		t.Fatalf("a write before the first snapshot answered %+v; want it to wait", a)
+	case <-time.After(100 * time.Millisecond):
+	}
+	src.p.Store(snap(0, member("p", "", false, 0), member("r1", "", true, 0)))
+	if a := <-reads; a.err != nil || a.m != 1 || !a.replica {
+		t.Fatalf("read after the first snapshot: %+v, want r1", a)
+	}
+	if a := <-writes; a.err != nil || a.m != 0 {
+		t.Fatalf("write after the first snapshot: %+v, want p", a)
+	}
+
+	// Bounded: no snapshot within WriteHold is the error it always was.
+	src.p.Store(&topology.Snapshot{Cluster: "c", Primary: -1, Members: []topology.Member{{Name: "p"}}})
+	r = New(Config{Cluster: "c", WriteHold: 50 * time.Millisecond}, src)
+	if _, _, err := r.Replica(context.Background(), -1, -1); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("no snapshot within the hold: %v", err)
 	}
 }

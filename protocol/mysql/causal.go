@@ -228,7 +228,7 @@ func (s *session) causalPos(bc *backendConn, m int, c Class, kind respKind) (pos
 	default:
 		return nil, 0
 	}
-	if !s.p.router.IsReplica(m) {
+	if !s.onReplica {
 		return nil, 0
 	}
 	return pos, version

@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dbrouter/dbrouter/chaos"
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
+	"github.com/dbrouter/dbrouter/router"
 )
 
 // delayReplicas makes every replica apply events only once they are
@@ -98,6 +100,60 @@ func TestReadYourWritesModes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// afterPick runs after with each replica the router picks, before the
+// proxy uses it.
+type afterPick struct {
+	pmysql.Router
+	after func(m int)
+}
+
+func (a afterPick) Replica(ctx context.Context, avoid, prefer int) (int, bool, error) {
+	m, replica, err := a.Router.Replica(ctx, avoid, prefer)
+	if err == nil && replica {
+		a.after(m)
+	}
+	return m, replica, err
+}
+
+// TestReadYourWritesWhenTheReadSetChangesUnderTheRead: the read set can
+// change between the moment a read is given a replica and the moment it
+// runs there (it waited for a member connection; the replica was fenced
+// or crossed the lag limit meanwhile). The read still waits for the
+// session's write on that replica, or goes to the primary: it never reads
+// the replica's older state. Here the lagging replica is excluded right
+// after each pick.
+func TestReadYourWritesWhenTheReadSetChangesUnderTheRead(t *testing.T) {
+	var armed atomic.Bool
+	e := newEnv(t, envOpts{members: 2, maxLag: 10 * time.Second, wrap: func(rt *router.Router) pmysql.Router {
+		return afterPick{Router: rt, after: func(int) {
+			if armed.Load() {
+				rt.SetExcluded([]string{"db2"})
+			}
+		}}
+	}})
+	ctx := context.Background()
+	db := e.db(t, "")
+	mustExec(t, db, "CREATE TABLE moved (id INT PRIMARY KEY)")
+	replicas := delayReplicas(t, e, "moved", 3)
+	c := e.conn(t, db)
+	if id := serverID(t, c, "SELECT @@server_id"); id != 2 {
+		t.Fatalf("the first read went to server %d, want the replica", id)
+	}
+	mustExec(t, c, "INSERT INTO moved VALUES (1)")
+	var n int
+	if err := replicas[0].QueryRowContext(ctx, "SELECT COUNT(*) FROM app.moved").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the delayed replica already has the row (%d, %v): the test proves nothing", n, err)
+	}
+	armed.Store(true)
+	var id int
+	if err := c.QueryRowContext(ctx, "SELECT @@server_id, COUNT(*) FROM moved").Scan(&id, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("the session's read after its write, on server %d, did not see it", id)
 	}
 }
 

@@ -14,13 +14,12 @@ import (
 // fixedRouter routes every read to member 0 and writes nowhere.
 type fixedRouter struct{}
 
-func (fixedRouter) Primary(context.Context) (int, uint64, error)    { return 0, 0, nil }
-func (fixedRouter) Current(uint64) bool                             { return true }
-func (fixedRouter) Moved(uint64) (bool, bool)                       { return false, false }
-func (fixedRouter) Changed() <-chan struct{}                        { return nil }
-func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool { return false }
-func (fixedRouter) Replica(int, int) (int, error)                   { return 0, nil }
-func (fixedRouter) IsReplica(int) bool                              { return true }
+func (fixedRouter) Primary(context.Context) (int, uint64, error)         { return 0, 0, nil }
+func (fixedRouter) Current(uint64) bool                                  { return true }
+func (fixedRouter) Moved(uint64) (bool, bool)                            { return false, false }
+func (fixedRouter) Changed() <-chan struct{}                             { return nil }
+func (fixedRouter) RetryWrite(context.Context, int, time.Time) bool      { return false }
+func (fixedRouter) Replica(context.Context, int, int) (int, bool, error) { return 0, true, nil }
 
 // fakeMember answers the handshake, COM_SET_OPTION and COM_QUERY (with one
 // canned row) from preallocated buffers, so the benchmark's allocation count

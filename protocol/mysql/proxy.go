@@ -33,12 +33,10 @@ type Router interface {
 	// RetryWrite says whether a write whose member refused the connection
 	// should be tried again (waiting for a new primary first).
 	RetryWrite(ctx context.Context, failed int, first time.Time) bool
-	// Replica picks the member an autocommit read goes to; prefer is the
-	// member the session read from last (-1 for none).
-	Replica(avoid, prefer int) (int, error)
-	// IsReplica reports whether member m is an eligible replica now (not
-	// the primary a read fell back to).
-	IsReplica(m int) bool
+	// Replica picks the member an autocommit read goes to and says
+	// whether it is a replica (not the primary a read fell back to);
+	// prefer is the member the session read from last (-1 for none).
+	Replica(ctx context.Context, avoid, prefer int) (m int, replica bool, err error)
 }
 
 // User is a client account and the member account its statements run as.

@@ -88,6 +88,10 @@ type session struct {
 	// them first; another session may have taken them meanwhile.
 	reader int
 	last   *backendConn
+	// onReplica: the current statement's member was chosen as a replica
+	// (Router.Replica), decided when it was chosen: the read set may have
+	// changed by the time the statement runs.
+	onReplica bool
 
 	causal causalState // read-your-writes position (CausalReads)
 
@@ -262,10 +266,11 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 	case c.Hint == HintPrimary, c.Kind == KindRead && s.causal.primary:
 		return rt.Primary(ctx)
 	case c.Kind == KindRead && s.pin == 0 && !s.autocommitOff && !s.acReplayed && (c.Hint == HintReplica || !c.ReadsSession && c.Pin == 0):
-		m, err := rt.Replica(avoid, s.reader)
+		m, replica, err := rt.Replica(ctx, avoid, s.reader)
 		if err == nil {
 			s.reader = m
 		}
+		s.onReplica = replica
 		return m, 0, err
 	default:
 		return rt.Primary(ctx)
@@ -275,6 +280,7 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 // acquire returns the connection a statement of class c runs on, and the
 // member chosen (-1 when routing itself failed).
 func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, int, error) {
+	s.onReplica = false
 	if s.pinned != nil {
 		if e := s.pinned.epoch.Load(); e != 0 {
 			if err := s.leaveOldPrimary(ctx, e); err != nil {
@@ -829,7 +835,7 @@ func (s *session) observe(bc *backendConn, c Class, kind respKind, start time.Ti
 	switch {
 	case bc == s.pinned || bc == s.held:
 		route = routePinned
-	case c.Kind == KindRead && s.p.router.IsReplica(bc.pool.idx):
+	case s.onReplica:
 		route = routeReplica
 	}
 	s.p.metrics.durations[route][stmtKindOf(c, kind)].Observe(time.Since(start).Seconds())

@@ -39,7 +39,9 @@ type envOpts struct {
 	remote   map[int]time.Duration
 	mutate   func(*pmysql.Config)
 	routerFn func(*router.Config)
-	maxLag   time.Duration // the monitor's max_replica_lag (default 1 s)
+	// wrap, when set, stands between the proxy and the router.
+	wrap   func(*router.Router) pmysql.Router
+	maxLag time.Duration // the monitor's max_replica_lag (default 1 s)
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -85,6 +87,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 		o.routerFn(&rc)
 	}
 	rt := router.New(rc, mon)
+	var prt pmysql.Router = rt
+	if o.wrap != nil {
+		prt = o.wrap(rt)
+	}
 	cfg := pmysql.Config{
 		Cluster: "app",
 		Members: pm,
@@ -98,7 +104,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		o.mutate(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	p, err := pmysql.New(cfg, rt, log, reg)
+	p, err := pmysql.New(cfg, prt, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
