@@ -46,7 +46,9 @@ func count(t *testing.T, ctx context.Context, db *sql.DB, table string) int {
 }
 
 // waitPromotable waits until the leader's monitor sees member as an eligible
-// replica with a known lag (what Promote checks).
+// replica with a known lag (what Promote checks) and the heartbeat period
+// the arbiters give it (they restart its replication to set it: a promote
+// in that moment would find it "not replicating").
 func (g *arbiters) waitPromotable(ctx context.Context, member string) {
 	g.t.Helper()
 	if err := chaos.Poll(ctx, 20*time.Second, func() (bool, error) {
@@ -56,7 +58,8 @@ func (g *arbiters) waitPromotable(ctx context.Context, member string) {
 		}
 		for _, m := range g.mons[i].Snapshot().Members {
 			if m.Name == member {
-				return m.Eligible && m.Lag >= 0, nil
+				hb := m.HeartbeatPeriod > 0 && m.HeartbeatPeriod <= testConfig().FailureThreshold/2
+				return m.Eligible && m.Lag >= 0 && hb, nil
 			}
 		}
 		return false, nil

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# make bench: sysbench through four paths in one run (BENCH_ROUNDS rounds of
+# make bench: sysbench through five paths in one run (BENCH_ROUNDS rounds of
 # BENCH_TIME seconds per target, interleaved; medians reported) — direct to a replica,
 # HAProxy (TCP mode, round robin over the replicas), a bare Go TCP relay
-# (bench/gorelay: the yardstick for any Go proxy on this machine) and
-# routerd — and 2000 idle clients against routerd: Go clients
+# (bench/gorelay: the yardstick for any Go proxy on this machine), ProxySQL
+# (the peer users pick; built from source in $PEERS, ../shared/peers by
+# default, started by its start-proxysql.sh; the results say so when it is
+# absent) and routerd — and 2000 idle clients against routerd: Go clients
 # (bench/idleclients) against the proxy p1, and PyMySQL clients with default
 # settings (autocommit off; bench/pyidle) against the sandbox's second
 # proxy p2, fresh, so neither figure carries the other's memory — and a
@@ -19,6 +21,8 @@ ROUTER=127.0.0.1:16033
 ADMIN=127.0.0.1:17080
 HAPORT=16300
 RELAYPORT=16310
+PEERS=${PEERS:-../shared/peers}
+PSQLPORT=16035
 work=$(mktemp -d /tmp/dbrouter-bench-XXXXXX)
 pids=()
 cleanup() {
@@ -57,6 +61,22 @@ pids+=($!)
 go build -ldflags="${RUNTIME_TUNING:?run through make bench}" -o "$work/gorelay" ./bench/gorelay
 "$work/gorelay" -listen "127.0.0.1:$RELAYPORT" -backends "127.0.0.1:$P2,127.0.0.1:$P3" >"$work/gorelay.log" 2>&1 &
 pids+=($!)
+# ProxySQL: writer db1, readers db2 and db3 (its rules send SELECTs to the
+# readers), one worker thread per core, no health checks (the sandbox's
+# members have no monitor account).
+proxysql=absent
+if [ -x "$PEERS/proxysql" ] && [ -x "$PEERS/start-proxysql.sh" ]; then
+  if ldd "$PEERS/proxysql" | grep -q "not found"; then
+    echo "bench: installing ProxySQL's libraries"
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get install -y -qq libcivetweb1 libcurl4 libssl3 libgnutls30 >/dev/null
+  fi
+  PSQL_MONITOR=false PSQL_THREADS=$(nproc) PSQL_ADDR=127.0.0.1:$PSQLPORT PSQL_ADMIN_ADDR=127.0.0.1:16036 PSQL_DIR="$work/proxysql" \
+    "$PEERS/start-proxysql.sh" "127.0.0.1:$P1" "127.0.0.1:$P2" "127.0.0.1:$P3" >"$work/proxysql.log" 2>&1 &
+  pids+=($!)
+  proxysql=$("$PEERS/proxysql" --version 2>/dev/null | grep -o '[0-9]\+\.[0-9][0-9.]*[-0-9a-z]*' | head -1 || true)
+  proxysql=${proxysql:-unknown}
+fi
 
 sb() { sysbench "$@" --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=app --mysql-db=sbtest --tables=2 --table-size=10000; }
 echo "bench: preparing 2 tables x 10000 rows on the primary"
@@ -80,6 +100,13 @@ run() { # workload[@threads] label port extra...
   ALLP[$w/$label]+="$p "
   printf 'bench: %-18s %-8s qps %10s  p95 %6s ms\n' "$w" "$label" "$q" "$p"
 }
+# ProxySQL answers once it has loaded its config.
+if [ "$proxysql" != absent ]; then
+  for _ in $(seq 1 100); do
+    mariadb -h 127.0.0.1 -P "$PSQLPORT" -u app -papp -N -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2
+  done
+  mariadb -h 127.0.0.1 -P "$PSQLPORT" -u app -papp -N -e "SELECT 1" >/dev/null || { cat "$work/proxysql.log"; echo "bench: ProxySQL did not come up"; exit 1; }
+fi
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Targets are interleaved round by round, and medians reported: the machine
 # is shared, and one run per target measures the neighbours as much as us.
@@ -95,6 +122,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run "$w" direct "$P2" "${extra[@]}"
     run "$w" haproxy "$HAPORT" "${extra[@]}"
     run "$w" gorelay "$RELAYPORT" "${extra[@]}"
+    if [ "$proxysql" != absent ]; then run "$w" proxysql "$PSQLPORT" "${extra[@]}"; fi
     run "$w" routerd "${ROUTER##*:}" "${extra[@]}"
   done
 done
@@ -161,17 +189,22 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo
   echo "Made by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d) — $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB;"
   echo "sysbench $(sysbench --version | awk '{print $2}'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(mariadbd --version | awk '{print $3}')."
-  echo "Everything (3 mariadbd, HAProxy, gorelay or routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
+  echo "Everything (3 mariadbd, HAProxy, gorelay, ProxySQL and routerd, sysbench, and the sandbox's 3 arbiters and second proxy idling in the background) shares the same cores, so compare ratios, not absolute numbers. routerd is the sandbox's proxy p1, under the control plane (reads need no lease)."
   echo
   echo "Command per run: \`sysbench WORKLOAD --threads=$THREADS (1 for the one-thread row) --time=$DUR --db-ps-mode=auto --tables=2 --table-size=10000 run\`;"
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
+  if [ "$proxysql" = absent ]; then
+    echo "ProxySQL: not run (no \\`proxysql\\` and \\`start-proxysql.sh\\` in \\`$PEERS\\`; set PEERS)."
+  else
+    echo "proxysql = ProxySQL $proxysql built from source (\\`$PEERS/start-proxysql.sh\\`: writer db1, readers db2 and db3, \\`^SELECT\\` to the readers, mysql-threads=$(nproc), no health checks)."
+  fi
   echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas. gorelay and routerd are built with the Makefile's RUNTIME_TUNING (docs/operations.md)."
   echo
-  echo "| workload | direct qps | haproxy qps | gorelay qps | routerd qps | routerd/haproxy qps | gorelay/haproxy qps | direct p95 ms | haproxy p95 ms | gorelay p95 ms | routerd p95 ms | routerd/haproxy p95 | gorelay/haproxy p95 |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| workload | direct qps | haproxy qps | gorelay qps | proxysql qps | routerd qps | routerd/haproxy qps | routerd/gorelay qps | routerd/proxysql qps | direct p95 ms | haproxy p95 ms | gorelay p95 ms | proxysql p95 ms | routerd p95 ms | routerd/haproxy p95 | gorelay/haproxy p95 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for w in $WORKLOADS; do
-    echo "| ${w/@1/, 1 thread} | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/gorelay]} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | $(ratio "${QPS[$w/gorelay]}" "${QPS[$w/haproxy]}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/gorelay]} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") | $(ratio "${P95[$w/gorelay]}" "${P95[$w/haproxy]}") |"
+    echo "| ${w/@1/, 1 thread} | ${QPS[$w/direct]} | ${QPS[$w/haproxy]} | ${QPS[$w/gorelay]} | ${QPS[$w/proxysql]:-n/a} | ${QPS[$w/routerd]} | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/haproxy]}") | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/gorelay]}") | $(ratio "${QPS[$w/routerd]}" "${QPS[$w/proxysql]:-0}") | ${P95[$w/direct]} | ${P95[$w/haproxy]} | ${P95[$w/gorelay]} | ${P95[$w/proxysql]:-n/a} | ${P95[$w/routerd]} | $(ratio "${P95[$w/routerd]}" "${P95[$w/haproxy]}") | $(ratio "${P95[$w/gorelay]}" "${P95[$w/haproxy]}") |"
   done
   echo
   echo "All runs (qps / p95 ms, in round order):"

@@ -535,6 +535,9 @@ func TestFencedReplicaServesNoReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := proxyDB(t, d, 0)
+	// Every read on a session of its own: a session keeps reading from
+	// the replica it first read from (it was the only eligible one, maybe).
+	db.SetMaxIdleConns(0)
 	readers := func(n int) map[int]int {
 		seen := map[int]int{}
 		for i := 0; i < n; i++ {
