@@ -195,9 +195,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "$ROUNDS rounds, targets interleaved within each round; the table shows medians (all runs below)."
   echo "(oltp_read_only with \`--skip_trx=on\`: inside BEGIN/COMMIT routerd keeps the session on the primary by design)."
   if [ "$proxysql" = absent ]; then
-    echo "ProxySQL: not run (no \\`proxysql\\` and \\`start-proxysql.sh\\` in \\`$PEERS\\`; set PEERS)."
+    echo "ProxySQL: not run (no \`proxysql\` and \`start-proxysql.sh\` in \`$PEERS\`; set PEERS)."
   else
-    echo "proxysql = ProxySQL $proxysql built from source (\\`$PEERS/start-proxysql.sh\\`: writer db1, readers db2 and db3, \\`^SELECT\\` to the readers, mysql-threads=$(nproc), no health checks)."
+    echo "proxysql = ProxySQL $proxysql built from source (\`$PEERS/start-proxysql.sh\`: writer db1, readers db2 and db3, \`^SELECT\` to the readers, mysql-threads=$(nproc), no health checks)."
   fi
   echo "direct = one replica; haproxy = TCP mode, round robin over both replicas; gorelay = bench/gorelay, a bare Go TCP relay (two goroutines per connection, no protocol parsing) binding each client to one replica round-robin: what any Go proxy can reach here; routerd = reads to both replicas. gorelay and routerd are built with the Makefile's RUNTIME_TUNING (docs/operations.md)."
   echo
