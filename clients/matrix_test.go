@@ -256,13 +256,7 @@ func startDeployment(t *testing.T) *deploy.Deployment {
 	// The control plane's defaults: a loaded test machine does not lose the
 	// longer leases (a lost lease holds writes, and one lost mid-statement
 	// is an error).
-	return deploy.StartT(t, deploy.Options{
-		Proxies: 1,
-		// Probes every 100 ms: with the default 500 ms, reads during the
-		// switchover find no eligible member for longer, and fail with
-		// 9001 (reported in issue 11; the read-back then fails).
-		ProbeInterval: "100ms",
-	})
+	return deploy.StartT(t, deploy.Options{Proxies: 1})
 }
 
 // only is the checks of a mode that client c reports.

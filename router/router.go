@@ -345,11 +345,47 @@ func (r *Router) Replica(ctx context.Context, avoid, prefer int) (m int, replica
 	if p.snap.Taken.IsZero() {
 		p = r.observed(ctx)
 	}
+	if m, replica, ok := r.pick(p, avoid, prefer); ok {
+		return m, replica, nil
+	}
+	if r.cfg.ReadsWithoutReplica == FallbackFail {
+		return -1, false, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+	}
+	// No member can serve the read. Under the control plane that is a
+	// moment of a primary change (the old primary read-only and detached,
+	// the target not yet open, the others being repointed): the read
+	// waits for the next snapshot, up to WriteHold, as a write does. Not
+	// when the only member left is the one the read just failed on.
+	if r.cfg.Authority != nil && len(p.reads) == 0 && p.writeErr != nil {
+		hold := time.NewTimer(r.cfg.WriteHold)
+		defer hold.Stop()
+		poll := time.NewTicker(10 * time.Millisecond)
+		defer poll.Stop()
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				waiting = false
+			case <-hold.C:
+				waiting = false
+			case <-poll.C:
+			}
+			p = r.current()
+			if m, replica, ok := r.pick(p, avoid, prefer); ok {
+				return m, replica, nil
+			}
+		}
+	}
+	return -1, false, fmt.Errorf("%w and %w: %s", ErrNoReplica, ErrNoPrimary, describeMembers(p.snap))
+}
+
+// pick chooses a read's member from plan p: a replica, else the primary
+// (reads_without_replica: primary). ok is false when none may serve it.
+func (r *Router) pick(p *plan, avoid, prefer int) (m int, replica, ok bool) {
 	n := len(p.reads)
 	if prefer >= 0 && prefer != avoid {
 		for _, i := range p.reads {
 			if i == prefer {
-				return i, true, nil
+				return i, true, true
 			}
 		}
 	}
@@ -358,17 +394,14 @@ func (r *Router) Replica(ctx context.Context, avoid, prefer int) (m int, replica
 		for k := 0; k < n; k++ {
 			i := p.reads[(start+k)%n]
 			if i != avoid {
-				return i, true, nil
+				return i, true, true
 			}
 		}
 	}
-	if r.cfg.ReadsWithoutReplica == FallbackFail {
-		return -1, false, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+	if r.cfg.ReadsWithoutReplica == FallbackFail || p.writeErr != nil || p.primary == avoid {
+		return -1, false, false
 	}
-	if p.writeErr != nil || p.primary == avoid {
-		return -1, false, fmt.Errorf("%w and %w", ErrNoReplica, ErrNoPrimary)
-	}
-	return p.primary, false, nil
+	return p.primary, false, true
 }
 
 // Snapshot returns the snapshot the router currently routes by.

@@ -425,3 +425,58 @@ func TestStatementsWaitForTheFirstSnapshot(t *testing.T) {
 		t.Fatalf("no snapshot within the hold: %v", err)
 	}
 }
+
+// In a switchover there is a moment when no member can serve a read: the
+// old primary is read-only and detached, the target is detached and not
+// yet open, the other replicas are being repointed. Under the control
+// plane a read then waits (like a write, up to WriteHold) for the next
+// snapshot instead of failing with "no eligible replica and no eligible
+// primary". A standalone proxy, and reads_without_replica: fail, answer at
+// once as before.
+func TestReadsHoldWhileNoMemberCanServeThem(t *testing.T) {
+	none := snap(-1, member("db1", "", false, 0), member("db2", "", false, 0))
+	src := &fakeSource{}
+	src.p.Store(none)
+	auth := newFakeAuthority("", ErrChanging)
+	r := New(Config{Cluster: "c", Authority: auth, WriteHold: 10 * time.Second}, src)
+	type answer struct {
+		m       int
+		replica bool
+		err     error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		m, replica, err := r.Replica(context.Background(), -1, -1)
+		got <- answer{m, replica, err}
+	}()
+	select {
+	case a := <-got:
+		t.Fatalf("a read with no member to serve it answered %+v; want it to wait", a)
+	case <-time.After(100 * time.Millisecond):
+	}
+	src.p.Store(snap(1, member("db1", "", true, 0), member("db2", "", false, 0)))
+	if a := <-got; a.err != nil || a.m != 0 || !a.replica {
+		t.Fatalf("read after the change: %+v, want db1 as a replica", a)
+	}
+
+	// Bounded by WriteHold and by the statement's context.
+	src.p.Store(none)
+	r = New(Config{Cluster: "c", Authority: auth, WriteHold: 50 * time.Millisecond}, src)
+	if _, _, err := r.Replica(context.Background(), -1, -1); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("nothing within the hold: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r = New(Config{Cluster: "c", Authority: auth, WriteHold: time.Hour}, src)
+	if _, _, err := r.Replica(ctx, -1, -1); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("cancelled statement: %v", err)
+	}
+
+	// No control plane, or reads_without_replica: fail: at once.
+	for _, cfg := range []Config{{Cluster: "c"}, {Cluster: "c", Authority: auth, ReadsWithoutReplica: FallbackFail}} {
+		start := time.Now()
+		if _, _, err := New(cfg, src).Replica(context.Background(), -1, -1); !errors.Is(err, ErrNoReplica) || time.Since(start) > time.Second {
+			t.Fatalf("%+v: %v after %s, want ErrNoReplica at once", cfg, err, time.Since(start))
+		}
+	}
+}
