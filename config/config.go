@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -153,27 +154,56 @@ type Log struct {
 	Level string `yaml:"level"` // debug, info, warn, error
 }
 
-// Cluster is one replicated database cluster and the listener in front of it.
+// The kinds of cluster. Kind says which database a cluster fronts: it
+// decides which per-kind section of Cluster applies (MariaDB today), how
+// members are probed and promoted, and which wire protocol the listener
+// speaks.
+const (
+	// KindMariaDB is MariaDB primary/replica replication over the MySQL
+	// protocol: the probes and failover use MariaDB-only SQL (GTID
+	// positions, SHOW ALL SLAVES STATUS, MASTER_GTID_WAIT).
+	KindMariaDB = "mariadb"
+)
+
+// Cluster is one replicated database cluster and the listener in front of
+// it. Its fields mean the same for every kind; what only one kind has lives
+// in that kind's section (MariaDB), validated only for that kind.
 type Cluster struct {
-	Name                        string   `yaml:"name"`
-	Kind                        string   `yaml:"kind"`
-	Listen                      string   `yaml:"listen"`
-	Members                     []Member `yaml:"members"`
-	Monitor                     Account  `yaml:"monitor"`
-	Users                       []User   `yaml:"users"`
-	AuthPlugin                  string   `yaml:"auth_plugin"`
-	TLS                         TLS      `yaml:"tls"`
-	ProbeInterval               Duration `yaml:"probe_interval"`
-	MaxReplicaLag               Duration `yaml:"max_replica_lag"`
-	LocalityWindow              Duration `yaml:"locality_window"`
-	ReadsWithoutReplica         string   `yaml:"reads_without_replica"`
-	MaxConnectionsPerMember     int      `yaml:"max_connections_per_member"`
-	PoolTimeout                 Duration `yaml:"pool_timeout"`
-	ConnectTimeout              Duration `yaml:"connect_timeout"`
-	QueryTimeout                Duration `yaml:"query_timeout"`
-	ClientIdleTimeout           Duration `yaml:"client_idle_timeout"`
-	MaxPacket                   int      `yaml:"max_packet"`
-	AutoIncrementDelayMultiplex *int     `yaml:"auto_increment_delay_multiplex"`
+	Name    string   `yaml:"name"`
+	Kind    string   `yaml:"kind"`
+	Listen  string   `yaml:"listen"`
+	Members []Member `yaml:"members"`
+	// Monitor is the account the probes (and, on arbiters, the promotion
+	// steps) log in to members with.
+	Monitor                 Account  `yaml:"monitor"`
+	Users                   []User   `yaml:"users"`
+	TLS                     TLS      `yaml:"tls"`
+	ProbeInterval           Duration `yaml:"probe_interval"`
+	MaxReplicaLag           Duration `yaml:"max_replica_lag"`
+	LocalityWindow          Duration `yaml:"locality_window"`
+	ReadsWithoutReplica     string   `yaml:"reads_without_replica"`
+	MaxConnectionsPerMember int      `yaml:"max_connections_per_member"`
+	PoolTimeout             Duration `yaml:"pool_timeout"`
+	ConnectTimeout          Duration `yaml:"connect_timeout"`
+	QueryTimeout            Duration `yaml:"query_timeout"`
+	ClientIdleTimeout       Duration `yaml:"client_idle_timeout"`
+	MaxPromoteLag           Duration `yaml:"max_promote_lag"`
+	// MariaDB is kind mariadb's section. Its keys stay at the cluster's
+	// level in YAML (inline), as they were written before clusters had
+	// kinds, so no existing file has to change; Validate rejects them on a
+	// cluster of another kind.
+	MariaDB MariaDB `yaml:",inline"`
+}
+
+// MariaDB is what only a MariaDB cluster has: the MySQL protocol's knobs
+// (auth plugin, packet size, connection multiplexing) and GTID-based
+// read-your-writes and replication. Every field's zero value means "not
+// set" (defaults fill it in for kind mariadb), which is how Validate tells
+// a key written on a cluster of another kind.
+type MariaDB struct {
+	AuthPlugin                  string `yaml:"auth_plugin"`
+	MaxPacket                   int    `yaml:"max_packet"`
+	AutoIncrementDelayMultiplex *int   `yaml:"auto_increment_delay_multiplex"`
 	// CausalReads is read-your-writes: off, session (default: a session's
 	// reads on replicas wait for the GTID of its last write, up to
 	// CausalReadsTimeout, else go to the primary) or proxy (every read
@@ -183,8 +213,7 @@ type Cluster struct {
 	CausalReadsTimeout Duration `yaml:"causal_reads_timeout"`
 	// Replication is the account replicas use to connect to a new primary
 	// (needed with a control plane).
-	Replication   Account  `yaml:"replication"`
-	MaxPromoteLag Duration `yaml:"max_promote_lag"`
+	Replication Account `yaml:"replication"`
 }
 
 // Member is one database server.
@@ -241,10 +270,7 @@ func Default() Config {
 
 func clusterDefaults(c *Cluster) {
 	if c.Kind == "" {
-		c.Kind = "mysql"
-	}
-	if c.AuthPlugin == "" {
-		c.AuthPlugin = "mysql_native_password"
+		c.Kind = KindMariaDB
 	}
 	def := func(d *Duration, v time.Duration) {
 		if *d == 0 {
@@ -259,32 +285,11 @@ func clusterDefaults(c *Cluster) {
 	def(&c.QueryTimeout, time.Hour)
 	def(&c.ClientIdleTimeout, 8*time.Hour)
 	def(&c.MaxPromoteLag, 5*time.Second)
-	def(&c.CausalReadsTimeout, time.Second)
-	// Read-your-writes by default: an application that reads back what it
-	// just wrote must not see an older row because the read went to a
-	// replica. Deprecated booleans map to the modes they meant.
-	switch m := strings.ToLower(c.CausalReads); m {
-	case "":
-		c.CausalReads = "session"
-	case "true":
-		c.CausalReads = "session"
-	case "false":
-		c.CausalReads = "off"
-	case "off", "session", "proxy":
-		c.CausalReads = m
-	}
 	if c.ReadsWithoutReplica == "" {
 		c.ReadsWithoutReplica = "primary"
 	}
 	// MaxConnectionsPerMember 0: the proxy derives each member's limit
 	// from its max_connections (docs/config.md).
-	if c.MaxPacket == 0 {
-		c.MaxPacket = 64 << 20
-	}
-	if c.AutoIncrementDelayMultiplex == nil {
-		v := 5
-		c.AutoIncrementDelayMultiplex = &v
-	}
 	for i := range c.Users {
 		if c.Users[i].BackendUser == "" {
 			c.Users[i].BackendUser = c.Users[i].Name
@@ -292,6 +297,40 @@ func clusterDefaults(c *Cluster) {
 				c.Users[i].BackendPassword = c.Users[i].Password
 			}
 		}
+	}
+	// Only a MariaDB cluster gets MariaDB's defaults: on another kind its
+	// keys stay unset, so Validate can tell one the file wrote.
+	if c.Kind == KindMariaDB {
+		mariadbDefaults(&c.MariaDB)
+	}
+}
+
+func mariadbDefaults(m *MariaDB) {
+	if m.AuthPlugin == "" {
+		m.AuthPlugin = "mysql_native_password"
+	}
+	if m.CausalReadsTimeout == 0 {
+		m.CausalReadsTimeout = Duration(time.Second)
+	}
+	// Read-your-writes by default: an application that reads back what it
+	// just wrote must not see an older row because the read went to a
+	// replica. Deprecated booleans map to the modes they meant.
+	switch mode := strings.ToLower(m.CausalReads); mode {
+	case "":
+		m.CausalReads = "session"
+	case "true":
+		m.CausalReads = "session"
+	case "false":
+		m.CausalReads = "off"
+	case "off", "session", "proxy":
+		m.CausalReads = mode
+	}
+	if m.MaxPacket == 0 {
+		m.MaxPacket = 64 << 20
+	}
+	if m.AutoIncrementDelayMultiplex == nil {
+		v := 5
+		m.AutoIncrementDelayMultiplex = &v
 	}
 }
 
@@ -388,8 +427,8 @@ func (c *Config) Validate() error {
 			add(f+".name", "duplicate cluster %q", cl.Name)
 		}
 		names[cl.Name] = true
-		if cl.Kind != "mysql" {
-			add(f+".kind", "%q is not supported (want mysql)", cl.Kind)
+		if err := checkKind(cl.Kind); err != nil {
+			add(f+".kind", "%v", err)
 		}
 		if arbiter {
 			// Arbiters carry no client traffic: no listener, no users.
@@ -419,14 +458,6 @@ func (c *Config) Validate() error {
 		if len(cl.Users) == 0 && !arbiter {
 			add(f+".users", "at least one user is required")
 		}
-		if c.Control != nil {
-			if cl.Replication.User == "" {
-				add(f+".replication.user", "required with a control plane (the account replicas use to follow a new primary)")
-			}
-			if _, err := cl.Replication.Password.resolve(); err != nil {
-				add(f+".replication.password", "%v", err)
-			}
-		}
 		unames := map[string]bool{}
 		for j, u := range cl.Users {
 			uf := fmt.Sprintf("%s.users[%d]", f, j)
@@ -437,11 +468,6 @@ func (c *Config) Validate() error {
 			if _, err := u.BackendPassword.resolve(); err != nil {
 				add(uf+".backend_password", "%v", err)
 			}
-		}
-		switch cl.AuthPlugin {
-		case "mysql_native_password", "caching_sha2_password":
-		default:
-			add(f+".auth_plugin", "%q is not supported (want mysql_native_password or caching_sha2_password)", cl.AuthPlugin)
 		}
 		if (cl.TLS.CertFile == "") != (cl.TLS.KeyFile == "") {
 			add(f+".tls", "cert_file and key_file go together")
@@ -458,16 +484,10 @@ func (c *Config) Validate() error {
 			name string
 			v    Duration
 		}{{"probe_interval", cl.ProbeInterval}, {"max_replica_lag", cl.MaxReplicaLag}, {"pool_timeout", cl.PoolTimeout},
-			{"connect_timeout", cl.ConnectTimeout}, {"query_timeout", cl.QueryTimeout}, {"client_idle_timeout", cl.ClientIdleTimeout},
-			{"causal_reads_timeout", cl.CausalReadsTimeout}} {
+			{"connect_timeout", cl.ConnectTimeout}, {"query_timeout", cl.QueryTimeout}, {"client_idle_timeout", cl.ClientIdleTimeout}} {
 			if d.v < 0 {
 				add(f+"."+d.name, "must not be negative")
 			}
-		}
-		switch cl.CausalReads {
-		case "off", "session", "proxy":
-		default:
-			add(f+".causal_reads", "%q is not a mode (want off, session or proxy)", cl.CausalReads)
 		}
 		if cl.LocalityWindow < 0 {
 			add(f+".locality_window", "must not be negative")
@@ -475,17 +495,91 @@ func (c *Config) Validate() error {
 		if cl.MaxConnectionsPerMember < 0 {
 			add(f+".max_connections_per_member", "must not be negative (0 or unset: derived from the member's max_connections)")
 		}
-		if cl.MaxPacket < 1024 || cl.MaxPacket > 1<<30 {
-			add(f+".max_packet", "%d is out of range (1024 to 1073741824 bytes)", cl.MaxPacket)
-		}
-		if cl.AutoIncrementDelayMultiplex != nil && *cl.AutoIncrementDelayMultiplex < 0 {
-			add(f+".auto_increment_delay_multiplex", "must not be negative")
+		// A kind's keys are judged only against a kind that exists: with
+		// kind: mysql or a typo, the kind's own error says what to fix, and
+		// an error on every MariaDB key as well would bury it.
+		switch cl.Kind {
+		case KindMariaDB:
+			validateMariaDB(add, f, &cl.MariaDB, c.Control != nil)
+		case kindMongoDB:
+			for _, k := range setKeys(cl.MariaDB) {
+				add(f+"."+k, "only for kind %s (this cluster is kind %s)", KindMariaDB, cl.Kind)
+			}
 		}
 	}
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
+}
+
+// kindMongoDB is reserved for MongoDB replica sets: refused until their
+// proxy and probes exist, and already a known kind so that MariaDB's keys
+// on such a cluster are named as the wrong kind's.
+const kindMongoDB = "mongodb"
+
+// checkKind accepts the kinds that are implemented and tested. kind: mysql
+// is refused rather than run: the MariaDB probes would fail on every MySQL
+// server and show each member unreachable, which looks like an outage
+// instead of a configuration mistake.
+func checkKind(kind string) error {
+	switch kind {
+	case KindMariaDB:
+		return nil
+	case "mysql":
+		return fmt.Errorf("%q is not supported yet: the probes and failover use MariaDB-only SQL (GTIDs, SHOW ALL SLAVES STATUS); use kind: %s for MariaDB servers", kind, KindMariaDB)
+	case kindMongoDB:
+		return fmt.Errorf("%q is not implemented yet (supported: %s)", kind, KindMariaDB)
+	}
+	return fmt.Errorf("%q is not a kind (supported: %s)", kind, KindMariaDB)
+}
+
+// validateMariaDB checks kind mariadb's section; f is the cluster's path
+// (its keys are written at the cluster's level).
+func validateMariaDB(add func(field, format string, args ...any), f string, m *MariaDB, control bool) {
+	if control {
+		if m.Replication.User == "" {
+			add(f+".replication.user", "required with a control plane (the account replicas use to follow a new primary)")
+		}
+		if _, err := m.Replication.Password.resolve(); err != nil {
+			add(f+".replication.password", "%v", err)
+		}
+	}
+	switch m.AuthPlugin {
+	case "mysql_native_password", "caching_sha2_password":
+	default:
+		add(f+".auth_plugin", "%q is not supported (want mysql_native_password or caching_sha2_password)", m.AuthPlugin)
+	}
+	if m.CausalReadsTimeout < 0 {
+		add(f+".causal_reads_timeout", "must not be negative")
+	}
+	switch m.CausalReads {
+	case "off", "session", "proxy":
+	default:
+		add(f+".causal_reads", "%q is not a mode (want off, session or proxy)", m.CausalReads)
+	}
+	if m.MaxPacket < 1024 || m.MaxPacket > 1<<30 {
+		add(f+".max_packet", "%d is out of range (1024 to 1073741824 bytes)", m.MaxPacket)
+	}
+	if m.AutoIncrementDelayMultiplex != nil && *m.AutoIncrementDelayMultiplex < 0 {
+		add(f+".auto_increment_delay_multiplex", "must not be negative")
+	}
+}
+
+// setKeys lists the YAML keys of a kind's section that hold a value, in
+// field order. It reads the struct's tags rather than a hand-kept list so a
+// field added to a section can never be silently accepted on another kind.
+func setKeys(section any) []string {
+	v := reflect.ValueOf(section)
+	var keys []string
+	for i := 0; i < v.NumField(); i++ {
+		if v.Field(i).IsZero() {
+			continue
+		}
+		key, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		keys = append(keys, key)
+	}
+	return keys
 }
 
 func (c *Config) validateControl(add func(field, format string, args ...any)) {

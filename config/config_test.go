@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -38,8 +40,13 @@ func TestParseValidAppliesDefaults(t *testing.T) {
 	if cl.Users[0].BackendUser != "app" || Password(cl.Users[0].BackendPassword) != "s3cret" {
 		t.Fatalf("backend account defaults to the client account: %+v", cl.Users[0])
 	}
-	if *cl.AutoIncrementDelayMultiplex != 5 {
-		t.Fatal("auto_increment_delay_multiplex default")
+	if cl.Kind != KindMariaDB {
+		t.Fatalf("kind defaults to %q, got %q", KindMariaDB, cl.Kind)
+	}
+	md := cl.MariaDB
+	if md.AuthPlugin != "mysql_native_password" || md.MaxPacket != 64<<20 || *md.AutoIncrementDelayMultiplex != 5 ||
+		md.CausalReads != "session" || md.CausalReadsTimeout.D() != time.Second {
+		t.Fatalf("mariadb defaults not applied: %+v", md)
 	}
 }
 
@@ -68,7 +75,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"bad fallback", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    reads_without_replica: maybe", "clusters[0].reads_without_replica"},
 		{"duplicate member", "name: db2", "name: db1", `clusters[0].members[1].name: duplicate member "db1"`},
 		{"unset env", "DBROUTER_TEST_PW", "DBROUTER_UNSET_VAR", "clusters[0].users[0].password: environment variable DBROUTER_UNSET_VAR is not set"},
-		{"bad kind", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    kind: postgres", "clusters[0].kind"},
+		{"bad kind", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    kind: postgres", `clusters[0].kind: "postgres" is not a kind (supported: mariadb)`},
 		{"bad port", "127.0.0.1:6033", "127.0.0.1:99999", "clusters[0].listen: port"},
 		{"bad role", "role: proxy", "role: boss", "role: \"boss\" is not a role"},
 	}
@@ -166,7 +173,7 @@ func TestCausalReadsModes(t *testing.T) {
 		{"causal_reads: 1", "", `clusters[0].causal_reads: "1" is not a mode`},
 	} {
 		t.Run(tc.line, func(t *testing.T) {
-			in := strings.Replace(valid, "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    "+tc.line, 1)
+			in := withClusterLines(tc.line)
 			c, err := Parse([]byte(in))
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
@@ -177,8 +184,119 @@ func TestCausalReadsModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Clusters[0].CausalReads; got != tc.want {
+			if got := c.Clusters[0].MariaDB.CausalReads; got != tc.want {
 				t.Fatalf("causal_reads = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// wantErrors checks a Parse error against "field: reason" lines: the exact
+// path and message of every problem, in order, and no others.
+func wantErrors(t *testing.T, err error, want []string) {
+	t.Helper()
+	var got []string
+	if err != nil {
+		var es Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("error %v (%T) is not config.Errors", err, err)
+		}
+		for _, e := range es {
+			got = append(got, e.Error())
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// withClusterLines adds lines (each indented as a cluster key) to the valid
+// config's only cluster.
+func withClusterLines(lines ...string) string {
+	add := ""
+	for _, l := range lines {
+		add += "\n    " + l
+	}
+	return strings.Replace(valid, "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033"+add, 1)
+}
+
+// TestKindsAccepted: mariadb is the default and the only kind that runs.
+// kind: mysql is refused with the reason (the probes use MariaDB-only SQL,
+// so a MySQL server would just look unreachable), mongodb is reserved, and
+// any other kind names the supported one. A kind that is refused is the only
+// error: MariaDB's keys are judged only against a kind that exists.
+func TestKindsAccepted(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	const mysqlErr = `clusters[0].kind: "mysql" is not supported yet: the probes and failover use MariaDB-only SQL (GTIDs, SHOW ALL SLAVES STATUS); use kind: mariadb for MariaDB servers`
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  []string
+	}{
+		{"default", nil, nil},
+		{"mariadb", []string{"kind: mariadb"}, nil},
+		{"mariadb with its keys", []string{"kind: mariadb", "causal_reads: proxy", "max_packet: 1048576"}, nil},
+		{"mysql", []string{"kind: mysql"}, []string{mysqlErr}},
+		{"mysql with mariadb keys", []string{"kind: mysql", "causal_reads: proxy", "auth_plugin: caching_sha2_password"}, []string{mysqlErr}},
+		{"mongodb", []string{"kind: mongodb"}, []string{`clusters[0].kind: "mongodb" is not implemented yet (supported: mariadb)`}},
+		{"unknown", []string{"kind: postgres"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb)`}},
+		{"unknown with mariadb keys", []string{"kind: postgres", "causal_reads: off"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb)`}},
+		{"case matters", []string{"kind: MariaDB"}, []string{`clusters[0].kind: "MariaDB" is not a kind (supported: mariadb)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(withClusterLines(tc.lines...)))
+			wantErrors(t, err, tc.want)
+			if tc.want == nil && c.Clusters[0].Kind != KindMariaDB {
+				t.Fatalf("kind = %q", c.Clusters[0].Kind)
+			}
+		})
+	}
+}
+
+// TestMariaDBKeysRejectedOnOtherKinds: a MariaDB key written on a cluster of
+// another known kind is an error naming it, one per key, in field order. The
+// case sets every field of MariaDB, so a field added to the section without
+// being covered here fails the count check.
+func TestMariaDBKeysRejectedOnOtherKinds(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	in := withClusterLines("kind: mongodb", "auth_plugin: mysql_native_password", "max_packet: 4096",
+		"auto_increment_delay_multiplex: 0", "causal_reads: session", "causal_reads_timeout: 2s",
+		"replication: {user: repl, password: repl}")
+	want := []string{`clusters[0].kind: "mongodb" is not implemented yet (supported: mariadb)`}
+	for _, k := range []string{"auth_plugin", "max_packet", "auto_increment_delay_multiplex", "causal_reads", "causal_reads_timeout", "replication"} {
+		want = append(want, "clusters[0]."+k+": only for kind mariadb (this cluster is kind mongodb)")
+	}
+	if n := reflect.TypeOf(MariaDB{}).NumField(); n != len(want)-1 {
+		t.Fatalf("MariaDB has %d fields, the case sets %d: set the new one too", n, len(want)-1)
+	}
+	_, err := Parse([]byte(in))
+	wantErrors(t, err, want)
+}
+
+// TestMariaDBKeysValidated: kind mariadb's keys keep their checks, each
+// error naming the key where it is written (at the cluster's level).
+func TestMariaDBKeysValidated(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"auth_plugin: caching_sha2_password", nil},
+		{"auth_plugin: client_ed25519", []string{`clusters[0].auth_plugin: "client_ed25519" is not supported (want mysql_native_password or caching_sha2_password)`}},
+		{"max_packet: 1024", nil},
+		{"max_packet: 100", []string{"clusters[0].max_packet: 100 is out of range (1024 to 1073741824 bytes)"}},
+		{"max_packet: 2147483648", []string{"clusters[0].max_packet: 2147483648 is out of range (1024 to 1073741824 bytes)"}},
+		{"auto_increment_delay_multiplex: 0", nil},
+		{"auto_increment_delay_multiplex: -1", []string{"clusters[0].auto_increment_delay_multiplex: must not be negative"}},
+		{"causal_reads_timeout: -1s", []string{"clusters[0].causal_reads_timeout: must not be negative"}},
+		{"causal_reads: always", []string{`clusters[0].causal_reads: "always" is not a mode (want off, session or proxy)`}},
+		{"replication: {user: repl, password: {env: DBROUTER_UNSET_VAR}}", nil}, // checked only with a control plane
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			c, err := Parse([]byte(withClusterLines(tc.line)))
+			wantErrors(t, err, tc.want)
+			if tc.line == "auto_increment_delay_multiplex: 0" && *c.Clusters[0].MariaDB.AutoIncrementDelayMultiplex != 0 {
+				t.Fatal("an explicit 0 must not be replaced by the default")
 			}
 		})
 	}

@@ -117,7 +117,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		}
 		if arbiterRole {
 			act := &topology.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
-				ReplUser: cl.Replication.User, ReplPassword: config.Password(cl.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
+				ReplUser: cl.MariaDB.Replication.User, ReplPassword: config.Password(cl.MariaDB.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
 				// Replicas must hear from an idle primary well within
 				// failure_threshold, or a hung one looks like a quiet one.
 				HeartbeatPeriod: min(topology.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4)}
@@ -227,10 +227,11 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 	for _, u := range cl.Users {
 		users[u.Name] = &pmysql.User{Name: u.Name, Password: config.Password(u.Password), BackendUser: u.BackendUser, BackendPassword: config.Password(u.BackendPassword)}
 	}
-	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: cl.AuthPlugin, RequireTLS: cl.TLS.Require,
+	md := cl.MariaDB
+	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: md.AuthPlugin, RequireTLS: cl.TLS.Require,
 		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
-		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: cl.MaxPacket,
-		AutoIncrementDelayMultiplex: *cl.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(cl.CausalReads), CausalTimeout: cl.CausalReadsTimeout.D()}
+		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: md.MaxPacket,
+		AutoIncrementDelayMultiplex: *md.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(md.CausalReads), CausalTimeout: md.CausalReadsTimeout.D()}
 	if cl.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)
 		if err != nil {

@@ -43,7 +43,7 @@ type Options struct {
 	// ProbeInterval is the clusters' probe_interval ("" for the default).
 	ProbeInterval string
 	// Cluster is extra YAML for the cluster section of every node (lines
-	// indented four spaces, e.g. "    causal_reads: true\n").
+	// indented four spaces, e.g. "    causal_reads: proxy\n").
 	Cluster string
 	// ArbiterToPrimary: every arbiter reaches db1 through a link named
 	// "aN/db1". ProxyToArbiters: proxy p1's connections to the arbiters and

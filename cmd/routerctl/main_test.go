@@ -28,7 +28,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	st := admin.Status{Clusters: []admin.ClusterStatus{{Name: "app", Kind: "mysql", Primary: "db1", Phase: "serving",
+	st := admin.Status{Clusters: []admin.ClusterStatus{{Name: "app", Kind: "mariadb", Primary: "db1", Phase: "serving",
 		Members:  []admin.MemberStatus{{Name: "db1", Role: "primary", Healthy: true}, {Name: "db2", Role: "replica", LagMs: 12}},
 		Warnings: []topology.Warning{{Member: "db2", Check: topology.CheckReplicaSemiOff, Message: "db2: semi-sync is off on this replica"}}}}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

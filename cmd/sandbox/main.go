@@ -249,7 +249,7 @@ func routerdConfig(c *chaos.Cluster, n *node, nodes []*node, addrs, sites []stri
 			fmt.Fprintf(&b, "    - {name: %s, raft: %q, admin: %q}\n", a.name, a.raft, a.admin)
 		}
 	}
-	fmt.Fprintf(&b, "clusters:\n  - name: app\n    kind: mysql\n")
+	fmt.Fprintf(&b, "clusters:\n  - name: app\n    kind: mariadb\n")
 	if n.role == "proxy" {
 		fmt.Fprintf(&b, "    listen: %s\n    users:\n      - {name: %s, password: %s}\n", n.listen, chaos.AppUser, chaos.AppPassword)
 	}
