@@ -61,8 +61,9 @@ var (
 
 // MessageError says what was wrong with a message and where: Offset counts
 // bytes from the first byte of the message (its messageLength field), so a
-// hex dump of the message shows the culprit. Err is one of the sentinels
-// above.
+// hex dump of the message shows the culprit. An encoder refusing one of its
+// arguments names it in Field ("body argument") and counts from the start
+// of that argument. Err is one of the sentinels above.
 type MessageError struct {
 	Op     OpCode // the message's opcode, 0 if the header was not read
 	Offset int    // where the bad field starts, from the start of the message

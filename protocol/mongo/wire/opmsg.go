@@ -356,10 +356,11 @@ func AppendSequenceSection(dst []byte, identifier string, documents []byte) ([]b
 }
 
 // AppendOpMsgEnd finishes the OP_MSG begun at dst[start]: it checks the
-// message as a decoder would (one body, unique identifiers, known required
-// flags), appends the CRC-32C when ChecksumPresent is set, and fills in
-// messageLength. On error dst is returned unchanged, the partial message
-// still in it.
+// message's structure as DecodeOpMsg does (known required flags, one body,
+// unique identifiers, every length in bounds; the documents were validated
+// as they were appended), appends the CRC-32C when ChecksumPresent is set,
+// and fills in messageLength. What it accepts, DecodeOpMsg accepts. On error
+// dst is returned unchanged, the partial message still in it.
 func AppendOpMsgEnd(dst []byte, start int) ([]byte, error) {
 	if start < 0 || len(dst)-start < opMsgFixed {
 		return dst, msgErr(OpCodeMsg, 0, "message", ErrTooShort, "AppendOpMsgStart not called at start")

@@ -14,9 +14,10 @@ type Message struct {
 	Raw    []byte
 }
 
-// growFloor is the least a read buffer grows to at once, so that a run of
-// small messages does not reallocate for each few bytes.
-const growFloor = 64 << 10
+// growFloor is the least a read buffer starts or grows to: most commands and
+// replies fit, so a session's buffer settles at once, and an idle session
+// holds no more than this.
+const growFloor = 4 << 10
 
 // ReadMessage reads the next message from r into buf (grown when it is too
 // small) and returns it with the buffer to pass to the next call. A session
@@ -59,7 +60,7 @@ func ReadMessage(r io.Reader, maxSize int, buf []byte) (Message, []byte, error) 
 	}
 	// The buffer grows with the bytes that have arrived, at most doubling
 	// them, rather than to the length the peer claims: a peer that announces
-	// 48 MB and sends nothing costs 64 KiB, not 48 MB.
+	// 48 MB and sends nothing costs 4 KiB, not 48 MB.
 	for have := HeaderLen; have < n; {
 		if cap(buf) == have {
 			c := max(2*have, growFloor)
