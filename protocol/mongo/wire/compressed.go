@@ -48,13 +48,9 @@ const opCompressedFixed = HeaderLen + 4 + 4 + 1
 // (msg is the whole message, header included), so that it can be refused by
 // name.
 func DecodeOpCompressed(msg []byte) (OpCompressed, error) {
-	h, err := checkHeader(msg, OpCodeCompressed)
+	h, err := checkHeader(msg, OpCodeCompressed, opCompressedFixed)
 	if err != nil {
 		return OpCompressed{}, err
-	}
-	if len(msg) < opCompressedFixed {
-		return OpCompressed{}, msgErr(OpCodeCompressed, 0, "messageLength", ErrTooShort,
-			strconv.Itoa(len(msg))+" bytes, fixed fields need "+strconv.Itoa(opCompressedFixed))
 	}
 	return OpCompressed{
 		Header:           h,
@@ -66,9 +62,11 @@ func DecodeOpCompressed(msg []byte) (OpCompressed, error) {
 }
 
 // checkHeader parses the header of a whole message handed to a decoder and
-// checks that it is of opcode op and that messageLength is exactly len(msg),
-// so that nothing after it reads past the message or ignores a tail.
-func checkHeader(msg []byte, op OpCode) (Header, error) {
+// checks that it is of opcode op, that messageLength is exactly len(msg), so
+// that nothing after it reads past the message or ignores a tail, and that
+// the message holds the opcode's fixed fields, so that the decoder can read
+// them without further checks.
+func checkHeader(msg []byte, op OpCode, fixed int) (Header, error) {
 	h, err := ParseHeader(msg)
 	if err != nil {
 		err.(*MessageError).Op = op
@@ -88,6 +86,10 @@ func checkHeader(msg []byte, op OpCode) (Header, error) {
 		}
 		return h, msgErr(op, n, "end of message", ErrTrailingBytes,
 			strconv.Itoa(len(msg)-n)+" bytes after messageLength "+strconv.Itoa(n))
+	}
+	if n < fixed {
+		return h, msgErr(op, 0, "messageLength", ErrTooShort,
+			strconv.Itoa(n)+" bytes, the fixed fields of "+op.String()+" need "+strconv.Itoa(fixed))
 	}
 	return h, nil
 }

@@ -40,14 +40,11 @@ type OpQuery struct {
 
 // DecodeOpQuery decodes msg, one whole OP_QUERY with its header.
 func DecodeOpQuery(msg []byte) (OpQuery, error) {
-	h, err := checkHeader(msg, OpCodeQuery)
+	h, err := checkHeader(msg, OpCodeQuery, HeaderLen+4)
 	if err != nil {
 		return OpQuery{}, err
 	}
 	end := len(msg)
-	if end < HeaderLen+4 {
-		return OpQuery{}, msgErr(OpCodeQuery, HeaderLen, "flags", ErrTruncated, "")
-	}
 	q := OpQuery{Header: h, Flags: QueryFlags(le32(msg[HeaderLen:]))}
 	pos := HeaderLen + 4
 	nul := bytes.IndexByte(msg[pos:], 0)
@@ -204,13 +201,9 @@ func AppendOpReply(dst []byte, requestID, responseTo int32, flags ReplyFlags, cu
 // DecodeOpReply decodes msg, one whole OP_REPLY with its header; tests use it
 // to read what the proxy answered a legacy handshake with.
 func DecodeOpReply(msg []byte) (OpReply, error) {
-	h, err := checkHeader(msg, OpCodeReply)
+	h, err := checkHeader(msg, OpCodeReply, opReplyFixed)
 	if err != nil {
 		return OpReply{}, err
-	}
-	if len(msg) < opReplyFixed {
-		return OpReply{}, msgErr(OpCodeReply, 0, "messageLength", ErrTooShort,
-			strconv.Itoa(len(msg))+" bytes, fixed fields need "+strconv.Itoa(opReplyFixed))
 	}
 	r := OpReply{
 		Header:         h,

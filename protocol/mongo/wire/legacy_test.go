@@ -71,7 +71,7 @@ func TestDecodeOpQueryRejectsMalformed(t *testing.T) {
 	}{
 		{"opcode is not OP_QUERY", put32(clone(good), 12, int32(wire.OpCodeMsg)), wire.ErrWrongOpCode, 12},
 		{"messageLength beyond the bytes", good[:len(good)-2], wire.ErrTruncated, 0},
-		{"ends inside flags", raw(0, 0), wire.ErrTruncated, 16},
+		{"ends inside flags", raw(0, 0), wire.ErrTooShort, 0},
 		{"collection name without NUL", raw(0, 0, 0, 0, 'a', 'd'), wire.ErrTruncated, 20},
 		{"ends inside numberToSkip", raw(0, 0, 0, 0, 'a', 0, 1, 2, 3), wire.ErrTruncated, 22},
 		{"no query document", raw(0, 0, 0, 0, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0), wire.ErrTruncated, 30},

@@ -76,13 +76,9 @@ type OpMsg struct {
 // and insists on exactly one body and unique sequence identifiers. After a
 // nil error every accessor is safe.
 func DecodeOpMsg(msg []byte) (OpMsg, error) {
-	h, err := checkHeader(msg, OpCodeMsg)
+	h, err := checkHeader(msg, OpCodeMsg, opMsgFixed)
 	if err != nil {
 		return OpMsg{}, err
-	}
-	if len(msg) < opMsgFixed {
-		return OpMsg{}, msgErr(OpCodeMsg, HeaderLen, "flagBits", ErrTooShort,
-			"message of "+strconv.Itoa(len(msg))+" bytes ends inside it")
 	}
 	flags := MsgFlags(binary.LittleEndian.Uint32(msg[HeaderLen:]))
 	if unknown := flags & requiredFlags &^ knownRequired; unknown != 0 {
