@@ -244,7 +244,9 @@ func (m OpMsg) Sequence(identifier string) (Sequence, bool) {
 func (m OpMsg) Sections() SectionIter { return SectionIter{rest: m.sections} }
 
 // Sequence is a document sequence: a command argument's identifier and its
-// documents, concatenated as on the wire.
+// documents, concatenated as on the wire. From a decoded message, Documents
+// aliases the buffer and Identifier does not (it is a copy, made without
+// allocating for the identifiers commands use).
 type Sequence struct {
 	Identifier string
 	Documents  []byte
