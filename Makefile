@@ -90,7 +90,7 @@ fuzz:
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzHandshakeResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mysql -run '^$$' -fuzz '^FuzzTrackedOK$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./raftfsm -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./topology -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseReplicaStatus$$' -fuzztime $(FUZZTIME)
 
