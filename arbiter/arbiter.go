@@ -21,6 +21,7 @@ import (
 
 	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // Group is what an arbiter needs of its Raft node.
@@ -40,6 +41,39 @@ type Group interface {
 	TransferLeadership(ctx context.Context, to string) error
 	State() *raftfsm.State
 	Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error)
+}
+
+// Actuator runs the database steps of a decision on one member, named by
+// its address (topology/mariadb's Actions). Every step is idempotent, so a
+// new leader can repeat the steps of a change its predecessor left half
+// done; none is taken without a fresh confirmation that this node still
+// leads (Arbiter.still).
+type Actuator interface {
+	// Position reads the member's GTID positions and replication state
+	// afresh: decisions are never taken on a snapshot's.
+	Position(ctx context.Context, addr string) (mariadb.ServerState, error)
+	// Fence makes the member refuse writes and drops its client sessions.
+	Fence(ctx context.Context, addr string) error
+	// Open makes the member the writable primary.
+	Open(ctx context.Context, addr string) error
+	// Detach stops the member's replication and forgets its source; it
+	// stays read-only.
+	Detach(ctx context.Context, addr string) error
+	// Repoint makes the member a read-only replica of source (an address).
+	Repoint(ctx context.Context, addr, source string) error
+	// StopReplication stops the member's replication (ioOnly: receiving
+	// only, so what it received is still applied).
+	StopReplication(ctx context.Context, addr string, ioOnly bool) error
+	// StartApplier makes the member apply what it received, keeping its
+	// relay log.
+	StartApplier(ctx context.Context, addr string) error
+	// WaitApplied waits up to d for the member to have applied pos.
+	WaitApplied(ctx context.Context, addr, pos string, d time.Duration) error
+	// SetHeartbeatPeriod gives a replica the heartbeat period failure
+	// detection needs; an error wrapping mariadb.ErrNotNow means "later".
+	SetHeartbeatPeriod(ctx context.Context, addr string) error
+	// ActiveTransactions counts the member's open client transactions.
+	ActiveTransactions(ctx context.Context, addr string) (int, error)
 }
 
 // Snapshots is the local view of the cluster (a topology.Monitor).
@@ -197,7 +231,7 @@ type Arbiter struct {
 	group Group
 	snaps Snapshots
 	obs   Observers
-	act   *topology.Actions
+	act   Actuator
 	log   *zap.Logger
 
 	// mu serialises changes: one decision at a time per cluster.
@@ -275,7 +309,7 @@ func (w *witnessed) since(now time.Time) (change, failover time.Duration, okChan
 }
 
 // New returns an arbiter for one cluster.
-func New(cfg Config, g Group, snaps Snapshots, obs Observers, act *topology.Actions, log *zap.Logger) *Arbiter {
+func New(cfg Config, g Group, snaps Snapshots, obs Observers, act Actuator, log *zap.Logger) *Arbiter {
 	cfg.defaults()
 	return &Arbiter{cfg: cfg, group: g, snaps: snaps, obs: obs, act: act, noted: map[string]string{}, hbFixed: map[string]time.Time{},
 		log: log.Named("arbiter").With(zap.String("cluster", cfg.Cluster))}
@@ -463,7 +497,7 @@ func (a *Arbiter) reopen(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 	if err != nil || !p.ReadOnly {
 		return err
 	}
-	have, err := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
+	have, err := mariadb.ParseGTIDSet(mariadb.MariaDB, p.BinlogPos)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // arbiters is three arbiters (in-memory Raft, real monitors and actions)
@@ -28,7 +29,7 @@ type arbiters struct {
 	nodes []*raftfsm.Node
 	mons  []*topology.Monitor
 	arbs  []*Arbiter
-	acts  []*topology.Actions
+	acts  []*mariadb.Actions
 	links map[string]*chaos.Link // "arbiter/member" → link the arbiter probes and acts through
 	trans map[string]*raft.InmemTransport
 	steps sync.Map // step name → *atomic.Int64, counted by every arbiter
@@ -181,13 +182,13 @@ func startArbitersLinked(t *testing.T, c *chaos.Cluster, cfg Config, links map[i
 			cl := n.State().Cluster("shop")
 			return !g.quiet.Load() && cl.Writable() && cl.Primary == member && n.IsLeader()
 		}
-		mon, err := topology.New(topology.Config{Cluster: "shop", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
+		mon, err := mariadb.NewMonitor(mariadb.MonitorConfig{Cluster: "shop", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
 			ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: 2 * time.Second, HeartbeatID: p.ID, HeartbeatGate: gate}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		g.mons = append(g.mons, mon)
-		act := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second,
+		act := &mariadb.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second,
 			HeartbeatPeriod: cfg.FailureThreshold / 4}
 		if len(dial) > 0 {
 			act.Dial = func(addr string) string {
@@ -289,9 +290,9 @@ func (g *arbiters) quietPrimary(ctx context.Context) {
 	}
 }
 
-func (g *arbiters) position(ctx context.Context, m *chaos.Member) topology.Position {
+func (g *arbiters) position(ctx context.Context, m *chaos.Member) mariadb.ServerState {
 	g.t.Helper()
-	a := &topology.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, Timeout: 3 * time.Second}
+	a := &mariadb.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, Timeout: 3 * time.Second}
 	p, err := a.Position(ctx, m.Addr())
 	if err != nil {
 		g.t.Fatal(err)

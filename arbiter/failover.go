@@ -21,7 +21,7 @@ import (
 type holder struct {
 	name     string
 	raw      string // its received position, as read
-	received topology.GTIDSet
+	received mariadb.GTIDSet
 	// open: it can be the candidate (the leader reads it directly, and it
 	// is not in maintenance, fenced or excluded); why says why not.
 	open bool
@@ -33,11 +33,11 @@ type holder struct {
 
 // received is everything a member holds: what its relay log received and
 // what its binlog has applied (one can lack a domain the other has).
-func received(p topology.Position) (string, topology.GTIDSet, error) {
-	io, err1 := topology.ParseGTIDSet(topology.MariaDB, p.IOPos)
-	bin, err2 := topology.ParseGTIDSet(topology.MariaDB, p.BinlogPos)
+func received(p mariadb.ServerState) (string, mariadb.GTIDSet, error) {
+	io, err1 := mariadb.ParseGTIDSet(mariadb.MariaDB, p.IOPos)
+	bin, err2 := mariadb.ParseGTIDSet(mariadb.MariaDB, p.BinlogPos)
 	if err := errors.Join(err1, err2); err != nil {
-		return "", topology.GTIDSet{}, err
+		return "", mariadb.GTIDSet{}, err
 	}
 	raw := p.IOPos
 	if raw == "" {
@@ -71,7 +71,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 			continue
 		}
 		h := holder{name: m.Name}
-		var p topology.Position
+		var p mariadb.ServerState
 		var err error = errors.New("unreachable")
 		if m.Reachable {
 			p, err = a.act.Position(ctx, m.Addr)
@@ -93,7 +93,7 @@ func (a *Arbiter) candidate(ctx context.Context, cl *raftfsm.Cluster, snap *topo
 				return "", fmt.Sprintf("%s is unreachable from every arbiter and may have been replicating from %s when it last answered: it may hold acknowledged writes no other member has", m.Name, lost), ""
 			}
 			h.raw = o.Received
-			if h.received, err = topology.ParseGTIDSet(topology.MariaDB, o.Received); err != nil {
+			if h.received, err = mariadb.ParseGTIDSet(mariadb.MariaDB, o.Received); err != nil {
 				return "", fmt.Sprintf("%s (seen by %s): unreadable GTID position: %v", m.Name, via, err), ""
 			}
 			h.why = "the leader cannot reach it (seen by arbiter " + via + ")"
@@ -356,8 +356,8 @@ func (a *Arbiter) finishFailover(ctx context.Context, cl *raftfsm.Cluster, commi
 
 // containsHolders checks, afresh, that the prepared candidate's position
 // contains what every reachable replica (but an errant one) received.
-func (a *Arbiter) containsHolders(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, cand string, opened topology.Position) error {
-	have, err := topology.ParseGTIDSet(topology.MariaDB, opened.BinlogPos)
+func (a *Arbiter) containsHolders(ctx context.Context, cl *raftfsm.Cluster, snap *topology.Snapshot, cand string, opened mariadb.ServerState) error {
+	have, err := mariadb.ParseGTIDSet(mariadb.MariaDB, opened.BinlogPos)
 	if err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func (a *Arbiter) containsHolders(ctx context.Context, cl *raftfsm.Cluster, snap
 // prepareCandidate applies everything the candidate received and detaches
 // it; it stays read-only. It returns the candidate's position then: where
 // its history as primary starts.
-func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) (topology.Position, error) {
+func (a *Arbiter) prepareCandidate(ctx context.Context, addr string) (mariadb.ServerState, error) {
 	p, err := a.act.Position(ctx, addr)
 	if err != nil {
 		return p, err
@@ -494,7 +494,7 @@ func (a *Arbiter) repointOthers(ctx context.Context, cl *raftfsm.Cluster, snap *
 // (position sourcePos, openings chain), judged per domain and server id —
 // a sequence number the source has passed may be another server's
 // transaction.
-func relayLogSafe(p topology.Position, sourcePos string, chain []mariadb.Opening) error {
+func relayLogSafe(p mariadb.ServerState, sourcePos string, chain []mariadb.Opening) error {
 	io, err1 := mariadb.ParsePosition(p.IOPos)
 	bin, err2 := mariadb.ParsePosition(p.BinlogPos)
 	cur, err3 := mariadb.ParsePosition(sourcePos)

@@ -31,8 +31,8 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 	if !ok || !prim.Reachable || prim.FailingFor > 0 {
 		return nil
 	}
-	var primPos *topology.Position
-	primary := func() (topology.Position, error) {
+	var primPos *mariadb.ServerState
+	primary := func() (mariadb.ServerState, error) {
 		if primPos == nil {
 			pctx, cancel := context.WithTimeout(ctx, max(a.cfg.Interval*4, time.Second))
 			defer cancel()
@@ -85,7 +85,7 @@ func (a *Arbiter) rejoin(ctx context.Context, cl *raftfsm.Cluster, snap *topolog
 
 // examine decides about one member from a fresh reading of it and of the
 // primary.
-func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topology.Member, primary func() (topology.Position, error)) error {
+func (a *Arbiter) examine(ctx context.Context, cl *raftfsm.Cluster, m, prim topology.Member, primary func() (mariadb.ServerState, error)) error {
 	ms := cl.Members[m.Name]
 	mp, err := a.act.Position(ctx, m.Addr)
 	if err != nil {
@@ -199,7 +199,7 @@ func (a *Arbiter) fixHeartbeat(ctx context.Context, m, prim topology.Member) boo
 		return true
 	}
 	err := a.act.SetHeartbeatPeriod(ctx, m.Addr)
-	if errors.Is(err, topology.ErrNotNow) {
+	if errors.Is(err, mariadb.ErrNotNow) {
 		return false // next round
 	}
 	a.hbFixed[m.Name] = time.Now()

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dbrouter/dbrouter/raftfsm"
-	"github.com/dbrouter/dbrouter/topology"
 	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
@@ -29,7 +28,7 @@ func TestRelayLogSafeJudgesServerIDs(t *testing.T) {
 		{"unapplied beyond the source's end", "0-2-215", "0-2-210", "0-2-210", true},
 		{"not a replica", "", "0-1-200", "0-2-210", false},
 	} {
-		err := relayLogSafe(topology.Position{IOPos: tc.io, BinlogPos: tc.bin}, tc.source, chain)
+		err := relayLogSafe(mariadb.ServerState{IOPos: tc.io, BinlogPos: tc.bin}, tc.source, chain)
 		if got := errors.Is(err, errUniqueRelayLog); got != tc.wantUnique {
 			t.Errorf("%s: %v, want unique=%v", tc.name, err, tc.wantUnique)
 		}

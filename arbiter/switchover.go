@@ -10,6 +10,7 @@ import (
 
 	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // errOldPrimaryLost: the primary being switched away from stopped answering
@@ -221,7 +222,7 @@ func (a *Arbiter) lostOld(old topology.Member, err error) error {
 // commitOpen commits `serving`, retrying for a moment: the target is open,
 // so giving up here would leave writes held needlessly (a new leader would
 // finish it, but later).
-func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason string, at topology.Position) error {
+func (a *Arbiter) commitOpen(ctx context.Context, cl *raftfsm.Cluster, reason string, at mariadb.ServerState) error {
 	var err error
 	for i := 0; i < 5; i++ {
 		if _, err = a.propose(ctx, &raftfsm.Command{Type: raftfsm.TypeOpen, Epoch: cl.Epoch, Reason: reason,

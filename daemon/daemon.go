@@ -26,6 +26,7 @@ import (
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
 	"github.com/dbrouter/dbrouter/router"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // Options tune Run for tests and the sandbox.
@@ -95,12 +96,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			host, _ := os.Hostname()
 			hbID = host + "/" + cl.Listen
 		}
-		mc := topology.Config{Cluster: cl.Name, Members: tm, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
+		mc := mariadb.MonitorConfig{Cluster: cl.Name, Members: tm, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
 			ProbeInterval: cl.ProbeInterval.D(), MaxReplicaLag: cl.MaxReplicaLag.D(), HeartbeatID: hbID}
 		if ctl != nil {
 			mc.HeartbeatGate = ctl.heartbeatGate(cl.Name)
 		}
-		mon, err := topology.New(mc, log)
+		mon, err := mariadb.NewMonitor(mc, log)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("cluster %s: %w", cl.Name, err)
@@ -116,11 +117,11 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			ctl.monitors[cl.Name] = mon
 		}
 		if arbiterRole {
-			act := &topology.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
+			act := &mariadb.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
 				ReplUser: cl.MariaDB.Replication.User, ReplPassword: config.Password(cl.MariaDB.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
 				// Replicas must hear from an idle primary well within
 				// failure_threshold, or a hung one looks like a quiet one.
-				HeartbeatPeriod: min(topology.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4)}
+				HeartbeatPeriod: min(mariadb.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4)}
 			if len(dialByAddr) > 0 {
 				act.Dial = func(addr string) string {
 					if d, ok := dialByAddr[addr]; ok {

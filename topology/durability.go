@@ -25,7 +25,9 @@ const (
 var DurabilityChecks = []string{CheckWaitPoint, CheckMasterTimeout, CheckReplicaSemiOff}
 
 // DurabilityWarnings checks the settings the no-lost-write promise rests
-// on, on every reachable member (any of them may be promoted):
+// on, on every reachable member (any of them may be promoted). It reads
+// the MariaDB-only fields of Member; members of a flavour that leaves
+// them empty get no warning:
 //
 //   - rpl_semi_sync_master_wait_point must be AFTER_SYNC: with AFTER_COMMIT
 //     other sessions see a commit before any replica has it, so a failover

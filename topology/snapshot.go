@@ -1,7 +1,13 @@
-// Package topology owns what the databases are doing: it probes every member of
-// a cluster (reachability, smoothed RTT, read_only, replication threads, GTID
-// positions, heartbeat lag) and publishes an immutable Snapshot through an
-// atomic pointer, so routers read it per decision without locking.
+// Package topology owns the neutral model of what a cluster's members are
+// doing and the Monitor that keeps it current: each member is probed on a
+// loop of its own through a Prober (a database flavour such as
+// topology/mariadb), judged unreachable after repeated failures, its RTT
+// smoothed, and every probe interval an immutable Snapshot is published
+// through an atomic pointer, so routers read it per decision without
+// locking.
+//
+// topology knows no database: what is probed and how is the flavour's
+// (topology/mariadb imports topology, never the reverse).
 package topology
 
 import "time"
@@ -18,19 +24,27 @@ const (
 
 // Member is one member's observed state. A Snapshot's members are never
 // modified after publication.
+//
+// The first groups are every flavour's: the Monitor and the router read
+// them. The last group is filled by the MariaDB flavour only (the arbiter's
+// rules and the status page read it); a flavour that does not fill it
+// leaves it zero. Names and JSON tags are kept as they were when topology
+// was MariaDB-only, so the status JSON and routerctl's output do not change.
 type Member struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
 	Site string `json:"site,omitempty"`
 
-	Reachable bool   `json:"reachable"`
-	Role      Role   `json:"role"`
-	ReadOnly  bool   `json:"read_only"`
-	ServerID  uint32 `json:"server_id,omitempty"`
-	Version   string `json:"version,omitempty"`
+	// Set by the Monitor from the probes' outcome.
+	Reachable bool `json:"reachable"`
+	Role      Role `json:"role"`
+	// ReadOnly: the member refuses client writes. The Monitor takes the
+	// single reachable member that is not read-only as the primary.
+	ReadOnly bool   `json:"read_only"`
+	Version  string `json:"version,omitempty"`
 	// RTT is the smoothed probe round trip.
 	RTT time.Duration `json:"-"`
-	// Lag is how long the oldest heartbeat the member has not applied has been
+	// Lag is how long the oldest write the member has not applied has been
 	// outstanding; -1 when unknown.
 	Lag time.Duration `json:"-"`
 
@@ -38,28 +52,44 @@ type Member struct {
 	// its probes fail (0 while they succeed).
 	FailingFor time.Duration `json:"-"`
 
+	// Replication, as every flavour has it. IORunning: the member receives
+	// from its source; SQLRunning: it applies what it received (named
+	// after MariaDB's IO and SQL threads; a flavour without such threads
+	// sets both while the member replicates).
 	IORunning  bool `json:"io_running"`
 	SQLRunning bool `json:"sql_running"`
-	// Source is the host:port replication was configured with: for people.
-	// SourceServerID is who the IO thread actually connected to last
-	// (Master_Server_Id; 0 before it first connected): decisions compare
-	// that with the primary's server id, never address strings.
-	Source         string `json:"source,omitempty"`
-	SourceServerID uint32 `json:"source_server_id,omitempty"`
+	// Source is the address replication was configured with: for people;
+	// decisions identify the source by server id (below), never by
+	// address strings.
+	Source string `json:"source,omitempty"`
 	// SourceContact is how long ago, by this monitor's clock, the replica
 	// last received anything from its source (an event or a heartbeat);
-	// -1 when not known yet or not a replica. An IO thread can show
-	// "connected" for slave_net_timeout after its source hung; this cannot.
+	// -1 when not known yet or not a replica. A replication thread can show
+	// "connected" long after its source hung; this cannot.
 	SourceContact time.Duration `json:"-"`
+	ReplError     string        `json:"replication_error,omitempty"`
+	ProbeError    string        `json:"probe_error,omitempty"`
+
+	// Eligible: a replica that may serve reads (reachable, read-only,
+	// receiving and applying, lag known and under max_replica_lag).
+	Eligible bool `json:"eligible"`
+
+	// MariaDB only (topology/mariadb fills these; the Mongo kind will add
+	// its own).
+	//
+	// ServerID survives failed probes: deciding whether a replica still
+	// streams from a primary that stopped answering needs the primary's
+	// id. SourceServerID is who the IO thread actually connected to last
+	// (Master_Server_Id; 0 before it first connected): decisions compare
+	// that with the primary's server id.
+	ServerID       uint32 `json:"server_id,omitempty"`
+	SourceServerID uint32 `json:"source_server_id,omitempty"`
 	// HeartbeatPeriod is the replica's MASTER_HEARTBEAT_PERIOD.
 	HeartbeatPeriod time.Duration `json:"-"`
-	ReplError       string        `json:"replication_error,omitempty"`
-	ProbeError      string        `json:"probe_error,omitempty"`
-
-	GTIDBinlogPos  string `json:"gtid_binlog_pos"`
-	GTIDSlavePos   string `json:"gtid_slave_pos"`
-	GTIDCurrentPos string `json:"gtid_current_pos"`
-	GTIDIOPos      string `json:"gtid_io_pos,omitempty"` // received by a replica
+	GTIDBinlogPos   string        `json:"gtid_binlog_pos"`
+	GTIDSlavePos    string        `json:"gtid_slave_pos"`
+	GTIDCurrentPos  string        `json:"gtid_current_pos"`
+	GTIDIOPos       string        `json:"gtid_io_pos,omitempty"` // received by a replica
 	// Replicas are the server ids of the replicas connected to this member
 	// (SHOW SLAVE HOSTS; read on writable members, kept from the last
 	// successful probe when it stops answering): who may have received its
@@ -71,10 +101,6 @@ type Member struct {
 	SemiSyncWaitPoint string        `json:"semi_sync_wait_point,omitempty"`
 	SemiSyncTimeout   time.Duration `json:"-"`
 	SemiSyncReplica   bool          `json:"semi_sync_replica,omitempty"`
-
-	// Eligible: a replica that may serve reads (reachable, both threads
-	// running, lag known and under max_replica_lag).
-	Eligible bool `json:"eligible"`
 }
 
 // Snapshot is one consistent view of a cluster.

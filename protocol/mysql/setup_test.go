@@ -17,6 +17,7 @@ import (
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
 	"github.com/dbrouter/dbrouter/router"
 	"github.com/dbrouter/dbrouter/topology"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // env is a real three-member cluster with a proxy in front of it.
@@ -74,7 +75,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.maxLag == 0 {
 		o.maxLag = time.Second
 	}
-	mon, err := topology.New(topology.Config{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
+	mon, err := mariadb.NewMonitor(mariadb.MonitorConfig{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
 		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: o.maxLag, HeartbeatID: t.Name()}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,16 @@
-// Package mariadb owns what is specific to MariaDB replication: the typed
-// reading of SHOW ALL SLAVES STATUS, and MariaDB GTID positions with the
-// server id of each domain's last transaction (what errant-transaction
-// detection needs and a plain sequence comparison loses).
+// Package mariadb is the MariaDB flavour of topology: it probes MariaDB
+// members for a topology.Monitor (server variables, read_only, SHOW ALL
+// SLAVES STATUS through a typed parser, SHOW SLAVE HOSTS, GTID positions,
+// semi-sync state) and measures replica lag with heartbeats written to the
+// primary; it holds MariaDB GTID positions with the server id of each
+// domain's last transaction (what errant-transaction detection needs and a
+// plain sequence comparison loses), GTID set arithmetic, and the
+// administrative steps of a primary change (Actions: fence, detach, open,
+// repoint, ...), which the arbiter drives through an interface it declares.
 //
-// It depends on nothing else in dbrouter, so the monitor, the admin actions
-// and the test harness all read replication state through the same parser.
+// It imports topology for the neutral model, never the reverse. The
+// monitor, the admin actions and the test harness all read replication
+// state through the same parser.
 package mariadb
 
 import (
@@ -49,7 +55,7 @@ type ReplicaStatus struct {
 	ReceivedHeartbeats uint64
 	// RelayLogFile and RelayLogPos are where the SQL thread is in the
 	// relay log: applying a relay log without the IO thread needs them
-	// (see StartApplierKeepingRelayLog in package topology).
+	// (see Actions.StartApplier).
 	RelayLogFile string
 	RelayLogPos  uint64
 	// HeartbeatPeriod is Slave_heartbeat_period in seconds.

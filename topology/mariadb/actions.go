@@ -1,4 +1,4 @@
-package topology
+package mariadb
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-
-	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
 // Actions runs the MariaDB administrative steps of a primary change on one
@@ -26,7 +24,7 @@ type Actions struct {
 	// Timeout bounds each step that has no deadline of its own.
 	Timeout time.Duration
 	// Dial, when set, maps a member's address to the one to connect to (a
-	// test link in front of it), like MemberConfig.Dial for probes.
+	// test link in front of it), like topology.MemberConfig.Dial for probes.
 	Dial func(addr string) string
 	// HeartbeatPeriod is the MASTER_HEARTBEAT_PERIOD a repointed replica
 	// gets (default 500 ms): an idle source still sends something that
@@ -52,9 +50,9 @@ func (a *Actions) heartbeatPeriod(netTimeout float64) string {
 	return fmt.Sprintf("%.3f", max(p, time.Millisecond).Seconds())
 }
 
-// Position is what a promotion needs to know of a member: a fresh
-// observation of it alone, read when a decision needs it.
-type Position struct {
+// ServerState is what a promotion needs to know of a member: a fresh
+// observation of it alone, read when a decision needs it (Actions.Position).
+type ServerState struct {
 	ServerID   uint32
 	ReadOnly   bool
 	BinlogPos  string // @@gtid_binlog_pos
@@ -62,7 +60,7 @@ type Position struct {
 	SlavePos   string // @@gtid_slave_pos
 	// Replica is the default replication connection (zero when Replicating
 	// is false: not configured as a replica).
-	Replica     mariadb.ReplicaStatus
+	Replica     ReplicaStatus
 	Replicating bool
 	// IOPos is the replica's received position (Gtid_IO_Pos): what it has in
 	// its relay log, applied or not. Empty on a server that is not a replica.
@@ -128,24 +126,24 @@ func redact(s string) string {
 }
 
 // Position reads a member's GTID state.
-func (a *Actions) Position(ctx context.Context, addr string) (Position, error) {
+func (a *Actions) Position(ctx context.Context, addr string) (ServerState, error) {
 	c, done, err := a.open(ctx, addr)
 	if err != nil {
-		return Position{}, err
+		return ServerState{}, err
 	}
 	defer done()
 	return readPosition(ctx, c, addr)
 }
 
-func readPosition(ctx context.Context, c *sql.Conn, addr string) (Position, error) {
-	var p Position
+func readPosition(ctx context.Context, c *sql.Conn, addr string) (ServerState, error) {
+	var p ServerState
 	var ro int
 	if err := c.QueryRowContext(ctx, "SELECT @@server_id, @@read_only, @@gtid_binlog_pos, @@gtid_current_pos, @@gtid_slave_pos").
 		Scan(&p.ServerID, &ro, &p.BinlogPos, &p.CurrentPos, &p.SlavePos); err != nil {
 		return p, fmt.Errorf("%s: read gtid state: %w", addr, err)
 	}
 	p.ReadOnly = ro == 1
-	all, err := mariadb.ReadReplicaStatus(ctx, c)
+	all, err := ReadReplicaStatus(ctx, c)
 	if err != nil {
 		return p, fmt.Errorf("%s: %w", addr, err)
 	}

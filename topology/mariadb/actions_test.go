@@ -1,4 +1,4 @@
-package topology
+package mariadb_test
 
 import (
 	"context"
@@ -7,10 +7,20 @@ import (
 	"time"
 
 	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/topology/mariadb"
 )
 
-func actionsFor() *Actions {
-	return &Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second}
+func actionsFor() *mariadb.Actions {
+	return &mariadb.Actions{User: chaos.AdminUser, Password: chaos.AdminPassword, ReplUser: chaos.ReplUser, ReplPassword: chaos.ReplPassword, Timeout: 3 * time.Second}
+}
+
+func gtidSet(t *testing.T, s string) mariadb.GTIDSet {
+	t.Helper()
+	g, err := mariadb.ParseGTIDSet(mariadb.MariaDB, s)
+	if err != nil {
+		t.Fatalf("parse %q: %v", s, err)
+	}
+	return g
 }
 
 func appDB(t *testing.T, m *chaos.Member) *sql.DB {
@@ -63,21 +73,21 @@ func TestFailoverStepsOnRealServers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var sets []GTIDSet
+	var sets []mariadb.GTIDSet
 	var ios []string
 	for _, m := range []*chaos.Member{db2, db3} {
 		p, err := a.Position(ctx, m.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := ParseGTIDSet(MariaDB, p.IOPos)
+		g, err := mariadb.ParseGTIDSet(mariadb.MariaDB, p.IOPos)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sets = append(sets, g)
 		ios = append(ios, p.IOPos)
 	}
-	i := MostAdvanced(sets)
+	i := mariadb.MostAdvanced(sets)
 	if i < 0 {
 		t.Fatalf("no most advanced replica among %v", ios)
 	}
@@ -124,7 +134,7 @@ func TestFailoverStepsOnRealServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errant := mustSet(t, MariaDB, old.BinlogPos).Subtract(mustSet(t, MariaDB, np.BinlogPos))
+	errant := gtidSet(t, old.BinlogPos).Subtract(gtidSet(t, np.BinlogPos))
 	if !errant.Empty() {
 		t.Fatalf("clean old primary reported errant %s (old %s, new %s)", errant, old.BinlogPos, np.BinlogPos)
 	}
@@ -154,7 +164,7 @@ func TestFailoverStepsOnRealServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errant = mustSet(t, MariaDB, old.BinlogPos).Subtract(mustSet(t, MariaDB, np.BinlogPos))
+	errant = gtidSet(t, old.BinlogPos).Subtract(gtidSet(t, np.BinlogPos))
 	if errant.Count() != 1 {
 		t.Fatalf("errant %q, want one transaction (old %s, new %s)", errant, old.BinlogPos, np.BinlogPos)
 	}

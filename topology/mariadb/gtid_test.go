@@ -1,4 +1,4 @@
-package topology
+package mariadb
 
 import "testing"
 
