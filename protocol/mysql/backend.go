@@ -17,6 +17,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 const bufSize = 16 << 10
@@ -332,7 +334,7 @@ func (p *memberPool) timeoutError(wait time.Duration) error {
 	p.mu.Unlock()
 	n := p.pins.sessions.Load()
 	if n <= 0 {
-		return fmt.Errorf("member %s: %w: all %d connections in use for %v", p.name, errPoolTimeout, limit, wait)
+		return fmt.Errorf("member %s: %w: all %d connections in use for %v", p.name, proxy.ErrPoolTimeout, limit, wait)
 	}
 	var why strings.Builder
 	for i := range p.pins.byReason {
@@ -344,7 +346,7 @@ func (p *memberPool) timeoutError(wait time.Duration) error {
 		}
 	}
 	return fmt.Errorf("member %s: %w: all %d connections in use for %v; %d sessions pin one, keeping it between statements (%s)",
-		p.name, errPoolTimeout, limit, wait, n, why.String())
+		p.name, proxy.ErrPoolTimeout, limit, wait, n, why.String())
 }
 
 // handLocked gives bc (nil: room to open one) to the first waiter.
@@ -543,7 +545,7 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*
 	d := net.Dialer{Timeout: p.connect}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
-		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, errBackendDown, err)
+		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, proxy.ErrBackendDown, err)
 	}
 	bc := &backendConn{nc: nc, w: bufio.NewWriterSize(nc, bufSize), pool: p, key: key, multi: true, stmts: map[string]uint32{}}
 	if bc.stw = newSendThenWait(nc, bc.w); bc.stw != nil {
@@ -557,13 +559,13 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*
 		nc.Close()
 		var se *ServerError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("member %s: %w: login as %s: %w", p.name, errBackendDown, cred.user, err)
+			return nil, fmt.Errorf("member %s: %w: login as %s: %w", p.name, proxy.ErrBackendDown, cred.user, err)
 		}
-		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, errBackendDown, err)
+		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, proxy.ErrBackendDown, err)
 	}
 	if err := bc.startTracking(); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, errBackendDown, err)
+		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, proxy.ErrBackendDown, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return bc, nil
@@ -744,7 +746,7 @@ func (bc *backendConn) command(payload []byte) error {
 // the proxy's own SET/INIT_DB/RESET/SET_OPTION).
 func (bc *backendConn) exec(payload []byte) (okInfo, error) {
 	if err := bc.command(payload); err != nil {
-		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+		return okInfo{}, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	return bc.reply()
 }
@@ -754,7 +756,7 @@ func (bc *backendConn) exec(payload []byte) (okInfo, error) {
 func (bc *backendConn) reply() (okInfo, error) {
 	b, err := bc.pr.readPacket()
 	if err != nil {
-		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+		return okInfo{}, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	switch {
 	case len(b) > 0 && b[0] == 0xff:
@@ -764,7 +766,7 @@ func (bc *backendConn) reply() (okInfo, error) {
 	}
 	o, ok := parseOK(b)
 	if !ok {
-		return o, fmt.Errorf("%w: unexpected reply 0x%02x", errBackendLost, firstByte(b))
+		return o, fmt.Errorf("%w: unexpected reply 0x%02x", proxy.ErrBackendLost, firstByte(b))
 	}
 	return o, nil
 }
@@ -783,17 +785,17 @@ func (bc *backendConn) prepare(sql []byte, scratch []byte) (uint32, []byte, erro
 	scratch = append(scratch[:0], gm.COM_STMT_PREPARE)
 	scratch = append(scratch, sql...)
 	if err := bc.command(scratch); err != nil {
-		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+		return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	b, err := bc.pr.readPacket()
 	if err != nil {
-		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+		return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	if len(b) > 0 && b[0] == 0xff {
 		return 0, scratch, parseErr(b)
 	}
 	if len(b) < 12 || b[0] != 0 {
-		return 0, scratch, fmt.Errorf("%w: malformed prepare response", errBackendLost)
+		return 0, scratch, fmt.Errorf("%w: malformed prepare response", proxy.ErrBackendLost)
 	}
 	id, _, _ := readUint32(b, 1)
 	cols, _, _ := readUint16(b, 5)
@@ -807,7 +809,7 @@ func (bc *backendConn) prepare(sql []byte, scratch []byte) (uint32, []byte, erro
 	}
 	for i := 0; i < skip; i++ {
 		if _, err := bc.pr.readPacket(); err != nil {
-			return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+			return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 	}
 	return id, scratch, nil

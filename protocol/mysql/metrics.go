@@ -5,14 +5,16 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // metrics are resolved to concrete children up front: the hot path only
 // increments.
 type metrics struct {
-	byMember     []prometheus.Counter // queries routed to each member, unpinned
-	pinned       []prometheus.Counter // queries on a pinned/held connection
-	errs         []prometheus.Counter // by errorTable row, then otherKind
+	byMember     []prometheus.Counter               // queries routed to each member, unpinned
+	pinned       []prometheus.Counter               // queries on a pinned/held connection
+	errs         [proxy.NumKinds]prometheus.Counter // by kind
 	sessions     prometheus.Gauge
 	authFailures prometheus.Counter
 	clientErrors prometheus.Counter
@@ -97,10 +99,9 @@ func newMetrics(cluster string, p *Proxy, reg prometheus.Registerer) (*metrics, 
 		m.byMember = append(m.byMember, queries.WithLabelValues(cluster, mem.Name, "routed"))
 		m.pinned = append(m.pinned, queries.WithLabelValues(cluster, mem.Name, "pinned"))
 	}
-	for _, e := range errorTable {
-		m.errs = append(m.errs, errs.WithLabelValues(cluster, e.kind))
+	for _, k := range proxy.Kinds() {
+		m.errs[k] = errs.WithLabelValues(cluster, k.String())
 	}
-	m.errs = append(m.errs, errs.WithLabelValues(cluster, otherKind))
 	gauge := prometheus.NewGaugeFunc // read at scrape time
 	collectors := []prometheus.Collector{m.sessions, m.authFailures, m.clientErrors}
 	for _, pool := range p.pools {
@@ -166,12 +167,9 @@ func (m *metrics) queries(member int, pinned bool) prometheus.Counter {
 	return m.byMember[member]
 }
 
-// errorsByKind is the counter of err's kind (its errorTable row).
+// errorsByKind is the counter of err's kind.
 func (m *metrics) errorsByKind(err error) prometheus.Counter {
-	if i := lookupError(err); i >= 0 {
-		return m.errs[i]
-	}
-	return m.errs[len(m.errs)-1]
+	return m.errs[proxy.KindOf(err)]
 }
 
 // stmtKindOf is the kind label of a command of class c answered as kind.

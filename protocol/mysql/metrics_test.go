@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // TestMetricsOfTwoClustersOnOneRegistry: two proxies (two clusters in one
@@ -20,7 +22,7 @@ func TestMetricsOfTwoClustersOnOneRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.metrics.queries(0, false).Inc()
-		p.metrics.errorsByKind(errPoolTimeout).Inc()
+		p.metrics.errorsByKind(proxy.ErrPoolTimeout).Inc()
 		p.metrics.causalWaited.Inc()
 		p.pools[0].countPins(PinTxn, 1)
 	}

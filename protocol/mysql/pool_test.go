@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // idlePool builds a pool holding n idle connections of key k (no sockets:
@@ -89,8 +91,8 @@ func TestPoolNeverHandsADatabaseToASessionWithout(t *testing.T) {
 	// unreachable), or at its limit closes the other connection first.
 	p, conns = idlePool(1, withDB)
 	got, err = p.get(context.Background(), noDB, credentials{}, time.Second, conns[0])
-	if got != nil || !errors.Is(err, errBackendDown) {
-		t.Fatalf("session without a database got %p, %v; want a new connection (errBackendDown here)", got, err)
+	if got != nil || !errors.Is(err, proxy.ErrBackendDown) {
+		t.Fatalf("session without a database got %p, %v; want a new connection (proxy.ErrBackendDown here)", got, err)
 	}
 	if len(p.idle[withDB]) != 1 {
 		t.Fatalf("the connection in a database left the idle stack")
@@ -176,7 +178,7 @@ func TestPoolWaiterThatTimedOutLosesNoConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = p.get(context.Background(), k, credentials{}, 20*time.Millisecond, nil)
-	if !errors.Is(err, errPoolTimeout) {
+	if !errors.Is(err, proxy.ErrPoolTimeout) {
 		t.Fatalf("waiter: %v, want pool timeout", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

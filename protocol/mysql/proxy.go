@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/router"
 )
 
@@ -363,11 +364,11 @@ func (p *Proxy) shutdown() {
 }
 
 // MemberConns reports open and idle backend connections per member name.
-func (p *Proxy) MemberConns() map[string][2]int {
-	out := make(map[string][2]int, len(p.pools))
+func (p *Proxy) MemberConns() map[string]proxy.ConnStats {
+	out := make(map[string]proxy.ConnStats, len(p.pools))
 	for _, pool := range p.pools {
 		o, i := pool.stats()
-		out[pool.name] = [2]int{o, i}
+		out[pool.name] = proxy.ConnStats{Open: o, Idle: i}
 	}
 	return out
 }
@@ -396,4 +397,7 @@ func clientHost(nc net.Conn) string {
 	return "localhost"
 }
 
-var _ Router = (*router.Router)(nil)
+var (
+	_ Router       = (*router.Router)(nil)
+	_ proxy.Server = (*Proxy)(nil)
+)

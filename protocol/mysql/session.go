@@ -13,6 +13,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 const capLocalFiles = gm.CLIENT_LOCAL_FILES
@@ -352,7 +354,7 @@ func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 		how = "a switchover"
 	}
 	return fmt.Errorf("%w: the primary changed from %s (%s, after epoch %d) while this session had server-side state there (%s): it was rolled back on the old primary with its locks, temporary tables and variables, and nothing of an open transaction was committed; the session continues on the new primary: retry the whole transaction",
-		errTxnLost, bc.pool.name, how, epoch, pin)
+		proxy.ErrTxnLost, bc.pool.name, how, epoch, pin)
 }
 
 // fresh takes a connection to member m from the pool and gives it the
@@ -377,7 +379,7 @@ func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, e
 			// The member refused the session's state: the connection is
 			// fine but carries partial state; reset it on the way back.
 			s.releaseDirty(bc)
-			return nil, fmt.Errorf("%w on %s: %w", errSessionState, bc.pool.name, err)
+			return nil, fmt.Errorf("%w on %s: %w", proxy.ErrSessionState, bc.pool.name, err)
 		}
 		bc.pool.discard(bc)
 		return nil, err
@@ -449,7 +451,7 @@ func (bc *backendConn) reset() error {
 		err = bc.w.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", errBackendLost, err)
+		return fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	_, err = bc.reply()
 	_, terr := bc.reply() // read even after an error: it is on its way
@@ -517,7 +519,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			}
 			// The primary refuses connections: the statement reached no
 			// server, so it can wait for a failover and go to the new one.
-			if m >= 0 && errors.Is(err, errBackendDown) {
+			if m >= 0 && errors.Is(err, proxy.ErrBackendDown) {
 				if downSince.IsZero() {
 					downSince = time.Now()
 				}
@@ -582,7 +584,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			// nothing, and a prepare runs nothing.
 			res, err = s.relay(bc, kind, proxyID, c.Kind != KindRead && kind != respPrepare, c.Kind == KindWrite && kind == respResult)
 		} else {
-			err = fmt.Errorf("%w: %v", errBackendLost, err)
+			err = fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		s.setBusy(nil)
 		if err != nil {
@@ -629,9 +631,10 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 const maxStaleConns = 8
 
 // retryable: only an autocommit read that no byte of reached the client may
-// run again, and only once.
+// run again, and only once (proxy.MayRetry); the caller knows whether a
+// byte reached the client.
 func retryable(err error, attempt int, c Class, s *session) bool {
-	return attempt == 0 && (errors.Is(err, errBackendLost) || errors.Is(err, errBackendDown)) && c.Kind == KindRead && s.pin == 0
+	return proxy.MayRetry(err, attempt, c.Kind == KindRead, s.pin != 0)
 }
 
 // dropConn forgets a connection that failed mid-command. One chosen at an
@@ -808,7 +811,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 	if err == nil {
 		res, err = s.relay(bc, kind, 0, c.Kind != KindRead, false)
 	} else {
-		err = fmt.Errorf("%w: %v", errBackendLost, err)
+		err = fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	s.setBusy(nil)
 	if err != nil {
