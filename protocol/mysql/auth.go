@@ -65,7 +65,7 @@ func (s *session) handshake() error {
 		// The client has already sent its password in the clear; refusing
 		// it makes sure such a setup never works, rather than leaking every
 		// password it is used with.
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		_ = s.writeErr(seq, clearRefused(resp.user))
 		return fmt.Errorf("user %s: mysql_clear_password without TLS", resp.user)
 	case usedPlugin == pluginEd25519 || (plugin == pluginEd25519 && usedPlugin != pluginClear):
@@ -88,7 +88,7 @@ func (s *session) handshake() error {
 		usedPlugin = plugin
 	}
 	if u == nil || !verifyAuth(usedPlugin, scramble, authResp, u.Password) {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		s.log.Info("authentication failed", zap.String("user", resp.user), zap.Bool("known_user", u != nil))
 		using := "NO"
 		if len(authResp) > 0 {
@@ -168,12 +168,12 @@ func (s *session) comChangeUser(pkt []byte) error {
 		plugin = string(pl)
 	}
 	if plugin == pluginClear && !s.tls {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		return s.writeErr(1, clearRefused(string(user)))
 	}
 	u := s.p.cfg.Users[string(user)]
 	if u == nil || !verifyAuth(plugin, s.scramble, auth, u.Password) {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		return s.writeErr(1, &ServerError{Code: CodeAccessDenied, State: "28000",
 			Message: fmt.Sprintf("Access denied for user '%s'@'%s' (using password: YES)", user, clientHost(s.nc))})
 	}

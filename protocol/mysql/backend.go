@@ -141,6 +141,19 @@ func (p *memberPool) countPins(pin Pin, delta int32) {
 	}
 }
 
+// Member, Stats, InFlight and Pinned are what the metrics read
+// (proxy.PoolStats).
+func (p *memberPool) Member() string { return p.name }
+
+func (p *memberPool) Stats() proxy.ConnStats {
+	o, i := p.stats()
+	return proxy.ConnStats{Open: o, Idle: i}
+}
+
+func (p *memberPool) InFlight() int64 { return p.inflight.Load() }
+
+func (p *memberPool) Pinned(reason int) int { return int(p.pins.byReason[reason].Load()) }
+
 // defaultMaxConns is the limit when it is neither configured nor learned
 // (a member that does not answer SELECT @@max_connections).
 const defaultMaxConns = 64

@@ -119,7 +119,7 @@ type Proxy struct {
 	router  Router
 	pools   []*memberPool
 	log     *zap.Logger
-	metrics *metrics
+	metrics *proxy.Metrics
 	nextID  atomic.Uint32
 	version atomic.Pointer[string]
 
@@ -173,8 +173,12 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	for i, m := range cfg.Members {
 		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log))
 	}
+	stats := make([]proxy.PoolStats, len(p.pools))
+	for i, pool := range p.pools {
+		stats[i] = pool
+	}
 	var err error
-	if p.metrics, err = newMetrics(cfg.Cluster, p, reg); err != nil {
+	if p.metrics, err = proxy.NewMetrics(reg, cfg.Cluster, stats, pinLabels[:]); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Cluster, err)
 	}
 	p.nextID.Store(firstSessionID - 1)
@@ -254,10 +258,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		p.sessions[s] = struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(1)
-		p.metrics.sessions.Inc()
+		p.metrics.Sessions.Inc()
 		go func() {
 			defer p.wg.Done()
-			defer p.metrics.sessions.Dec()
+			defer p.metrics.Sessions.Dec()
 			s.serve(ctx)
 			p.mu.Lock()
 			delete(p.sessions, s)

@@ -162,13 +162,13 @@ func (s *session) serve(ctx context.Context) {
 			if errors.Is(err, ErrPacketTooLarge) {
 				s.writeErr(s.pr.seq, &ServerError{Code: CodePacketTooLarge, State: "08S01",
 					Message: fmt.Sprintf("dbrouter: cluster %s: %v", s.p.cfg.Cluster, err)})
-				s.p.metrics.clientErrors.Inc()
+				s.p.metrics.ClientErrors.Inc()
 			}
 			return
 		}
 		if len(pkt) == 0 {
 			s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed packet: empty command"})
-			s.p.metrics.clientErrors.Inc()
+			s.p.metrics.ClientErrors.Inc()
 			return
 		}
 		err = s.dispatch(ctx, pkt)
@@ -527,7 +527,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 			}
-			s.p.metrics.errorsByKind(err).Inc()
+			s.p.metrics.CountError(err)
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
@@ -539,18 +539,18 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					avoid = m
 					continue
 				}
-				s.p.metrics.errorsByKind(err).Inc()
+				s.p.metrics.CountError(err)
 				return s.writeErr(1, s.memberError(bc, err))
 			}
 			if !ok {
 				// The replica is behind the session's writes: the
 				// primary has them.
-				s.p.metrics.causalFallback.Inc()
+				s.p.metrics.CausalFallback.Inc()
 				s.release(bc)
 				c.Hint = HintPrimary
 				continue
 			}
-			s.p.metrics.causalWaited.Inc()
+			s.p.metrics.CausalWaited.Inc()
 		}
 		out := pkt
 		var proxyID uint32
@@ -570,12 +570,12 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 				err = s.lost(bc, c, kind, pin, false, err)
-				s.p.metrics.errorsByKind(err).Inc()
+				s.p.metrics.CountError(err)
 				return s.writeErr(1, s.memberError(bc, err))
 			}
 		}
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
-		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
+		s.p.metrics.Queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
 		pin := s.pins() // what a lost connection takes with it
 		s.setBusy(bc)
@@ -605,7 +605,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				continue
 			}
 			err = s.lost(bc, c, kind, pin, true, err)
-			s.p.metrics.errorsByKind(err).Inc()
+			s.p.metrics.CountError(err)
 			se := s.memberError(bc, err)
 			seq := uint8(1)
 			if res.sent {
@@ -780,7 +780,7 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, apply func(bc *backendConn, res relayOut) error) error {
 	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
-		s.p.metrics.errorsByKind(err).Inc()
+		s.p.metrics.CountError(err)
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 	}
 	res, err := s.execOn(bc, pkt, respResult, Class{Kind: kind})
@@ -820,7 +820,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 			return res, err
 		}
 		err = s.lost(bc, c, kind, pin, true, err)
-		s.p.metrics.errorsByKind(err).Inc()
+		s.p.metrics.CountError(err)
 		seq := uint8(1)
 		if res.sent {
 			seq = res.seq
@@ -834,14 +834,14 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 // observe records how long a command a member answered on bc took since
 // start (dbrouter_query_duration_seconds), under the route it took.
 func (s *session) observe(bc *backendConn, c Class, kind respKind, start time.Time) {
-	route := routePrimary
+	route := proxy.RoutePrimary
 	switch {
 	case bc == s.pinned || bc == s.held:
-		route = routePinned
+		route = proxy.RoutePinned
 	case s.onReplica:
-		route = routeReplica
+		route = proxy.RouteReplica
 	}
-	s.p.metrics.durations[route][stmtKindOf(c, kind)].Observe(time.Since(start).Seconds())
+	s.p.metrics.Duration(route, stmtKindOf(c, kind)).Observe(time.Since(start).Seconds())
 }
 
 // writeErrAnd writes the error and reports the statement as handled (nil)
