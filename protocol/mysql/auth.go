@@ -6,6 +6,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // handshake greets the client, optionally upgrades to TLS, and authenticates
@@ -141,7 +143,7 @@ func (s *session) login(u *User, caps uint32, collation uint8, db string) {
 	s.db = db
 	s.multi = caps&gm.CLIENT_MULTI_STATEMENTS != 0
 	s.key = poolKey{user: u.BackendUser, collation: collation, foundRows: caps&gm.CLIENT_FOUND_ROWS != 0}
-	s.cred = credentials{user: u.BackendUser, password: u.BackendPassword}
+	s.cred = proxy.Login{User: u.BackendUser, Password: u.BackendPassword}
 	s.log = s.log.With(zap.String("user", u.Name))
 }
 

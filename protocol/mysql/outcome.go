@@ -33,7 +33,7 @@ func (s *session) lost(bc *backendConn, c Class, kind respKind, pin Pin, sent bo
 	if !errors.Is(err, proxy.ErrBackendLost) {
 		return err
 	}
-	e := bc.epoch.Load()
+	e := bc.Epoch.Load()
 	ended := e != 0 && !s.p.router.Current(e)
 	moved, changing := s.p.router.Moved(e)
 	why := fmt.Sprintf("the connection to %s was lost", bc.pool.name)

@@ -196,27 +196,22 @@ func (p *Proxy) serverVersion() string {
 	// Learn it from a member once, so clients that branch on the version
 	// (MariaDB vs MySQL) see the real thing.
 	for _, pool := range p.pools {
-		pool.mu.Lock()
-		for _, st := range pool.idle {
-			if len(st) > 0 {
-				v := st[0].version
-				pool.mu.Unlock()
-				p.version.Store(&v)
-				return v
-			}
+		if bc, ok := pool.AnyIdle(); ok {
+			v := bc.version
+			p.version.Store(&v)
+			return v
 		}
-		pool.mu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
 	for _, pool := range p.pools {
 		for _, u := range p.cfg.Users {
-			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword}, p.cfg.PoolTimeout, nil)
+			bc, err := pool.Get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, proxy.Login{User: u.BackendUser, Password: u.BackendPassword}, p.cfg.PoolTimeout, nil)
 			if err != nil {
 				continue
 			}
 			v := bc.version
-			pool.put(bc)
+			pool.Put(bc)
 			p.version.Store(&v)
 			return v
 		}
@@ -344,7 +339,7 @@ func (p *Proxy) resetStale() (undecided bool) {
 		return true
 	}
 	for _, pool := range p.pools {
-		stale := pool.takeStale(superseded)
+		stale := pool.TakeStale(superseded)
 		for _, bc := range stale {
 			bc.abort()
 		}
@@ -363,7 +358,7 @@ func (p *Proxy) shutdown() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	for _, pool := range p.pools {
-		pool.closeIdle()
+		pool.CloseIdle()
 	}
 }
 
@@ -371,8 +366,7 @@ func (p *Proxy) shutdown() {
 func (p *Proxy) MemberConns() map[string]proxy.ConnStats {
 	out := make(map[string]proxy.ConnStats, len(p.pools))
 	for _, pool := range p.pools {
-		o, i := pool.stats()
-		out[pool.name] = proxy.ConnStats{Open: o, Idle: i}
+		out[pool.name] = pool.Stats()
 	}
 	return out
 }
@@ -382,7 +376,7 @@ func (p *Proxy) MemberConns() map[string]proxy.ConnStats {
 func (p *Proxy) InFlight() map[string]int {
 	out := make(map[string]int, len(p.pools))
 	for _, pool := range p.pools {
-		out[pool.name] = int(pool.inflight.Load())
+		out[pool.name] = int(pool.InFlight())
 	}
 	return out
 }

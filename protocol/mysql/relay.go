@@ -359,7 +359,7 @@ func (s *session) forwardOwn(seq uint8, p []byte) (int, error) {
 // ERR may end a result set, and may be any result of a multi-result), or
 // instead of the whole response when none of it has left the proxy yet.
 func (s *session) fenced(bc *backendConn, out *relayOut, seq uint8) error {
-	e := bc.epoch.Load()
+	e := bc.Epoch.Load()
 	if e == 0 || s.p.router.Current(e) {
 		return nil
 	}

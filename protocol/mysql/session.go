@@ -53,7 +53,7 @@ type session struct {
 	user *User
 	caps uint32
 	key  poolKey
-	cred credentials
+	cred proxy.Login
 	tls  bool
 
 	db       string
@@ -284,7 +284,7 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, int, error) {
 	s.onReplica = false
 	if s.pinned != nil {
-		if e := s.pinned.epoch.Load(); e != 0 {
+		if e := s.pinned.Epoch.Load(); e != 0 {
 			if err := s.leaveOldPrimary(ctx, e); err != nil {
 				return nil, -1, err
 			}
@@ -301,12 +301,12 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 		return nil, -1, err
 	}
 	if s.held != nil && s.held.pool.idx == m {
-		s.held.epoch.Store(epoch)
+		s.held.Epoch.Store(epoch)
 		return s.held, m, nil
 	}
 	bc, err := s.fresh(ctx, m, c.Kind != KindRead)
 	if bc != nil {
-		bc.epoch.Store(epoch)
+		bc.Epoch.Store(epoch)
 	}
 	return bc, m, err
 }
@@ -365,10 +365,10 @@ func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, error) {
 	key := s.key
 	key.noDB = s.db == ""
-	bc, err := s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
-	for i := 0; err == nil && probe && i < maxStaleConns && bc.stw != nil && !bc.lastUsed.IsZero() && bc.stw.closed(); i++ {
-		bc.pool.discard(bc)
-		bc, err = s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
+	bc, err := s.p.pools[m].Get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
+	for i := 0; err == nil && probe && i < maxStaleConns && bc.stw != nil && bc.Reused() && bc.stw.closed(); i++ {
+		bc.pool.Discard(bc)
+		bc, err = s.p.pools[m].Get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -381,7 +381,7 @@ func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, e
 			s.releaseDirty(bc)
 			return nil, fmt.Errorf("%w on %s: %w", proxy.ErrSessionState, bc.pool.name, err)
 		}
-		bc.pool.discard(bc)
+		bc.pool.Discard(bc)
 		return nil, err
 	}
 	return bc, nil
@@ -470,17 +470,17 @@ func (bc *backendConn) reset() error {
 
 func (s *session) release(bc *backendConn) {
 	s.last = bc
-	bc.pool.put(bc)
+	bc.pool.Put(bc)
 }
 
 // releaseDirty resets a connection that may carry state (locks, temporary
 // tables, an open transaction) before other sessions can get it.
 func (s *session) releaseDirty(bc *backendConn) {
 	if err := bc.reset(); err != nil {
-		bc.pool.discard(bc)
+		bc.pool.Discard(bc)
 		return
 	}
-	bc.pool.put(bc)
+	bc.pool.Put(bc)
 }
 
 func (s *session) unpin(p Pin) {
@@ -592,7 +592,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			if errors.Is(err, errClientGone) {
 				return err
 			}
-			if !res.sent && shared && retryable(err, 0, c, s) && !bc.lastUsed.IsZero() && stale < maxStaleConns {
+			if !res.sent && shared && retryable(err, 0, c, s) && bc.Reused() && stale < maxStaleConns {
 				// A pooled connection the member closed while it sat
 				// idle (a KILL, a restart): not a failure of the member
 				// or of the statement, and not the one retry.
@@ -640,7 +640,7 @@ func retryable(err error, attempt int, c Class, s *session) bool {
 // dropConn forgets a connection that failed mid-command. One chosen at an
 // epoch that has ended is reset, not just closed (see backendConn.abort).
 func (s *session) dropConn(bc *backendConn) {
-	if e := bc.epoch.Load(); e != 0 && !s.p.router.Current(e) {
+	if e := bc.Epoch.Load(); e != 0 && !s.p.router.Current(e) {
 		bc.abort()
 	}
 	if s.pinned == bc {
@@ -658,7 +658,7 @@ func (s *session) dropConn(bc *backendConn) {
 	if s.last == bc {
 		s.last = nil
 	}
-	bc.pool.discard(bc)
+	bc.pool.Discard(bc)
 }
 
 // settle updates pins and holds after a command and releases the connection
