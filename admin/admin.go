@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/raftfsm"
 	"github.com/dbrouter/dbrouter/topology"
 )
@@ -26,9 +27,9 @@ type Cluster struct {
 	Kind     string
 	Listen   string
 	Snapshot func() *topology.Snapshot
-	// Conns returns open and idle backend connections per member name.
-	Conns    func() map[string][2]int
-	Sessions func() int
+	// Proxy is the cluster's client-facing proxy (nil on an arbiter): its
+	// sessions and backend connections are shown.
+	Proxy proxy.Server
 	// State is the control plane's state of the cluster (nil without one).
 	State func() *raftfsm.Cluster
 	// Failover bounds how long a failover can take with this deployment's
@@ -109,12 +110,10 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 				cs.Epoch, cs.Phase, cs.Primary = fsm.Epoch, string(fsm.Phase), fsm.Primary
 			}
 		}
-		if c.Sessions != nil {
-			cs.Sessions = c.Sessions()
-		}
-		var conns map[string][2]int
-		if c.Conns != nil {
-			conns = c.Conns()
+		var conns map[string]proxy.ConnStats
+		if c.Proxy != nil {
+			cs.Sessions = c.Proxy.Sessions()
+			conns = c.Proxy.MemberConns()
 		}
 		for i, m := range s.Members {
 			ms := MemberStatus{Name: m.Name, Addr: m.Addr, Site: m.Site, Role: string(m.Role), Reachable: m.Reachable, ReadOnly: m.ReadOnly,
@@ -146,7 +145,7 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 				ms.Error = m.ReplError
 			}
 			if cc, ok := conns[m.Name]; ok {
-				ms.ConnsOpen, ms.ConnsIdle = cc[0], cc[1]
+				ms.ConnsOpen, ms.ConnsIdle = cc.Open, cc.Idle
 			}
 			cs.Members = append(cs.Members, ms)
 		}

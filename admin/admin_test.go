@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -10,8 +12,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/topology"
 )
+
+// fakeProxy is a cluster's proxy as the admin API sees it: counts.
+type fakeProxy struct {
+	sessions int
+	conns    map[string]proxy.ConnStats
+}
+
+func (fakeProxy) Serve(context.Context, net.Listener) error { return nil }
+func (f fakeProxy) Sessions() int                           { return f.sessions }
+func (f fakeProxy) MemberConns() map[string]proxy.ConnStats { return f.conns }
 
 func TestStatusJSONShape(t *testing.T) {
 	snap := &topology.Snapshot{Cluster: "app", Primary: 0, Members: []topology.Member{
@@ -22,13 +35,14 @@ func TestStatusJSONShape(t *testing.T) {
 		{Name: "db3", Addr: "a:3", Role: topology.RoleUnknown, Lag: -1, ProbeError: "refused"},
 	}}
 	c := Cluster{Name: "app", Kind: "mysql", Snapshot: func() *topology.Snapshot { return snap }, Failover: 5 * time.Second,
-		Conns: func() map[string][2]int { return map[string][2]int{"db2": {3, 2}} }}
+		Proxy: fakeProxy{sessions: 4, conns: map[string]proxy.ConnStats{"db2": {Open: 3, Idle: 2}}}}
 	rec := httptest.NewRecorder()
 	New([]Cluster{c}, nil, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
 	var doc struct {
 		Clusters []struct {
 			Name, Kind, Primary, Phase string
 			Epoch                      uint64
+			Sessions                   int `json:"client_sessions"`
 			Members                    []map[string]any
 			Warnings                   []struct{ Member, Check, Message string }
 		}
@@ -37,7 +51,7 @@ func TestStatusJSONShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := doc.Clusters[0]
-	if cl.Name != "app" || cl.Kind != "mysql" || cl.Primary != "db1" || cl.Phase != "serving" || len(cl.Members) != 3 {
+	if cl.Name != "app" || cl.Kind != "mysql" || cl.Primary != "db1" || cl.Phase != "serving" || cl.Sessions != 4 || len(cl.Members) != 3 {
 		t.Fatalf("%+v", cl)
 	}
 	for _, k := range []string{"name", "addr", "role", "healthy", "lag_ms", "rtt_ms"} {
@@ -61,7 +75,7 @@ func TestStatusJSONShape(t *testing.T) {
 	if m1["semi_sync"] != "off (fell back to async)" || m1["rtt_ms"] != 1.5 || m1["healthy"] != true {
 		t.Errorf("primary %v", m1)
 	}
-	if m2["lag_ms"] != 40.0 || m2["backend_connections"] != 3.0 || m2["healthy"] != true {
+	if m2["lag_ms"] != 40.0 || m2["backend_connections"] != 3.0 || m2["backend_connections_idle"] != 2.0 || m2["healthy"] != true {
 		t.Errorf("replica %v", m2)
 	}
 	if m3["lag_ms"] != -1.0 || m3["healthy"] != false || m3["error"] != "refused" || m3["role"] != "unknown" {

@@ -24,6 +24,7 @@ import (
 	"github.com/dbrouter/dbrouter/arbiter"
 	"github.com/dbrouter/dbrouter/config"
 	pmysql "github.com/dbrouter/dbrouter/protocol/mysql"
+	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/router"
 	"github.com/dbrouter/dbrouter/topology"
 	"github.com/dbrouter/dbrouter/topology/mariadb"
@@ -42,7 +43,7 @@ type Options struct {
 type unit struct {
 	cfg   config.Cluster
 	mon   *topology.Monitor
-	proxy *pmysql.Proxy
+	proxy proxy.Server
 	ln    net.Listener
 	arb   *arbiter.Arbiter
 	rt    *router.Router
@@ -150,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			}
 			closers = append(closers, func() { ln.Close() })
 			u.proxy, u.ln = px, ln
-			view.Conns, view.Sessions = px.MemberConns, px.Sessions
+			view.Proxy = px
 		}
 		units = append(units, u)
 		views = append(views, view)

@@ -6,6 +6,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // handshake greets the client, optionally upgrades to TLS, and authenticates
@@ -65,7 +67,7 @@ func (s *session) handshake() error {
 		// The client has already sent its password in the clear; refusing
 		// it makes sure such a setup never works, rather than leaking every
 		// password it is used with.
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		_ = s.writeErr(seq, clearRefused(resp.user))
 		return fmt.Errorf("user %s: mysql_clear_password without TLS", resp.user)
 	case usedPlugin == pluginEd25519 || (plugin == pluginEd25519 && usedPlugin != pluginClear):
@@ -88,7 +90,7 @@ func (s *session) handshake() error {
 		usedPlugin = plugin
 	}
 	if u == nil || !verifyAuth(usedPlugin, scramble, authResp, u.Password) {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		s.log.Info("authentication failed", zap.String("user", resp.user), zap.Bool("known_user", u != nil))
 		using := "NO"
 		if len(authResp) > 0 {
@@ -141,7 +143,7 @@ func (s *session) login(u *User, caps uint32, collation uint8, db string) {
 	s.db = db
 	s.multi = caps&gm.CLIENT_MULTI_STATEMENTS != 0
 	s.key = poolKey{user: u.BackendUser, collation: collation, foundRows: caps&gm.CLIENT_FOUND_ROWS != 0}
-	s.cred = credentials{user: u.BackendUser, password: u.BackendPassword}
+	s.cred = proxy.Login{User: u.BackendUser, Password: u.BackendPassword}
 	s.log = s.log.With(zap.String("user", u.Name))
 }
 
@@ -168,12 +170,12 @@ func (s *session) comChangeUser(pkt []byte) error {
 		plugin = string(pl)
 	}
 	if plugin == pluginClear && !s.tls {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		return s.writeErr(1, clearRefused(string(user)))
 	}
 	u := s.p.cfg.Users[string(user)]
 	if u == nil || !verifyAuth(plugin, s.scramble, auth, u.Password) {
-		s.p.metrics.authFailures.Inc()
+		s.p.metrics.AuthFailures.Inc()
 		return s.writeErr(1, &ServerError{Code: CodeAccessDenied, State: "28000",
 			Message: fmt.Sprintf("Access denied for user '%s'@'%s' (using password: YES)", user, clientHost(s.nc))})
 	}

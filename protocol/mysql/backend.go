@@ -8,15 +8,14 @@ import (
 	"hash/fnv"
 	"net"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 const bufSize = 16 << 10
@@ -40,7 +39,14 @@ type backendConn struct {
 	w    *bufio.Writer
 	pr   packetReader
 	pool *memberPool
-	key  poolKey
+	// The pool's bookkeeping: its key, whether it is idle, when it was
+	// handed back; Epoch is the control plane epoch this connection was
+	// chosen as the primary under (0: not a primary route, or no control
+	// plane). An OK arriving after that epoch ended is not passed on as a
+	// success, and the proxy resets the connection when the epoch ends
+	// (Proxy.resetStale reads it from another goroutine); Aborted: reset
+	// by abort, and its owner has yet to discard it.
+	proxy.Pooled[poolKey]
 
 	// Session state this connection carries, compared with the session's
 	// before each use and replayed when they differ.
@@ -59,25 +65,15 @@ type backendConn struct {
 	tracked   bool
 	trackGTID bool
 
-	lastUsed   time.Time
 	deadline   time.Time
 	lastStatus uint16 // status flags of the last response
-	// epoch is the control plane epoch this connection was chosen as the
-	// primary under (0: not a primary route, or no control plane). An OK
-	// arriving after that epoch ended is not passed on as a success, and
-	// the proxy resets the connection when the epoch ends (Proxy.resetStale
-	// reads it from another goroutine).
-	epoch atomic.Uint64
-	// aborted: reset by abort; its owner has yet to discard it.
-	aborted atomic.Bool
-	// idle: on its pool's idle stack (guarded by the pool's mu).
-	idle bool
 }
 
-// memberPool holds one member's connections. Open connections are bounded per
-// member; idle ones are kept per key on a LIFO stack so the hottest connection
-// (warm statement cache) is reused first.
+// memberPool is one member's connections (proxy.Pool: bounded, idle ones
+// per key on a LIFO stack, waiters served in arrival order) and how this
+// protocol opens them.
 type memberPool struct {
+	*proxy.Pool[*backendConn, poolKey]
 	idx     int
 	name    string
 	addr    string
@@ -85,58 +81,10 @@ type memberPool struct {
 	maxPkt  int
 	log     *zap.Logger
 
-	// inflight counts statements sent on this member's connections and
-	// not yet answered (Proxy.InFlight).
-	inflight atomic.Int64
 	// confirmed is the newest Proxy.latest version this member is known
 	// to have applied (causal_reads: proxy): reads skip the wait until a
 	// newer write.
 	confirmed atomic.Uint64
-	// pins counts the sessions pinned to one of this member's connections,
-	// by reason (dbrouter_pinned_sessions, and the pool timeout's message).
-	pins pinCounts
-
-	mu sync.Mutex
-	// max bounds open connections. derive: it was not configured, and is
-	// learned from the member's max_connections at the first connection
-	// (learned); until then only that one connection may open, so the
-	// limit only ever rises.
-	max      int
-	derive   bool
-	learned  bool
-	learning bool
-	open     int
-	idle     map[poolKey][]*backendConn
-	conns    map[*backendConn]struct{} // every open connection, idle or in use
-	// queue holds the sessions waiting for a connection, in arrival order.
-	// A connection handed back, or the room a closed one leaves, goes to
-	// the first of them: while anyone waits nothing is idle, and a session
-	// that arrives later queues behind them instead of taking it first.
-	queue []*poolWaiter
-}
-
-// poolWaiter is a session waiting for a connection: it receives one, or
-// (nil) room to open one.
-type poolWaiter struct {
-	ch chan *backendConn
-}
-
-// pinCounts: sessions pinned to a member's connections, in all and by
-// reason. Updated when a session's pins change (session.account), read at
-// scrape time and in the pool timeout's message.
-type pinCounts struct {
-	sessions atomic.Int32
-	byReason [numPins]atomic.Int32
-}
-
-// countPins adds delta sessions pinned for the reasons in pin.
-func (p *memberPool) countPins(pin Pin, delta int32) {
-	p.pins.sessions.Add(delta)
-	for i := range p.pins.byReason {
-		if pin&(1<<i) != 0 {
-			p.pins.byReason[i].Add(delta)
-		}
-	}
 }
 
 // defaultMaxConns is the limit when it is neither configured nor learned
@@ -156,149 +104,47 @@ func limitFromMaxConnections(n int) int {
 // newMemberPool: max <= 0 derives the limit from the member's
 // max_connections.
 func newMemberPool(idx int, name, addr string, max int, connect time.Duration, maxPkt int, log *zap.Logger) *memberPool {
-	p := &memberPool{idx: idx, name: name, addr: addr, max: max, connect: connect, maxPkt: maxPkt, log: log,
-		idle: map[poolKey][]*backendConn{}, conns: map[*backendConn]struct{}{}}
-	if max <= 0 {
-		p.derive, p.max = true, 1
-	}
+	p := &memberPool{idx: idx, name: name, addr: addr, connect: connect, maxPkt: maxPkt, log: log}
+	p.Pool = proxy.NewPool(proxy.PoolConfig[*backendConn, poolKey]{
+		Member: name, Max: max, Dial: p.dial, Limit: p.readLimit,
+		Fallback: withNoDB, Refile: refile, PinNames: pinNames[:],
+	})
 	return p
 }
 
-type credentials struct {
-	user, password string
-}
-
-// staleAfter: an idle connection unused for this long is checked before use,
-// so a member restart costs no client an error.
-const staleAfter = time.Second
-
-// get returns an idle connection for key or opens one, waiting up to wait
-// when the member is at its connection limit. The wait timer is only created
-// when waiting is needed: the common case allocates nothing. prefer (may be
-// nil) is the connection the session used last: if it is idle, it is the one
-// returned, because a client that keeps talking to the same member thread
-// wakes fewer threads on the member, and on a busy host that is measurable
-// (bench/NOTES.md). Waiting sessions are served in arrival order.
-func (p *memberPool) get(ctx context.Context, key poolKey, cred credentials, wait time.Duration, prefer *backendConn) (*backendConn, error) {
-	for {
-		p.mu.Lock()
-		if len(p.queue) > 0 {
-			break // others were first
-		}
-		if bc := p.popIdleLocked(key, prefer); bc != nil {
-			prefer = nil
-			p.mu.Unlock()
-			if time.Since(bc.lastUsed) > staleAfter && !bc.alive() {
-				p.discard(bc)
-				continue
-			}
-			return bc, nil
-		}
-		if p.open < p.max {
-			p.open++
-			p.mu.Unlock()
-			return p.dialInto(ctx, key, cred)
-		}
-		// At the limit: an idle connection of another key is cheaper to close
-		// than to wait for.
-		if victim := p.popOtherLocked(key); victim != nil {
-			p.mu.Unlock()
-			p.discard(victim)
-			continue
-		}
-		break
+// withNoDB: a session with a database may also take an idle connection
+// without one (sync selects the database); never the reverse, since there
+// is no command to deselect one.
+func withNoDB(k poolKey) (poolKey, bool) {
+	if k.noDB {
+		return k, false
 	}
-	w := &poolWaiter{ch: make(chan *backendConn, 1)}
-	p.queue = append(p.queue, w)
-	p.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	var err error
-	select {
-	case bc := <-w.ch:
-		return p.served(ctx, key, cred, bc)
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-t.C:
-		err = p.timeoutError(wait)
-	}
-	p.mu.Lock()
-	if i := slices.Index(p.queue, w); i >= 0 {
-		p.queue = slices.Delete(p.queue, i, i+1)
-		p.mu.Unlock()
-		return nil, err
-	}
-	p.mu.Unlock()
-	// Served as it gave up: pass the connection (or the room) on.
-	if bc := <-w.ch; bc != nil {
-		p.put(bc)
-	} else {
-		p.mu.Lock()
-		p.releaseLocked()
-		p.mu.Unlock()
-	}
-	return nil, err
-}
-
-// served takes what a waiter was handed: a connection, or room to open
-// one (nil). A connection of a key the waiter cannot use is closed and
-// its room used: waiters are served in order, whatever they wait for.
-func (p *memberPool) served(ctx context.Context, key poolKey, cred credentials, bc *backendConn) (*backendConn, error) {
-	if bc != nil && (bc.key == key || !key.noDB && bc.key.noDB && bc.key == withNoDB(key)) {
-		return bc, nil
-	}
-	if bc != nil {
-		p.mu.Lock()
-		delete(p.conns, bc)
-		p.mu.Unlock()
-		bc.nc.Close()
-	}
-	return p.dialInto(ctx, key, cred)
-}
-
-func withNoDB(k poolKey) poolKey {
 	k.noDB = true
+	return k, true
+}
+
+// refile files a connection handed back under the database state it was
+// left in.
+func refile(bc *backendConn, k poolKey) poolKey {
+	k.noDB = bc.db == ""
 	return k
 }
 
-// dialInto opens a connection in room already counted in open, and gives
-// the room back if it fails. The first connection of a pool whose limit
-// is derived reads the member's max_connections.
-func (p *memberPool) dialInto(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
-	bc, err := p.dial(ctx, key, cred)
-	p.mu.Lock()
-	if err != nil {
-		p.releaseLocked()
-		p.mu.Unlock()
-		return nil, err
-	}
-	p.conns[bc] = struct{}{}
-	learn := p.derive && !p.learned && !p.learning
-	if learn {
-		p.learning = true
-	}
-	p.mu.Unlock()
-	if learn {
-		if err := p.learnLimit(bc); err != nil {
-			p.discard(bc)
-			return nil, err
-		}
-	}
-	return bc, nil
+// countPins adds delta sessions pinned for the reasons in pin.
+func (p *memberPool) countPins(pin Pin, delta int32) {
+	p.CountPins(uint64(pin), delta)
 }
 
-// learnLimit sets the pool's limit from the member's max_connections, read
-// on bc. A member that cannot tell gets defaultMaxConns; only a failed
-// connection is an error (the limit is learned on the next one).
-func (p *memberPool) learnLimit(bc *backendConn) error {
+// readLimit reads the member's max_connections on bc and returns the
+// pool's limit (limitFromMaxConnections). A member that cannot tell gets
+// defaultMaxConns; only a failed connection is an error (the limit is
+// learned on the next one).
+func (p *memberPool) readLimit(bc *backendConn) (int, error) {
 	vb, null, err := bc.queryValue(append([]byte{gm.COM_QUERY}, "SELECT @@max_connections"...), nil)
 	v := string(vb)
 	var se *ServerError
 	if err != nil && !errors.As(err, &se) {
-		p.mu.Lock()
-		p.learning = false
-		p.mu.Unlock()
-		return fmt.Errorf("member %s: read max_connections: %w", p.name, err)
+		return 0, fmt.Errorf("member %s: read max_connections: %w", p.name, err)
 	}
 	limit := defaultMaxConns
 	n, perr := strconv.Atoi(v)
@@ -311,133 +157,7 @@ func (p *memberPool) learnLimit(bc *backendConn) error {
 		p.log.Info("connection limit from the member's max_connections", zap.String("member", p.name),
 			zap.Int("max_connections", n), zap.Int("limit", limit))
 	}
-	p.mu.Lock()
-	p.max, p.learned, p.learning = limit, true, false
-	// Room for those who waited for the limit.
-	for len(p.queue) > 0 && p.open < p.max {
-		p.open++
-		p.handLocked(nil)
-	}
-	p.mu.Unlock()
-	return nil
-}
-
-// timeoutError says that every connection stayed busy for wait, and, when
-// sessions pin some of them, how many and why: more connections will not
-// help sessions that keep theirs for a long time, ending what pins them
-// will (an open transaction, a lock, a temporary table...).
-func (p *memberPool) timeoutError(wait time.Duration) error {
-	p.mu.Lock()
-	limit := p.max
-	p.mu.Unlock()
-	n := p.pins.sessions.Load()
-	if n <= 0 {
-		return fmt.Errorf("member %s: %w: all %d connections in use for %v", p.name, errPoolTimeout, limit, wait)
-	}
-	var why strings.Builder
-	for i := range p.pins.byReason {
-		if c := p.pins.byReason[i].Load(); c > 0 {
-			if why.Len() > 0 {
-				why.WriteString(", ")
-			}
-			fmt.Fprintf(&why, "%s %d", pinNames[i], c)
-		}
-	}
-	return fmt.Errorf("member %s: %w: all %d connections in use for %v; %d sessions pin one, keeping it between statements (%s)",
-		p.name, errPoolTimeout, limit, wait, n, why.String())
-}
-
-// handLocked gives bc (nil: room to open one) to the first waiter.
-func (p *memberPool) handLocked(bc *backendConn) {
-	w := p.queue[0]
-	p.queue[0] = nil
-	p.queue = p.queue[1:]
-	w.ch <- bc
-}
-
-// releaseLocked frees the room of a connection that closed (or was never
-// opened): the first waiter may open one, else the count drops.
-func (p *memberPool) releaseLocked() {
-	if len(p.queue) > 0 {
-		p.handLocked(nil)
-		return
-	}
-	p.open--
-}
-
-// popIdleLocked takes prefer if it is idle under key, else the most recently
-// used idle connection of key. A session with a database may also take a
-// connection without one (sync selects the database); never the reverse.
-func (p *memberPool) popIdleLocked(key poolKey, prefer *backendConn) *backendConn {
-	st := p.idle[key]
-	if len(st) == 0 && !key.noDB {
-		key.noDB = true
-		st = p.idle[key]
-	}
-	if len(st) == 0 {
-		return nil
-	}
-	i := len(st) - 1
-	if prefer != nil && prefer.pool == p && prefer.key == key {
-		for j := i; j >= 0; j-- {
-			if st[j] == prefer {
-				i = j
-				break
-			}
-		}
-	}
-	bc := st[i]
-	copy(st[i:], st[i+1:])
-	st[len(st)-1] = nil
-	p.idle[key] = st[:len(st)-1]
-	bc.idle = false
-	return bc
-}
-
-func (p *memberPool) popOtherLocked(key poolKey) *backendConn {
-	for k, st := range p.idle {
-		if k != key && len(st) > 0 {
-			bc := st[0] // the coldest
-			p.idle[k] = st[1:]
-			bc.idle = false
-			return bc
-		}
-	}
-	return nil
-}
-
-// put returns a healthy connection: to the first waiter, else to the idle
-// stack.
-func (p *memberPool) put(bc *backendConn) {
-	bc.lastUsed = time.Now()
-	p.mu.Lock()
-	// Under the lock: another session may be looking at this connection as
-	// the one it would prefer (popIdleLocked reads its key).
-	bc.key.noDB = bc.db == ""
-	if len(p.queue) > 0 {
-		p.handLocked(bc)
-		p.mu.Unlock()
-		return
-	}
-	bc.idle = true
-	p.idle[bc.key] = append(p.idle[bc.key], bc)
-	p.mu.Unlock()
-}
-
-// discard closes a connection that must not be reused.
-func (p *memberPool) discard(bc *backendConn) {
-	bc.nc.Close()
-	p.mu.Lock()
-	delete(p.conns, bc)
-	p.releaseLocked()
-	p.mu.Unlock()
-}
-
-// waiting is the number of sessions waiting for a connection.
-func (p *memberPool) waiting() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queue)
+	return limit, nil
 }
 
 // abort resets the connection (SO_LINGER 0, then close: the kernel sends
@@ -453,85 +173,19 @@ func (p *memberPool) waiting() int {
 // Safe to call while another goroutine uses the connection: its read or
 // write fails at once.
 func (bc *backendConn) abort() {
-	bc.aborted.Store(true)
+	bc.Aborted.Store(true)
 	if tc, ok := bc.nc.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
 	bc.nc.Close()
 }
 
-// takeStale finds the connections chosen as the primary at an epoch for
-// which stale is true. Idle ones leave the pool (the caller resets them);
-// the caller resets the ones in use too, and their sessions discard them
-// when their read or write fails.
-func (p *memberPool) takeStale(stale func(epoch uint64) bool) []*backendConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []*backendConn
-	verdict := map[uint64]bool{}
-	for bc := range p.conns {
-		e := bc.epoch.Load()
-		if e == 0 || bc.aborted.Load() {
-			continue
-		}
-		gone, ok := verdict[e]
-		if !ok {
-			gone = stale(e)
-			verdict[e] = gone
-		}
-		if !gone {
-			continue
-		}
-		out = append(out, bc)
-		if bc.idle {
-			st := p.idle[bc.key]
-			for i := range st {
-				if st[i] == bc {
-					copy(st[i:], st[i+1:])
-					st[len(st)-1] = nil
-					p.idle[bc.key] = st[:len(st)-1]
-					break
-				}
-			}
-			bc.idle = false
-			delete(p.conns, bc)
-			p.releaseLocked()
-		}
-	}
-	return out
-}
+// Close closes the connection at once.
+func (bc *backendConn) Close() error { return bc.nc.Close() }
 
-// stats returns open and idle connection counts.
-func (p *memberPool) stats() (open, idle int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, st := range p.idle {
-		idle += len(st)
-	}
-	return p.open, idle
-}
-
-// closeIdle closes every idle connection (shutdown).
-func (p *memberPool) closeIdle() {
-	p.mu.Lock()
-	var all []*backendConn
-	for k, st := range p.idle {
-		all = append(all, st...)
-		delete(p.idle, k)
-	}
-	for _, bc := range all {
-		delete(p.conns, bc)
-		p.releaseLocked()
-	}
-	p.mu.Unlock()
-	for _, bc := range all {
-		bc.nc.Close()
-	}
-}
-
-// alive checks without blocking whether the member closed the connection:
+// Alive checks without blocking whether the member closed the connection:
 // a read that times out at once means the socket is healthy and quiet.
-func (bc *backendConn) alive() bool {
+func (bc *backendConn) Alive() bool {
 	_ = bc.nc.SetReadDeadline(time.Now().Add(time.Millisecond))
 	_, err := bc.r.Peek(1)
 	bc.deadline = time.Time{}
@@ -539,13 +193,15 @@ func (bc *backendConn) alive() bool {
 	return err != nil && errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*backendConn, error) {
+// dial opens a connection to the member for key, logged in as login (the
+// pool's Dial).
+func (p *memberPool) dial(ctx context.Context, key poolKey, login proxy.Login) (*backendConn, error) {
 	d := net.Dialer{Timeout: p.connect}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
-		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, errBackendDown, err)
+		return nil, fmt.Errorf("member %s (%s): %w: %v", p.name, p.addr, proxy.ErrBackendDown, err)
 	}
-	bc := &backendConn{nc: nc, w: bufio.NewWriterSize(nc, bufSize), pool: p, key: key, multi: true, stmts: map[string]uint32{}}
+	bc := &backendConn{nc: nc, w: bufio.NewWriterSize(nc, bufSize), pool: p, multi: true, stmts: map[string]uint32{}}
 	if bc.stw = newSendThenWait(nc, bc.w); bc.stw != nil {
 		bc.r = bufio.NewReaderSize(bc.stw, bufSize)
 	} else {
@@ -553,17 +209,17 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, cred credentials) (*
 	}
 	bc.pr = packetReader{r: bc.r, max: p.maxPkt}
 	_ = nc.SetDeadline(time.Now().Add(p.connect + 5*time.Second))
-	if err := bc.handshake(cred, key); err != nil {
+	if err := bc.handshake(login, key); err != nil {
 		nc.Close()
 		var se *ServerError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("member %s: %w: login as %s: %w", p.name, errBackendDown, cred.user, err)
+			return nil, fmt.Errorf("member %s: %w: login as %s: %w", p.name, proxy.ErrBackendDown, login.User, err)
 		}
-		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, errBackendDown, err)
+		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, proxy.ErrBackendDown, err)
 	}
 	if err := bc.startTracking(); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, errBackendDown, err)
+		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, proxy.ErrBackendDown, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return bc, nil
@@ -594,7 +250,7 @@ func (bc *backendConn) startTracking() error {
 	return err
 }
 
-func (bc *backendConn) handshake(cred credentials, key poolKey) error {
+func (bc *backendConn) handshake(login proxy.Login, key poolKey) error {
 	b, err := bc.pr.readPacket()
 	if err != nil {
 		return err
@@ -616,7 +272,7 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 	if key.foundRows {
 		caps |= gm.CLIENT_FOUND_ROWS
 	}
-	auth, err := scrambleFor(h.plugin, h.scramble, cred.password)
+	auth, err := scrambleFor(h.plugin, h.scramble, login.Password)
 	if err != nil {
 		return err
 	}
@@ -625,7 +281,7 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 	out = appendUint32(out, 1<<30)
 	out = append(out, key.collation)
 	out = append(out, make([]byte, 23)...)
-	out = append(out, cred.user...)
+	out = append(out, login.User...)
 	out = append(out, 0)
 	out = appendLenEncString(out, auth)
 	out = append(out, h.plugin...)
@@ -656,7 +312,7 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 			}
 			plugin = string(pl)
 			scramble = bytes20(b[pos:])
-			if reply, err = scrambleFor(plugin, scramble, cred.password); err != nil {
+			if reply, err = scrambleFor(plugin, scramble, login.Password); err != nil {
 				return err
 			}
 			if reply == nil {
@@ -672,7 +328,7 @@ func (bc *backendConn) handshake(cred credentials, key poolKey) error {
 				return fmt.Errorf("unexpected caching_sha2 state %d", b[1])
 			}
 		case len(b) > 1 && b[0] == 0x01: // RSA public key
-			if reply, err = encryptWithPEM(b[1:], cred.password, scramble); err != nil {
+			if reply, err = encryptWithPEM(b[1:], login.Password, scramble); err != nil {
 				return err
 			}
 		default:
@@ -744,7 +400,7 @@ func (bc *backendConn) command(payload []byte) error {
 // the proxy's own SET/INIT_DB/RESET/SET_OPTION).
 func (bc *backendConn) exec(payload []byte) (okInfo, error) {
 	if err := bc.command(payload); err != nil {
-		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+		return okInfo{}, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	return bc.reply()
 }
@@ -754,7 +410,7 @@ func (bc *backendConn) exec(payload []byte) (okInfo, error) {
 func (bc *backendConn) reply() (okInfo, error) {
 	b, err := bc.pr.readPacket()
 	if err != nil {
-		return okInfo{}, fmt.Errorf("%w: %v", errBackendLost, err)
+		return okInfo{}, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	switch {
 	case len(b) > 0 && b[0] == 0xff:
@@ -764,7 +420,7 @@ func (bc *backendConn) reply() (okInfo, error) {
 	}
 	o, ok := parseOK(b)
 	if !ok {
-		return o, fmt.Errorf("%w: unexpected reply 0x%02x", errBackendLost, firstByte(b))
+		return o, fmt.Errorf("%w: unexpected reply 0x%02x", proxy.ErrBackendLost, firstByte(b))
 	}
 	return o, nil
 }
@@ -783,17 +439,17 @@ func (bc *backendConn) prepare(sql []byte, scratch []byte) (uint32, []byte, erro
 	scratch = append(scratch[:0], gm.COM_STMT_PREPARE)
 	scratch = append(scratch, sql...)
 	if err := bc.command(scratch); err != nil {
-		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+		return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	b, err := bc.pr.readPacket()
 	if err != nil {
-		return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+		return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	if len(b) > 0 && b[0] == 0xff {
 		return 0, scratch, parseErr(b)
 	}
 	if len(b) < 12 || b[0] != 0 {
-		return 0, scratch, fmt.Errorf("%w: malformed prepare response", errBackendLost)
+		return 0, scratch, fmt.Errorf("%w: malformed prepare response", proxy.ErrBackendLost)
 	}
 	id, _, _ := readUint32(b, 1)
 	cols, _, _ := readUint16(b, 5)
@@ -807,7 +463,7 @@ func (bc *backendConn) prepare(sql []byte, scratch []byte) (uint32, []byte, erro
 	}
 	for i := 0; i < skip; i++ {
 		if _, err := bc.pr.readPacket(); err != nil {
-			return 0, scratch, fmt.Errorf("%w: %v", errBackendLost, err)
+			return 0, scratch, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 	}
 	return id, scratch, nil

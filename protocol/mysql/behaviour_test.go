@@ -280,7 +280,7 @@ func TestMultiplexing(t *testing.T) {
 	}
 	total := 0
 	for _, oc := range e.proxy.MemberConns() {
-		total += oc[0]
+		total += oc.Open
 	}
 	if e.proxy.Sessions() != clients {
 		t.Fatalf("sessions = %d, want %d", e.proxy.Sessions(), clients)

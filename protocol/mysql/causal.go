@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // Causal reads (read-your-writes, causal_reads). Member connections
@@ -280,11 +282,11 @@ func (s *session) causalWait(bc *backendConn, m int, pos []byte, version uint64)
 func (bc *backendConn) queryValue(payload, dst []byte) (v []byte, null bool, err error) {
 	v = dst
 	if err := bc.command(payload); err != nil {
-		return v, false, fmt.Errorf("%w: %v", errBackendLost, err)
+		return v, false, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	p, err := bc.pr.readPacket()
 	if err != nil {
-		return v, false, fmt.Errorf("%w: %v", errBackendLost, err)
+		return v, false, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	if len(p) > 0 && p[0] == 0xff {
 		return v, false, parseErr(p)
@@ -292,7 +294,7 @@ func (bc *backendConn) queryValue(payload, dst []byte) (v []byte, null bool, err
 	for inRows, rows := false, 0; ; {
 		p, err := bc.pr.readPacket()
 		if err != nil {
-			return v, false, fmt.Errorf("%w: %v", errBackendLost, err)
+			return v, false, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		switch {
 		case len(p) > 0 && p[0] == 0xff:
@@ -309,7 +311,7 @@ func (bc *backendConn) queryValue(payload, dst []byte) (v []byte, null bool, err
 			}
 			b, _, ok := readLenEncBytes(p, 0)
 			if !ok {
-				return v, false, fmt.Errorf("%w: malformed row", errBackendLost)
+				return v, false, fmt.Errorf("%w: malformed row", proxy.ErrBackendLost)
 			}
 			v = append(v, b...)
 		case inRows:

@@ -193,8 +193,8 @@ func TestErrorTableIsDocumented(t *testing.T) {
 		CodePacketTooLarge, CodeUnknownStmt, CodeMalformedPacket, CodeConnectionKilled, CodeTLSRequired,
 		CodeNoPrimary, CodeWritableConflict, CodeNoReplica, CodeBackendDown, CodeBackendLost, CodePoolTimeout,
 		CodeSessionState, CodeNoLease, CodeChanging, CodeOutcomeUnknown, CodeTxnLost}
-	for _, e := range errorTable {
-		codes = append(codes, e.code)
+	for _, c := range kindCodes {
+		codes = append(codes, c.code)
 	}
 	for _, code := range codes {
 		if !strings.Contains(string(doc), fmt.Sprintf("\n| %d |", code)) {

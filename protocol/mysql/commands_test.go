@@ -9,6 +9,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/goleak"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 func errOf(t *testing.T, p []byte) *ServerError {
@@ -112,10 +114,11 @@ func TestOversizedPacketClosesOnlyThatClient(t *testing.T) {
 }
 
 func TestErrorTable(t *testing.T) {
-	for _, e := range errorTable {
-		se := toServerError("c", e.target)
-		if se.Code != e.code || se.State != e.state || !strings.HasPrefix(se.Message, "dbrouter: cluster c: ") {
-			t.Errorf("%v -> %+v", e.target, se)
+	for _, k := range proxy.Kinds() {
+		err := fmt.Errorf("member db1: %w", proxy.NewError(k, "something of kind "+k.String()))
+		se := toServerError("c", err)
+		if se.Code != kindCodes[k].code || se.State != kindCodes[k].state || !strings.HasPrefix(se.Message, "dbrouter: cluster c: ") {
+			t.Errorf("%v -> %+v", err, se)
 		}
 	}
 	backend := &ServerError{Code: 1146, State: "42S02", Message: "Table 'x' doesn't exist"}

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // The proxy's own error codes. Errors from a member reach the client unchanged;
@@ -42,55 +42,29 @@ const (
 	CodeTxnLost = 9011
 )
 
-// errorTable is the one table mapping what went wrong inside the proxy to
-// what the client sees and to the kind label of dbrouter_errors_total. An
-// error wrapping several targets gets the first that matches, so the
-// verdicts about a statement's outcome come before the causes they wrap.
-var errorTable = []struct {
-	target error
-	code   uint16
-	state  string
-	kind   string
+// kindCodes is the one table mapping what went wrong inside the proxy
+// (its proxy.Kind, also the kind label of dbrouter_errors_total) to what
+// a MySQL client sees. Every kind has a row (TestEveryErrorKindHasACode);
+// KindOther, an error no kind covers, is told as a lost connection.
+var kindCodes = [proxy.NumKinds]struct {
+	code  uint16
+	state string
 }{
-	{errOutcomeUnknown, CodeOutcomeUnknown, "HY000", "outcome_unknown"},
-	{errTxnLost, CodeTxnLost, "40001", "transaction_lost"},
-	{router.ErrNoPrimary, CodeNoPrimary, "HY000", "no_primary"},
-	{router.ErrWritableConflict, CodeWritableConflict, "HY000", "writable_conflict"},
-	{router.ErrNoReplica, CodeNoReplica, "HY000", "no_replica"},
-	{router.ErrNoLease, CodeNoLease, "HY000", "no_lease"},
-	{router.ErrChanging, CodeChanging, "HY000", "changing"},
-	{errBackendDown, CodeBackendDown, "08S01", "backend_down"},
-	{errBackendLost, CodeBackendLost, "08S01", "backend_lost"},
-	{errPoolTimeout, CodePoolTimeout, "HY000", "pool_timeout"},
-	{errSessionState, CodeSessionState, "HY000", "session_state"},
-	{ErrPacketTooLarge, CodePacketTooLarge, "08S01", "packet_too_large"},
-	{errMalformedHandshake, CodeMalformedPacket, "HY000", "malformed_handshake"},
-	{ErrSequence, CodeMalformedPacket, "HY000", "packet_out_of_order"},
-}
-
-// otherKind labels errors the table does not know (a bug: the table test
-// lists every sentinel).
-const otherKind = "other"
-
-var (
-	errBackendDown  = errors.New("member unreachable")
-	errBackendLost  = errors.New("member connection lost")
-	errPoolTimeout  = errors.New("no free backend connection")
-	errSessionState = errors.New("session state replay failed")
-	// errOutcomeUnknown and errTxnLost are verdicts about a statement, wrapped
-	// with the reason (see session.lost).
-	errOutcomeUnknown = errors.New("outcome unknown")
-	errTxnLost        = errors.New("transaction lost")
-)
-
-// lookupError finds err's row in errorTable (-1: none).
-func lookupError(err error) int {
-	for i, e := range errorTable {
-		if errors.Is(err, e.target) {
-			return i
-		}
-	}
-	return -1
+	proxy.KindOther:              {CodeBackendLost, "HY000"},
+	proxy.KindOutcomeUnknown:     {CodeOutcomeUnknown, "HY000"},
+	proxy.KindTxnLost:            {CodeTxnLost, "40001"},
+	proxy.KindNoPrimary:          {CodeNoPrimary, "HY000"},
+	proxy.KindWritableConflict:   {CodeWritableConflict, "HY000"},
+	proxy.KindNoReplica:          {CodeNoReplica, "HY000"},
+	proxy.KindNoLease:            {CodeNoLease, "HY000"},
+	proxy.KindChanging:           {CodeChanging, "HY000"},
+	proxy.KindBackendDown:        {CodeBackendDown, "08S01"},
+	proxy.KindBackendLost:        {CodeBackendLost, "08S01"},
+	proxy.KindPoolTimeout:        {CodePoolTimeout, "HY000"},
+	proxy.KindSessionState:       {CodeSessionState, "HY000"},
+	proxy.KindPacketTooLarge:     {CodePacketTooLarge, "08S01"},
+	proxy.KindMalformedHandshake: {CodeMalformedPacket, "HY000"},
+	proxy.KindPacketOutOfOrder:   {CodeMalformedPacket, "HY000"},
 }
 
 // toServerError turns a proxy-side error into the ERR packet a client gets.
@@ -102,8 +76,6 @@ func toServerError(cluster string, err error) *ServerError {
 		return se
 	}
 	msg := fmt.Sprintf("dbrouter: cluster %s: %v", cluster, err)
-	if i := lookupError(err); i >= 0 {
-		return &ServerError{Code: errorTable[i].code, State: errorTable[i].state, Message: msg}
-	}
-	return &ServerError{Code: CodeBackendLost, State: "HY000", Message: msg}
+	c := kindCodes[proxy.KindOf(err)]
+	return &ServerError{Code: c.code, State: c.state, Message: msg}
 }

@@ -1,35 +1,21 @@
 package mysql
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/proxy"
+	"github.com/dbrouter/dbrouter/proxy/proxytest"
 )
 
-// sentinels are the package-level errors of this package and of router,
-// by name. TestEveryErrorKindHasACode finds every `var errX =
-// errors.New(...)` in the source and requires it here, so a new error kind
-// cannot reach clients without a row in errorTable.
-var sentinels = map[string]error{
-	"router.ErrNoPrimary":        router.ErrNoPrimary,
-	"router.ErrWritableConflict": router.ErrWritableConflict,
-	"router.ErrNoReplica":        router.ErrNoReplica,
-	"router.ErrNoLease":          router.ErrNoLease,
-	"router.ErrChanging":         router.ErrChanging,
-	"errBackendDown":             errBackendDown,
-	"errBackendLost":             errBackendLost,
-	"errPoolTimeout":             errPoolTimeout,
-	"errSessionState":            errSessionState,
-	"errOutcomeUnknown":          errOutcomeUnknown,
-	"errTxnLost":                 errTxnLost,
-	"ErrPacketTooLarge":          ErrPacketTooLarge,
-	"errMalformedHandshake":      errMalformedHandshake,
-	"ErrSequence":                ErrSequence,
+// ownSentinels are the errors this package declares with a kind
+// (proxy.NewError), by name. TestEveryErrorKindHasACode finds every
+// package-level error in the source and requires it here or in neverSent,
+// so an error cannot reach clients without a kind, hence a code.
+var ownSentinels = map[string]error{
+	"ErrPacketTooLarge":     ErrPacketTooLarge,
+	"errMalformedHandshake": errMalformedHandshake,
+	"ErrSequence":           ErrSequence,
 }
 
 // neverSent are sentinels that steer control flow and never become an ERR
@@ -40,74 +26,40 @@ var neverSent = map[string]string{
 	"errHandled":    "the error was already written",
 }
 
-// declaredErrors lists package-level variables initialised with errors.New
-// in the non-test files of dir (with prefix before each name).
-func declaredErrors(t *testing.T, dir, prefix string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range af.Decls {
-			gd, ok := d.(*ast.GenDecl)
-			if !ok || gd.Tok != token.VAR {
-				continue
-			}
-			for _, sp := range gd.Specs {
-				vs := sp.(*ast.ValueSpec)
-				for i, v := range vs.Values {
-					call, ok := v.(*ast.CallExpr)
-					if !ok {
-						continue
-					}
-					if sel, ok := call.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "New" {
-						if x, ok := sel.X.(*ast.Ident); ok && x.Name == "errors" {
-							out = append(out, prefix+vs.Names[i].Name)
-						}
-					}
-				}
-			}
-		}
-	}
-	return out
-}
-
+// TestEveryErrorKindHasACode: every proxy.Kind has a MySQL code and
+// SQLSTATE, and every error this package declares either has a kind or
+// never reaches a client. A kind added to the proxy package fails here
+// until it gets a row in kindCodes.
 func TestEveryErrorKindHasACode(t *testing.T) {
-	declared := append(declaredErrors(t, ".", ""), declaredErrors(t, "../../router", "router.")...)
-	if len(declared) < len(sentinels) {
-		t.Fatalf("found only %v: is the source scan broken?", declared)
-	}
-	for _, name := range declared {
-		if _, ok := neverSent[name]; ok {
-			continue
+	for _, k := range proxy.Kinds() {
+		c := kindCodes[k]
+		if c.code == 0 || len(c.state) != 5 {
+			t.Errorf("kind %s has no MySQL code and SQLSTATE in kindCodes", k)
 		}
-		err, ok := sentinels[name]
+	}
+	if len(proxy.Kinds()) != len(kindCodes) {
+		t.Errorf("%d kinds, %d rows in kindCodes", len(proxy.Kinds()), len(kindCodes))
+	}
+	plain, kinded := proxytest.DeclaredErrors(t, ".")
+	if len(kinded) < len(ownSentinels) || len(plain) < len(neverSent) {
+		t.Fatalf("found only %v and %v: is the source scan broken?", kinded, plain)
+	}
+	for _, name := range plain {
+		if _, ok := neverSent[name]; !ok {
+			t.Errorf("%s is declared with errors.New: an error a client may see needs a kind (proxy.NewError), or list it in neverSent", name)
+		}
+	}
+	for _, name := range kinded {
+		err, ok := ownSentinels[name]
 		if !ok {
-			t.Errorf("%s is declared but not in this test's sentinels: give it a row in errorTable and list it here", name)
+			t.Errorf("%s is declared but not in this test's ownSentinels: list it there", name)
 			continue
 		}
-		if lookupError(err) < 0 {
-			t.Errorf("%s has no row in errorTable", name)
+		if proxy.KindOf(err) == proxy.KindOther {
+			t.Errorf("%s has no kind", name)
 		}
 	}
-	kinds := map[string]bool{otherKind: true}
-	for _, e := range errorTable {
-		if kinds[e.kind] {
-			t.Errorf("kind %q twice: dbrouter_errors_total would merge two errors", e.kind)
-		}
-		kinds[e.kind] = true
-		if e.code == CodeOutcomeUnknown && strings.HasPrefix(e.state, "08") {
-			t.Errorf("outcome unknown with SQLSTATE %s: drivers retry 08xxx as transient", e.state)
-		}
+	if strings.HasPrefix(kindCodes[proxy.KindOutcomeUnknown].state, "08") {
+		t.Errorf("outcome unknown with SQLSTATE %s: drivers retry 08xxx as transient", kindCodes[proxy.KindOutcomeUnknown].state)
 	}
 }

@@ -185,7 +185,7 @@ func TestFailoverEndsStatementsOnTheOldPrimary(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if c := e.proxy.MemberConns()["db1"]; c[1] < 2 {
+	if c := e.proxy.MemberConns()["db1"]; c.Idle < 2 {
 		t.Fatalf("db1 connections %v: want idle ones to prove they are reset", c)
 	}
 	stuck := e.conn(t, db)
@@ -230,7 +230,7 @@ func TestFailoverEndsStatementsOnTheOldPrimary(t *testing.T) {
 		t.Errorf("in flight on db1 after the failover: %d", n)
 	}
 	err = chaos.Poll(ctx, 5*time.Second, func() (bool, error) {
-		return e.proxy.MemberConns()["db1"][0] == 0, nil
+		return e.proxy.MemberConns()["db1"].Open == 0, nil
 	})
 	if err != nil {
 		t.Fatalf("connections to the failed-over primary still open: %v", e.proxy.MemberConns()["db1"])

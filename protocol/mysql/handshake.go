@@ -14,6 +14,8 @@ import (
 
 	"filippo.io/edwards25519"
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // Capabilities the proxy offers clients. CLIENT_DEPRECATE_EOF, compression,
@@ -125,7 +127,7 @@ type handshakeResponse struct {
 	plugin    string
 }
 
-var errMalformedHandshake = errors.New("malformed handshake response")
+var errMalformedHandshake = proxy.NewError(proxy.KindMalformedHandshake, "malformed handshake response")
 
 // isSSLRequest: a 32-byte response with CLIENT_SSL asks for TLS before the
 // real response.

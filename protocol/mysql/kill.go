@@ -64,10 +64,10 @@ func KillTarget(sql []byte) (id uint32, query bool, ok bool) {
 func (s *session) setBusy(bc *backendConn) {
 	s.killMu.Lock()
 	if s.busy != nil {
-		s.busy.pool.inflight.Add(-1)
+		s.busy.pool.AddInFlight(-1)
 	}
 	if bc != nil {
-		bc.pool.inflight.Add(1)
+		bc.pool.AddInFlight(1)
 	}
 	s.busy = bc
 	s.killMu.Unlock()
@@ -127,7 +127,7 @@ func (s *session) killOnMember(ctx context.Context, bc *backendConn) error {
 	pool := s.p.pools[bc.pool.idx]
 	key := s.key
 	key.noDB = true
-	k, err := pool.get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
+	k, err := pool.Get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
 	if err != nil {
 		return err
 	}
@@ -137,13 +137,13 @@ func (s *session) killOnMember(ctx context.Context, bc *backendConn) error {
 	if _, err := k.exec(s.scratch); err != nil {
 		var se *ServerError
 		if errors.As(err, &se) {
-			pool.put(k)
+			pool.Put(k)
 		} else {
-			pool.discard(k)
+			pool.Discard(k)
 		}
 		return err
 	}
-	pool.put(k)
+	pool.Put(k)
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // TestMetricsOfTwoClustersOnOneRegistry: two proxies (two clusters in one
@@ -19,9 +21,9 @@ func TestMetricsOfTwoClustersOnOneRegistry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.metrics.queries(0, false).Inc()
-		p.metrics.errorsByKind(errPoolTimeout).Inc()
-		p.metrics.causalWaited.Inc()
+		p.metrics.Queries(0, false).Inc()
+		p.metrics.CountError(proxy.ErrPoolTimeout)
+		p.metrics.CausalWaited.Inc()
 		p.pools[0].countPins(PinTxn, 1)
 	}
 	mfs, err := reg.Gather()

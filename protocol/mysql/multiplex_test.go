@@ -39,7 +39,7 @@ func (e *env) waitPinned(t *testing.T, reason string, n float64) {
 func openConns(e *env) int {
 	n := 0
 	for _, c := range e.proxy.MemberConns() {
-		n += c[0]
+		n += c.Open
 	}
 	return n
 }
@@ -188,7 +188,7 @@ func TestIdlePyMySQLClientsShareFewBackendConnections(t *testing.T) {
 	conns := e.proxy.MemberConns()
 	open := 0
 	for _, c := range conns {
-		open += c[0]
+		open += c.Open
 	}
 	t.Logf("%d idle PyMySQL clients: backend connections %v (open, idle) = %d open", clients, conns, open)
 	if open > limit {
@@ -284,7 +284,7 @@ func TestPoolLimitComesFromTheMembersMaxConnections(t *testing.T) {
 	for i := 0; i < want; i++ {
 		mustExec(t, e.conn(t, db), "BEGIN")
 	}
-	if n := e.proxy.MemberConns()["db1"][0]; n != want {
+	if n := e.proxy.MemberConns()["db1"].Open; n != want {
 		t.Fatalf("%d connections open to db1, want %d", n, want)
 	}
 	e.waitPinned(t, "transaction", want)

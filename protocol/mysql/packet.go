@@ -7,11 +7,12 @@ package mysql
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // maxChunk is the largest payload of one wire packet; a logical packet of this
@@ -19,10 +20,10 @@ import (
 const maxChunk = 1<<24 - 1
 
 // ErrPacketTooLarge is returned for a logical packet over the reader's limit.
-var ErrPacketTooLarge = errors.New("packet exceeds max_allowed_packet")
+var ErrPacketTooLarge = proxy.NewError(proxy.KindPacketTooLarge, "packet exceeds max_allowed_packet")
 
 // ErrSequence is returned when a packet arrives with an unexpected sequence id.
-var ErrSequence = errors.New("packet out of order")
+var ErrSequence = proxy.NewError(proxy.KindPacketOutOfOrder, "packet out of order")
 
 // packetReader reads packets from a buffered stream into a reusable buffer, so
 // steady-state reads allocate nothing.

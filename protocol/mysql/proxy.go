@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/router"
 )
 
@@ -118,7 +119,7 @@ type Proxy struct {
 	router  Router
 	pools   []*memberPool
 	log     *zap.Logger
-	metrics *metrics
+	metrics *proxy.Metrics
 	nextID  atomic.Uint32
 	version atomic.Pointer[string]
 
@@ -172,8 +173,12 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	for i, m := range cfg.Members {
 		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log))
 	}
+	stats := make([]proxy.PoolStats, len(p.pools))
+	for i, pool := range p.pools {
+		stats[i] = pool
+	}
 	var err error
-	if p.metrics, err = newMetrics(cfg.Cluster, p, reg); err != nil {
+	if p.metrics, err = proxy.NewMetrics(reg, cfg.Cluster, stats, pinLabels[:]); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", cfg.Cluster, err)
 	}
 	p.nextID.Store(firstSessionID - 1)
@@ -191,27 +196,22 @@ func (p *Proxy) serverVersion() string {
 	// Learn it from a member once, so clients that branch on the version
 	// (MariaDB vs MySQL) see the real thing.
 	for _, pool := range p.pools {
-		pool.mu.Lock()
-		for _, st := range pool.idle {
-			if len(st) > 0 {
-				v := st[0].version
-				pool.mu.Unlock()
-				p.version.Store(&v)
-				return v
-			}
+		if bc, ok := pool.AnyIdle(); ok {
+			v := bc.version
+			p.version.Store(&v)
+			return v
 		}
-		pool.mu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
 	for _, pool := range p.pools {
 		for _, u := range p.cfg.Users {
-			bc, err := pool.get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, credentials{u.BackendUser, u.BackendPassword}, p.cfg.PoolTimeout, nil)
+			bc, err := pool.Get(ctx, poolKey{user: u.BackendUser, collation: defaultCollationID}, proxy.Login{User: u.BackendUser, Password: u.BackendPassword}, p.cfg.PoolTimeout, nil)
 			if err != nil {
 				continue
 			}
 			v := bc.version
-			pool.put(bc)
+			pool.Put(bc)
 			p.version.Store(&v)
 			return v
 		}
@@ -253,10 +253,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		p.sessions[s] = struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(1)
-		p.metrics.sessions.Inc()
+		p.metrics.Sessions.Inc()
 		go func() {
 			defer p.wg.Done()
-			defer p.metrics.sessions.Dec()
+			defer p.metrics.Sessions.Dec()
 			s.serve(ctx)
 			p.mu.Lock()
 			delete(p.sessions, s)
@@ -339,7 +339,7 @@ func (p *Proxy) resetStale() (undecided bool) {
 		return true
 	}
 	for _, pool := range p.pools {
-		stale := pool.takeStale(superseded)
+		stale := pool.TakeStale(superseded)
 		for _, bc := range stale {
 			bc.abort()
 		}
@@ -358,16 +358,15 @@ func (p *Proxy) shutdown() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	for _, pool := range p.pools {
-		pool.closeIdle()
+		pool.CloseIdle()
 	}
 }
 
 // MemberConns reports open and idle backend connections per member name.
-func (p *Proxy) MemberConns() map[string][2]int {
-	out := make(map[string][2]int, len(p.pools))
+func (p *Proxy) MemberConns() map[string]proxy.ConnStats {
+	out := make(map[string]proxy.ConnStats, len(p.pools))
 	for _, pool := range p.pools {
-		o, i := pool.stats()
-		out[pool.name] = [2]int{o, i}
+		out[pool.name] = pool.Stats()
 	}
 	return out
 }
@@ -377,7 +376,7 @@ func (p *Proxy) MemberConns() map[string][2]int {
 func (p *Proxy) InFlight() map[string]int {
 	out := make(map[string]int, len(p.pools))
 	for _, pool := range p.pools {
-		out[pool.name] = int(pool.inflight.Load())
+		out[pool.name] = int(pool.InFlight())
 	}
 	return out
 }
@@ -396,4 +395,7 @@ func clientHost(nc net.Conn) string {
 	return "localhost"
 }
 
-var _ Router = (*router.Router)(nil)
+var (
+	_ Router       = (*router.Router)(nil)
+	_ proxy.Server = (*Proxy)(nil)
+)

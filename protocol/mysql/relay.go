@@ -6,6 +6,8 @@ import (
 	"io"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // respKind says how a command's response ends.
@@ -75,7 +77,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 	for state != stDone {
 		hdr, err := bc.r.Peek(4)
 		if err != nil {
-			return out, fmt.Errorf("%w: %v", errBackendLost, err)
+			return out, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 		whole := 4+n <= bc.r.Size()
@@ -86,7 +88,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 			pkt, err = bc.r.Peek(bc.r.Size())
 		}
 		if err != nil {
-			return out, fmt.Errorf("%w: %v", errBackendLost, err)
+			return out, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		seq := pkt[3]
 		out.seq = seq + 1
@@ -99,7 +101,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 		switch state {
 		case stFirst:
 			if n == 0 {
-				return out, fmt.Errorf("%w: empty response packet", errBackendLost)
+				return out, fmt.Errorf("%w: empty response packet", proxy.ErrBackendLost)
 			}
 			// The first packet of each result: an OK (which also ends
 			// it) or a result set's column count. An ERR acknowledges
@@ -114,7 +116,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 					// An OK larger than the read buffer (a long info
 					// string): its session state is at the end.
 					if p, err = bc.pr.readPacket(); err != nil {
-						return out, fmt.Errorf("%w: %v", errBackendLost, err)
+						return out, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 					}
 					own = true
 				}
@@ -145,7 +147,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 				}
 			case kind == respPrepare:
 				if p[0] != 0 || n < 12 {
-					return out, fmt.Errorf("%w: malformed prepare response", errBackendLost)
+					return out, fmt.Errorf("%w: malformed prepare response", proxy.ErrBackendLost)
 				}
 				out.stmtID, _, _ = readUint32(p, 1)
 				c16, _, _ := readUint16(p, 5)
@@ -166,7 +168,7 @@ func (s *session) relay(bc *backendConn, kind respKind, proxyStmtID uint32, fenc
 			default:
 				v, _, _, ok := readLenEncInt(p, 0)
 				if !ok {
-					return out, fmt.Errorf("%w: malformed column count", errBackendLost)
+					return out, fmt.Errorf("%w: malformed column count", proxy.ErrBackendLost)
 				}
 				cols = v
 				state = stColumns
@@ -357,7 +359,7 @@ func (s *session) forwardOwn(seq uint8, p []byte) (int, error) {
 // ERR may end a result set, and may be any result of a multi-result), or
 // instead of the whole response when none of it has left the proxy yet.
 func (s *session) fenced(bc *backendConn, out *relayOut, seq uint8) error {
-	e := bc.epoch.Load()
+	e := bc.Epoch.Load()
 	if e == 0 || s.p.router.Current(e) {
 		return nil
 	}
@@ -408,7 +410,7 @@ func (s *session) forward(bc *backendConn, pkt []byte, n int, whole bool) (int, 
 			written += int(c)
 			if err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return written, fmt.Errorf("%w: %v", errBackendLost, err)
+					return written, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 				}
 				return written, fmt.Errorf("%w: %v", errClientGone, err)
 			}
@@ -418,7 +420,7 @@ func (s *session) forward(bc *backendConn, pkt []byte, n int, whole bool) (int, 
 		}
 		hdr, err := bc.r.Peek(4)
 		if err != nil {
-			return written, fmt.Errorf("%w: %v", errBackendLost, err)
+			return written, fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		n = int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 		whole = false
@@ -435,7 +437,7 @@ func (s *session) relayInfile(bc *backendConn, seq uint8) error {
 		// The client cannot send files: end the transfer so the member
 		// answers with its own error.
 		if _, err := writePacket(bc.w, seq, nil); err != nil {
-			return fmt.Errorf("%w: %v", errBackendLost, err)
+			return fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		return bc.w.Flush()
 	}
@@ -446,14 +448,14 @@ func (s *session) relayInfile(bc *backendConn, seq uint8) error {
 		}
 		n := int(hdr[0]) | int(hdr[1])<<8 | int(hdr[2])<<16
 		if _, err := bc.w.Write(hdr[:]); err != nil {
-			return fmt.Errorf("%w: %v", errBackendLost, err)
+			return fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		if _, err := io.CopyN(bc.w, s.r, int64(n)); err != nil {
 			return fmt.Errorf("%w: %v", errClientGone, err)
 		}
 		if n == 0 {
 			if err := bc.w.Flush(); err != nil {
-				return fmt.Errorf("%w: %v", errBackendLost, err)
+				return fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 			}
 			return nil
 		}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // stopped reports whether the mariadbd serving dir is stopped (SIGSTOP).
@@ -62,8 +63,8 @@ func TestStoppedMemberRunsWhatItReceivedDespiteTheReset(t *testing.T) {
 	pool := newMemberPool(0, m.Name, m.Addr(), 4, 2*time.Second, 1<<24, zap.NewNop())
 	for i, how := range []string{"reset", "close"} {
 		t.Run(how, func(t *testing.T) {
-			bc, err := pool.get(context.Background(), poolKey{user: chaos.AppUser, collation: defaultCollationID},
-				credentials{chaos.AppUser, chaos.AppPassword}, time.Second, nil)
+			bc, err := pool.Get(context.Background(), poolKey{user: chaos.AppUser, collation: defaultCollationID},
+				proxy.Login{User: chaos.AppUser, Password: chaos.AppPassword}, time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +88,7 @@ func TestStoppedMemberRunsWhatItReceivedDespiteTheReset(t *testing.T) {
 			} else {
 				bc.nc.Close()
 			}
-			pool.discard(bc)
+			pool.Discard(bc)
 			if err := m.Resume(); err != nil {
 				t.Fatal(err)
 			}

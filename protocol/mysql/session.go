@@ -13,6 +13,8 @@ import (
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 const capLocalFiles = gm.CLIENT_LOCAL_FILES
@@ -51,7 +53,7 @@ type session struct {
 	user *User
 	caps uint32
 	key  poolKey
-	cred credentials
+	cred proxy.Login
 	tls  bool
 
 	db       string
@@ -160,13 +162,13 @@ func (s *session) serve(ctx context.Context) {
 			if errors.Is(err, ErrPacketTooLarge) {
 				s.writeErr(s.pr.seq, &ServerError{Code: CodePacketTooLarge, State: "08S01",
 					Message: fmt.Sprintf("dbrouter: cluster %s: %v", s.p.cfg.Cluster, err)})
-				s.p.metrics.clientErrors.Inc()
+				s.p.metrics.ClientErrors.Inc()
 			}
 			return
 		}
 		if len(pkt) == 0 {
 			s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed packet: empty command"})
-			s.p.metrics.clientErrors.Inc()
+			s.p.metrics.ClientErrors.Inc()
 			return
 		}
 		err = s.dispatch(ctx, pkt)
@@ -282,7 +284,7 @@ func (s *session) target(ctx context.Context, c Class, avoid int) (int, uint64, 
 func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn, int, error) {
 	s.onReplica = false
 	if s.pinned != nil {
-		if e := s.pinned.epoch.Load(); e != 0 {
+		if e := s.pinned.Epoch.Load(); e != 0 {
 			if err := s.leaveOldPrimary(ctx, e); err != nil {
 				return nil, -1, err
 			}
@@ -299,12 +301,12 @@ func (s *session) acquire(ctx context.Context, c Class, avoid int) (*backendConn
 		return nil, -1, err
 	}
 	if s.held != nil && s.held.pool.idx == m {
-		s.held.epoch.Store(epoch)
+		s.held.Epoch.Store(epoch)
 		return s.held, m, nil
 	}
 	bc, err := s.fresh(ctx, m, c.Kind != KindRead)
 	if bc != nil {
-		bc.epoch.Store(epoch)
+		bc.Epoch.Store(epoch)
 	}
 	return bc, m, err
 }
@@ -352,7 +354,7 @@ func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 		how = "a switchover"
 	}
 	return fmt.Errorf("%w: the primary changed from %s (%s, after epoch %d) while this session had server-side state there (%s): it was rolled back on the old primary with its locks, temporary tables and variables, and nothing of an open transaction was committed; the session continues on the new primary: retry the whole transaction",
-		errTxnLost, bc.pool.name, how, epoch, pin)
+		proxy.ErrTxnLost, bc.pool.name, how, epoch, pin)
 }
 
 // fresh takes a connection to member m from the pool and gives it the
@@ -363,10 +365,10 @@ func (s *session) leaveOldPrimary(ctx context.Context, epoch uint64) error {
 func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, error) {
 	key := s.key
 	key.noDB = s.db == ""
-	bc, err := s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
-	for i := 0; err == nil && probe && i < maxStaleConns && bc.stw != nil && !bc.lastUsed.IsZero() && bc.stw.closed(); i++ {
-		bc.pool.discard(bc)
-		bc, err = s.p.pools[m].get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
+	bc, err := s.p.pools[m].Get(ctx, key, s.cred, s.p.cfg.PoolTimeout, s.last)
+	for i := 0; err == nil && probe && i < maxStaleConns && bc.stw != nil && bc.Reused() && bc.stw.closed(); i++ {
+		bc.pool.Discard(bc)
+		bc, err = s.p.pools[m].Get(ctx, key, s.cred, s.p.cfg.PoolTimeout, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -377,9 +379,9 @@ func (s *session) fresh(ctx context.Context, m int, probe bool) (*backendConn, e
 			// The member refused the session's state: the connection is
 			// fine but carries partial state; reset it on the way back.
 			s.releaseDirty(bc)
-			return nil, fmt.Errorf("%w on %s: %w", errSessionState, bc.pool.name, err)
+			return nil, fmt.Errorf("%w on %s: %w", proxy.ErrSessionState, bc.pool.name, err)
 		}
-		bc.pool.discard(bc)
+		bc.pool.Discard(bc)
 		return nil, err
 	}
 	return bc, nil
@@ -449,7 +451,7 @@ func (bc *backendConn) reset() error {
 		err = bc.w.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", errBackendLost, err)
+		return fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	_, err = bc.reply()
 	_, terr := bc.reply() // read even after an error: it is on its way
@@ -468,17 +470,17 @@ func (bc *backendConn) reset() error {
 
 func (s *session) release(bc *backendConn) {
 	s.last = bc
-	bc.pool.put(bc)
+	bc.pool.Put(bc)
 }
 
 // releaseDirty resets a connection that may carry state (locks, temporary
 // tables, an open transaction) before other sessions can get it.
 func (s *session) releaseDirty(bc *backendConn) {
 	if err := bc.reset(); err != nil {
-		bc.pool.discard(bc)
+		bc.pool.Discard(bc)
 		return
 	}
-	bc.pool.put(bc)
+	bc.pool.Put(bc)
 }
 
 func (s *session) unpin(p Pin) {
@@ -517,7 +519,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			}
 			// The primary refuses connections: the statement reached no
 			// server, so it can wait for a failover and go to the new one.
-			if m >= 0 && errors.Is(err, errBackendDown) {
+			if m >= 0 && errors.Is(err, proxy.ErrBackendDown) {
 				if downSince.IsZero() {
 					downSince = time.Now()
 				}
@@ -525,7 +527,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 			}
-			s.p.metrics.errorsByKind(err).Inc()
+			s.p.metrics.CountError(err)
 			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
@@ -537,18 +539,18 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					avoid = m
 					continue
 				}
-				s.p.metrics.errorsByKind(err).Inc()
+				s.p.metrics.CountError(err)
 				return s.writeErr(1, s.memberError(bc, err))
 			}
 			if !ok {
 				// The replica is behind the session's writes: the
 				// primary has them.
-				s.p.metrics.causalFallback.Inc()
+				s.p.metrics.CausalFallback.Inc()
 				s.release(bc)
 				c.Hint = HintPrimary
 				continue
 			}
-			s.p.metrics.causalWaited.Inc()
+			s.p.metrics.CausalWaited.Inc()
 		}
 		out := pkt
 		var proxyID uint32
@@ -568,12 +570,12 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 				err = s.lost(bc, c, kind, pin, false, err)
-				s.p.metrics.errorsByKind(err).Inc()
+				s.p.metrics.CountError(err)
 				return s.writeErr(1, s.memberError(bc, err))
 			}
 		}
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
-		s.p.metrics.queries(bc.pool.idx, !shared).Inc()
+		s.p.metrics.Queries(bc.pool.idx, !shared).Inc()
 		var res relayOut
 		pin := s.pins() // what a lost connection takes with it
 		s.setBusy(bc)
@@ -582,7 +584,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			// nothing, and a prepare runs nothing.
 			res, err = s.relay(bc, kind, proxyID, c.Kind != KindRead && kind != respPrepare, c.Kind == KindWrite && kind == respResult)
 		} else {
-			err = fmt.Errorf("%w: %v", errBackendLost, err)
+			err = fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 		}
 		s.setBusy(nil)
 		if err != nil {
@@ -590,7 +592,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			if errors.Is(err, errClientGone) {
 				return err
 			}
-			if !res.sent && shared && retryable(err, 0, c, s) && !bc.lastUsed.IsZero() && stale < maxStaleConns {
+			if !res.sent && shared && retryable(err, 0, c, s) && bc.Reused() && stale < maxStaleConns {
 				// A pooled connection the member closed while it sat
 				// idle (a KILL, a restart): not a failure of the member
 				// or of the statement, and not the one retry.
@@ -603,7 +605,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				continue
 			}
 			err = s.lost(bc, c, kind, pin, true, err)
-			s.p.metrics.errorsByKind(err).Inc()
+			s.p.metrics.CountError(err)
 			se := s.memberError(bc, err)
 			seq := uint8(1)
 			if res.sent {
@@ -629,15 +631,16 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 const maxStaleConns = 8
 
 // retryable: only an autocommit read that no byte of reached the client may
-// run again, and only once.
+// run again, and only once (proxy.MayRetry); the caller knows whether a
+// byte reached the client.
 func retryable(err error, attempt int, c Class, s *session) bool {
-	return attempt == 0 && (errors.Is(err, errBackendLost) || errors.Is(err, errBackendDown)) && c.Kind == KindRead && s.pin == 0
+	return proxy.MayRetry(err, attempt, c.Kind == KindRead, s.pin != 0)
 }
 
 // dropConn forgets a connection that failed mid-command. One chosen at an
 // epoch that has ended is reset, not just closed (see backendConn.abort).
 func (s *session) dropConn(bc *backendConn) {
-	if e := bc.epoch.Load(); e != 0 && !s.p.router.Current(e) {
+	if e := bc.Epoch.Load(); e != 0 && !s.p.router.Current(e) {
 		bc.abort()
 	}
 	if s.pinned == bc {
@@ -655,7 +658,7 @@ func (s *session) dropConn(bc *backendConn) {
 	if s.last == bc {
 		s.last = nil
 	}
-	bc.pool.discard(bc)
+	bc.pool.Discard(bc)
 }
 
 // settle updates pins and holds after a command and releases the connection
@@ -777,7 +780,7 @@ func (s *session) runSet(ctx context.Context, pkt []byte) error {
 func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, apply func(bc *backendConn, res relayOut) error) error {
 	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
-		s.p.metrics.errorsByKind(err).Inc()
+		s.p.metrics.CountError(err)
 		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
 	}
 	res, err := s.execOn(bc, pkt, respResult, Class{Kind: kind})
@@ -808,7 +811,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 	if err == nil {
 		res, err = s.relay(bc, kind, 0, c.Kind != KindRead, false)
 	} else {
-		err = fmt.Errorf("%w: %v", errBackendLost, err)
+		err = fmt.Errorf("%w: %v", proxy.ErrBackendLost, err)
 	}
 	s.setBusy(nil)
 	if err != nil {
@@ -817,7 +820,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 			return res, err
 		}
 		err = s.lost(bc, c, kind, pin, true, err)
-		s.p.metrics.errorsByKind(err).Inc()
+		s.p.metrics.CountError(err)
 		seq := uint8(1)
 		if res.sent {
 			seq = res.seq
@@ -831,14 +834,14 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 // observe records how long a command a member answered on bc took since
 // start (dbrouter_query_duration_seconds), under the route it took.
 func (s *session) observe(bc *backendConn, c Class, kind respKind, start time.Time) {
-	route := routePrimary
+	route := proxy.RoutePrimary
 	switch {
 	case bc == s.pinned || bc == s.held:
-		route = routePinned
+		route = proxy.RoutePinned
 	case s.onReplica:
-		route = routeReplica
+		route = proxy.RouteReplica
 	}
-	s.p.metrics.durations[route][stmtKindOf(c, kind)].Observe(time.Since(start).Seconds())
+	s.p.metrics.Duration(route, stmtKindOf(c, kind)).Observe(time.Since(start).Seconds())
 }
 
 // writeErrAnd writes the error and reports the statement as handled (nil)
