@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos"
@@ -27,25 +25,7 @@ func start(t *testing.T, o deploy.Options) *deploy.Deployment {
 	if o.ProbeInterval == "" {
 		o.ProbeInterval = "100ms"
 	}
-	o.Log = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	o.DBLog = t.Logf
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	d, err := deploy.Start(ctx, o)
-	if err != nil {
-		t.Fatalf("start deployment: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range d.DB.Members {
-				t.Logf("%s error log tail:\n%s", m.Name, m.LogTail(1000))
-			}
-		}
-		if err := d.Close(); err != nil {
-			t.Errorf("close deployment: %v", err)
-		}
-	})
-	return d
+	return deploy.StartT(t, o)
 }
 
 func proxyDB(t *testing.T, d *deploy.Deployment, i int) *sql.DB {
