@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/chaos/deploy"
