@@ -135,7 +135,7 @@ func (s *session) handle(m wire.Message) ([]byte, error) {
 		msg, err := wire.DecodeOpMsg(m.Raw)
 		if err != nil {
 			err = wireError(err)
-			return s.replyMsg(reqID, s.errorDoc(codeOf(err), err.Error())), err
+			return s.replyMsg(reqID, s.errorDoc(codeOf(err), s.errmsg(err))), err
 		}
 		db, _ := msg.DB()
 		doc := s.command(msg.CommandName(), db, msg.Body())
@@ -149,7 +149,7 @@ func (s *session) handle(m wire.Message) ([]byte, error) {
 		q, err := wire.DecodeOpQuery(m.Raw)
 		if err != nil {
 			err = wireError(err)
-			return s.replyQuery(reqID, s.errorDoc(codeOf(err), err.Error())), err
+			return s.replyQuery(reqID, s.errorDoc(codeOf(err), s.errmsg(err))), err
 		}
 		return s.replyQuery(reqID, s.legacyCommand(q)), nil
 	case wire.OpCodeCompressed:
@@ -157,7 +157,7 @@ func (s *session) handle(m wire.Message) ([]byte, error) {
 		// original opcode's reply form and keep the connection, so the
 		// error reaches the application instead of a bare disconnect.
 		err := wireError(wire.Unsupported(m))
-		doc := s.errorDoc(CodeProtocolError, err.Error())
+		doc := s.errorDoc(codeOf(err), s.errmsg(err))
 		if c, cerr := wire.DecodeOpCompressed(m.Raw); cerr == nil && c.OriginalOpCode == wire.OpCodeQuery {
 			return s.replyQuery(reqID, doc), nil
 		}
@@ -240,6 +240,13 @@ func quoteName(name string) string {
 		return "(empty document)"
 	}
 	return name
+}
+
+// errmsg is how a client reads a proxy-side error: it starts with
+// "dbrouter: cluster NAME:", so an operator can tell the proxy's errors
+// from a member's.
+func (s *session) errmsg(err error) string {
+	return "dbrouter: cluster " + s.p.cfg.Cluster + ": " + err.Error()
 }
 
 func (s *session) errorDoc(c Code, errmsg string) []byte {
