@@ -126,6 +126,8 @@ type authFailure struct {
 	// public: reason may be shown to the client (it reveals nothing about
 	// users or credentials: a mechanism, a database, a protocol slip).
 	public bool
+	// user is the name the client gave, for the log, when it got that far.
+	user string
 }
 
 func (f *authFailure) Error() string { return "authentication failed: " + f.reason }
@@ -167,7 +169,9 @@ func (s *session) saslStart(dst []byte, db string, cmd bsoncore.Document) []byte
 	conv := s.p.auth.server.NewConversation()
 	resp, err := conv.Step(payload)
 	if err != nil {
-		return s.authFailed(dst, failSecret(err.Error()))
+		f := failSecret(err.Error())
+		f.user = conv.Username()
+		return s.authFailed(dst, f)
 	}
 	c := &conversation{conv: conv}
 	if v, ok := field(cmd, "options"); ok {
@@ -212,7 +216,9 @@ func (s *session) saslContinue(dst []byte, cmd bsoncore.Document) []byte {
 		if err == nil {
 			err = errors.New("proof not verified")
 		}
-		return s.authFailed(dst, failSecret(err.Error()))
+		f := failSecret(err.Error())
+		f.user = c.conv.Username()
+		return s.authFailed(dst, f)
 	}
 	// The proof is checked: the session is authenticated now, whether or
 	// not the client sends the empty step that only acknowledges the
@@ -231,7 +237,7 @@ func (s *session) saslContinue(dst []byte, cmd bsoncore.Document) []byte {
 // failed authentication, and logs the real reason: a failed login is an
 // event an operator may look for, not a per-query message.
 func (s *session) authFailed(dst []byte, f *authFailure) []byte {
-	s.log.Info("client authentication failed", zap.Error(f))
+	s.log.Info("client authentication failed", zap.String("user", f.user), zap.Error(f))
 	return appendError(dst, CodeAuthenticationFailed, f.errmsg())
 }
 
