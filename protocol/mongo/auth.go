@@ -147,31 +147,62 @@ func (f *authFailure) errmsg() string {
 // saslStart begins a SCRAM-SHA-256 conversation (the client's first
 // message in payload) and answers the server's first message.
 func (s *session) saslStart(dst []byte, db string, cmd bsoncore.Document) []byte {
+	c, resp, f := s.startSASL(db, cmd)
+	if f != nil {
+		return s.authFailed(dst, f)
+	}
+	return appendSASLReply(dst, c.id, false, resp)
+}
+
+// speculativeAuth answers hello's speculativeAuthenticate, a saslStart
+// folded into the handshake to save a round trip per connection: it
+// appends the saslStart reply (without ok) to the hello reply, or nothing
+// when the attempt fails, which tells the driver to authenticate the usual
+// way (so a failure here is only logged, at debug: the driver's own
+// saslStart will fail the same way and be logged then).
+func (s *session) speculativeAuth(dst []byte, db string, cmd bsoncore.Document) []byte {
+	if v, ok := field(cmd, "db"); ok {
+		db, _ = stringValue(v)
+	}
+	c, resp, f := s.startSASL(db, cmd)
+	if f != nil {
+		s.log.Debug("speculative authentication not answered", zap.String("user", f.user), zap.Error(f))
+		return dst
+	}
+	idx, dst := bsoncore.AppendDocumentElementStart(dst, "speculativeAuthenticate")
+	dst = appendSASLFields(dst, c.id, false, resp)
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return dst
+}
+
+// startSASL checks a saslStart and takes its first step; the conversation
+// it returns is the session's from then on.
+func (s *session) startSASL(db string, cmd bsoncore.Document) (*conversation, string, *authFailure) {
 	s.sasl = nil // a new start abandons any conversation in progress
 	if s.p.auth == nil {
-		return s.authFailed(dst, failPublic("this proxy has no users configured; connect without credentials"))
+		return nil, "", failPublic("this proxy has no users configured; connect without credentials")
 	}
 	mech := ""
 	if v, ok := field(cmd, "mechanism"); ok {
 		mech, _ = stringValue(v)
 	}
 	if mech != mechSCRAMSHA256 {
-		return s.authFailed(dst, failPublic("mechanism "+strconv.Quote(mech)+" is not supported, only "+mechSCRAMSHA256+
-			" (a driver picks SCRAM-SHA-1 for a user hello did not list: check the user name and authSource=admin)"))
+		return nil, "", failPublic("mechanism " + strconv.Quote(mech) + " is not supported, only " + mechSCRAMSHA256 +
+			" (a driver picks SCRAM-SHA-1 for a user hello did not list: check the user name and authSource=admin)")
 	}
 	if db != authDB {
-		return s.authFailed(dst, failPublic("users are defined in the admin database: use authSource=admin, not "+strconv.Quote(db)))
+		return nil, "", failPublic("users are defined in the admin database: use authSource=admin, not " + strconv.Quote(db))
 	}
 	payload, ok := saslPayload(cmd)
 	if !ok {
-		return s.authFailed(dst, failPublic("saslStart has no payload"))
+		return nil, "", failPublic("saslStart has no payload")
 	}
 	conv := s.p.auth.server.NewConversation()
 	resp, err := conv.Step(payload)
 	if err != nil {
 		f := failSecret(err.Error())
 		f.user = conv.Username()
-		return s.authFailed(dst, f)
+		return nil, "", f
 	}
 	c := &conversation{conv: conv}
 	if v, ok := field(cmd, "options"); ok {
@@ -184,7 +215,7 @@ func (s *session) saslStart(dst []byte, db string, cmd bsoncore.Document) []byte
 	s.lastConv++
 	c.id = s.lastConv
 	s.sasl = c
-	return appendSASLReply(dst, c.id, false, resp)
+	return c, resp, nil
 }
 
 // saslContinue takes the client's next message: its proof (answered with
@@ -256,10 +287,14 @@ func saslPayload(cmd bsoncore.Document) (string, bool) {
 
 func appendSASLReply(dst []byte, id int32, done bool, payload string) []byte {
 	idx, dst := bsoncore.AppendDocumentStart(dst)
-	dst = bsoncore.AppendInt32Element(dst, "conversationId", id)
-	dst = bsoncore.AppendBooleanElement(dst, "done", done)
-	dst = bsoncore.AppendBinaryElement(dst, "payload", 0, []byte(payload))
+	dst = appendSASLFields(dst, id, done, payload)
 	dst = bsoncore.AppendDoubleElement(dst, "ok", 1)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
+}
+
+func appendSASLFields(dst []byte, id int32, done bool, payload string) []byte {
+	dst = bsoncore.AppendInt32Element(dst, "conversationId", id)
+	dst = bsoncore.AppendBooleanElement(dst, "done", done)
+	return bsoncore.AppendBinaryElement(dst, "payload", 0, []byte(payload))
 }

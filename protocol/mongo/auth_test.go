@@ -3,6 +3,7 @@ package mongo
 import (
 	"testing"
 
+	"github.com/xdg-go/scram"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
@@ -157,5 +158,83 @@ func TestNoUsersRefusesCredentials(t *testing.T) {
 	r := c.authenticate("alice", "s3cret pass", true)
 	if replyCode(r) != 18 {
 		t.Fatalf("authenticate: %v, want AuthenticationFailed", r)
+	}
+}
+
+// TestSpeculativeAuthentication: a saslStart folded into hello is
+// answered in hello's speculativeAuthenticate, and the conversation goes
+// on with saslContinue, as the Go driver and PyMongo do it; an attempt
+// that cannot start leaves the field out, so the driver authenticates the
+// usual way (a wrong password fails only at the proof, with 18).
+func TestSpeculativeAuthentication(t *testing.T) {
+	addr, _ := startProxy(t, Config{Cluster: "c1", Users: testUsers})
+	for _, tc := range []struct {
+		name, user, pw, mech, db string
+		answered                 bool
+		wantCode                 int32 // of the saslContinue; 0: success
+	}{
+		{"right password", "alice", "s3cret pass", "SCRAM-SHA-256", "admin", true, 0},
+		{"wrong password", "alice", "wrong", "SCRAM-SHA-256", "admin", true, 18},
+		{"unknown user", "mallory", "x", "SCRAM-SHA-256", "admin", false, 0},
+		{"SCRAM-SHA-1", "alice", "s3cret pass", "SCRAM-SHA-1", "admin", false, 0},
+		{"another database", "alice", "s3cret pass", "SCRAM-SHA-256", "app", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := scram.SHA256.NewClient(tc.user, tc.pw, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			conv := client.NewConversation()
+			first, err := conv.Step("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := dialRaw(t, addr)
+			hello := c.command(bsoncore.NewDocumentBuilder().AppendInt32("hello", 1).
+				StartDocument("speculativeAuthenticate").AppendInt32("saslStart", 1).AppendString("mechanism", tc.mech).
+				AppendBinary("payload", 0, []byte(first)).AppendString("db", tc.db).
+				StartDocument("options").AppendBoolean("skipEmptyExchange", true).FinishDocument().FinishDocument().
+				AppendString("$db", "admin").Build())
+			if !isOK(hello) {
+				t.Fatalf("hello: %v", hello)
+			}
+			spec, err := hello.LookupErr("speculativeAuthenticate")
+			if !tc.answered {
+				if err == nil {
+					t.Fatalf("speculativeAuthenticate answered: %v", spec)
+				}
+				if r := c.command(cmd("find")); replyCode(r) != 13 {
+					t.Fatalf("find: %v, want Unauthorized", r)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("no speculativeAuthenticate in %v", hello)
+			}
+			sd := spec.Document()
+			_, payload, _ := sd.Lookup("payload").BinaryOK()
+			if replyBool(sd, "done") || len(payload) == 0 {
+				t.Fatalf("speculativeAuthenticate %v", sd)
+			}
+			final, err := conv.Step(string(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := c.command(bsoncore.NewDocumentBuilder().AppendInt32("saslContinue", 1).
+				AppendInt32("conversationId", sd.Lookup("conversationId").Int32()).
+				AppendBinary("payload", 0, []byte(final)).AppendString("$db", "admin").Build())
+			if tc.wantCode != 0 {
+				if replyCode(r) != tc.wantCode {
+					t.Fatalf("saslContinue: %v, want code %d", r, tc.wantCode)
+				}
+				return
+			}
+			if !isOK(r) || !replyBool(r, "done") {
+				t.Fatalf("saslContinue: %v", r)
+			}
+			if r := c.command(cmd("find")); replyCode(r) != CodeNotRoutedYet.Code {
+				t.Fatalf("find after speculative authentication: %v", r)
+			}
+		})
 	}
 }

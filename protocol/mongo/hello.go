@@ -57,10 +57,14 @@ type helloRequest struct {
 	helloOk    bool
 	saslMechs  string // saslSupportedMechs: "db.user"
 	hasSASLReq bool
+	// speculative is the saslStart of speculativeAuthenticate, nil when
+	// the request has none.
+	speculative bsoncore.Document
+	db          string
 }
 
-func parseHello(cmd bsoncore.Document, name string) helloRequest {
-	r := helloRequest{legacy: name != "hello"}
+func parseHello(cmd bsoncore.Document, name, db string) helloRequest {
+	r := helloRequest{legacy: name != "hello", db: db}
 	if v, ok := field(cmd, "helloOk"); ok {
 		r.helloOk, _ = v.BooleanOK()
 	}
@@ -68,6 +72,9 @@ func parseHello(cmd bsoncore.Document, name string) helloRequest {
 		if s, ok := stringValue(v); ok {
 			r.saslMechs, r.hasSASLReq = s, true
 		}
+	}
+	if v, ok := field(cmd, "speculativeAuthenticate"); ok {
+		r.speculative, _ = v.DocumentOK()
 	}
 	return r
 }
@@ -80,6 +87,7 @@ func parseHello(cmd bsoncore.Document, name string) helloRequest {
 // every heartbeatFrequencyMS instead of holding a streaming (exhaust)
 // hello open, which the proxy would have to answer when its members change.
 // compression is left out: none is negotiated (OP_COMPRESSED is refused).
+// speculativeAuthenticate is answered for SCRAM-SHA-256 (speculativeAuth).
 func (s *session) appendHello(dst []byte, req helloRequest) []byte {
 	idx, dst := bsoncore.AppendDocumentStart(dst)
 	if req.helloOk {
@@ -104,6 +112,9 @@ func (s *session) appendHello(dst []byte, req helloRequest) []byte {
 		aidx, d := bsoncore.AppendArrayElementStart(dst, "saslSupportedMechs")
 		d = bsoncore.AppendStringElement(d, "0", mechSCRAMSHA256)
 		dst, _ = bsoncore.AppendArrayEnd(d, aidx)
+	}
+	if req.speculative != nil {
+		dst = s.speculativeAuth(dst, req.db, req.speculative)
 	}
 	dst = bsoncore.AppendDoubleElement(dst, "ok", 1)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)

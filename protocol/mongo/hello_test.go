@@ -52,7 +52,7 @@ func TestHelloFields(t *testing.T) {
 		{"no saslSupportedMechs for a user of another database",
 			bsoncore.NewDocumentBuilder().AppendInt32("hello", 1).AppendString("saslSupportedMechs", "app.alice").AppendString("$db", "admin").Build(),
 			helloWant{hasNot: []string{"saslSupportedMechs"}}},
-		{"speculativeAuthenticate is left unanswered",
+		{"a speculativeAuthenticate that cannot start is left out",
 			bsoncore.NewDocumentBuilder().AppendInt32("hello", 1).
 				StartDocument("speculativeAuthenticate").AppendInt32("saslStart", 1).AppendString("mechanism", "SCRAM-SHA-256").FinishDocument().
 				AppendString("$db", "admin").Build(),

@@ -215,7 +215,7 @@ func (s *session) command(name, db string, cmd bsoncore.Document) []byte {
 	}
 	switch name {
 	case "hello", "isMaster", "ismaster":
-		s.doc = s.appendHello(s.doc[:0], parseHello(cmd, name))
+		s.doc = s.appendHello(s.doc[:0], parseHello(cmd, name, db))
 	case "ping", "endSessions":
 		// endSessions: the proxy holds no server sessions of its own yet,
 		// so there is nothing to end; drivers send it on disconnect.
