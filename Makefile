@@ -51,6 +51,7 @@ clients-deps:
 	@missing=""; \
 	/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing="$$missing python3-pymysql"; \
 	/usr/bin/python3 -c 'import MySQLdb' >/dev/null 2>&1 || missing="$$missing python3-mysqldb"; \
+	/usr/bin/python3 -c 'import pymongo' >/dev/null 2>&1 || missing="$$missing python3-pymongo"; \
 	[ -f /usr/share/java/mariadb-java-client.jar ] || missing="$$missing libmariadb-java"; \
 	command -v javac >/dev/null 2>&1 || missing="$$missing default-jdk-headless"; \
 	command -v mariadb >/dev/null 2>&1 || missing="$$missing mariadb-client"; \
