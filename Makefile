@@ -93,6 +93,7 @@ fuzz:
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzOpMsg$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzOpQuery$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/mongo -run '^$$' -fuzz '^FuzzCommand$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./raftfsm -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME)
