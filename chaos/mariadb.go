@@ -1,6 +1,7 @@
 // Package chaos owns the real-server harness: it starts MariaDB instances with
-// GTID and semi-sync replication wired, on free loopback ports in a work dir of
-// its own, and breaks them on demand (kill -9, SIGSTOP/SIGCONT, restart). Every
+// GTID and semi-sync replication wired, and Mongo-wire members (embedded
+// FerretDB processes, mongo.go), on free loopback ports in a work dir of its
+// own, and breaks them on demand (kill -9, SIGSTOP/SIGCONT, restart). Every
 // integration test and the sandbox (`make run`) go through it, so the servers
 // the tests prove things on are the servers users run.
 package chaos
@@ -81,9 +82,7 @@ type Member struct {
 	confPath string
 	logPath  string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd exits
+	proc proc
 }
 
 var (
@@ -243,6 +242,7 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		Socket:   filepath.Join(dir, "mysqld.sock"),
 		confPath: filepath.Join(dir, "my.cnf"),
 		logPath:  filepath.Join(dir, "error.log"),
+		proc:     proc{name: name},
 	}
 	if out, err := exec.Command("cp", "-a", tmpl, m.DataDir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy template for %s: %w: %s", name, err, out)
@@ -466,23 +466,11 @@ func (m *Member) DB() (*sql.DB, error) {
 }
 
 func (m *Member) start(ctx context.Context) error {
-	m.mu.Lock()
-	cmd := exec.Command(mariadbdPath(), "--defaults-file="+m.confPath)
-	// Own process group: a test's Ctrl-C does not reach it, and kill(-pgid)
-	// takes the whole server down. Pdeathsig reaps it if the harness dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		m.mu.Unlock()
-		return fmt.Errorf("start %s: %w", m.Name, err)
+	done, err := m.proc.launch(exec.Command(mariadbdPath(), "--defaults-file="+m.confPath))
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	err := poll(ctx, 20*time.Second, func() (bool, error) {
+	err = poll(ctx, 20*time.Second, func() (bool, error) {
 		select {
 		case <-done:
 			return false, fmt.Errorf("exited during start-up")
@@ -508,22 +496,17 @@ func (m *Member) LogTail(n int) string {
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
-func (m *Member) Kill() error { return m.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+func (m *Member) Kill() error { return m.proc.kill() }
 
 // Stop sends SIGTERM (mariadbd ignores SIGINT) and waits; it escalates to
 // SIGKILL after 30 s.
-func (m *Member) Stop() error {
-	if err := m.signalAndWait(syscall.SIGTERM, 30*time.Second); err != nil {
-		return m.Kill()
-	}
-	return nil
-}
+func (m *Member) Stop() error { return m.proc.stop(30 * time.Second) }
 
 // Pause freezes the server (SIGSTOP) without closing its sockets.
-func (m *Member) Pause() error { return m.signal(syscall.SIGSTOP) }
+func (m *Member) Pause() error { return m.proc.signal(syscall.SIGSTOP) }
 
 // Resume continues a paused server.
-func (m *Member) Resume() error { return m.signal(syscall.SIGCONT) }
+func (m *Member) Resume() error { return m.proc.signal(syscall.SIGCONT) }
 
 // Restart starts a stopped or killed member with its data and config.
 func (m *Member) Restart(ctx context.Context) error {
@@ -536,52 +519,7 @@ func (m *Member) Restart(ctx context.Context) error {
 }
 
 // Running reports whether the process is alive.
-func (m *Member) Running() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.done == nil {
-		return false
-	}
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (m *Member) signal(sig syscall.Signal) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil || m.cmd.Process == nil {
-		return fmt.Errorf("%s: not started", m.Name)
-	}
-	return m.cmd.Process.Signal(sig)
-}
-
-func (m *Member) signalAndWait(sig syscall.Signal, d time.Duration) error {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if cmd == nil || done == nil {
-		return nil
-	}
-	select {
-	case <-done:
-		return nil
-	default:
-	}
-	_ = cmd.Process.Signal(sig)
-	if sig != syscall.SIGKILL {
-		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
-	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("%s: still running %s after %v", m.Name, d, sig)
-	}
-}
+func (m *Member) Running() bool { return m.proc.running() }
 
 // Close stops every member and removes the work dir it created.
 func (c *Cluster) Close() error {
