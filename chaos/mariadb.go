@@ -80,9 +80,8 @@ type Member struct {
 	DataDir  string
 	dir      string
 	confPath string
-	logPath  string
 
-	proc proc
+	proc
 }
 
 var (
@@ -207,17 +206,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.Members = append(c.Members, m)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.Members))
-	for i, m := range c.Members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = m.start(ctx)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := startAll(ctx, procs(c.Members), opts.Log); err != nil {
 		return nil, err
 	}
 	if err := c.wire(ctx); err != nil {
@@ -241,9 +230,9 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		DataDir:  filepath.Join(dir, "data"),
 		Socket:   filepath.Join(dir, "mysqld.sock"),
 		confPath: filepath.Join(dir, "my.cnf"),
-		logPath:  filepath.Join(dir, "error.log"),
-		proc:     proc{name: name},
+		proc:     proc{name: name, logPath: filepath.Join(dir, "error.log"), stopGrace: 30 * time.Second},
 	}
+	m.proc.start = m.start
 	if out, err := exec.Command("cp", "-a", tmpl, m.DataDir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy template for %s: %w: %s", name, err, out)
 	}
@@ -489,49 +478,9 @@ func (m *Member) start(ctx context.Context) error {
 	return nil
 }
 
-// LogTail returns the end of the member's error log, for failure messages.
-func (m *Member) LogTail(n int) string {
-	b, _ := os.ReadFile(m.logPath)
-	return string(tail(b, n))
-}
-
-// Kill sends SIGKILL and waits for the process to be gone.
-func (m *Member) Kill() error { return m.proc.kill() }
-
-// Stop sends SIGTERM (mariadbd ignores SIGINT) and waits; it escalates to
-// SIGKILL after 30 s.
-func (m *Member) Stop() error { return m.proc.stop(30 * time.Second) }
-
-// Pause freezes the server (SIGSTOP) without closing its sockets.
-func (m *Member) Pause() error { return m.proc.signal(syscall.SIGSTOP) }
-
-// Resume continues a paused server.
-func (m *Member) Resume() error { return m.proc.signal(syscall.SIGCONT) }
-
-// Restart starts a stopped or killed member with its data and config.
-func (m *Member) Restart(ctx context.Context) error {
-	if m.Running() {
-		if err := m.Stop(); err != nil {
-			return err
-		}
-	}
-	return m.start(ctx)
-}
-
-// Running reports whether the process is alive.
-func (m *Member) Running() bool { return m.proc.running() }
-
 // Close stops every member and removes the work dir it created.
 func (c *Cluster) Close() error {
-	var wg sync.WaitGroup
-	for _, m := range c.Members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = m.Stop()
-		}()
-	}
-	wg.Wait()
+	stopAll(procs(c.Members))
 	if c.ownDir {
 		return os.RemoveAll(c.dir)
 	}

@@ -62,10 +62,9 @@ type MongoMember struct {
 	Name    string
 	Port    int
 	DataDir string
-	logPath string
 	bin     string
 
-	proc proc
+	proc
 }
 
 // StartMongo brings up opts.Members ferretmember processes in parallel and
@@ -105,22 +104,15 @@ func StartMongo(ctx context.Context, opts MongoOptions) (*MongoCluster, error) {
 		}
 		c.Members = append(c.Members, m)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.Members))
-	for i, m := range c.Members {
-		wg.Go(func() {
-			t0 := time.Now()
-			if errs[i] = m.start(ctx); errs[i] == nil {
-				opts.Log("mongo: %s up on %s in %s", m.Name, m.Addr(), time.Since(t0).Round(time.Millisecond))
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := startAll(ctx, procs(c.Members), opts.Log); err != nil {
 		return nil, err
 	}
 	ok = true
-	opts.Log("mongo: %d members up in %s", len(c.Members), c.dir)
+	addrs := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		addrs[i] = m.Name + "=" + m.Addr()
+	}
+	opts.Log("mongo: %d members up in %s: %s", len(c.Members), c.dir, strings.Join(addrs, " "))
 	return c, nil
 }
 
@@ -130,10 +122,13 @@ func (c *MongoCluster) newMember(i int, bin string) (*MongoMember, error) {
 	m := &MongoMember{
 		Name:    name,
 		DataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "member.log"),
 		bin:     bin,
-		proc:    proc{name: name},
+		// With client connections open a stop takes about 3 s: FerretDB
+		// lets requests in flight finish for that long (and ferretmember
+		// gives up after 10 s).
+		proc: proc{name: name, logPath: filepath.Join(dir, "member.log"), stopGrace: 15 * time.Second},
 	}
+	m.proc.start = m.start
 	if err := os.MkdirAll(m.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: data dir: %w", name, err)
 	}
@@ -217,51 +212,9 @@ func (m *MongoMember) Hello(ctx context.Context) (bson.Raw, error) {
 	return reply, nil
 }
 
-// LogTail returns the end of the member's log, for failure messages.
-func (m *MongoMember) LogTail(n int) string {
-	b, _ := os.ReadFile(m.logPath)
-	return string(tail(b, n))
-}
-
-// Kill sends SIGKILL and waits for the process to be gone.
-func (m *MongoMember) Kill() error { return m.proc.kill() }
-
-// Stop sends SIGTERM and waits; it escalates to SIGKILL after 15 s. With
-// client connections open a stop takes about 3 s: FerretDB lets requests in
-// flight finish for that long (and ferretmember gives up after 10 s).
-func (m *MongoMember) Stop() error { return m.proc.stop(15 * time.Second) }
-
-// Pause freezes the server (SIGSTOP): its port still accepts connections
-// (the kernel queues them) but nothing answers.
-func (m *MongoMember) Pause() error { return m.proc.signal(syscall.SIGSTOP) }
-
-// Resume continues a paused server.
-func (m *MongoMember) Resume() error { return m.proc.signal(syscall.SIGCONT) }
-
-// Restart starts a stopped or killed member on the same port and data dir;
-// a running one is stopped first.
-func (m *MongoMember) Restart(ctx context.Context) error {
-	if m.Running() {
-		if err := m.Stop(); err != nil {
-			return err
-		}
-	}
-	return m.start(ctx)
-}
-
-// Running reports whether the process is alive.
-func (m *MongoMember) Running() bool { return m.proc.running() }
-
-// Pid is the process id of the current (or last) run.
-func (m *MongoMember) Pid() int { return m.proc.pid() }
-
 // Close stops every member and removes the work dir it created.
 func (c *MongoCluster) Close() error {
-	var wg sync.WaitGroup
-	for _, m := range c.Members {
-		wg.Go(func() { _ = m.Stop() })
-	}
-	wg.Wait()
+	stopAll(procs(c.Members))
 	if c.ownDir {
 		if err := os.RemoveAll(c.dir); err != nil {
 			return fmt.Errorf("remove mongo work dir: %w", err)
