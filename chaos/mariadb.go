@@ -1,6 +1,7 @@
 // Package chaos owns the real-server harness: it starts MariaDB instances with
-// GTID and semi-sync replication wired, on free loopback ports in a work dir of
-// its own, and breaks them on demand (kill -9, SIGSTOP/SIGCONT, restart). Every
+// GTID and semi-sync replication wired, and Mongo-wire members (embedded
+// FerretDB processes, mongo.go), on free loopback ports in a work dir of its
+// own, and breaks them on demand (kill -9, SIGSTOP/SIGCONT, restart). Every
 // integration test and the sandbox (`make run`) go through it, so the servers
 // the tests prove things on are the servers users run.
 package chaos
@@ -79,11 +80,8 @@ type Member struct {
 	DataDir  string
 	dir      string
 	confPath string
-	logPath  string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd exits
+	proc
 }
 
 var (
@@ -208,17 +206,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		c.Members = append(c.Members, m)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.Members))
-	for i, m := range c.Members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = m.start(ctx)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := startAll(ctx, procs(c.Members), opts.Log); err != nil {
 		return nil, err
 	}
 	if err := c.wire(ctx); err != nil {
@@ -242,8 +230,9 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 		DataDir:  filepath.Join(dir, "data"),
 		Socket:   filepath.Join(dir, "mysqld.sock"),
 		confPath: filepath.Join(dir, "my.cnf"),
-		logPath:  filepath.Join(dir, "error.log"),
+		proc:     proc{name: name, logPath: filepath.Join(dir, "error.log"), stopGrace: 30 * time.Second},
 	}
+	m.proc.start = m.start
 	if out, err := exec.Command("cp", "-a", tmpl, m.DataDir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy template for %s: %w: %s", name, err, out)
 	}
@@ -466,23 +455,11 @@ func (m *Member) DB() (*sql.DB, error) {
 }
 
 func (m *Member) start(ctx context.Context) error {
-	m.mu.Lock()
-	cmd := exec.Command(mariadbdPath(), "--defaults-file="+m.confPath)
-	// Own process group: a test's Ctrl-C does not reach it, and kill(-pgid)
-	// takes the whole server down. Pdeathsig reaps it if the harness dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		m.mu.Unlock()
-		return fmt.Errorf("start %s: %w", m.Name, err)
+	done, err := m.proc.launch(exec.Command(mariadbdPath(), "--defaults-file="+m.confPath))
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	err := poll(ctx, 20*time.Second, func() (bool, error) {
+	err = poll(ctx, 20*time.Second, func() (bool, error) {
 		select {
 		case <-done:
 			return false, fmt.Errorf("exited during start-up")
@@ -501,99 +478,9 @@ func (m *Member) start(ctx context.Context) error {
 	return nil
 }
 
-// LogTail returns the end of the member's error log, for failure messages.
-func (m *Member) LogTail(n int) string {
-	b, _ := os.ReadFile(m.logPath)
-	return string(tail(b, n))
-}
-
-// Kill sends SIGKILL and waits for the process to be gone.
-func (m *Member) Kill() error { return m.signalAndWait(syscall.SIGKILL, 10*time.Second) }
-
-// Stop sends SIGTERM (mariadbd ignores SIGINT) and waits; it escalates to
-// SIGKILL after 30 s.
-func (m *Member) Stop() error {
-	if err := m.signalAndWait(syscall.SIGTERM, 30*time.Second); err != nil {
-		return m.Kill()
-	}
-	return nil
-}
-
-// Pause freezes the server (SIGSTOP) without closing its sockets.
-func (m *Member) Pause() error { return m.signal(syscall.SIGSTOP) }
-
-// Resume continues a paused server.
-func (m *Member) Resume() error { return m.signal(syscall.SIGCONT) }
-
-// Restart starts a stopped or killed member with its data and config.
-func (m *Member) Restart(ctx context.Context) error {
-	if m.Running() {
-		if err := m.Stop(); err != nil {
-			return err
-		}
-	}
-	return m.start(ctx)
-}
-
-// Running reports whether the process is alive.
-func (m *Member) Running() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.done == nil {
-		return false
-	}
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (m *Member) signal(sig syscall.Signal) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil || m.cmd.Process == nil {
-		return fmt.Errorf("%s: not started", m.Name)
-	}
-	return m.cmd.Process.Signal(sig)
-}
-
-func (m *Member) signalAndWait(sig syscall.Signal, d time.Duration) error {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if cmd == nil || done == nil {
-		return nil
-	}
-	select {
-	case <-done:
-		return nil
-	default:
-	}
-	_ = cmd.Process.Signal(sig)
-	if sig != syscall.SIGKILL {
-		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
-	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("%s: still running %s after %v", m.Name, d, sig)
-	}
-}
-
 // Close stops every member and removes the work dir it created.
 func (c *Cluster) Close() error {
-	var wg sync.WaitGroup
-	for _, m := range c.Members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = m.Stop()
-		}()
-	}
-	wg.Wait()
+	stopAll(procs(c.Members))
 	if c.ownDir {
 		return os.RemoveAll(c.dir)
 	}
