@@ -97,10 +97,17 @@ func (e *elector) Elect(ms []topology.Member) (int, []string) {
 		}
 	}
 	primary, conflict := e.pick(ms, claimants)
+	// A member that writes is behind nobody, as a writable MariaDB server
+	// is: conflicting claimants too. A stale primary is not: its writes are
+	// a branch the set will roll back, so its lag stays unknown.
+	for i := range ms {
+		if ms[i].Role == topology.RolePrimary {
+			ms[i].Lag = 0
+		}
+	}
 	if primary < 0 {
 		return primary, conflict
 	}
-	ms[primary].Lag = 0
 	pd, _ := DetailOf(ms[primary])
 	if pd.LastWrite == nil {
 		return primary, conflict
