@@ -15,7 +15,10 @@ import (
 // MongoDB 6.0 (updateRSFromPrimary): of the members claiming to be
 // primary, the one with the greatest electionId (compared as ObjectID
 // bytes) is the primary, setVersion breaking a tie; a missing value is less
-// than any. Members that report another set name are not counted.
+// than any. Members that report another set name are not counted. Servers
+// before 6.0 (maxWireVersion < 17), for which the spec compares setVersion
+// first, are not told apart: both orders agree except across a reconfig
+// racing an election.
 //
 // Like a driver, it remembers the greatest (electionId, setVersion) a
 // primary has shown: a deposed primary cut off from the set keeps claiming
