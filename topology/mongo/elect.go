@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/topology"
 )
@@ -27,13 +28,17 @@ import (
 // monitor's life; a set re-created under the same name needs a restart, as
 // a driver would.
 type elector struct {
-	mu sync.Mutex
+	log *zap.Logger // nil: no logging
+	mu  sync.Mutex
 	// setName is the configured set name or, when none was configured,
 	// the first one a member reported (the spec's rule for a topology
 	// without one); "" until then, while standalones count.
 	setName string
 	max     electionKey
 	hasMax  bool
+	// stale names the members judged stale primaries at the last
+	// publication, so each change is logged once, not every interval.
+	stale map[string]bool
 }
 
 // electionKey is what orders primaries.
@@ -73,6 +78,9 @@ func (e *elector) Elect(ms []topology.Member) (int, []string) {
 	defer e.mu.Unlock()
 	if e.setName == "" {
 		e.adopt(ms)
+		if e.setName != "" && e.log != nil {
+			e.log.Info("replica set name adopted", zap.String("set", e.setName))
+		}
 	}
 	var claimants []int
 	for i := range ms {
@@ -100,6 +108,7 @@ func (e *elector) Elect(ms []topology.Member) (int, []string) {
 		}
 	}
 	primary, conflict := e.pick(ms, claimants)
+	e.logStale(ms)
 	// A member that writes is behind nobody, as a writable MariaDB server
 	// is: conflicting claimants too. A stale primary is not: its writes are
 	// a branch the set will roll back, so its lag stays unknown.
@@ -175,7 +184,7 @@ func (e *elector) pick(ms []topology.Member, claimants []int) (int, []string) {
 		// Every claimant seen is older than a primary seen before: the
 		// newer one is out of reach, not gone.
 		for _, i := range claimants {
-			e.stale(ms, i, "older than a primary seen before (electionId, setVersion): stale")
+			e.markStale(ms, i, "older than a primary seen before (electionId, setVersion): stale")
 		}
 		return -1, nil
 	}
@@ -185,7 +194,7 @@ func (e *elector) pick(ms []topology.Member, claimants []int) (int, []string) {
 		if compareKeys(keyOf(i), bk) == 0 {
 			top = append(top, i)
 		} else {
-			e.stale(ms, i, "superseded by "+ms[best].Name+"'s (electionId, setVersion): stale")
+			e.markStale(ms, i, "superseded by "+ms[best].Name+"'s (electionId, setVersion): stale")
 		}
 	}
 	for _, i := range top {
@@ -203,7 +212,7 @@ func (e *elector) pick(ms []topology.Member, claimants []int) (int, []string) {
 	return -1, conflict
 }
 
-func (e *elector) stale(ms []topology.Member, i int, note string) {
+func (e *elector) markStale(ms []topology.Member, i int, note string) {
 	ms[i].Role = topology.RoleStalePrimary
 	d, _ := DetailOf(ms[i])
 	ms[i].Detail = d.with(note)
@@ -215,4 +224,25 @@ func (d *Detail) with(note string) *Detail {
 	c := *d
 	c.Note = note
 	return &c
+}
+
+// logStale logs members becoming or ceasing to be stale primaries: a
+// deposed primary that keeps claiming is what an operator must see.
+func (e *elector) logStale(ms []topology.Member) {
+	now := map[string]bool{}
+	for _, mm := range ms {
+		if mm.Role == topology.RoleStalePrimary {
+			now[mm.Name] = true
+			if !e.stale[mm.Name] && e.log != nil {
+				d, _ := DetailOf(mm)
+				e.log.Warn("stale primary: claims primary under an older election, not written to", zap.String("member", mm.Name), zap.String("why", d.Note))
+			}
+		}
+	}
+	for name := range e.stale {
+		if !now[name] && e.log != nil {
+			e.log.Info("no longer a stale primary", zap.String("member", name))
+		}
+	}
+	e.stale = now
 }

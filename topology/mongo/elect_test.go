@@ -7,6 +7,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dbrouter/dbrouter/topology"
 )
@@ -216,7 +218,8 @@ func TestElectPicksGreatestElectionThenSetVersion(t *testing.T) {
 // A deposed primary cut off from the set keeps claiming; once a newer
 // election was seen, it is never taken for the primary, even alone.
 func TestElectRemembersNewestElection(t *testing.T) {
-	e := &elector{}
+	core, logs := observer.New(zap.InfoLevel)
+	e := &elector{log: zap.New(core)}
 	oldP, newP := hello{writable: true, set: "rs", setVersion: 1, electionID: &oid1}, hello{writable: true, set: "rs", setVersion: 1, electionID: &oid2}
 	if p, _ := e.Elect([]topology.Member{oldP.member(t, "a"), newP.member(t, "b")}); p != 1 {
 		t.Fatalf("primary %d, want b", p)
@@ -225,6 +228,9 @@ func TestElectRemembersNewestElection(t *testing.T) {
 	ms[1].Reachable = false
 	if p, c := e.Elect(ms); p != -1 || c != nil || ms[0].Role != topology.RoleStalePrimary {
 		t.Fatalf("old primary alone: primary %d conflict %v role %s; want none, stale", p, c, ms[0].Role)
+	}
+	if _, _ = e.Elect(ms); logs.FilterMessageSnippet("stale primary").Len() != 1 {
+		t.Errorf("stale primary logged %d times over two publications, want once", logs.FilterMessageSnippet("stale primary").Len())
 	}
 	again := hello{writable: true, set: "rs", setVersion: 2, electionID: &oid2}
 	if p, _ := e.Elect([]topology.Member{oldP.member(t, "a"), again.member(t, "b")}); p != 1 {

@@ -36,7 +36,7 @@ type MonitorConfig struct {
 // its first snapshot has every member unreachable.
 func NewMonitor(cfg MonitorConfig, log *zap.Logger) (*topology.Monitor, error) {
 	tc := topology.Config{Cluster: cfg.Cluster, Members: cfg.Members, ProbeInterval: cfg.ProbeInterval, MaxReplicaLag: cfg.MaxReplicaLag}.WithDefaults()
-	p, err := newProber(tc, cfg)
+	p, err := newProber(tc, cfg, log.Named("topology").With(zap.String("cluster", cfg.Cluster)))
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +71,8 @@ type member struct {
 	warm bool
 }
 
-func newProber(tc topology.Config, cfg MonitorConfig) (*prober, error) {
-	p := &prober{cfg: tc, elector: elector{setName: cfg.ReplicaSet}}
+func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober, error) {
+	p := &prober{cfg: tc, elector: elector{setName: cfg.ReplicaSet, log: log}}
 	for _, mc := range tc.Members {
 		addr := mc.Addr
 		if mc.Dial != "" {
