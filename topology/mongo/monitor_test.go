@@ -22,8 +22,9 @@ const probe = 100 * time.Millisecond
 // nothing says which one writes should go to, so none is the primary. Kill
 // -9 makes a member unreachable once the monitor's failure count is
 // reached, which leaves the other the only writable member, hence the
-// primary; a restart brings the conflict back.
-func TestMonitorStandalonesKillAndRestart(t *testing.T) {
+// primary; a restart brings the conflict back, and so does resuming a
+// member that was paused (SIGSTOP) long enough to be judged unreachable.
+func TestMonitorStandalonesKillPauseRestart(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) }) // runs last: after the monitor and members stop
 	c := chaos.StartMongoT(t, 2)
@@ -78,6 +79,22 @@ func TestMonitorStandalonesKillAndRestart(t *testing.T) {
 	}
 	waitFor(t, mon, 10*time.Second, b+" back after restart", func(s *topology.Snapshot) bool {
 		return s.Members[1].Reachable && s.Members[1].ProbeError == "" && len(s.Conflict) == 2 && s.Primary == -1
+	})
+
+	// A frozen member accepts connections and never answers: only the
+	// probe's own deadline (1 s here, not the driver's 30 s) finds it.
+	if err := c.Members[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Members[0].Resume() })
+	waitFor(t, mon, 5*time.Second, a+" unreachable while paused", func(s *topology.Snapshot) bool {
+		return !s.Members[0].Reachable && s.Primary == 1
+	})
+	if err := c.Members[0].Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, mon, 10*time.Second, a+" back after resume", func(s *topology.Snapshot) bool {
+		return s.Members[0].Reachable && s.Members[0].ProbeError == "" && len(s.Conflict) == 2
 	})
 }
 
