@@ -98,6 +98,7 @@ fuzz:
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseReplicaStatus$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./topology/mongo -run '^$$' -fuzz '^FuzzParseHello$$' -fuzztime $(FUZZTIME)
 
 # chaos measures failover (kill -9 and SIGSTOP of the primary) and switchover
 # on fresh deployments with default settings (CHAOS_RUNS each) and writes

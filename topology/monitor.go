@@ -302,31 +302,13 @@ func (m *Monitor) publishAt(now time.Time) {
 		}
 		next.Members[i] = mm
 	}
-	var writable []int
-	for i, mm := range next.Members {
-		if mm.Reachable && !mm.ReadOnly {
-			writable = append(writable, i)
-		}
-	}
-	switch len(writable) {
-	case 1:
-		next.Primary = writable[0]
-	case 0:
-	default:
-		for _, i := range writable {
-			next.Conflict = append(next.Conflict, next.Members[i].Name)
-		}
+	if e, ok := m.prober.(Elector); ok {
+		next.Primary, next.Conflict = e.Elect(next.Members)
+	} else {
+		next.Primary, next.Conflict = electWritable(next.Members)
 	}
 	for i := range next.Members {
 		mm := &next.Members[i]
-		switch {
-		case !mm.Reachable:
-			mm.Role = RoleUnknown
-		case !mm.ReadOnly:
-			mm.Role = RolePrimary
-		default:
-			mm.Role = RoleReplica
-		}
 		mm.Eligible = mm.Reachable && mm.ReadOnly && mm.IORunning && mm.SQLRunning && mm.Lag >= 0 && mm.Lag <= m.cfg.MaxReplicaLag
 	}
 	m.logChanges(prev, next)
@@ -335,6 +317,61 @@ func (m *Monitor) publishAt(now time.Time) {
 	case m.notify <- struct{}{}:
 	default:
 	}
+}
+
+// Elector is an optional interface of a Prober whose members elect their
+// primary themselves. The Monitor's own rule, the single reachable writable
+// member, is wrong for them: after a MongoDB election the deposed primary
+// may still say it is writable until it learns of the new term, and the set
+// has already decided which of the two is primary (the one with the newer
+// election id), so calling that a conflict would refuse every write for no
+// reason, and taking the only claimant seen would route writes to a stale
+// primary whose successor this monitor cannot reach. Only the flavour can
+// read who the set chose from what its members report, so it decides.
+type Elector interface {
+	// Elect judges the members of one publication, already judged
+	// reachable or not: it sets every member's Role, and Lag where the lag
+	// is relative to the primary it picks, and returns the primary's index
+	// (-1: none) and the names of the members that conflict (no write is
+	// routed then). members is the publication's own copy, not yet
+	// published; Elect must not keep it. The Monitor then sets Eligible
+	// from the neutral fields as for every flavour.
+	Elect(members []Member) (primary int, conflict []string)
+}
+
+// electWritable is the Monitor's rule for flavours without an Elector
+// (MariaDB): the single reachable member that is not read-only is the
+// primary; two or more are a conflict.
+func electWritable(members []Member) (int, []string) {
+	primary := -1
+	var writable []int
+	for i, mm := range members {
+		if mm.Reachable && !mm.ReadOnly {
+			writable = append(writable, i)
+		}
+	}
+	var conflict []string
+	switch len(writable) {
+	case 1:
+		primary = writable[0]
+	case 0:
+	default:
+		for _, i := range writable {
+			conflict = append(conflict, members[i].Name)
+		}
+	}
+	for i := range members {
+		mm := &members[i]
+		switch {
+		case !mm.Reachable:
+			mm.Role = RoleUnknown
+		case !mm.ReadOnly:
+			mm.Role = RolePrimary
+		default:
+			mm.Role = RoleReplica
+		}
+	}
+	return primary, conflict
 }
 
 func (m *Monitor) logChanges(prev, next *Snapshot) {

@@ -157,3 +157,45 @@ func TestMonitorAgesDurationsAtPublication(t *testing.T) {
 		t.Fatalf("failing for %v, source contact %v; want 3s and 2s", mm.FailingFor, mm.SourceContact)
 	}
 }
+
+// electingProber is a fakeProber whose members elect their primary.
+type electingProber struct {
+	fakeProber
+	primary int
+}
+
+func (e *electingProber) Elect(ms []Member) (int, []string) {
+	for i := range ms {
+		ms[i].Role, ms[i].Lag = RoleReplica, 0
+	}
+	ms[e.primary].Role = RolePrimary
+	return e.primary, nil
+}
+
+// A prober that elects decides the primary and the roles in place of the
+// single-writable rule: here two writable members are no conflict, and the
+// Monitor still judges eligibility from the neutral fields.
+func TestMonitorLetsAnElectorPickThePrimary(t *testing.T) {
+	ep := &electingProber{primary: 1}
+	m, err := New(Config{Cluster: "c", Members: []MemberConfig{{Name: "a"}, {Name: "b"}, {Name: "c"}}}, ep, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := Member{ReadOnly: true, Reachable: true, IORunning: true, SQLRunning: true}
+	for i, mm := range []Member{{Reachable: true}, {Reachable: true}, replica} {
+		m.members[i].store(probeResult{Member: mm, done: true})
+	}
+	m.publishAt(time.Now())
+	s := m.Snapshot()
+	if s.Primary != 1 || len(s.Conflict) != 0 {
+		t.Fatalf("primary %d conflict %v; want the elected b, no conflict", s.Primary, s.Conflict)
+	}
+	for i, want := range []Role{RoleReplica, RolePrimary, RoleReplica} {
+		if s.Members[i].Role != want {
+			t.Errorf("member %d: role %s, want %s", i, s.Members[i].Role, want)
+		}
+	}
+	if s.Members[0].Eligible || !s.Members[2].Eligible {
+		t.Errorf("eligible %v %v; want a writable member never, the replica yes", s.Members[0].Eligible, s.Members[2].Eligible)
+	}
+}

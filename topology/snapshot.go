@@ -20,6 +20,14 @@ const (
 	RolePrimary Role = "primary"
 	RoleReplica Role = "replica"
 	RoleUnknown Role = "unknown"
+	// RoleArbiter votes in its set's elections and holds no data (a
+	// MongoDB arbiter): never read from, never a primary.
+	RoleArbiter Role = "arbiter"
+	// RoleStalePrimary still claims to be primary, but its set has since
+	// elected another (a newer election): writes sent to it would be rolled
+	// back, so it is neither the primary nor a conflict, and it serves no
+	// reads.
+	RoleStalePrimary Role = "stale_primary"
 )
 
 // Member is one member's observed state. A Snapshot's members are never
@@ -39,7 +47,8 @@ type Member struct {
 	Reachable bool `json:"reachable"`
 	Role      Role `json:"role"`
 	// ReadOnly: the member refuses client writes. The Monitor takes the
-	// single reachable member that is not read-only as the primary.
+	// single reachable member that is not read-only as the primary, unless
+	// the flavour elects its own (Elector).
 	ReadOnly bool   `json:"read_only"`
 	Version  string `json:"version,omitempty"`
 	// RTT is the smoothed probe round trip.
@@ -74,8 +83,8 @@ type Member struct {
 	// receiving and applying, lag known and under max_replica_lag).
 	Eligible bool `json:"eligible"`
 
-	// MariaDB only (topology/mariadb fills these; the Mongo kind will add
-	// its own).
+	// MariaDB only (topology/mariadb fills these; the Mongo flavour keeps
+	// its own in Detail).
 	//
 	// ServerID survives failed probes: deciding whether a replica still
 	// streams from a primary that stopped answering needs the primary's
@@ -101,6 +110,15 @@ type Member struct {
 	SemiSyncWaitPoint string        `json:"semi_sync_wait_point,omitempty"`
 	SemiSyncTimeout   time.Duration `json:"-"`
 	SemiSyncReplica   bool          `json:"semi_sync_replica,omitempty"`
+
+	// Detail is what a flavour other than MariaDB observes beyond the
+	// fields above (topology/mongo: *mongo.Detail, read with
+	// mongo.DetailOf). The flavour owns its type, so its facts never
+	// become fields every other package must read past; topology never
+	// looks inside. Like the rest of a published Member it is never
+	// modified: a flavour stores a fresh value per observation. nil for
+	// MariaDB, so its status JSON does not change.
+	Detail any `json:"detail,omitempty"`
 }
 
 // Snapshot is one consistent view of a cluster.
