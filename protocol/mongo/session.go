@@ -243,8 +243,10 @@ func preAuth(name string) bool {
 	return false
 }
 
-// command answers one command and returns the reply document (in s.doc).
-// Every command is answered here, by the proxy: nothing is forwarded yet.
+// command answers one command and returns the reply document (in s.doc):
+// the commands the proxy answers itself, and, when no member is
+// configured, CodeNotRoutedYet for the rest (serve forwards them
+// otherwise).
 func (s *session) command(name, db string, cmd bsoncore.Document) []byte {
 	if s.p.auth != nil && s.user == "" && !preAuth(name) {
 		s.doc = appendError(s.doc[:0], CodeUnauthorized, "command "+quoteName(name)+" requires authentication")
@@ -265,7 +267,7 @@ func (s *session) command(name, db string, cmd bsoncore.Document) []byte {
 		s.doc = s.saslContinue(s.doc[:0], cmd)
 	default:
 		s.doc = appendError(s.doc[:0], CodeNotRoutedYet, "dbrouter: cluster "+s.p.cfg.Cluster+": command "+quoteName(name)+
-			" is not routed yet: this release of the proxy answers only hello, ping, buildInfo, endSessions and authentication (docs/mongo.md)")
+			" is not routed yet: no member is configured, so the proxy answers only hello, ping, buildInfo, endSessions and authentication (docs/mongo.md)")
 	}
 	return s.doc
 }
