@@ -343,3 +343,69 @@ func TestMemberConnAuthenticatesWithSCRAM(t *testing.T) {
 func errorsContains(err error, s string) bool {
 	return err != nil && strings.Contains(err.Error(), s)
 }
+
+// TestForwardPausedMember: a member that accepts but says nothing
+// (SIGSTOP) costs a new connection the connect timeout, not a hang; and a
+// session waiting on its reply does not hold up shutdown.
+func TestForwardPausedMember(t *testing.T) {
+	mc := chaos.StartMongoT(t, 1)
+	m := mc.Members[0]
+	p, err := New(Config{Cluster: "c1", MemberConnectTimeout: 500 * time.Millisecond,
+		Members: []Member{{Name: m.Name, Addr: m.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+
+	waiting := dialRaw(t, ln.Addr().String())
+	if r := waiting.command(bsoncore.NewDocumentBuilder().AppendString("find", "p").AppendString("$db", "app").Build()); !isOK(r) {
+		t.Fatalf("find: %v", r)
+	}
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Resume() }()
+
+	// A second client needs a second connection: its handshake times out.
+	fresh := dialRaw(t, ln.Addr().String())
+	go func() {
+		// Hold the pooled connection with a find the paused member never
+		// answers, so the fresh client must dial.
+		waiting.id++
+		msg, _ := wire.AppendOpMsg(nil, waiting.id, 0, 0,
+			bsoncore.NewDocumentBuilder().AppendString("find", "p").AppendString("$db", "app").Build())
+		_, _ = waiting.nc.Write(msg)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.members[0].InFlight() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting find never reached the member")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	began := time.Now()
+	r := fresh.command(bsoncore.NewDocumentBuilder().AppendString("find", "p").AppendString("$db", "app").Build())
+	if replyCode(r) != CodeBackendDown.Code {
+		t.Fatalf("find with the member paused: %v, want %s", r, CodeBackendDown.Name)
+	}
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("answered after %s, want about the connect timeout", d)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return with a session waiting on a paused member")
+	}
+}
