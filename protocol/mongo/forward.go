@@ -60,13 +60,16 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	if err != nil {
 		return s.forwardFailed(reqID, msg, moreToCome, err)
 	}
-	// Shutdown sets a past deadline on s.cur (serve's AfterFunc); storing
-	// it before checking ctx means either this check or that callback sees
-	// the other.
+	// Both deadlines are set before c is published in s.cur and never
+	// again for this command: shutdown's past deadline (serve's AfterFunc)
+	// must not be overwritten by a later one. Storing c before checking ctx
+	// means either this check or that callback sees the other.
+	now := time.Now()
+	_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
+	_ = c.nc.SetReadDeadline(now.Add(s.p.cfg.MemberTimeout))
 	s.cur.Store(c)
-	defer s.cur.Store(nil)
 	if ctx.Err() != nil {
-		mp.Put(c)
+		s.release(mp, c, false) // it may carry shutdown's past deadline
 		return s.forwardFailed(reqID, msg, moreToCome, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown))
 	}
 
@@ -83,12 +86,11 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	binary.LittleEndian.PutUint32(raw[8:], 0)
 	binary.LittleEndian.PutUint32(raw[16:], uint32(flags))
 
-	_ = c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.WriteTimeout))
 	mp.AddInFlight(1)
 	_, err = c.nc.Write(raw)
 	if err != nil {
 		mp.AddInFlight(-1)
-		mp.Discard(c)
+		s.release(mp, c, false)
 		return s.forwardFailed(reqID, msg, moreToCome,
 			fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err))
 	}
@@ -98,27 +100,26 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 		// cost a round trip. The connection is discarded instead: nothing
 		// can then read that stray reply as another request's answer.
 		mp.AddInFlight(-1)
-		mp.Discard(c)
+		s.release(mp, c, false)
 		return nil
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(s.p.cfg.MemberTimeout))
 	rm, err := c.readReply(id)
 	mp.AddInFlight(-1)
 	if err != nil {
-		mp.Discard(c)
+		s.release(mp, c, false)
 		return s.forwardFailed(reqID, msg, false,
 			fmt.Errorf("member %s: awaiting reply: %w: %v", mp.name, proxy.ErrBackendLost, err))
 	}
 	reply := rm.Raw
 	if len(reply) < wire.HeaderLen+4 {
-		mp.Discard(c)
+		s.release(mp, c, false)
 		return s.forwardFailed(reqID, msg, false,
 			fmt.Errorf("member %s: reply of %d bytes: %w", mp.name, len(reply), proxy.ErrBackendLost))
 	}
 	rflags := wire.MsgFlags(binary.LittleEndian.Uint32(reply[16:]))
 	if rflags&wire.MoreToCome != 0 {
 		// An exhaust stream the proxy did not ask for: out of step.
-		mp.Discard(c)
+		s.release(mp, c, false)
 		return s.forwardFailed(reqID, msg, false,
 			fmt.Errorf("member %s: unrequested moreToCome reply: %w", mp.name, proxy.ErrBackendLost))
 	}
@@ -134,9 +135,21 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	if cap(c.buf) > keepBufMax {
 		c.buf = nil
 	}
-	_ = c.nc.SetReadDeadline(time.Time{})
-	mp.Put(c)
+	s.release(mp, c, true)
 	return werr
+}
+
+// release hands c back (keep) or discards it, after unpublishing it from
+// s.cur: once another session holds it, this session's shutdown must not
+// touch its deadlines. A kept connection's deadlines are left as they
+// are: the next command sets its own before using it.
+func (s *session) release(mp *memberPool, c *memberConn, keep bool) {
+	s.cur.Store(nil)
+	if keep {
+		mp.Put(c)
+	} else {
+		mp.Discard(c)
+	}
 }
 
 // forwardFailed answers a command the member did not answer with the
