@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
@@ -38,6 +39,9 @@ func (s *session) forwarded(name string) bool {
 // (retryable-writes spec): they send it again once, with the same lsid and
 // txnNumber.
 const errorLabelRetryableWrite = "RetryableWriteError"
+
+// errorLabelNoWritesPerformed: the attempt did not reach a server.
+const errorLabelNoWritesPerformed = "NoWritesPerformed"
 
 // forward sends the client's OP_MSG to the first member and writes the
 // member's reply back to the client itself, because the reply lives in the
@@ -154,10 +158,13 @@ func (s *session) release(mp *memberPool, c *memberConn, keep bool) {
 
 // forwardFailed answers a command the member did not answer with the
 // proxy's code for err's kind. A retryable write (txnNumber outside a
-// transaction) gets RetryableWriteError, the label the spec lets a server
-// put on a retryable error: the driver retries once with the same
-// txnNumber, which a real mongod deduplicates. A read gets no label (the
-// spec has none for reads); the application sees the error.
+// transaction) gets RetryableWriteError, the label a 4.4+ server puts on a
+// retryable error, and only when the driver sent a txnNumber: the driver
+// retries once with the same txnNumber, which a real mongod deduplicates.
+// When nothing reached the member (BackendDown) it also gets
+// NoWritesPerformed, which tells the driver this attempt's error is not
+// the one to report if the retry fails too. A read gets no label (the spec
+// has none for reads); the application sees the error.
 func (s *session) forwardFailed(reqID int32, msg wire.OpMsg, moreToCome bool, err error) error {
 	s.log.Debug("forward failed", zap.Error(err))
 	if moreToCome {
@@ -166,7 +173,11 @@ func (s *session) forwardFailed(reqID int32, msg wire.OpMsg, moreToCome bool, er
 	c := codeOf(err)
 	doc := appendError(s.doc[:0], c, s.errmsg(err))
 	if retryableWrite(msg.Body()) {
-		doc = appendLabel(doc, errorLabelRetryableWrite)
+		if proxy.KindOf(err) == proxy.KindBackendDown {
+			doc = appendLabels(doc, errorLabelRetryableWrite, errorLabelNoWritesPerformed)
+		} else {
+			doc = appendLabels(doc, errorLabelRetryableWrite)
+		}
 	}
 	s.doc = doc
 	return s.write(s.replyMsg(reqID, doc))
@@ -182,11 +193,14 @@ func retryableWrite(body bsoncore.Document) bool {
 	return !inTxn
 }
 
-// appendLabel adds errorLabels: [label] to the error document doc.
-func appendLabel(doc []byte, label string) []byte {
+// appendLabels adds errorLabels: [labels...] to the error document doc,
+// which starts at doc[0].
+func appendLabels(doc []byte, labels ...string) []byte {
 	doc = doc[:len(doc)-1] // reopen: drop the terminating 0
 	aidx, doc := bsoncore.AppendArrayElementStart(doc, "errorLabels")
-	doc = bsoncore.AppendStringElement(doc, "0", label)
+	for i, l := range labels {
+		doc = bsoncore.AppendStringElement(doc, strconv.Itoa(i), l)
+	}
 	doc, _ = bsoncore.AppendArrayEnd(doc, aidx)
 	doc = append(doc, 0)
 	binary.LittleEndian.PutUint32(doc[0:], uint32(len(doc)))

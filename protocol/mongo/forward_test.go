@@ -278,7 +278,7 @@ func TestForwardRetryableWriteGetsLabelWhenMemberDown(t *testing.T) {
 	r := rc.command(bsoncore.NewDocumentBuilder().AppendString("insert", "x").
 		AppendArray("documents", bsoncore.NewArrayBuilder().AppendDocument(bsoncore.NewDocumentBuilder().AppendInt32("_id", 1).Build()).Build()).
 		AppendDocument("lsid", lsid).AppendInt64("txnNumber", 1).AppendString("$db", "app").Build())
-	if replyCode(r) != CodeBackendDown.Code || r.Lookup("errorLabels").String() != `["RetryableWriteError"]` {
+	if replyCode(r) != CodeBackendDown.Code || r.Lookup("errorLabels").String() != `["RetryableWriteError","NoWritesPerformed"]` {
 		t.Fatalf("retryable insert with the member down: %v", r)
 	}
 	r = rc.command(bsoncore.NewDocumentBuilder().AppendString("find", "x").AppendString("$db", "app").Build())
