@@ -2,10 +2,14 @@ package mongo
 
 import (
 	"bytes"
+	"context"
+	"net"
 	"testing"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
+	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 )
 
@@ -39,5 +43,50 @@ func BenchmarkHello(b *testing.B) {
 		if err != nil || len(reply) == 0 {
 			b.Fatalf("reply %d bytes, %v", len(reply), err)
 		}
+	}
+}
+
+// BenchmarkForwardFind is a find by _id through the proxy and, for the
+// ratio, the same find sent by the same driver straight to the member
+// (FerretDB on one process). The allocations are mostly the driver's.
+func BenchmarkForwardFind(b *testing.B) {
+	mc := chaos.StartMongoT(b, 1)
+	m := mc.Members[0]
+	p, err := New(Config{Cluster: "bench", Members: []Member{{Name: m.Name, Addr: m.Addr()}}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done })
+
+	seed := connect(b, m.URI())
+	if _, err := seed.Database("app").Collection("bench").InsertOne(context.Background(),
+		bson.D{{Key: "_id", Value: 1}, {Key: "name", Value: "ada"}}); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct{ name, uri string }{
+		{"proxy", "mongodb://" + ln.Addr().String() + "/"},
+		{"direct", m.URI()},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			coll := connect(b, tc.uri).Database("app").Collection("bench")
+			filter := bson.D{{Key: "_id", Value: 1}}
+			ctx := context.Background()
+			if err := coll.FindOne(ctx, filter).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := coll.FindOne(ctx, filter).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -6,8 +6,10 @@
 // of each message are the wire package's job; what the proxy shares with
 // the MySQL proxy (error kinds, the Server lifecycle) is package proxy's.
 //
-// This release has no members: every command past the handshake is
-// answered with CodeNotRoutedYet (docs/mongo.md).
+// Every command the proxy does not answer itself is forwarded, unchanged
+// but for its header, to the first configured member (forward.go); routing
+// by role and read preference comes later. With no members configured, such
+// commands are answered with CodeNotRoutedYet (docs/mongo.md).
 package mongo
 
 import (
@@ -55,8 +57,27 @@ type Config struct {
 	// (default 8h): the deadline on every client read.
 	ClientIdleTimeout time.Duration
 	// WriteTimeout bounds every write to a client (default 30s), so a
-	// client that stops reading cannot hold its session forever.
+	// client that stops reading cannot hold its session forever. Writes to
+	// members take it too.
 	WriteTimeout time.Duration
+
+	// Members receive the commands the proxy does not answer itself; for
+	// now all of them go to the first. None: CodeNotRoutedYet.
+	Members []Member
+	// MemberUser and MemberPassword are the account the proxy
+	// authenticates as on members (SCRAM-SHA-256 on admin); no user: no
+	// authentication.
+	MemberUser, MemberPassword string
+	// MemberConnectTimeout bounds connecting to a member and its handshake
+	// (default 5s): a member that is down is an error, not a hang.
+	MemberConnectTimeout time.Duration
+	// MemberTimeout bounds the wait for a member's reply (default 10m, for
+	// long aggregations); past it the connection is dropped.
+	MemberTimeout time.Duration
+	// MaxMemberConns bounds the proxy's connections per member (default 64).
+	MaxMemberConns int
+	// MemberWait bounds the wait for a free member connection (default 5s).
+	MemberWait time.Duration
 }
 
 // Proxy serves one cluster's Mongo clients.
@@ -67,6 +88,9 @@ type Proxy struct {
 	build buildVersion
 
 	nextID atomic.Int32
+
+	members []*memberPool // pools, in Config.Members order
+	login   proxy.Login
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -92,6 +116,18 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
+	if cfg.MemberConnectTimeout <= 0 {
+		cfg.MemberConnectTimeout = 5 * time.Second
+	}
+	if cfg.MemberTimeout <= 0 {
+		cfg.MemberTimeout = 10 * time.Minute
+	}
+	if cfg.MaxMemberConns <= 0 {
+		cfg.MaxMemberConns = 64
+	}
+	if cfg.MemberWait <= 0 {
+		cfg.MemberWait = 5 * time.Second
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -107,6 +143,16 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 		}
 		p.auth = a
 	}
+	for i, m := range cfg.Members {
+		if m.Name == "" || m.Addr == "" {
+			return nil, fmt.Errorf("cluster %s: members[%d]: name and addr are required", cfg.Cluster, i)
+		}
+		p.members = append(p.members, newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout))
+	}
+	// The member password must be kept: new connections authenticate with
+	// it. It lives in the login, not in the Config a caller may print.
+	p.login = proxy.Login{User: cfg.MemberUser, Password: cfg.MemberPassword}
+	cfg.MemberPassword = ""
 	cfg.Users = nil // the passwords are not kept
 	p.cfg = cfg
 	return p, nil
@@ -166,6 +212,10 @@ func (p *Proxy) shutdown() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+	// Every session has handed back or discarded its member connection.
+	for _, mp := range p.members {
+		mp.CloseIdle()
+	}
 }
 
 // Sessions is the number of connected clients.
@@ -175,10 +225,13 @@ func (p *Proxy) Sessions() int {
 	return len(p.sessions)
 }
 
-// MemberConns reports backend connections per member: none yet, since this
-// release forwards nothing.
+// MemberConns reports member connections per member name.
 func (p *Proxy) MemberConns() map[string]proxy.ConnStats {
-	return map[string]proxy.ConnStats{}
+	out := make(map[string]proxy.ConnStats, len(p.members))
+	for _, mp := range p.members {
+		out[mp.name] = mp.Stats()
+	}
+	return out
 }
 
 var _ proxy.Server = (*Proxy)(nil)

@@ -19,6 +19,11 @@ type pymongoResult struct {
 	FindCode       int     `json:"find_code"`
 	ErrorCode      int     `json:"error_code"`
 	Error          string  `json:"error"`
+	Found          string  `json:"found"`
+	Modified       int     `json:"modified"`
+	Updated        string  `json:"updated"`
+	Deleted        int     `json:"deleted"`
+	Batched        int     `json:"batched"`
 }
 
 // runPyMongo runs the Debian python3-pymongo (3.11, the oldest driver the
@@ -80,5 +85,15 @@ func TestPyMongoReplicaSetURIFails(t *testing.T) {
 	t.Logf("PyMongo says: %s", r.Error)
 	if !strings.HasPrefix(r.Error, "ServerSelectionTimeoutError") {
 		t.Fatalf("PyMongo with replicaSet=: %+v, want ServerSelectionTimeoutError", r)
+	}
+}
+
+// TestPyMongoCRUDThroughProxy: PyMongo 3.11's inserts, finds, updates,
+// deletes and getMore batches, forwarded to a FerretDB member.
+func TestPyMongoCRUDThroughProxy(t *testing.T) {
+	addr, _, _ := forwardingProxy(t, Config{Users: testUsers})
+	r := runPyMongo(t, "mongodb://alice:s3cret%20pass@"+addr+"/?authSource=admin", "5000", "crud")
+	if r.Error != "" || r.Found != "ada" || r.Modified != 1 || r.Updated != "grace" || r.Deleted != 1 || r.Batched != 1000 {
+		t.Fatalf("PyMongo CRUD: %+v", r)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
@@ -35,6 +36,10 @@ type session struct {
 	user     string
 	sasl     *conversation
 	lastConv int32
+
+	// cur is the member connection a forwarded command is using, for
+	// shutdown to unblock a wait on the member.
+	cur atomic.Pointer[memberConn]
 }
 
 // readBufSize is the socket read buffer: a hello or a small command fits,
@@ -68,6 +73,14 @@ func (s *session) serve(ctx context.Context) {
 			s.log.Error("session panicked; connection closed", zap.Any("panic", r), zap.Stack("stack"))
 		}
 	}()
+	// A session waiting on a member when the proxy shuts down: a past
+	// deadline ends that wait (closing the client socket does not).
+	stop := context.AfterFunc(ctx, func() {
+		if c := s.cur.Load(); c != nil {
+			_ = c.nc.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	defer stop()
 	for ctx.Err() == nil {
 		if err := s.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ClientIdleTimeout)); err != nil {
 			return
@@ -77,6 +90,16 @@ func (s *session) serve(ctx context.Context) {
 		if err != nil {
 			s.readFailed(ctx, err)
 			return
+		}
+		if fwd, ok := s.forwardable(m); ok {
+			if err := s.forward(ctx, m, fwd); err != nil {
+				s.log.Debug("write to client failed", zap.Error(err))
+				return
+			}
+			if cap(s.buf) > keepBufMax {
+				s.buf = nil
+			}
+			continue
 		}
 		reply, herr := s.handle(m)
 		if len(reply) > 0 {
@@ -96,6 +119,20 @@ func (s *session) serve(ctx context.Context) {
 			s.out, s.doc = nil, nil
 		}
 	}
+}
+
+// forwardable decodes an OP_MSG that goes to a member. Anything else
+// (another opcode, a message the codec refuses, a command the proxy
+// answers) is handle's.
+func (s *session) forwardable(m wire.Message) (wire.OpMsg, bool) {
+	if len(s.p.members) == 0 || m.Header.OpCode != wire.OpCodeMsg {
+		return wire.OpMsg{}, false
+	}
+	msg, err := wire.DecodeOpMsg(m.Raw)
+	if err != nil || !s.forwarded(msg.CommandName()) {
+		return wire.OpMsg{}, false
+	}
+	return msg, true
 }
 
 // readFailed logs why reading the next message ended the session. A clean
@@ -206,8 +243,10 @@ func preAuth(name string) bool {
 	return false
 }
 
-// command answers one command and returns the reply document (in s.doc).
-// Every command is answered here, by the proxy: nothing is forwarded yet.
+// command answers one command and returns the reply document (in s.doc):
+// the commands the proxy answers itself, and, when no member is
+// configured, CodeNotRoutedYet for the rest (serve forwards them
+// otherwise).
 func (s *session) command(name, db string, cmd bsoncore.Document) []byte {
 	if s.p.auth != nil && s.user == "" && !preAuth(name) {
 		s.doc = appendError(s.doc[:0], CodeUnauthorized, "command "+quoteName(name)+" requires authentication")
@@ -228,7 +267,7 @@ func (s *session) command(name, db string, cmd bsoncore.Document) []byte {
 		s.doc = s.saslContinue(s.doc[:0], cmd)
 	default:
 		s.doc = appendError(s.doc[:0], CodeNotRoutedYet, "dbrouter: cluster "+s.p.cfg.Cluster+": command "+quoteName(name)+
-			" is not routed yet: this release of the proxy answers only hello, ping, buildInfo, endSessions and authentication (docs/mongo.md)")
+			" is not routed yet: no member is configured, so the proxy answers only hello, ping, buildInfo, endSessions and authentication (docs/mongo.md)")
 	}
 	return s.doc
 }
