@@ -10,6 +10,8 @@ import (
 	"github.com/xdg-go/scram"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	"go.uber.org/zap"
+
+	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 )
 
 // mechSCRAMSHA256 is the one mechanism the proxy speaks: mongod's default
@@ -161,7 +163,7 @@ func (s *session) saslStart(dst []byte, db string, cmd bsoncore.Document) []byte
 // way (so a failure here is only logged, at debug: the driver's own
 // saslStart will fail the same way and be logged then).
 func (s *session) speculativeAuth(dst []byte, db string, cmd bsoncore.Document) []byte {
-	if v, ok := field(cmd, "db"); ok {
+	if v, ok := wire.Lookup(cmd, "db"); ok {
 		db, _ = stringValue(v)
 	}
 	c, resp, f := s.startSASL(db, cmd)
@@ -183,7 +185,7 @@ func (s *session) startSASL(db string, cmd bsoncore.Document) (*conversation, st
 		return nil, "", failPublic("this proxy has no users configured; connect without credentials")
 	}
 	mech := ""
-	if v, ok := field(cmd, "mechanism"); ok {
+	if v, ok := wire.Lookup(cmd, "mechanism"); ok {
 		mech, _ = stringValue(v)
 	}
 	if mech != mechSCRAMSHA256 {
@@ -205,9 +207,9 @@ func (s *session) startSASL(db string, cmd bsoncore.Document) (*conversation, st
 		return nil, "", f
 	}
 	c := &conversation{conv: conv}
-	if v, ok := field(cmd, "options"); ok {
+	if v, ok := wire.Lookup(cmd, "options"); ok {
 		if opts, ok := v.DocumentOK(); ok {
-			if v, ok := field(opts, "skipEmptyExchange"); ok {
+			if v, ok := wire.Lookup(opts, "skipEmptyExchange"); ok {
 				c.skipEmpty, _ = v.BooleanOK()
 			}
 		}
@@ -226,7 +228,7 @@ func (s *session) saslContinue(dst []byte, cmd bsoncore.Document) []byte {
 	if c == nil {
 		return s.authFailed(dst, failPublic("no SASL conversation in progress: saslStart comes first"))
 	}
-	if v, ok := field(cmd, "conversationId"); ok {
+	if v, ok := wire.Lookup(cmd, "conversationId"); ok {
 		if id, ok := v.AsInt64OK(); !ok || id != int64(c.id) {
 			s.sasl = nil
 			return s.authFailed(dst, failPublic("conversationId does not match the conversation in progress"))
@@ -275,7 +277,7 @@ func (s *session) authFailed(dst []byte, f *authFailure) []byte {
 // saslPayload reads a SASL payload: binary from every current driver, a
 // string from some old ones.
 func saslPayload(cmd bsoncore.Document) (string, bool) {
-	v, ok := field(cmd, "payload")
+	v, ok := wire.Lookup(cmd, "payload")
 	if !ok {
 		return "", false
 	}

@@ -186,10 +186,10 @@ func (s *session) forwardFailed(reqID int32, msg wire.OpMsg, moreToCome bool, er
 // retryableWrite: the driver sent a txnNumber outside a transaction
 // (autocommit is only present inside one), so it will retry the write.
 func retryableWrite(body bsoncore.Document) bool {
-	if _, ok := field(body, "txnNumber"); !ok {
+	if _, ok := wire.Lookup(body, "txnNumber"); !ok {
 		return false
 	}
-	_, inTxn := field(body, "autocommit")
+	_, inTxn := wire.Lookup(body, "autocommit")
 	return !inTxn
 }
 

@@ -89,12 +89,12 @@ func FuzzCommand(f *testing.F) {
 			if err := doc.Validate(); err != nil {
 				t.Fatalf("reply body: %v", err)
 			}
-			ok, found := field(doc, "ok")
+			ok, found := wire.Lookup(doc, "ok")
 			if !found {
 				t.Fatalf("reply without ok: %v", doc)
 			}
 			if f, _ := ok.AsFloat64OK(); f == 0 {
-				if _, found := field(doc, "code"); !found {
+				if _, found := wire.Lookup(doc, "code"); !found {
 					t.Fatalf("error reply without code: %v", doc)
 				}
 			}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+
+	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 )
 
 // The limits the proxy announces, which are mongod's and mongos's: a
@@ -65,15 +67,15 @@ type helloRequest struct {
 
 func parseHello(cmd bsoncore.Document, name, db string) helloRequest {
 	r := helloRequest{legacy: name != "hello", db: db}
-	if v, ok := field(cmd, "helloOk"); ok {
+	if v, ok := wire.Lookup(cmd, "helloOk"); ok {
 		r.helloOk, _ = v.BooleanOK()
 	}
-	if v, ok := field(cmd, "saslSupportedMechs"); ok {
+	if v, ok := wire.Lookup(cmd, "saslSupportedMechs"); ok {
 		if s, ok := stringValue(v); ok {
 			r.saslMechs, r.hasSASLReq = s, true
 		}
 	}
-	if v, ok := field(cmd, "speculativeAuthenticate"); ok {
+	if v, ok := wire.Lookup(cmd, "speculativeAuthenticate"); ok {
 		r.speculative, _ = v.DocumentOK()
 	}
 	return r
@@ -162,28 +164,6 @@ func appendError(dst []byte, c Code, errmsg string) []byte {
 	dst = bsoncore.AppendStringElement(dst, "codeName", c.Name)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
-}
-
-// field finds a top-level element of a document whose framing the wire
-// codec checked, without allocating (bsoncore's Lookup takes its keys as a
-// variadic slice).
-func field(doc bsoncore.Document, key string) (bsoncore.Value, bool) {
-	if len(doc) < 5 {
-		return bsoncore.Value{}, false
-	}
-	rest := doc[4 : len(doc)-1]
-	for len(rest) > 0 {
-		elem, r, ok := bsoncore.ReadElement(rest)
-		if !ok {
-			return bsoncore.Value{}, false
-		}
-		if string(elem.KeyBytes()) == key {
-			v, err := elem.ValueErr()
-			return v, err == nil
-		}
-		rest = r
-	}
-	return bsoncore.Value{}, false
 }
 
 // stringValue reads a string value of a client's document, checking its

@@ -163,7 +163,7 @@ func (c *memberConn) authenticate(login proxy.Login) error {
 }
 
 func saslReply(doc bsoncore.Document) (payload string, done bool, id int32, err error) {
-	v, ok := field(doc, "payload")
+	v, ok := wire.Lookup(doc, "payload")
 	if !ok {
 		return "", false, 0, errors.New("sasl reply without payload")
 	}
@@ -171,10 +171,10 @@ func saslReply(doc bsoncore.Document) (payload string, done bool, id int32, err 
 	if !ok {
 		return "", false, 0, errors.New("sasl payload is not binary")
 	}
-	if v, ok := field(doc, "done"); ok {
+	if v, ok := wire.Lookup(doc, "done"); ok {
 		done, _ = v.BooleanOK()
 	}
-	if v, ok := field(doc, "conversationId"); ok {
+	if v, ok := wire.Lookup(doc, "conversationId"); ok {
 		id, _ = v.AsInt32OK()
 	}
 	return string(data), done, id, nil
@@ -203,7 +203,7 @@ func (c *memberConn) roundTrip(doc bsoncore.Document) (bsoncore.Document, error)
 	body := msg.Body()
 	if !replyOK(body) {
 		errmsg := "command failed"
-		if v, ok := field(body, "errmsg"); ok {
+		if v, ok := wire.Lookup(body, "errmsg"); ok {
 			if s, ok := stringValue(v); ok {
 				errmsg = s
 			}
@@ -233,7 +233,7 @@ func (c *memberConn) readReply(id int32) (wire.Message, error) {
 
 // replyOK reads a reply's ok field, whatever its numeric type.
 func replyOK(doc bsoncore.Document) bool {
-	v, ok := field(doc, "ok")
+	v, ok := wire.Lookup(doc, "ok")
 	if !ok {
 		return false
 	}

@@ -218,7 +218,7 @@ func (s *session) legacyCommand(q wire.OpQuery) []byte {
 	}
 	cmd := q.Query
 	if k := firstKey(cmd); k == "$query" || k == "query" {
-		if v, ok := field(cmd, k); ok {
+		if v, ok := wire.Lookup(cmd, k); ok {
 			if inner, ok := v.DocumentOK(); ok {
 				cmd = inner
 			}

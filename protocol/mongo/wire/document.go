@@ -97,10 +97,10 @@ func firstKey(doc bsoncore.Document) []byte {
 	return elem.KeyBytes()
 }
 
-// lookup finds the top-level element key in doc without allocating (bsoncore's
+// Lookup finds the top-level element key in doc without allocating (bsoncore's
 // Lookup takes its keys variadically, which costs a slice per call once it
 // escapes).
-func lookup(doc bsoncore.Document, key string) (bsoncore.Value, bool) {
+func Lookup(doc bsoncore.Document, key string) (bsoncore.Value, bool) {
 	if len(doc) < 5 {
 		return bsoncore.Value{}, false
 	}

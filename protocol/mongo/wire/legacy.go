@@ -93,7 +93,7 @@ func (q OpQuery) IsCommand() bool {
 func (q OpQuery) CommandName() string {
 	key := firstKey(q.Query)
 	if string(key) == "$query" || string(key) == "query" {
-		if v, ok := lookup(q.Query, string(key)); ok && v.Type == bsoncore.TypeEmbeddedDocument {
+		if v, ok := Lookup(q.Query, string(key)); ok && v.Type == bsoncore.TypeEmbeddedDocument {
 			if inner, _, ok := bsoncore.ReadDocument(v.Data); ok && inner.Validate() == nil {
 				return intern(firstKey(inner))
 			}

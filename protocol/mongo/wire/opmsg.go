@@ -211,7 +211,7 @@ func (m OpMsg) CommandName() string {
 // missing or not a string. Names other than admin, config and local are
 // copied, so the result outlives the buffer.
 func (m OpMsg) DB() (string, bool) {
-	v, ok := lookup(m.body, "$db")
+	v, ok := Lookup(m.body, "$db")
 	if !ok {
 		return "", false
 	}
