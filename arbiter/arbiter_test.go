@@ -422,8 +422,12 @@ func TestErrantOldPrimaryStaysFencedUntilFixed(t *testing.T) {
 	got := g.waitState("errant fenced", 30*time.Second, func(c *raftfsm.Cluster) bool {
 		return c.Members["db1"].Fenced && c.Members["db1"].Errant != ""
 	})
-	if !strings.HasPrefix(got.Members["db1"].Errant, "7-") {
-		t.Fatalf("errant %q, want domain 7", got.Members["db1"].Errant)
+	// Domain 7 must be named. Other ranges may come with it: killed right
+	// after the harness started, db1 can hold a write of its own (a
+	// heartbeat committed before any replica was attached, when semi-sync
+	// has no one to wait for) that no other member received.
+	if errant := got.Members["db1"].Errant; !strings.Contains(","+errant, ",7-") {
+		t.Fatalf("errant %q, want domain 7 among them", errant)
 	}
 	if w := g.writable(ctx); len(w) != 1 || w[0] != cl.Primary {
 		t.Fatalf("writable members %v, want only %s", w, cl.Primary)
