@@ -9,7 +9,10 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"time"
 )
 
 // Server is one cluster's client-facing proxy, whatever its protocol: what
@@ -34,4 +37,33 @@ type Server interface {
 type ConnStats struct {
 	Open int // open connections, idle or in use
 	Idle int // open connections no session is using
+}
+
+// Accept returns the next client connection on ln. A temporary failure
+// (a Timeout error: out of file descriptors, say) is retried with a
+// backoff from 5 ms to 1 s, as net/http does, rather than ending the
+// listener; the wait ends early when ctx does. After ctx ended it returns
+// ctx's error, so a caller can tell its own stop from a broken listener.
+func Accept(ctx context.Context, ln net.Listener) (net.Conn, error) {
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err == nil {
+			return nc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return nil, fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 }

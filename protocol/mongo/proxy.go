@@ -14,7 +14,6 @@ package mongo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -166,27 +165,15 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	// does it without a goroutine that could outlive Serve.
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	var tempDelay time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
+			p.shutdown()
 			if ctx.Err() != nil {
-				p.shutdown()
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				tempDelay = min(max(tempDelay*2, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(tempDelay):
-				case <-ctx.Done():
-				}
-				continue
-			}
-			p.shutdown()
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			return err
 		}
-		tempDelay = 0
 		s := p.newSession(nc)
 		p.mu.Lock()
 		p.sessions[s] = struct{}{}

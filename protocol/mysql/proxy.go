@@ -230,24 +230,15 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); p.watchEpochs(wctx) }()
 	defer func() { stopWatch(); <-watchDone }()
-	var tempDelay time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
+			p.shutdown()
 			if ctx.Err() != nil {
-				p.shutdown()
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				tempDelay = min(max(tempDelay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(tempDelay)
-				continue
-			}
-			p.shutdown()
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			return err
 		}
-		tempDelay = 0
 		s := p.newSession(nc)
 		p.mu.Lock()
 		p.sessions[s] = struct{}{}

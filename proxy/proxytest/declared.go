@@ -67,3 +67,31 @@ func constructor(v ast.Expr) string {
 	}
 	return ""
 }
+
+// CheckDeclaredErrors fails t unless every package-level error of dir is
+// either kinded, listed in own, and has a kind (hasKind: proxy.KindOf is
+// not KindOther; passed in because the proxy package's own tests import
+// this one), or plain and listed in neverSent (errors that never reach a
+// client). A scan finding fewer than the lists name is itself a failure.
+func CheckDeclaredErrors(t testing.TB, dir string, own map[string]error, neverSent map[string]string, hasKind func(error) bool) {
+	t.Helper()
+	plain, kinded := DeclaredErrors(t, dir)
+	if len(kinded) < len(own) || len(plain) < len(neverSent) {
+		t.Fatalf("found only %v and %v: is the source scan broken?", kinded, plain)
+	}
+	for _, name := range plain {
+		if _, ok := neverSent[name]; !ok {
+			t.Errorf("%s is declared with errors.New: an error a client may see needs a kind (proxy.NewError), or list it in neverSent", name)
+		}
+	}
+	for _, name := range kinded {
+		err, ok := own[name]
+		if !ok {
+			t.Errorf("%s is declared but not in this test's ownSentinels: list it there", name)
+			continue
+		}
+		if !hasKind(err) {
+			t.Errorf("%s has no kind", name)
+		}
+	}
+}
