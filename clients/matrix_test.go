@@ -258,13 +258,9 @@ func startDeployment(t *testing.T) *deploy.Deployment {
 	// is an error).
 	return deploy.StartT(t, deploy.Options{
 		Proxies: 1,
-		// Probes every 100 ms. With the default 500 ms, one run in four
-		// saw a read on the same connection miss the row its write had
-		// just acknowledged, during the switchover, in five clients at
-		// once: a read-your-writes hole not found yet (issue 11 stays
-		// open for it). The faster probes narrow the window; they do not
-		// close it.
-		ProbeInterval: "100ms",
+		// The default probe interval (500 ms): reads follow the control
+		// plane's primary, not a snapshot that lags it
+		// (TestReadYourWritesThroughSwitchovers).
 	})
 }
 

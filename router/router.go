@@ -345,47 +345,64 @@ func (r *Router) Replica(ctx context.Context, avoid, prefer int) (m int, replica
 	if p.snap.Taken.IsZero() {
 		p = r.observed(ctx)
 	}
-	if m, replica, ok := r.pick(p, avoid, prefer); ok {
-		return m, replica, nil
-	}
-	if r.cfg.ReadsWithoutReplica == FallbackFail {
-		return -1, false, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+	m, replica, hold, err := r.pick(p, avoid, prefer)
+	if err == nil || !hold || r.cfg.Authority == nil {
+		return m, replica, err
 	}
 	// No member can serve the read. Under the control plane that is a
 	// moment of a primary change (the old primary read-only and detached,
 	// the target not yet open, the others being repointed): the read
-	// waits for the next snapshot, up to WriteHold, as a write does. Not
-	// when the only member left is the one the read just failed on.
-	if r.cfg.Authority != nil && len(p.reads) == 0 && p.writeErr != nil {
-		hold := time.NewTimer(r.cfg.WriteHold)
-		defer hold.Stop()
-		poll := time.NewTicker(10 * time.Millisecond)
-		defer poll.Stop()
-		for waiting := true; waiting; {
-			select {
-			case <-ctx.Done():
-				waiting = false
-			case <-hold.C:
-				waiting = false
-			case <-poll.C:
-			}
-			p = r.current()
-			if m, replica, ok := r.pick(p, avoid, prefer); ok {
-				return m, replica, nil
-			}
+	// waits, up to WriteHold, as a write does, for a replica or for the
+	// control plane to name the primary.
+	hold1 := time.NewTimer(r.cfg.WriteHold)
+	defer hold1.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		changed := r.cfg.Authority.Changed()
+		select {
+		case <-ctx.Done():
+			return -1, false, err
+		case <-hold1.C:
+			return -1, false, err
+		case <-poll.C:
+		case <-changed:
+		}
+		var again bool
+		if m, replica, again, err = r.pick(r.current(), avoid, prefer); err == nil || !again {
+			return m, replica, err
 		}
 	}
-	return -1, false, fmt.Errorf("%w and %w: %s", ErrNoReplica, ErrNoPrimary, describeMembers(p.snap))
 }
 
 // pick chooses a read's member from plan p: a replica, else the primary
-// (reads_without_replica: primary). ok is false when none may serve it.
-func (r *Router) pick(p *plan, avoid, prefer int) (m int, replica, ok bool) {
+// (reads_without_replica: primary). hold reports, with an error, that no
+// member may serve the read now but one may soon (not the case when the
+// only member left is the one the read just failed on, or reads never go
+// to the primary).
+//
+// Under the control plane the primary is the one it names, not the
+// snapshot's: the snapshot lags the control plane by up to a probe
+// interval, and right after a switchover from db1 to db2 it may still call
+// db1 the primary and db2 a replica while writes already go to db2. A read
+// "on the primary" skips the read-your-writes wait (the session's writes
+// are there), so it must go where writes go; and the named primary is
+// never read from as a replica.
+func (r *Router) pick(p *plan, avoid, prefer int) (m int, replica, hold bool, err error) {
+	writer, werr := p.primary, p.writeErr
+	if r.cfg.Authority != nil {
+		name, _, aerr := r.cfg.Authority.Writer()
+		if aerr == nil {
+			writer, werr = p.index(name)
+		} else {
+			writer, werr = -1, aerr
+		}
+	}
 	n := len(p.reads)
-	if prefer >= 0 && prefer != avoid {
+	if prefer >= 0 && prefer != avoid && prefer != writer {
 		for _, i := range p.reads {
 			if i == prefer {
-				return i, true, true
+				return i, true, false, nil
 			}
 		}
 	}
@@ -393,15 +410,20 @@ func (r *Router) pick(p *plan, avoid, prefer int) (m int, replica, ok bool) {
 		start := int(r.rr.Add(1))
 		for k := 0; k < n; k++ {
 			i := p.reads[(start+k)%n]
-			if i != avoid {
-				return i, true, true
+			if i != avoid && i != writer {
+				return i, true, false, nil
 			}
 		}
 	}
-	if r.cfg.ReadsWithoutReplica == FallbackFail || p.writeErr != nil || p.primary == avoid {
-		return -1, false, false
+	switch {
+	case r.cfg.ReadsWithoutReplica == FallbackFail:
+		return -1, false, false, fmt.Errorf("%w (reads_without_replica: fail): %s", ErrNoReplica, describeMembers(p.snap))
+	case werr != nil:
+		return -1, false, true, fmt.Errorf("%w and %w: %s", ErrNoReplica, werr, describeMembers(p.snap))
+	case writer == avoid:
+		return -1, false, false, fmt.Errorf("%w and %w: %s", ErrNoReplica, ErrNoPrimary, describeMembers(p.snap))
 	}
-	return p.primary, false, true
+	return writer, false, false, nil
 }
 
 // Snapshot returns the snapshot the router currently routes by.

@@ -480,3 +480,52 @@ func TestReadsHoldWhileNoMemberCanServeThem(t *testing.T) {
 		}
 	}
 }
+
+// Under the control plane the snapshot can lag it by a probe interval: right
+// after a switchover from db1 to db2 the snapshot may still call db1 the
+// primary and db2 a replica, while writes already go to db2. A read must
+// follow the control plane: a read sent "to the primary" skips the
+// read-your-writes wait, so sending it to db1 would miss the session's
+// writes on db2; and db2 is the primary, not a replica to wait on.
+func TestReadsFollowTheAuthoritysPrimaryNotAStaleSnapshot(t *testing.T) {
+	src := &fakeSource{}
+	src.p.Store(snap(0, member("db1", "", false, 0), member("db2", "", true, 0), member("db3", "", false, 0)))
+	auth := newFakeAuthority("db2", nil)
+	r := New(Config{Cluster: "c", Authority: auth, WriteHold: 10 * time.Second}, src)
+	for range 20 {
+		if m, replica, err := r.Replica(context.Background(), -1, -1); err != nil || m != 1 || replica {
+			t.Fatalf("Replica = %d, replica %v, %v; want db2 (1) as the primary", m, replica, err)
+		}
+	}
+	// A replica that is one: the read goes there, as a replica.
+	src.p.Store(snap(0, member("db1", "", false, 0), member("db2", "", true, 0), member("db3", "", true, 0)))
+	for range 20 {
+		if m, replica, err := r.Replica(context.Background(), -1, 1); err != nil || m != 2 || !replica {
+			t.Fatalf("Replica = %d, replica %v, %v; want db3 (2) as a replica", m, replica, err)
+		}
+	}
+	// While the control plane is changing the primary, a read with no
+	// replica to go to waits for the new primary rather than go to the
+	// snapshot's.
+	src.p.Store(snap(0, member("db1", "", false, 0), member("db2", "", false, 0), member("db3", "", false, 0)))
+	auth.set("", ErrChanging)
+	type answer struct {
+		m       int
+		replica bool
+		err     error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		m, replica, err := r.Replica(context.Background(), -1, -1)
+		got <- answer{m, replica, err}
+	}()
+	select {
+	case a := <-got:
+		t.Fatalf("a read during the change answered %+v; want it to wait", a)
+	case <-time.After(100 * time.Millisecond):
+	}
+	auth.set("db3", nil)
+	if a := <-got; a.err != nil || a.m != 2 || a.replica {
+		t.Fatalf("read after the change: %+v, want db3 (2) as the primary", a)
+	}
+}
