@@ -163,6 +163,11 @@ const (
 	// protocol: the probes and failover use MariaDB-only SQL (GTID
 	// positions, SHOW ALL SLAVES STATUS, MASTER_GTID_WAIT).
 	KindMariaDB = "mariadb"
+	// KindMongoDB is a MongoDB replica set over the MongoDB wire protocol:
+	// the proxy speaks to clients as a mongos and follows the set's own
+	// elections (topology/mongo). Proxies only for now: the control plane
+	// cannot promote a replica set's members yet.
+	KindMongoDB = "mongodb"
 )
 
 // Cluster is one replicated database cluster and the listener in front of
@@ -193,6 +198,24 @@ type Cluster struct {
 	// kinds, so no existing file has to change; Validate rejects them on a
 	// cluster of another kind.
 	MariaDB MariaDB `yaml:",inline"`
+	// MongoDB is kind mongodb's section (a nested mapping, "mongodb:").
+	MongoDB MongoDB `yaml:"mongodb"`
+}
+
+// MongoDB is what only a MongoDB replica set has. Every field's zero value
+// means "not set", as for MariaDB.
+type MongoDB struct {
+	// ReplicaSet is the set's name: members reporting another are not
+	// counted. Empty: the first name a member reports, as a driver does.
+	ReplicaSet string `yaml:"replica_set"`
+	// MaxWireVersion is the newest wire version the proxy announces (0:
+	// 9, MongoDB 4.4; at most 25, MongoDB 8.0); members lower it to the
+	// smallest among them.
+	MaxWireVersion int `yaml:"max_wire_version"`
+	// MemberAccount is the account the proxy's connections to members log
+	// in with (SCRAM-SHA-256 on admin); unset: the monitor's. Clients log
+	// in to the proxy as the cluster's users, never to members.
+	MemberAccount Account `yaml:"member_account"`
 }
 
 // MariaDB is what only a MariaDB cluster has: the MySQL protocol's knobs
@@ -279,6 +302,10 @@ func clusterDefaults(c *Cluster) {
 	}
 	def(&c.ProbeInterval, 500*time.Millisecond)
 	def(&c.MaxReplicaLag, time.Second)
+	if c.Kind == KindMongoDB {
+		// MongoDB's localThresholdMS: what its drivers use.
+		def(&c.LocalityWindow, 15*time.Millisecond)
+	}
 	def(&c.LocalityWindow, 5*time.Millisecond)
 	def(&c.PoolTimeout, 5*time.Second)
 	def(&c.ConnectTimeout, 2*time.Second)
@@ -291,7 +318,10 @@ func clusterDefaults(c *Cluster) {
 	// MaxConnectionsPerMember 0: the proxy derives each member's limit
 	// from its max_connections (docs/config.md).
 	for i := range c.Users {
-		if c.Users[i].BackendUser == "" {
+		// A Mongo client never logs in to a member (the proxy's member
+		// connections use mongodb.member_account), so its users keep no
+		// backend account: one written there is an error, not ignored.
+		if c.Users[i].BackendUser == "" && c.Kind != KindMongoDB {
 			c.Users[i].BackendUser = c.Users[i].Name
 			if c.Users[i].BackendPassword == (Secret{}) {
 				c.Users[i].BackendPassword = c.Users[i].Password
@@ -449,13 +479,15 @@ func (c *Config) Validate() error {
 				add(mf+".addr", "%v", err)
 			}
 		}
-		if cl.Monitor.User == "" {
+		if cl.Monitor.User == "" && cl.Kind != KindMongoDB {
 			add(f+".monitor.user", "required (an account that can read replication status and write the heartbeat)")
 		}
 		if _, err := cl.Monitor.Password.resolve(); err != nil {
 			add(f+".monitor.password", "%v", err)
 		}
-		if len(cl.Users) == 0 && !arbiter {
+		// A Mongo proxy without users asks for no authentication, as a
+		// mongod without --auth does (docs/mongo.md).
+		if len(cl.Users) == 0 && !arbiter && cl.Kind != KindMongoDB {
 			add(f+".users", "at least one user is required")
 		}
 		unames := map[string]bool{}
@@ -501,10 +533,14 @@ func (c *Config) Validate() error {
 		switch cl.Kind {
 		case KindMariaDB:
 			validateMariaDB(add, f, &cl.MariaDB, c.Control != nil)
-		case kindMongoDB:
+			for _, k := range setKeys(cl.MongoDB) {
+				add(f+".mongodb."+k, "only for kind %s (this cluster is kind %s)", KindMongoDB, cl.Kind)
+			}
+		case KindMongoDB:
 			for _, k := range setKeys(cl.MariaDB) {
 				add(f+"."+k, "only for kind %s (this cluster is kind %s)", KindMariaDB, cl.Kind)
 			}
+			validateMongoDB(add, f, cl, c.Control != nil)
 		}
 	}
 	if len(errs) > 0 {
@@ -513,25 +549,42 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// kindMongoDB is reserved for MongoDB replica sets: refused until their
-// proxy and probes exist, and already a known kind so that MariaDB's keys
-// on such a cluster are named as the wrong kind's.
-const kindMongoDB = "mongodb"
-
 // checkKind accepts the kinds that are implemented and tested. kind: mysql
 // is refused rather than run: the MariaDB probes would fail on every MySQL
 // server and show each member unreachable, which looks like an outage
 // instead of a configuration mistake.
 func checkKind(kind string) error {
 	switch kind {
-	case KindMariaDB:
+	case KindMariaDB, KindMongoDB:
 		return nil
 	case "mysql":
 		return fmt.Errorf("%q is not supported yet: the probes and failover use MariaDB-only SQL (GTIDs, SHOW ALL SLAVES STATUS); use kind: %s for MariaDB servers", kind, KindMariaDB)
-	case kindMongoDB:
-		return fmt.Errorf("%q is not implemented yet (supported: %s)", kind, KindMariaDB)
 	}
-	return fmt.Errorf("%q is not a kind (supported: %s)", kind, KindMariaDB)
+	return fmt.Errorf("%q is not a kind (supported: %s, %s)", kind, KindMariaDB, KindMongoDB)
+}
+
+// validateMongoDB checks a kind mongodb cluster: its section, and the
+// cluster-wide settings the Mongo proxy does not have yet, refused rather
+// than silently ignored.
+func validateMongoDB(add func(field, format string, args ...any), f string, cl *Cluster, control bool) {
+	if control {
+		add(f+".kind", "%s clusters cannot be under a control plane yet: the arbiters cannot promote a replica set's members (run the Mongo proxy without control; the set's own elections decide)", KindMongoDB)
+	}
+	if cl.TLS != (TLS{}) {
+		add(f+".tls", "not supported for kind %s yet", KindMongoDB)
+	}
+	for j, u := range cl.Users {
+		if u.BackendUser != "" || u.BackendPassword != (Secret{}) {
+			add(fmt.Sprintf("%s.users[%d].backend_user", f, j), "not used by kind %s: clients log in to the proxy only, and the proxy reaches members as mongodb.member_account (or monitor)", KindMongoDB)
+		}
+	}
+	m := cl.MongoDB
+	if v := m.MaxWireVersion; v != 0 && (v < 9 || v > 25) {
+		add(f+".mongodb.max_wire_version", "%d is out of range (9, MongoDB 4.4, to 25, MongoDB 8.0)", v)
+	}
+	if _, err := m.MemberAccount.Password.resolve(); err != nil {
+		add(f+".mongodb.member_account.password", "%v", err)
+	}
 }
 
 // validateMariaDB checks kind mariadb's section; f is the cluster's path

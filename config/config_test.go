@@ -75,7 +75,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"bad fallback", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    reads_without_replica: maybe", "clusters[0].reads_without_replica"},
 		{"duplicate member", "name: db2", "name: db1", `clusters[0].members[1].name: duplicate member "db1"`},
 		{"unset env", "DBROUTER_TEST_PW", "DBROUTER_UNSET_VAR", "clusters[0].users[0].password: environment variable DBROUTER_UNSET_VAR is not set"},
-		{"bad kind", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    kind: postgres", `clusters[0].kind: "postgres" is not a kind (supported: mariadb)`},
+		{"bad kind", "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033\n    kind: postgres", `clusters[0].kind: "postgres" is not a kind (supported: mariadb, mongodb)`},
 		{"bad port", "127.0.0.1:6033", "127.0.0.1:99999", "clusters[0].listen: port"},
 		{"bad role", "role: proxy", "role: boss", "role: \"boss\" is not a role"},
 	}
@@ -220,10 +220,10 @@ func withClusterLines(lines ...string) string {
 	return strings.Replace(valid, "listen: 127.0.0.1:6033", "listen: 127.0.0.1:6033"+add, 1)
 }
 
-// TestKindsAccepted: mariadb is the default and the only kind that runs.
-// kind: mysql is refused with the reason (the probes use MariaDB-only SQL,
-// so a MySQL server would just look unreachable), mongodb is reserved, and
-// any other kind names the supported one. A kind that is refused is the only
+// TestKindsAccepted: mariadb is the default. kind: mysql is refused with
+// the reason (the probes use MariaDB-only SQL, so a MySQL server would just
+// look unreachable), and any other unknown kind names the supported ones
+// (mongodb has its own test, TestMongoDBCluster). A kind that is refused is the only
 // error: MariaDB's keys are judged only against a kind that exists.
 func TestKindsAccepted(t *testing.T) {
 	t.Setenv("DBROUTER_TEST_PW", "x")
@@ -238,10 +238,9 @@ func TestKindsAccepted(t *testing.T) {
 		{"mariadb with its keys", []string{"kind: mariadb", "causal_reads: proxy", "max_packet: 1048576"}, nil},
 		{"mysql", []string{"kind: mysql"}, []string{mysqlErr}},
 		{"mysql with mariadb keys", []string{"kind: mysql", "causal_reads: proxy", "auth_plugin: caching_sha2_password"}, []string{mysqlErr}},
-		{"mongodb", []string{"kind: mongodb"}, []string{`clusters[0].kind: "mongodb" is not implemented yet (supported: mariadb)`}},
-		{"unknown", []string{"kind: postgres"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb)`}},
-		{"unknown with mariadb keys", []string{"kind: postgres", "causal_reads: off"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb)`}},
-		{"case matters", []string{"kind: MariaDB"}, []string{`clusters[0].kind: "MariaDB" is not a kind (supported: mariadb)`}},
+		{"unknown", []string{"kind: postgres"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb, mongodb)`}},
+		{"unknown with mariadb keys", []string{"kind: postgres", "causal_reads: off"}, []string{`clusters[0].kind: "postgres" is not a kind (supported: mariadb, mongodb)`}},
+		{"case matters", []string{"kind: MariaDB"}, []string{`clusters[0].kind: "MariaDB" is not a kind (supported: mariadb, mongodb)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(withClusterLines(tc.lines...)))
@@ -262,12 +261,12 @@ func TestMariaDBKeysRejectedOnOtherKinds(t *testing.T) {
 	in := withClusterLines("kind: mongodb", "auth_plugin: mysql_native_password", "max_packet: 4096",
 		"auto_increment_delay_multiplex: 0", "causal_reads: session", "causal_reads_timeout: 2s",
 		"replication: {user: repl, password: repl}")
-	want := []string{`clusters[0].kind: "mongodb" is not implemented yet (supported: mariadb)`}
+	var want []string
 	for _, k := range []string{"auth_plugin", "max_packet", "auto_increment_delay_multiplex", "causal_reads", "causal_reads_timeout", "replication"} {
 		want = append(want, "clusters[0]."+k+": only for kind mariadb (this cluster is kind mongodb)")
 	}
-	if n := reflect.TypeOf(MariaDB{}).NumField(); n != len(want)-1 {
-		t.Fatalf("MariaDB has %d fields, the case sets %d: set the new one too", n, len(want)-1)
+	if n := reflect.TypeOf(MariaDB{}).NumField(); n != len(want) {
+		t.Fatalf("MariaDB has %d fields, the case sets %d: set the new one too", n, len(want))
 	}
 	_, err := Parse([]byte(in))
 	wantErrors(t, err, want)
@@ -300,4 +299,67 @@ func TestMariaDBKeysValidated(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMongoDBCluster: kind mongodb runs as a proxy without a control plane
+// (the set's own elections decide); its section is nested under mongodb:,
+// its defaults are MongoDB's (localThresholdMS 15 ms), it needs neither
+// users nor a monitor account (a set without authentication), and what
+// the Mongo proxy does not have yet is refused, never silently ignored.
+func TestMongoDBCluster(t *testing.T) {
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	const mongo = `
+role: proxy
+clusters:
+  - name: docs
+    kind: mongodb
+    listen: 127.0.0.1:27017
+    members:
+      - {name: m1, addr: "127.0.0.1:27101"}
+      - {name: m2, addr: "127.0.0.1:27102"}
+`
+	c, err := Parse([]byte(mongo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Clusters[0]
+	if cl.Kind != KindMongoDB || cl.LocalityWindow.D() != 15*time.Millisecond || cl.MariaDB != (MariaDB{}) {
+		t.Fatalf("kind %q, locality_window %s, mariadb section %+v: want mongodb, 15ms, unset", cl.Kind, cl.LocalityWindow.D(), cl.MariaDB)
+	}
+	with := func(lines ...string) string {
+		return strings.Replace(mongo, "    listen: 127.0.0.1:27017", "    listen: 127.0.0.1:27017\n    "+strings.Join(lines, "\n    "), 1)
+	}
+	for _, tc := range []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"section", with("mongodb: {replica_set: rs0, max_wire_version: 21, member_account: {user: proxy, password: {env: DBROUTER_TEST_PW}}}",
+			"users: [{name: app, password: pw}]", "monitor: {user: mon, password: mon}", "locality_window: 1ms"), nil},
+		{"wire version too old", with("mongodb: {max_wire_version: 8}"), []string{"clusters[0].mongodb.max_wire_version: 8 is out of range (9, MongoDB 4.4, to 25, MongoDB 8.0)"}},
+		{"wire version too new", with("mongodb: {max_wire_version: 26}"), []string{"clusters[0].mongodb.max_wire_version: 26 is out of range (9, MongoDB 4.4, to 25, MongoDB 8.0)"}},
+		{"member password unresolved", with("mongodb: {member_account: {user: p, password: {env: DBROUTER_UNSET_VAR}}}"), []string{"clusters[0].mongodb.member_account.password: environment variable DBROUTER_UNSET_VAR is not set"}},
+		{"unknown key", with("mongodb: {replicaset: rs0}"), []string{"field replicaset not found"}},
+		{"tls", with("tls: {cert_file: c.pem, key_file: k.pem}"), []string{"clusters[0].tls: not supported for kind mongodb yet"}},
+		{"backend user", with("users: [{name: app, password: pw, backend_user: root}]"), []string{"clusters[0].users[0].backend_user: not used by kind mongodb: clients log in to the proxy only, and the proxy reaches members as mongodb.member_account (or monitor)"}},
+		{"control plane", strings.Replace(with(), "role: proxy", "role: proxy\nname: p1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7101, dir: /tmp/p1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}, {name: a2, raft: 127.0.0.1:7302, admin: 127.0.0.1:7082}, {name: a3, raft: 127.0.0.1:7303, admin: 127.0.0.1:7083}]}", 1),
+			[]string{"clusters[0].kind: mongodb clusters cannot be under a control plane yet: the arbiters cannot promote a replica set's members (run the Mongo proxy without control; the set's own elections decide)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			if tc.want != nil && len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
+				if err == nil || !strings.Contains(err.Error(), tc.want[0]) {
+					t.Fatalf("error %v, want one containing %q", err, tc.want[0])
+				}
+				return
+			}
+			wantErrors(t, err, tc.want)
+		})
+	}
+	// kind mongodb's section on a MariaDB cluster names the kind it is for.
+	_, err = Parse([]byte(withClusterLines("mongodb: {replica_set: rs0, max_wire_version: 9}")))
+	wantErrors(t, err, []string{
+		"clusters[0].mongodb.replica_set: only for kind mongodb (this cluster is kind mariadb)",
+		"clusters[0].mongodb.max_wire_version: only for kind mongodb (this cluster is kind mariadb)",
+	})
 }

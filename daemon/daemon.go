@@ -92,6 +92,19 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 				dialByAddr[m.Addr] = d
 			}
 		}
+		if cl.Kind == config.KindMongoDB {
+			// A replica set: the Mongo proxy over the set's own elections
+			// (config refuses it under a control plane and on arbiters).
+			u, view, err := startMongo(cl, tm, log)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			closers = append(closers, func() { u.ln.Close() })
+			units = append(units, u)
+			views = append(views, view)
+			continue
+		}
 		hbID := cfg.Name
 		if hbID == "" {
 			host, _ := os.Hostname()
