@@ -43,9 +43,10 @@ deps:
 
 # clients-deps installs the client programs and drivers the client matrix
 # (clients/) runs, only what is missing: Debian's packages for the Python
-# drivers, MariaDB Connector/J with a JDK to compile its program, the mariadb
-# CLI and sysbench; Node's mysql2 into clients/node from its lock file (again
-# when the lock file is newer than the install).
+# drivers (PyMySQL, mysqlclient, PyMongo), MariaDB Connector/J with a JDK to
+# compile its program, the mariadb CLI and sysbench; Node's mysql2 and
+# mongodb into clients/node from its lock file (again when the lock file is
+# newer than the install).
 .PHONY: clients-deps
 clients-deps:
 	@missing=""; \

@@ -29,4 +29,11 @@
 //     up to 30 s as an application would, and write and read (reconnect).
 //   - promote: write a row and read it back in a loop until the stop file
 //     exists, while the test runs a planned switchover (promote): no error.
+//
+// The Mongo matrix (mongo_matrix_test.go) is its counterpart for the
+// MongoDB protocol: the Go driver (in the test), PyMongo
+// (python/mongo_workload.py) and Node's mongodb driver
+// (node/mongo_workload.js), each at its default settings, authenticating at
+// a routerd's Mongo proxy in front of FerretDB members and reporting in the
+// same protocol (checks connect, crud, cursor, insert_many, errors).
 package clients

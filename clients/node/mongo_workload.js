@@ -1,0 +1,126 @@
+// The Mongo client matrix's workload with Node's mongodb driver (6.x) at its
+// default settings (new MongoClient(URI), nothing else).
+//
+// Usage: node mongo_workload.js workload. The proxy and the account come from
+// DBR_HOST, DBR_PORT, DBR_USER and DBR_PASSWORD (the URI is the one an
+// application writes: mongodb://USER:PASSWORD@HOST:PORT/?authSource=admin),
+// the client's database from DBR_DATABASE and the prefix of its collections
+// from DBR_TABLE; the lines printed are the protocol clients/doc.go
+// describes. mongodb is installed into this folder by `make clients-deps`
+// (npm ci).
+'use strict';
+
+const { MongoClient, MongoServerError } = require('mongodb');
+
+const CURSOR_DOCS = 10000;
+const INSERT_MANY_DOCS = 100000;
+
+function env(name) {
+  const v = process.env[name];
+  if (v === undefined) throw new Error('missing environment variable ' + name);
+  return v;
+}
+
+function say(line) {
+  process.stdout.write(line + '\n');
+}
+
+async function check(name, f) {
+  try {
+    await f();
+  } catch (e) {
+    const why = e && e.name ? e.name + ': ' + e.message : String(e);
+    say('fail ' + name + ': ' + why.replace(/\n/g, ' '));
+    return false;
+  }
+  say('ok ' + name);
+  return true;
+}
+
+function expect(cond, why) {
+  if (!cond) throw new Error(why);
+}
+
+async function crud(coll) {
+  await coll.insertOne({ _id: 1, v: 'written' });
+  let got = await coll.findOne({ _id: 1 });
+  expect(got !== null && got.v === 'written', 'find after insert: ' + JSON.stringify(got) + ', want v written');
+  const u = await coll.updateOne({ _id: 1 }, { $set: { v: 'updated' } });
+  expect(u.matchedCount === 1 && u.modifiedCount === 1,
+    `update: ${u.matchedCount} matched, ${u.modifiedCount} modified, want 1 and 1`);
+  got = await coll.findOne({ _id: 1 });
+  expect(got !== null && got.v === 'updated', 'find after update: ' + JSON.stringify(got) + ', want v updated');
+  const d = await coll.deleteOne({ _id: 1 });
+  expect(d.deletedCount === 1, `delete: ${d.deletedCount} deleted, want 1`);
+  got = await coll.findOne({ _id: 1 });
+  expect(got === null, 'find after delete: ' + JSON.stringify(got) + ', want none');
+}
+
+function docs(n) {
+  const out = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = { _id: i, n: i };
+  return out;
+}
+
+// One find at the default batch size: the server's first batch, then
+// getMore until the cursor is exhausted; every _id exactly once.
+async function cursor(coll) {
+  await coll.insertMany(docs(CURSOR_DOCS));
+  const seen = new Uint8Array(CURSOR_DOCS);
+  let n = 0;
+  for await (const d of coll.find({})) {
+    const i = d._id;
+    expect(Number.isInteger(i) && i >= 0 && i < CURSOR_DOCS, `document ${n}: _id ${i} was never written`);
+    expect(!seen[i], `document ${n}: _id ${i} seen twice`);
+    seen[i] = 1;
+    n++;
+  }
+  expect(n === CURSOR_DOCS, `read ${n} documents, want ${CURSOR_DOCS}`);
+}
+
+async function insertMany(coll) {
+  const r = await coll.insertMany(docs(INSERT_MANY_DOCS));
+  expect(r.insertedCount === INSERT_MANY_DOCS, `${r.insertedCount} inserted, want ${INSERT_MANY_DOCS}`);
+}
+
+async function errors(coll) {
+  await coll.insertOne({ _id: 1 });
+  try {
+    await coll.insertOne({ _id: 1 });
+  } catch (e) {
+    expect(e instanceof MongoServerError && e.code === 11000,
+      `second insert of _id 1: ${e && e.name} code ${e && e.code}, want a MongoServerError with code 11000`);
+    return;
+  }
+  throw new Error('second insert of _id 1 succeeded, want a MongoServerError with code 11000');
+}
+
+async function main() {
+  const mode = process.argv[2];
+  if (mode !== 'workload') throw new Error('unknown mode ' + mode);
+  const uri = `mongodb://${encodeURIComponent(env('DBR_USER'))}:${encodeURIComponent(env('DBR_PASSWORD'))}@` +
+    `${env('DBR_HOST')}:${env('DBR_PORT')}/?authSource=admin`;
+  say('info mongodb ' + require('mongodb/package.json').version);
+  const client = new MongoClient(uri);
+  try {
+    const db = client.db(env('DBR_DATABASE'));
+    const prefix = env('DBR_TABLE');
+    const connected = await check('connect', async () => {
+      await client.connect();
+      const r = await client.db('admin').command({ ping: 1 });
+      expect(r.ok === 1, 'ping: ' + JSON.stringify(r));
+    });
+    if (!connected) return;
+    await check('crud', () => crud(db.collection(prefix + '_crud')));
+    await check('cursor', () => cursor(db.collection(prefix + '_cursor')));
+    await check('insert_many', () => insertMany(db.collection(prefix + '_many')));
+    await check('errors', () => errors(db.collection(prefix + '_errors')));
+  } finally {
+    await client.close();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(String(e && e.stack ? e.stack : e) + '\n');
+  process.exit(1);
+});
