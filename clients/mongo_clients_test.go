@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -61,7 +63,15 @@ func nodeMongo() *client {
 }
 
 func runGoMongo(ctx context.Context, mode string, tg target, _ <-chan struct{}, emit func(string)) error {
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongoURI(tg)))
+	// A command monitor changes nothing the driver does; it counts the
+	// getMores, so the cursor check shows it read past the first batch.
+	var getMores atomic.Int64
+	mon := &event.CommandMonitor{Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) {
+		if e.CommandName == "getMore" {
+			getMores.Add(1)
+		}
+	}}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongoURI(tg)).SetMonitor(mon))
 	if err != nil {
 		return err
 	}
@@ -73,7 +83,18 @@ func runGoMongo(ctx context.Context, mode string, tg target, _ <-chan struct{}, 
 			return nil
 		}
 		check(emit, "crud", goMongoCRUD(ctx, db.Collection(tg.table+"_crud")))
-		check(emit, "cursor", goMongoCursor(ctx, db.Collection(tg.table+"_cursor")))
+		check(emit, "cursor", func() error {
+			before := getMores.Load()
+			if err := goMongoCursor(ctx, db.Collection(tg.table+"_cursor")); err != nil {
+				return err
+			}
+			n := getMores.Load() - before
+			if n == 0 {
+				return errors.New("every document came in the first batch: no getMore was sent")
+			}
+			emit(fmt.Sprintf("info cursor: %d documents with %d getMore", mongoCursorDocs, n))
+			return nil
+		}())
 		check(emit, "insert_many", func() error {
 			docs := make([]any, mongoInsertManyDocs)
 			for i := range docs {
