@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Mongo rows of make bench (bench/run.sh runs it; alone, after make
-# build: RUNTIME_TUNING=... bench/mongo.sh). The sandbox has no Mongo yet, so
+# build: RUNTIME_TUNING="$(make -s -n build | grep -o "\-X=[^']*" | head -1)" bench/mongo.sh). The sandbox has no Mongo yet, so
 # this starts its own: one FerretDB member (cmd/ferretmember) and a standalone
 # routerd (bin/routerd, no control plane) with a kind mongodb cluster in
 # front of it, loopback only.
 #
 # - find by _id on a small collection (bench/mongofind: N goroutines sharing
 #   one Go driver client, each FindOne by a random _id), directly against the
-#   member and through the routerd, same client, BENCH_ROUNDS rounds of
-#   BENCH_TIME seconds, targets interleaved, medians;
+#   member, through bench/gorelay (a bare Go TCP relay: what any Go proxy
+#   reaches here) and through the routerd, same client, BENCH_ROUNDS rounds
+#   of BENCH_TIME seconds, targets interleaved, medians;
 # - routerd's RSS with 1000 idle authenticated driver connections
 #   (bench/mongoidle: 1000 driver clients, each with its pooled connection
 #   authenticated and its monitoring connection), on a second routerd
@@ -29,6 +30,7 @@ PROXY=127.0.0.1:16017
 ADMIN=127.0.0.1:17117
 IDLEPROXY=127.0.0.1:16019
 IDLEADMIN=127.0.0.1:17118
+RELAY=127.0.0.1:16016
 USER_=app PASS=app
 work=$(mktemp -d /tmp/dbrouter-bench-mongo-XXXXXX)
 pids=()
@@ -44,6 +46,8 @@ say() { echo "bench: $*" >&2; }
 go build -o "$work/ferretmember" ./cmd/ferretmember
 go build -o "$work/mongofind" ./bench/mongofind
 go build -o "$work/mongoidle" ./bench/mongoidle
+# Built like routerd (make build's RUNTIME_TUNING), so the yardstick is fair.
+go build -ldflags="${RUNTIME_TUNING:?run through make bench, or see the top of bench/mongo.sh}" -o "$work/gorelay" ./bench/gorelay
 
 "$work/ferretmember" -port "${MEMBER##*:}" -dir "$work/member" -log-level warn >"$work/member.log" 2>&1 &
 pids+=($!)
@@ -67,21 +71,33 @@ CFG
   bin/routerd --config "$work/$3.yaml" >"$work/$3.log" 2>&1 &
   RPID=$!
   pids+=("$RPID")
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && break; sleep 0.2; done
-  (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null || { cat "$work/$3.log" >&2; say "routerd $3 did not come up"; exit 1; }
+  waitport "$1" "$work/$3.log"
+}
+# waitport ADDR LOG: wait up to 20 s for ADDR to accept connections.
+waitport() {
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return; sleep 0.2; done
+  cat "$2" >&2; say "nothing listens on $1"; exit 1
 }
 routerd "$PROXY" "$ADMIN" mongo
+"$work/gorelay" -listen "$RELAY" -backends "$MEMBER" >"$work/gorelay.log" 2>&1 &
+pids+=($!)
+waitport "$RELAY" "$work/gorelay.log"
 
 DIRECT_URI="mongodb://$MEMBER/?directConnection=true"
 PROXY_URI="mongodb://$USER_:$PASS@$PROXY/?authSource=admin"
+RELAY_URI="mongodb://$RELAY/?directConnection=true"
+TARGETS="direct gorelay routerd"
 "$work/mongofind" -uri "$DIRECT_URI" -setup -docs "$DOCS"
 
 declare -A ALL Q P
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CLIENTS; do
-    for target in direct routerd; do
-      uri=$DIRECT_URI
-      [ "$target" = routerd ] && uri=$PROXY_URI
+    for target in $TARGETS; do
+      case $target in
+        direct) uri=$DIRECT_URI ;;
+        gorelay) uri=$RELAY_URI ;;
+        routerd) uri=$PROXY_URI ;;
+      esac
       out=$("$work/mongofind" -uri "$uri" -clients "$c" -time "${DUR}s" -docs "$DOCS")
       q=$(echo "$out" | sed -n 's/.*qps=\([^ ]*\).*/\1/p')
       p=$(echo "$out" | sed -n 's/.*p95_ms=\([^ ]*\).*/\1/p')
@@ -103,14 +119,14 @@ echo "## MongoDB"
 echo
 echo "The sandbox has no Mongo yet: bench/mongo.sh starts one FerretDB $(go list -m -f '{{.Version}}' github.com/FerretDB/FerretDB) member (cmd/ferretmember, SQLite) and a standalone routerd (bin/routerd, kind mongodb, no control plane, SCRAM-SHA-256 at the proxy) in front of it, on the same cores."
 echo
-echo "find by \`_id\` (bench/mongofind: N goroutines sharing one Go driver v2 client, \`FindOne\` by a random \`_id\` of a $DOCS-document collection, string \`_id\`s, $DUR s per run, $ROUNDS rounds, targets interleaved, medians). direct = the member itself (\`directConnection=true\`); routerd = through the proxy, authenticated."
+echo "find by \`_id\` (bench/mongofind: N goroutines sharing one Go driver v2 client, \`FindOne\` by a random \`_id\` of a $DOCS-document collection, string \`_id\`s, $DUR s per run, $ROUNDS rounds, targets interleaved, medians). direct = the member itself (\`directConnection=true\`); gorelay = bench/gorelay in front of the member (a bare Go TCP relay, no protocol parsing, built with RUNTIME_TUNING: what any Go proxy reaches here); routerd = through the proxy, authenticated."
 echo
-echo "| clients | direct qps | routerd qps | routerd/direct qps | direct p95 ms | routerd p95 ms | routerd/direct p95 |"
-echo "|---|---|---|---|---|---|---|"
+echo "| clients | direct qps | gorelay qps | routerd qps | routerd/direct qps | gorelay/direct qps | routerd/gorelay qps | direct p95 ms | gorelay p95 ms | routerd p95 ms | routerd/direct p95 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in $CLIENTS; do
-  dq=$(echo "${Q[$c/direct]}" | median) rq=$(echo "${Q[$c/routerd]}" | median)
-  dp=$(echo "${P[$c/direct]}" | median) rp=$(echo "${P[$c/routerd]}" | median)
-  echo "| $c | $dq | $rq | $(ratio "$rq" "$dq") | $dp | $rp | $(ratio "$rp" "$dp") |"
+  dq=$(echo "${Q[$c/direct]}" | median) gq=$(echo "${Q[$c/gorelay]}" | median) rq=$(echo "${Q[$c/routerd]}" | median)
+  dp=$(echo "${P[$c/direct]}" | median) gp=$(echo "${P[$c/gorelay]}" | median) rp=$(echo "${P[$c/routerd]}" | median)
+  echo "| $c | $dq | $gq | $rq | $(ratio "$rq" "$dq") | $(ratio "$gq" "$dq") | $(ratio "$rq" "$gq") | $dp | $gp | $rp | $(ratio "$rp" "$dp") |"
 done
 echo
 echo "All runs (qps/p95 ms, in round order):"
