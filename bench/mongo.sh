@@ -51,7 +51,7 @@ go build -ldflags="${RUNTIME_TUNING:?run through make bench, or see the top of b
 
 "$work/ferretmember" -port "${MEMBER##*:}" -dir "$work/member" -log-level warn >"$work/member.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 120); do grep -q "ferretmember ready" "$work/member.log" && break; sleep 0.5; done
+for _ in $(seq 1 120); do grep -qs "ferretmember ready" "$work/member.log" && break; sleep 0.5; done
 grep -q "ferretmember ready" "$work/member.log" || { cat "$work/member.log" >&2; say "FerretDB member did not come up"; exit 1; }
 
 # routerd LISTEN ADMIN NAME: a standalone routerd with one kind mongodb
