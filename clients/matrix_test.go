@@ -176,20 +176,50 @@ func TestClientMatrix(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	res := &results{m: map[string]map[string]string{}}
-	var clients []*client
-	for _, c := range matrix() {
+	clients := installed(matrix(), res)
+	// The phases run in a subtest so that a fatal step still leaves the
+	// matrix reported (and the deployment closed) below.
+	t.Run("deployment", func(t *testing.T) { phases(ctx, t, clients, res) })
+	report(t, "client matrix", res, matrix(), allChecks, began)
+}
+
+// installed is the clients of cs that are there; every check of a client
+// that is missing fails with how to install it.
+func installed(cs []*client, res *results) []*client {
+	var out []*client
+	for _, c := range cs {
 		if how := c.missing(); how != "" {
 			for _, ch := range c.checks {
 				res.set(c.name, ch, "not installed: "+how)
 			}
 			continue
 		}
-		clients = append(clients, c)
+		out = append(out, c)
 	}
-	// The phases run in a subtest so that a fatal step still leaves the
-	// matrix reported (and the deployment closed) below.
-	t.Run("deployment", func(t *testing.T) { phases(ctx, t, clients, res) })
-	report(t, res, matrix(), began)
+	return out
+}
+
+// setUp runs the set-up of each client of cs that has one, in its own dir
+// under dir, and returns the clients ready to run; every check of a client
+// whose set-up failed fails with why.
+func setUp(ctx context.Context, t *testing.T, cs []*client, dir string, res *results) []*client {
+	var ready []*client
+	for _, c := range cs {
+		if c.setup != nil {
+			cdir := filepath.Join(dir, c.name)
+			if err := os.MkdirAll(cdir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.setup(ctx, cdir); err != nil {
+				for _, ch := range c.checks {
+					res.set(c.name, ch, "set-up: "+err.Error())
+				}
+				continue
+			}
+		}
+		ready = append(ready, c)
+	}
+	return ready
 }
 
 func phases(ctx context.Context, t *testing.T, clients []*client, res *results) {
@@ -213,23 +243,7 @@ func phases(ctx context.Context, t *testing.T, clients []*client, res *results) 
 		}
 		targets[c.name] = tg
 	}
-	var ready []*client
-	for _, c := range clients {
-		if c.setup != nil {
-			cdir := filepath.Join(dir, c.name)
-			if err := os.MkdirAll(cdir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.setup(ctx, cdir); err != nil {
-				for _, ch := range c.checks {
-					res.set(c.name, ch, "set-up: "+err.Error())
-				}
-				continue
-			}
-		}
-		ready = append(ready, c)
-	}
-	clients = ready
+	clients = setUp(ctx, t, clients, dir, res)
 	if len(clients) == 0 {
 		return
 	}
@@ -385,17 +399,17 @@ func promotePhase(ctx context.Context, t *testing.T, d *deploy.Deployment, clien
 	}
 }
 
-// report prints the matrix and turns every check into a subtest named
-// client/check, so a failure names both.
-func report(t *testing.T, res *results, clients []*client, began time.Time) {
+// report prints the matrix (a column per check of checks) and turns every
+// check into a subtest named client/check, so a failure names both.
+func report(t *testing.T, title string, res *results, clients []*client, checks []string, began time.Time) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "client matrix (%s):\n%-12s", time.Since(began).Round(time.Second), "")
-	for _, ch := range allChecks {
-		fmt.Fprintf(&b, " %-10s", ch)
+	fmt.Fprintf(&b, "%s (%s):\n%-12s", title, time.Since(began).Round(time.Second), "")
+	for _, ch := range checks {
+		fmt.Fprintf(&b, " %-11s", ch)
 	}
 	for _, c := range clients {
 		fmt.Fprintf(&b, "\n%-12s", c.name)
-		for _, ch := range allChecks {
+		for _, ch := range checks {
 			cell := "-"
 			if slices.Contains(c.checks, ch) {
 				why, ok := res.get(c.name, ch)
@@ -408,7 +422,7 @@ func report(t *testing.T, res *results, clients []*client, began time.Time) {
 					cell = "FAIL"
 				}
 			}
-			fmt.Fprintf(&b, " %-10s", cell)
+			fmt.Fprintf(&b, " %-11s", cell)
 		}
 	}
 	t.Log(b.String())

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,20 +133,11 @@ func TestMongoClientMatrix(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	res := &results{m: map[string]map[string]string{}}
-	var clients []*client
-	for _, c := range mongoMatrix() {
-		if how := c.missing(); how != "" {
-			for _, ch := range c.checks {
-				res.set(c.name, ch, "not installed: "+how)
-			}
-			continue
-		}
-		clients = append(clients, c)
-	}
+	clients := installed(mongoMatrix(), res)
 	// In a subtest, so that a fatal step still leaves the matrix reported
 	// (and the members and the routerd stopped) below.
 	t.Run("deployment", func(t *testing.T) { mongoPhasesRun(ctx, t, clients, res) })
-	mongoReport(t, res, mongoMatrix(), began)
+	report(t, "mongo client matrix", res, mongoMatrix(), mongoAllChecks(), began)
 }
 
 func mongoPhasesRun(ctx context.Context, t *testing.T, clients []*client, res *results) {
@@ -166,25 +155,10 @@ func mongoPhasesRun(ctx context.Context, t *testing.T, clients []*client, res *r
 		targets[c.name] = target{host: host, port: port, user: mongoUser, password: mongoPassword,
 			database: "mx_" + strings.ReplaceAll(c.name, "-", "_"), table: "mx", stopFile: filepath.Join(dir, "stop")}
 	}
-	var ready []*client
-	for _, c := range clients {
-		if c.setup != nil {
-			cdir := filepath.Join(dir, c.name)
-			if err := os.MkdirAll(cdir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.setup(ctx, cdir); err != nil {
-				for _, ch := range c.checks {
-					res.set(c.name, ch, "set-up: "+err.Error())
-				}
-				continue
-			}
-		}
-		ready = append(ready, c)
-	}
+	clients = setUp(ctx, t, clients, dir, res)
 	for _, p := range mongoPhases {
 		phase := time.Now()
-		for _, c := range ready {
+		for _, c := range clients {
 			checks := only(c, p.checks)
 			if len(checks) == 0 {
 				continue
@@ -264,49 +238,4 @@ clusters:
 		}
 	})
 	return listen
-}
-
-// mongoReport prints the matrix and turns every check into a subtest named
-// client/check, so a failure names both.
-func mongoReport(t *testing.T, res *results, clients []*client, began time.Time) {
-	all := mongoAllChecks()
-	var b strings.Builder
-	fmt.Fprintf(&b, "mongo client matrix (%s):\n%-12s", time.Since(began).Round(time.Second), "")
-	for _, ch := range all {
-		fmt.Fprintf(&b, " %-11s", ch)
-	}
-	for _, c := range clients {
-		fmt.Fprintf(&b, "\n%-12s", c.name)
-		for _, ch := range all {
-			cell := "-"
-			if slices.Contains(c.checks, ch) {
-				why, ok := res.get(c.name, ch)
-				switch {
-				case !ok:
-					cell = "not run"
-				case why == "":
-					cell = "pass"
-				default:
-					cell = "FAIL"
-				}
-			}
-			fmt.Fprintf(&b, " %-11s", cell)
-		}
-	}
-	t.Log(b.String())
-	for _, c := range clients {
-		t.Run(c.name, func(t *testing.T) {
-			for _, ch := range c.checks {
-				t.Run(ch, func(t *testing.T) {
-					why, ok := res.get(c.name, ch)
-					if !ok {
-						t.Fatal("not run: an earlier step of the test failed")
-					}
-					if why != "" {
-						t.Fatal(why)
-					}
-				})
-			}
-		})
-	}
 }
