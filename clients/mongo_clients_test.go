@@ -79,7 +79,13 @@ func runGoMongo(ctx context.Context, mode string, tg target, _ <-chan struct{}, 
 	db := cl.Database(tg.database)
 	switch mode {
 	case "workload":
-		if !check(emit, "connect", cl.Ping(ctx, nil)) {
+		if !check(emit, "connect", func() error {
+			if err := cl.Ping(ctx, nil); err != nil {
+				return err
+			}
+			_, err := db.ListCollectionNames(ctx, bson.D{})
+			return err
+		}()) {
 			return nil
 		}
 		check(emit, "crud", goMongoCRUD(ctx, db.Collection(tg.table+"_crud")))

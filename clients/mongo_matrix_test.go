@@ -47,10 +47,11 @@ const (
 
 // mongoPhase is one pass of the matrix: every client runs its program in
 // one mode, which reports the phase's checks; verify then checks, on the
-// members directly, what a client reported as done. A later phase (a
-// planned switchover, "promote") adds what the test does while the
-// clients run; checks that need no concurrent action (read_preference,
-// transaction, retryable) join the workload mode.
+// members directly, what a client reported as done. Checks that need the
+// test to act while the clients run (promote: a planned switchover;
+// retryable: a member connection broken under a write) get a phase of
+// their own with a hook for that action; the others (read_preference,
+// transaction) join the workload mode.
 type mongoPhase struct {
 	mode   string
 	checks []string
@@ -60,7 +61,9 @@ type mongoPhase struct {
 var mongoPhases = []mongoPhase{
 	{
 		mode: "workload",
-		// connect: the driver authenticates and pings. crud: insert, find,
+		// connect: the driver connects, authenticates and lists its
+		// database's collections (a command the proxy's auth gate refuses
+		// before authentication; ping it allows). crud: insert, find,
 		// update, delete with their results checked. cursor: a
 		// 10,000-document find read with getMore at the driver's default
 		// batch size, every document seen exactly once. insert_many:
