@@ -1,5 +1,6 @@
 // The Mongo client matrix's workload with Node's mongodb driver (6.x) at its
-// default settings (new MongoClient(URI), nothing else).
+// default settings (new MongoClient(URI), with nothing else but command
+// monitoring, which only reports).
 //
 // Usage: node mongo_workload.js workload. The proxy and the account come from
 // DBR_HOST, DBR_PORT, DBR_USER and DBR_PASSWORD (the URI is the one an
@@ -62,10 +63,16 @@ function docs(n) {
   return out;
 }
 
+// getMores counts the getMore commands the client sent (command monitoring
+// changes nothing the driver does): the cursor check must read past the
+// first batch.
+let getMores = 0;
+
 // One find at the default batch size: the server's first batch, then
 // getMore until the cursor is exhausted; every _id exactly once.
 async function cursor(coll) {
   await coll.insertMany(docs(CURSOR_DOCS));
+  const before = getMores;
   const seen = new Uint8Array(CURSOR_DOCS);
   let n = 0;
   for await (const d of coll.find({})) {
@@ -76,6 +83,8 @@ async function cursor(coll) {
     n++;
   }
   expect(n === CURSOR_DOCS, `read ${n} documents, want ${CURSOR_DOCS}`);
+  expect(getMores > before, 'every document came in the first batch: no getMore was sent');
+  say(`info cursor: ${n} documents with ${getMores - before} getMore`);
 }
 
 async function insertMany(coll) {
@@ -101,7 +110,10 @@ async function main() {
   const uri = `mongodb://${encodeURIComponent(env('DBR_USER'))}:${encodeURIComponent(env('DBR_PASSWORD'))}@` +
     `${env('DBR_HOST')}:${env('DBR_PORT')}/?authSource=admin`;
   say('info mongodb ' + require('mongodb/package.json').version);
-  const client = new MongoClient(uri);
+  const client = new MongoClient(uri, { monitorCommands: true });
+  client.on('commandSucceeded', (e) => {
+    if (e.commandName === 'getMore') getMores++;
+  });
   try {
     const db = client.db(env('DBR_DATABASE'));
     const prefix = env('DBR_TABLE');

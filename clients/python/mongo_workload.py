@@ -19,6 +19,7 @@ import sys
 from urllib.parse import quote_plus
 
 import pymongo
+from pymongo import monitoring
 from pymongo.errors import DuplicateKeyError
 
 CURSOR_DOCS = 10000
@@ -51,6 +52,23 @@ def expect(cond, why):
         raise AssertionError(why)
 
 
+class GetMores(monitoring.CommandListener):
+    """Counts getMore commands: registered globally, it changes nothing the
+    client does, and shows the cursor check read past the first batch."""
+
+    n = 0
+
+    def started(self, event):
+        pass
+
+    def succeeded(self, event):
+        if event.command_name == "getMore":
+            GetMores.n += 1
+
+    def failed(self, event):
+        pass
+
+
 def crud(coll):
     coll.insert_one({"_id": 1, "v": "written"})
     got = coll.find_one({"_id": 1})
@@ -70,6 +88,7 @@ def cursor(coll):
     # One find at the default batch size: the server's first batch, then
     # getMore until the cursor is exhausted; every _id exactly once.
     coll.insert_many([{"_id": i, "n": i} for i in range(CURSOR_DOCS)])
+    before = GetMores.n
     seen = bytearray(CURSOR_DOCS)
     n = 0
     for d in coll.find({}):
@@ -79,6 +98,8 @@ def cursor(coll):
         seen[i] = 1
         n += 1
     expect(n == CURSOR_DOCS, "read %d documents, want %d" % (n, CURSOR_DOCS))
+    expect(GetMores.n > before, "every document came in the first batch: no getMore was sent")
+    say("info cursor: %d documents with %d getMore" % (n, GetMores.n - before))
 
 
 def insert_many(coll):
@@ -103,6 +124,7 @@ def main():
         sys.exit("unknown mode " + mode)
     uri = "mongodb://%s:%s@%s:%s/?authSource=admin" % (
         quote_plus(env("DBR_USER")), quote_plus(env("DBR_PASSWORD")), env("DBR_HOST"), env("DBR_PORT"))
+    monitoring.register(GetMores())
     client = pymongo.MongoClient(uri)
     say("info pymongo " + pymongo.version)
     db = client[env("DBR_DATABASE")]
