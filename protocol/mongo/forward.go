@@ -459,7 +459,10 @@ func (t txnInfo) retryableWrite() bool { return t.hasTxnNumber && !t.autocommit 
 // without allocating.
 func txnOf(body bsoncore.Document) txnInfo {
 	var t txnInfo
-	rest := body[4 : len(body)-1]
+	rest, ok := elements(body)
+	if !ok {
+		return t
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {

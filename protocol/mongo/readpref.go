@@ -1,6 +1,7 @@
 package mongo
 
 import (
+	"encoding/binary"
 	"math"
 	"strconv"
 	"time"
@@ -83,7 +84,10 @@ func parseReadPref(cmd bsoncore.Document, heartbeat time.Duration) (ReadPref, er
 	}
 	var rp ReadPref
 	modeSeen := false
-	rest := doc[4 : len(doc)-1]
+	rest, ok := elements(doc)
+	if !ok {
+		return ReadPref{}, &ReadPrefError{"malformed document"}
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {
@@ -168,7 +172,10 @@ func modeOf(b []byte) (ReadMode, bool) {
 // checkTagSets checks that tags is an array of documents whose values are
 // strings: selection then walks it without checking again.
 func checkTagSets(tags bsoncore.Array) error {
-	rest := tags[4 : len(tags)-1]
+	rest, ok := elements(tags)
+	if !ok {
+		return &ReadPrefError{"malformed tags array"}
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {
@@ -183,7 +190,10 @@ func checkTagSets(tags bsoncore.Array) error {
 		if !ok || set.Validate() != nil {
 			return &ReadPrefError{"tags must be an array of documents"}
 		}
-		srest := set[4 : len(set)-1]
+		srest, ok := elements(set)
+		if !ok {
+			return &ReadPrefError{"malformed tag set"}
+		}
 		for len(srest) > 0 {
 			e, r, ok := bsoncore.ReadElement(srest)
 			if !ok {
@@ -207,7 +217,10 @@ func emptyTagSets(tags bsoncore.Array) bool {
 	if tags == nil {
 		return true
 	}
-	rest := tags[4 : len(tags)-1]
+	rest, ok := elements(tags)
+	if !ok {
+		return false
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {
@@ -281,10 +294,13 @@ func pipelineWrites(body bsoncore.Document) bool {
 		return true
 	}
 	arr, ok := v.ArrayOK()
-	if !ok || len(arr) < 5 {
+	if !ok {
 		return true
 	}
-	rest := arr[4 : len(arr)-1]
+	rest, ok := elements(arr)
+	if !ok {
+		return true
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {
@@ -321,4 +337,15 @@ func mapReduceInline(body bsoncore.Document) bool {
 	}
 	f, ok := in.AsFloat64OK()
 	return ok && f == 1
+}
+
+// elements returns the elements of a BSON document or array after
+// checking its framing (length prefix, terminator): nested documents of a
+// client's message are not checked by the decoder, which checks the top
+// level only.
+func elements(d []byte) ([]byte, bool) {
+	if len(d) < 5 || int(binary.LittleEndian.Uint32(d)) != len(d) || d[len(d)-1] != 0 {
+		return nil, false
+	}
+	return d[4 : len(d)-1], true
 }

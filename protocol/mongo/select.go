@@ -221,7 +221,10 @@ func filterTags(snap *topology.Snapshot, cand memberSet, tags bsoncore.Array) me
 	if tags == nil {
 		return cand
 	}
-	rest := tags[4 : len(tags)-1]
+	rest, ok := elements(tags)
+	if !ok {
+		return 0
+	}
 	sets := 0
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
@@ -259,7 +262,10 @@ func tagsMatch(m topology.Member, set bsoncore.Document) bool {
 	if !ok {
 		return false
 	}
-	rest := set[4 : len(set)-1]
+	rest, ok := elements(set)
+	if !ok {
+		return false
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {

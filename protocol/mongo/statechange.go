@@ -95,7 +95,10 @@ func inspectReply(msg []byte) replyInfo {
 	}
 	body := m.Body()
 	var errmsg []byte
-	rest := body[4 : len(body)-1]
+	rest, ok := elements(body)
+	if !ok {
+		return ri
+	}
 	for len(rest) > 0 {
 		elem, r, ok := bsoncore.ReadElement(rest)
 		if !ok {
