@@ -311,6 +311,12 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome)
 	if err != nil {
 		s.release(mp, c, false)
+		if c.Reused() {
+			// A pooled connection found dead: its idle siblings most
+			// likely died with it (the member restarted), and each would
+			// cost a command the same failure.
+			mp.CloseIdle()
+		}
 		return nil, nil, sent, err
 	}
 	if moreToCome {
