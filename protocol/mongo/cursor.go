@@ -76,11 +76,13 @@ func (s *session) getMore(ctx context.Context, reqID int32, raw []byte, body bso
 	default:
 		done = true // exhausted: cursor.id 0
 	}
-	werr := s.writeReply(reqID, reply)
+	// Forgotten before the client reads the last batch: a client that
+	// then asks what is open must not see it.
 	free := false
 	if done {
 		free = s.p.pins.dropCursor(e)
 	}
+	werr := s.writeReply(reqID, reply)
 	s.cur.Store(nil)
 	unlockConn(e.conn)
 	s.putHeld(e.mp, e.conn, free)

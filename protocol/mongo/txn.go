@@ -88,11 +88,11 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 		id := p.pins.addCursor(e.mp, e.conn, ri.cursorID)
 		putID(reply, ri.cursorOff, id)
 	}
-	werr := s.writeReply(reqID, reply)
 	free := false
 	if ending {
 		free = p.pins.dropTxn(e)
 	}
+	werr := s.writeReply(reqID, reply)
 	s.cur.Store(nil)
 	unlockConn(e.conn)
 	s.putHeld(e.mp, e.conn, free)
