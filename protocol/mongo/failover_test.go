@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/router"
@@ -180,4 +181,47 @@ func TestPrimaryKilledMidLoadShowsNoErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.check(t, ctx, mc, []int{0, 1, 2})
+}
+
+// TestWriteLostInFlightIsOutcomeUnknown: a write whose member connection
+// dies under it may have run. Without a txnNumber (retryWrites off) the
+// client gets DbrouterOutcomeUnknown (9510), which no driver takes for a
+// state change or a network error; with one it also gets
+// RetryableWriteError, so the driver retries it.
+func TestWriteLostInFlightIsOutcomeUnknown(t *testing.T) {
+	mc, ft := routedSet(t, 1)
+	addr, _ := routedProxy(t, mc, ft, Config{WriteHold: 500 * time.Millisecond})
+	insert := func(rc *rawConn, id int32, txn bool) bsoncore.Document {
+		b := bsoncore.NewDocumentBuilder().AppendString("insert", "lost").
+			AppendArray("documents", bsoncore.NewArrayBuilder().AppendDocument(bsoncore.NewDocumentBuilder().AppendInt32("_id", id).Build()).Build())
+		if txn {
+			b.AppendDocument("lsid", bsoncore.NewDocumentBuilder().AppendBinary("id", 4, make([]byte, 16)).Build()).AppendInt64("txnNumber", int64(id))
+		}
+		return rc.command(b.AppendString("$db", "app").Build())
+	}
+	for _, tc := range []struct {
+		txn    bool
+		labels string
+	}{{false, ""}, {true, `["RetryableWriteError"]`}} {
+		rc := dialRaw(t, addr)
+		if r := insert(rc, 1, tc.txn); !isOK(r) {
+			t.Fatalf("insert: %v", r)
+		}
+		if err := mc.Members[0].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		r := insert(rc, 2, tc.txn)
+		labels := ""
+		if v, err := r.LookupErr("errorLabels"); err == nil {
+			labels = v.String()
+		}
+		if replyCode(r) != CodeOutcomeUnknown.Code || labels != tc.labels {
+			t.Fatalf("write lost in flight (txnNumber %v): %v, want %s with labels %q", tc.txn, r, CodeOutcomeUnknown.Name, tc.labels)
+		}
+		ctx := testCtx(t)
+		if err := mc.Members[0].Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		connect(t, mc.Members[0].URI()).Database("app").Collection("lost").Drop(ctx)
+	}
 }

@@ -237,7 +237,7 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 	}
 	if !write {
 		snap := p.topo.Snapshot()
-		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid, p.rr.Add(1))
+		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
 		if err != nil {
 			return -1, 0, err
 		}

@@ -123,6 +123,9 @@ type Proxy struct {
 	rr     atomic.Uint32
 	// pins holds the cursors and transactions and their connections.
 	pins *pins
+	// excluded are the members the control plane fenced (SetExcluded):
+	// they serve no reads.
+	excluded atomic.Uint64
 	// wireCap caps the announced wire version; builds are the buildInfo
 	// versions by wire version, made once so hello allocates nothing.
 	wireCap int32
@@ -282,6 +285,23 @@ func (p *Proxy) shutdown() {
 	for _, mp := range p.members {
 		mp.CloseIdle()
 	}
+}
+
+// SetExcluded names the members that must serve no reads (fenced by the
+// control plane: an errant member has data the primary never had); it
+// takes effect at the next routing decision. Names not configured are
+// ignored.
+func (p *Proxy) SetExcluded(members []string) {
+	var set memberSet
+	for _, n := range members {
+		for _, mp := range p.members {
+			if mp.name == n {
+				set |= one(mp.idx)
+			}
+		}
+	}
+	p.excluded.Store(uint64(set))
+	p.router.SetExcluded(members)
 }
 
 // OpenCursors reports the cursors and transactions the proxy holds, each

@@ -337,3 +337,18 @@ func TestRoutingAnnouncesTheSmallestWireVersion(t *testing.T) {
 		t.Errorf("with a member at 6: %d, want the floor %d", got, MinMaxWireVersion)
 	}
 }
+
+// TestRoutingExcludedMembersServeNoReads: a member the control plane
+// fenced serves no reads, whatever the snapshot says of it.
+func TestRoutingExcludedMembersServeNoReads(t *testing.T) {
+	mc, ft := routedSet(t, 3)
+	addr, p := routedProxy(t, mc, ft, Config{LocalThreshold: time.Millisecond})
+	c := connect(t, "mongodb://"+addr+"/")
+	ctx := testCtx(t)
+	p.SetExcluded([]string{mc.Members[1].Name})
+	for range 5 {
+		if got := answeredBy(t, ctx, c, readpref.Secondary()); got != mc.Members[2].Name {
+			t.Fatalf("secondary read answered by %s with %s fenced", got, mc.Members[1].Name)
+		}
+	}
+}
