@@ -38,10 +38,10 @@ func (s *session) getMore(ctx context.Context, reqID int32, raw []byte, body bso
 	if s.memberGone(e.mp) {
 		// A member judged unreachable: its answer would come after
 		// MemberTimeout, if ever; the cursor is as good as gone.
-		s.dropHeldConn(ctx, e.mp, e.conn)
+		s.dropHeldConn(e.mp, e.conn)
 		return s.answer(reqID, CodeCursorNotFound, s.errmsg(fmt.Errorf("cursor id %d lost: its member %s is unreachable", id, e.mp.name)))
 	}
-	if err := lockConn(ctx, e.conn); err != nil {
+	if err := s.lockConn(ctx, e.conn); err != nil {
 		return s.answer(reqID, CodeCursorNotFound, s.errmsg(fmt.Errorf("cursor id %d: %v", id, err)))
 	}
 	if !s.p.pins.current(e) {
@@ -101,9 +101,9 @@ func (s *session) putHeld(mp *memberPool, c *memberConn, free bool) {
 }
 
 // dropHeldConn closes a held connection and forgets what it held.
-func (s *session) dropHeldConn(ctx context.Context, mp *memberPool, c *memberConn) {
-	if lockConn(ctx, c) != nil {
-		return
+func (s *session) dropHeldConn(mp *memberPool, c *memberConn) {
+	if !tryLockConn(c) {
+		return // in use (perhaps waiting on that member): its user settles it
 	}
 	already := c.gone
 	s.p.pins.dropConn(c)
@@ -166,7 +166,7 @@ func (s *session) killCursors(ctx context.Context, reqID int32, body bsoncore.Do
 		mp := entries[0].mp
 		byMember := map[int64]*cursorEntry{}
 		ids := bsoncore.NewArrayBuilder()
-		if err := lockConn(ctx, c); err != nil {
+		if err := s.lockConn(ctx, c); err != nil {
 			for _, e := range entries {
 				unknown = append(unknown, e.id)
 			}

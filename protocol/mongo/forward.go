@@ -198,7 +198,7 @@ func (s *session) deliver(ctx context.Context, reqID int32, mp *memberPool, c *m
 	if ri.ok && ri.cursorOff >= 0 && ri.cursorID != 0 {
 		// The cursor pins c; its lock is taken before the table makes it
 		// visible to other sessions.
-		if err := lockConn(ctx, c); err != nil {
+		if err := s.lockConn(ctx, c); err != nil {
 			s.release(mp, c, false)
 			return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s: %w: %v", mp.name, proxy.ErrBackendLost, err))
 		}
@@ -237,6 +237,12 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 	}
 	if !write {
 		snap := p.topo.Snapshot()
+		// A (re)started proxy's first snapshot has every member unknown:
+		// a read arriving before the first observation waits for it
+		// rather than failing with "no member" on a healthy set.
+		for snap.Taken.IsZero() && s.pause(ctx, deadline) {
+			snap = p.topo.Snapshot()
+		}
 		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
 		if err != nil {
 			return -1, 0, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"sync"
 	"time"
 )
@@ -204,12 +205,7 @@ func (t *pins) expire(now time.Time, cursorIdle, txnIdle time.Duration) []held {
 	defer t.mu.Unlock()
 	var out []held
 	take := func(mp *memberPool, c *memberConn) bool {
-		select {
-		case c.lock <- struct{}{}:
-		default:
-			return false // in use: its next round
-		}
-		return true
+		return tryLockConn(c) // in use: its next round
 	}
 	release := func(mp *memberPool, c *memberConn) {
 		c.holds--
@@ -271,19 +267,39 @@ func (t *pins) counts() (cursors, txns int) {
 
 // lockConn takes c's lock, which serializes the sessions using a held
 // connection (two cursors on one connection, a cursor and its
-// transaction), within ctx.
-func lockConn(ctx context.Context, c *memberConn) error {
+// transaction), within ctx and wait: the holder is in one exchange with
+// the member, bounded by MemberTimeout, but a session must not wait
+// forever on a holder that never lets go.
+func lockConn(ctx context.Context, c *memberConn, wait time.Duration) error {
 	select {
 	case c.lock <- struct{}{}:
 		return nil
 	default:
 	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
 	case c.lock <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-t.C:
+		return errors.New("member connection busy for " + wait.String())
 	}
+}
+
+// tryLockConn takes c's lock if it is free.
+func tryLockConn(c *memberConn) bool {
+	select {
+	case c.lock <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *session) lockConn(ctx context.Context, c *memberConn) error {
+	return lockConn(ctx, c, s.p.cfg.MemberTimeout)
 }
 
 func unlockConn(c *memberConn) { <-c.lock }

@@ -238,14 +238,19 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	// does it without a goroutine that could outlive Serve.
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	p.wg.Add(1)
+	// The reaper stops with Serve, also when Accept fails for another
+	// reason than ctx.
+	rctx, stopReap := context.WithCancel(ctx)
+	reaped := make(chan struct{})
 	go func() {
-		defer p.wg.Done()
-		p.reap(ctx)
+		defer close(reaped)
+		p.reap(rctx)
 	}()
 	for {
 		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
+			stopReap()
+			<-reaped
 			p.shutdown()
 			if ctx.Err() != nil {
 				return nil

@@ -51,7 +51,7 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 				errorLabelTransient)
 		}
 	}
-	if err := lockConn(ctx, e.conn); err != nil {
+	if err := s.lockConn(ctx, e.conn); err != nil {
 		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %v", proxy.ErrTxnLost, err)), errorLabelTransient)
 	}
 	if !p.pins.currentTxn(e) {
@@ -130,7 +130,7 @@ func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnI
 		// The member refused the first command: no transaction is open.
 		return s.deliver(ctx, reqID, mp, c, reply, ri)
 	}
-	if err := lockConn(ctx, c); err != nil {
+	if err := s.lockConn(ctx, c); err != nil {
 		s.release(mp, c, false)
 		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %v", proxy.ErrTxnLost, err)), errorLabelTransient)
 	}
@@ -148,7 +148,7 @@ func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnI
 
 // closeFreed closes a connection the table let go of.
 func (s *session) closeFreed(ctx context.Context, h held) {
-	if lockConn(ctx, h.c) != nil {
+	if s.lockConn(ctx, h.c) != nil {
 		return
 	}
 	unlockConn(h.c)
@@ -159,7 +159,7 @@ func (s *session) closeFreed(ctx context.Context, h held) {
 // closes its connection unless something else lives on it: the member
 // aborted the transaction when it stepped down.
 func (s *session) endTxn(ctx context.Context, e *txnEntry, _ bool) {
-	if lockConn(ctx, e.conn) != nil {
+	if s.lockConn(ctx, e.conn) != nil {
 		return
 	}
 	free := s.p.pins.dropTxn(e)
