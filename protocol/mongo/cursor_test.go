@@ -257,3 +257,39 @@ func TestCursorIdleTimesOut(t *testing.T) {
 		t.Errorf("member connections %+v: the cursor's was not closed", st)
 	}
 }
+
+// TestCursorConnsAreBounded: with MaxCursorConns 2, a third open cursor
+// on a member drops the least recently used one's (CursorNotFound to its
+// client) instead of holding a third connection: forgotten cursors cannot
+// take every connection for CursorTimeout.
+func TestCursorConnsAreBounded(t *testing.T) {
+	mc, ft := routedSet(t, 1)
+	addr, p := routedProxy(t, mc, ft, Config{MaxCursorConns: 2})
+	ctx := testCtx(t)
+	seedBig(t, ctx, []string{mc.Members[0].URI()}, []string{mc.Members[0].Name}, 20)
+	var ids []int64
+	for range 3 {
+		r := dialRaw(t, addr).command(bsoncore.NewDocumentBuilder().AppendString("find", "big").AppendInt32("batchSize", 2).AppendString("$db", "app").Build())
+		id, _ := r.Lookup("cursor", "id").Int64OK()
+		if id == 0 {
+			t.Fatalf("find: %v", r)
+		}
+		ids = append(ids, id)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if cursors, _ := p.OpenCursors(); cursors != 2 {
+		t.Fatalf("%d cursors held, want 2", cursors)
+	}
+	rc := dialRaw(t, addr)
+	getMore := func(id int64) bsoncore.Document {
+		return rc.command(bsoncore.NewDocumentBuilder().AppendInt64("getMore", id).AppendString("collection", "big").AppendString("$db", "app").Build())
+	}
+	if r := getMore(ids[0]); replyCode(r) != CodeCursorNotFound.Code {
+		t.Fatalf("getMore of the evicted cursor: %v", r)
+	}
+	for _, id := range ids[1:] {
+		if r := getMore(id); !isOK(r) {
+			t.Fatalf("getMore of a kept cursor: %v", r)
+		}
+	}
+}

@@ -203,6 +203,12 @@ func (s *session) deliver(ctx context.Context, reqID int32, mp *memberPool, c *m
 			return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s: %w: %v", mp.name, proxy.ErrBackendLost, err))
 		}
 		locked = true
+		if v := s.p.pins.evictFor(mp, s.p.cfg.MaxCursorConns); v != nil {
+			s.log.Info("member connections held by cursors at their limit: the least recently used one's cursors dropped",
+				zap.String("member", mp.name), zap.Int("max_cursor_conns", s.p.cfg.MaxCursorConns))
+			unlockConn(v.c)
+			v.mp.Discard(v.c)
+		}
 		id := s.p.pins.addCursor(mp, c, ri.cursorID)
 		binary.LittleEndian.PutUint64(reply[ri.cursorOff:], uint64(id))
 	}

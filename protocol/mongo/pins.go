@@ -190,6 +190,57 @@ func (t *pins) dropTxn(e *txnEntry) (free bool) {
 	return e.conn.holds == 0 && !e.conn.gone
 }
 
+// evictFor makes room for one more connection held by cursors on mp's
+// member when limit are held already: the connection whose cursors were
+// used least recently, holding no transaction and not in use, is taken
+// out of the table with its cursors (their clients get CursorNotFound)
+// and returned locked, for the caller to close. nil when there is room,
+// or nothing may be evicted.
+func (t *pins) evictFor(mp *memberPool, limit int) *held {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := map[*memberConn]time.Time{}
+	for _, e := range t.cursors {
+		if e.mp == mp && e.used.After(last[e.conn]) {
+			last[e.conn] = e.used
+		}
+	}
+	inTxn := map[*memberConn]bool{}
+	for _, e := range t.txns {
+		if e.mp == mp {
+			inTxn[e.conn] = true
+			if _, ok := last[e.conn]; !ok {
+				last[e.conn] = time.Time{} // held, not evictable
+			}
+		}
+	}
+	if len(last) < limit {
+		return nil
+	}
+	for len(last) > 0 {
+		var victim *memberConn
+		for c, used := range last {
+			if !inTxn[c] && (victim == nil || used.Before(last[victim])) {
+				victim = c
+			}
+		}
+		if victim == nil {
+			return nil
+		}
+		if tryLockConn(victim) {
+			for id, e := range t.cursors {
+				if e.conn == victim {
+					delete(t.cursors, id)
+				}
+			}
+			victim.gone, victim.holds = true, 0
+			return &held{mp, victim}
+		}
+		delete(last, victim) // in use: the next least recently used
+	}
+	return nil
+}
+
 // held is one connection the table holds, for the reaper and shutdown.
 type held struct {
 	mp *memberPool

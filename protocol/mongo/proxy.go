@@ -87,6 +87,11 @@ type Config struct {
 	// connection out of the pool (pins.go).
 	CursorTimeout time.Duration
 	TxnTimeout    time.Duration
+	// MaxCursorConns bounds the connections per member that cursors hold
+	// out of the pool (default half of MaxMemberConns): past it, the
+	// least recently used one's cursors are dropped, so forgotten cursors
+	// cannot starve other commands for CursorTimeout.
+	MaxCursorConns int
 	// MemberUser and MemberPassword are the account the proxy
 	// authenticates as on members (SCRAM-SHA-256 on admin); no user: no
 	// authentication.
@@ -174,6 +179,9 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 	}
 	if cfg.WriteHold <= 0 {
 		cfg.WriteHold = 10 * time.Second
+	}
+	if cfg.MaxCursorConns <= 0 {
+		cfg.MaxCursorConns = max(cfg.MaxMemberConns/2, 1)
 	}
 	if cfg.CursorTimeout <= 0 {
 		cfg.CursorTimeout = 10 * time.Minute
