@@ -507,9 +507,6 @@ func txnOf(body bsoncore.Document) txnInfo {
 	return t
 }
 
-// retryableWrite: the driver sent a txnNumber outside a transaction.
-func retryableWrite(body bsoncore.Document) bool { return txnOf(body).retryableWrite() }
-
 // appendLabels adds errorLabels: [labels...] to the error document doc,
 // which starts at doc[0].
 func appendLabels(doc []byte, labels ...string) []byte {

@@ -170,12 +170,6 @@ func appendError(dst []byte, c Code, errmsg string) []byte {
 // length prefix and terminator here rather than trusting them: the bytes
 // are the client's.
 func stringValue(v bsoncore.Value) (string, bool) {
-	if v.Type != bsoncore.TypeString || len(v.Data) < 5 {
-		return "", false
-	}
-	n := int(int32(uint32(v.Data[0]) | uint32(v.Data[1])<<8 | uint32(v.Data[2])<<16 | uint32(v.Data[3])<<24))
-	if n < 1 || n > len(v.Data)-4 || v.Data[4+n-1] != 0 {
-		return "", false
-	}
-	return string(v.Data[4 : 4+n-1]), true
+	b, ok := stringBytesOf(v)
+	return string(b), ok
 }

@@ -244,18 +244,5 @@ func (c *memberConn) readReply(id int32) (wire.Message, error) {
 // replyOK reads a reply's ok field, whatever its numeric type.
 func replyOK(doc bsoncore.Document) bool {
 	v, ok := wire.Lookup(doc, "ok")
-	if !ok {
-		return false
-	}
-	switch v.Type {
-	case bsoncore.TypeDouble:
-		return v.Double() == 1
-	case bsoncore.TypeInt32:
-		return v.Int32() == 1
-	case bsoncore.TypeInt64:
-		return v.Int64() == 1
-	case bsoncore.TypeBoolean:
-		return v.Boolean()
-	}
-	return false
+	return ok && okValue(v)
 }
