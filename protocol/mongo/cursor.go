@@ -105,8 +105,7 @@ func (s *session) dropHeldConn(mp *memberPool, c *memberConn) {
 	if !tryLockConn(c) {
 		return // in use (perhaps waiting on that member): its user settles it
 	}
-	already := c.gone
-	s.p.pins.dropConn(c)
+	_, already := s.p.pins.dropConn(c)
 	unlockConn(c)
 	if !already {
 		mp.Discard(c)

@@ -119,11 +119,12 @@ func (t *pins) dropCursor(e *cursorEntry) (free bool) {
 }
 
 // dropConn forgets everything c holds: c is being closed. It returns the
-// proxy ids of the cursors that lived on it.
-func (t *pins) dropConn(c *memberConn) []int64 {
+// proxy ids of the cursors that lived on it, and whether c was dropped
+// before (its closer is someone else).
+func (t *pins) dropConn(c *memberConn) (ids []int64, already bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var ids []int64
+	already = c.gone
 	for id, e := range t.cursors {
 		if e.conn == c {
 			delete(t.cursors, id)
@@ -136,7 +137,7 @@ func (t *pins) dropConn(c *memberConn) []int64 {
 		}
 	}
 	c.gone, c.holds = true, 0
-	return ids
+	return ids, already
 }
 
 // addTxn pins the transaction (lsid, txnNumber) to c on member. A
