@@ -149,6 +149,23 @@ func TestCursorKillCursorsSplitByMember(t *testing.T) {
 	if cursors, _ := p.OpenCursors(); cursors != 0 {
 		t.Errorf("%d cursors open after killCursors", cursors)
 	}
+	// The Go driver closing a cursor early sends killCursors with the
+	// proxy's id: the cursor and its connection are let go.
+	c := connect(t, "mongodb://"+addr+"/")
+	cur, err := c.Database("app").Collection("big", options.Collection().SetReadPreference(readpref.Secondary())).
+		Find(ctx, bson.D{}, options.Find().SetBatchSize(5))
+	if err != nil || !cur.Next(ctx) {
+		t.Fatalf("find: %v", err)
+	}
+	if cursors, _ := p.OpenCursors(); cursors != 1 {
+		t.Fatalf("%d cursors open, want the driver's", cursors)
+	}
+	if err := cur.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if cursors, _ := p.OpenCursors(); cursors != 0 {
+		t.Errorf("%d cursors open after the driver closed its cursor", cursors)
+	}
 }
 
 // TestCursorWhoseMemberIsKilledIsNotFound: a member killed under an open
