@@ -175,6 +175,10 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 				return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s refused the write (code %d) and no other primary was named within %s: %w",
 					mp.name, ri.code, p.cfg.WriteHold, router.ErrNoPrimary))
 			}
+			if rp.Mode == ModePrimary {
+				return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s refused the read (code %d) and no other primary was named within %s: %w",
+					mp.name, ri.code, p.cfg.WriteHold, router.ErrNoPrimary))
+			}
 			return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s refused the read (code %d) and no other member could serve it: %w",
 				mp.name, ri.code, router.ErrNoReplica))
 		}
