@@ -1,6 +1,7 @@
 package mongo
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"net"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
+	"github.com/dbrouter/dbrouter/topology"
+	tmongo "github.com/dbrouter/dbrouter/topology/mongo"
 )
 
 // BenchmarkHello is a session answering a driver's heartbeat hello (every
@@ -88,5 +91,78 @@ func BenchmarkForwardFind(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHotPath drives one client connection through a real proxy
+// session on loopback, with a topology: read a find by _id, classify it,
+// route it (the primary, from the snapshot), take a pooled member
+// connection, forward, read the member's reply, inspect it (no cursor, no
+// state change), relay it, hand the connection back. The member is a
+// FerretDB process and the client a raw loop with preallocated buffers,
+// so the allocations counted are the proxy's: steady state must allocate
+// nothing.
+func BenchmarkHotPath(b *testing.B) {
+	mc := chaos.StartMongoT(b, 1)
+	m := mc.Members[0]
+	ft := &fakeTopo{}
+	ft.ms = []topology.Member{{Name: m.Name, Addr: m.Addr(), Reachable: true,
+		Detail: &tmongo.Detail{SetName: "rs0", MaxWireVersion: 21, Writable: true}}}
+	ft.set(0, nil)
+	p, err := New(Config{Cluster: "bench", Topology: ft, Members: []Member{{Name: m.Name, Addr: m.Addr()}}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done })
+
+	seed := connect(b, m.URI())
+	if _, err := seed.Database("app").Collection("bench").InsertOne(context.Background(),
+		bson.D{{Key: "_id", Value: 1}, {Key: "name", Value: "ada"}}); err != nil {
+		b.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	// The Go driver's FindOne by _id, with its implicit session.
+	body := bsoncore.NewDocumentBuilder().AppendString("find", "bench").
+		AppendDocument("filter", bsoncore.NewDocumentBuilder().AppendInt32("_id", 1).Build()).
+		AppendInt32("limit", 1).AppendBoolean("singleBatch", true).
+		AppendDocument("lsid", bsoncore.NewDocumentBuilder().AppendBinary("id", 4, make([]byte, 16)).Build()).
+		AppendString("$db", "app").Build()
+	msg, err := wire.AppendOpMsg(nil, 1, 0, 0, body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := bufio.NewReaderSize(nc, 4096)
+	buf := make([]byte, 0, 4096)
+	roundTrip := func() {
+		if _, err := nc.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		var rm wire.Message
+		rm, buf, err = wire.ReadMessage(r, 0, buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ri := inspectReply(rm.Raw); !ri.ok {
+			b.Fatalf("find failed: %x", rm.Raw)
+		}
+	}
+	for range 100 { // warm: pool, buffers
+		roundTrip()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		roundTrip()
 	}
 }

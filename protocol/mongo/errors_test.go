@@ -44,7 +44,8 @@ func TestEveryErrorKindHasACode(t *testing.T) {
 // client error is one the docs promise.
 func TestProxyCodesAreDistinctAndDocumented(t *testing.T) {
 	docs := readDoc(t)
-	all := []Code{CodeProtocolError, CodeUnauthorized, CodeAuthenticationFailed, CodeNotRoutedYet}
+	all := []Code{CodeProtocolError, CodeUnauthorized, CodeAuthenticationFailed, CodeNotRoutedYet,
+		CodeBadValue, CodeCursorNotFound, CodeNoSuchTransaction, CodeIllegalOperation}
 	all = append(all, kindCodes[:]...)
 	byCode := map[int32]string{}
 	for _, c := range all {

@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -12,13 +13,17 @@ import (
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 	"github.com/dbrouter/dbrouter/proxy"
+	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/topology"
 )
 
 // proxyAnswered are the commands the proxy answers itself even when it has
 // members: the handshake must describe the proxy (a mongos), not a member;
 // authentication is terminated here; endSessions has nothing to end on a
-// member that keeps no sessions (FerretDB has no endSessions); ping is the
-// driver's check of the proxy, answered without a member round trip.
+// member that keeps no sessions (FerretDB has no endSessions, and a
+// mongod's sessions expire on their own after logicalSessionTimeoutMinutes);
+// ping is the driver's check of the proxy, answered without a member round
+// trip.
 func proxyAnswered(name string) bool {
 	switch name {
 	case "hello", "isMaster", "ismaster", "ping", "buildInfo", "buildinfo",
@@ -35,35 +40,318 @@ func (s *session) forwarded(name string) bool {
 	return len(s.p.members) > 0 && !proxyAnswered(name) && (s.p.auth == nil || s.user != "")
 }
 
-// errorLabelRetryableWrite is the label drivers retry a write on
-// (retryable-writes spec): they send it again once, with the same lsid and
-// txnNumber.
-const errorLabelRetryableWrite = "RetryableWriteError"
+// Error labels (retryable-writes and transactions specs).
+const (
+	// errorLabelRetryableWrite: drivers send the write again once, with
+	// the same lsid and txnNumber.
+	errorLabelRetryableWrite = "RetryableWriteError"
+	// errorLabelNoWritesPerformed: the attempt did not reach a server.
+	errorLabelNoWritesPerformed = "NoWritesPerformed"
+	// errorLabelTransient: the transaction was aborted; drivers
+	// (WithTransaction) run it again from the start.
+	errorLabelTransient = "TransientTransactionError"
+	// errorLabelUnknownCommit: a commit whose outcome is not known;
+	// drivers retry the commit.
+	errorLabelUnknownCommit = "UnknownTransactionCommitResult"
+)
 
-// errorLabelNoWritesPerformed: the attempt did not reach a server.
-const errorLabelNoWritesPerformed = "NoWritesPerformed"
+// Server codes the proxy answers with where they mean the same thing.
+var (
+	CodeCursorNotFound    = Code{43, "CursorNotFound"}
+	CodeNoSuchTransaction = Code{251, "NoSuchTransaction"}
+	// CodeIllegalOperation: a transaction on a member that cannot run
+	// one, as a standalone mongod answers.
+	CodeIllegalOperation = Code{20, "IllegalOperation"}
+)
 
-// forward sends the client's OP_MSG to the first member and writes the
-// member's reply back to the client itself, because the reply lives in the
-// member connection's buffer, which is reused once the connection is handed
-// back. It returns an error only when the client connection failed.
+// prepareRequest readies a client's OP_MSG, in place, to go to a member:
+// its checksum is stripped (the header it covered will change, and TCP
+// guards the bytes between proxy and member) and exhaustAllowed cleared, so
+// the member answers each request once. The requestID is set per attempt
+// (send).
+func prepareRequest(raw []byte, flags wire.MsgFlags) []byte {
+	flags &^= wire.ExhaustAllowed
+	if flags&wire.ChecksumPresent != 0 {
+		raw = raw[:len(raw)-4]
+		flags &^= wire.ChecksumPresent
+	}
+	binary.LittleEndian.PutUint32(raw[0:], uint32(len(raw)))
+	binary.LittleEndian.PutUint32(raw[8:], 0)
+	binary.LittleEndian.PutUint32(raw[16:], uint32(flags))
+	return raw
+}
+
+// forward routes one client OP_MSG to a member and writes the member's
+// reply back to the client itself, because the reply lives in the member
+// connection's buffer, which is reused once the connection is handed back.
+// It returns an error only when the client connection failed.
 //
-// Only the header is rewritten: requestID to the member connection's own
-// sequence (so a stray reply can be told from the awaited one) and, on the
-// way back, responseTo to the client's requestID. Sections travel as they
-// came: lsid, $clusterTime, txnNumber and $readPreference (FerretDB ignores
-// the last; routing by it comes later). A checksum is stripped rather than
-// recomputed, both ways: the header it covered changed, and TCP already
-// guards the bytes between proxy and member. ExhaustAllowed is cleared, so
-// the member answers each request once.
+// The loop body is select → send → settle (the Caddy reverse proxy's
+// shape): a member's state-change error, a member that is down or a
+// connection lost under a read sends the command round again, elsewhere
+// or later, within WriteHold; what cannot go round again is answered with
+// one of the proxy's codes (errors.go), never with an error that makes a
+// driver drop its pool.
 func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) error {
+	p := s.p
 	reqID := m.Header.RequestID
 	moreToCome := msg.Flags&wire.MoreToCome != 0
-	mp := s.p.members[0]
+	raw := prepareRequest(m.Raw, msg.Flags)
+	body := msg.Body()
+	name := msg.CommandName()
+	rt := classify(name, body)
+	switch rt {
+	case routeGetMore:
+		return s.getMore(ctx, reqID, raw, body)
+	case routeKillCursors:
+		return s.killCursors(ctx, reqID, body)
+	}
+	tx := txnOf(body)
+	if tx.inTxn() {
+		if handled, err := s.txnCommand(ctx, reqID, raw, name, tx); handled {
+			return err
+		}
+		rt = routePrimary // a commit or abort the proxy no longer tracks
+	}
+	var rp ReadPref
+	if rt == routeRead && p.topo != nil {
+		var err error
+		if rp, err = parseReadPref(body, p.heartbeat()); err != nil {
+			return s.answerError(reqID, moreToCome, err)
+		}
+	}
+	write := rt == routePrimary
+	retryable := write && tx.retryableWrite()
+	deadline := time.Now().Add(p.cfg.WriteHold)
+	var avoid memberSet
+	for attempt := 0; ; attempt++ {
+		idx, epoch, err := s.target(ctx, write, rp, avoid, deadline)
+		if err != nil {
+			return s.forwardFailed(reqID, moreToCome, retryable, err)
+		}
+		mp := p.members[idx]
+		c, reply, sent, err := s.send(ctx, mp, raw, moreToCome)
+		if err != nil {
+			switch {
+			case moreToCome:
+				return nil // unacknowledged: the client reads no answer
+			case !sent && write && p.topo != nil && proxy.KindOf(err) == proxy.KindBackendDown && s.awaitPrimary(ctx, idx, deadline):
+				// Nothing reached the member, which is down: hold the
+				// write for the next primary, as a refused one. (Without
+				// a topology there is no next primary to wait for.)
+				continue
+			case !write && (proxy.MayRetry(err, attempt, true, false) ||
+				!sent && proxy.KindOf(err) == proxy.KindBackendDown && attempt < len(p.members)):
+				// A read whose connection was lost goes once more; one
+				// whose member is down tries the others. Elsewhere when
+				// there is an elsewhere.
+				avoid |= one(idx)
+				continue
+			case sent && write:
+				err = fmt.Errorf("%w: %w", proxy.ErrOutcomeUnknown, err)
+			}
+			return s.forwardFailed(reqID, moreToCome, retryable, err)
+		}
+		if moreToCome {
+			return nil
+		}
+		ri := inspectReply(reply)
+		if ri.change != scNone {
+			s.release(mp, c, true)
+			s.log.Debug("member state change kept from the client", zap.String("member", mp.name),
+				zap.Int32("code", ri.code), zap.Bool("write_concern", ri.wce), zap.Bool("write", write))
+			switch {
+			case write && (ri.change == scInterrupted || ri.wce):
+				// It may have run: only the driver's retry (a real
+				// member deduplicates it by txnNumber) may run it again.
+				return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s: state changed while it ran the write (code %d): %w",
+					mp.name, ri.code, proxy.ErrOutcomeUnknown))
+			case (write || rp.Mode == ModePrimary) && s.awaitPrimary(ctx, idx, deadline):
+				continue
+			case !write && rp.Mode != ModePrimary && attempt < len(p.members):
+				avoid |= one(idx)
+				continue
+			case write:
+				return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s refused the write (code %d) and no other primary was named within %s: %w",
+					mp.name, ri.code, p.cfg.WriteHold, router.ErrNoPrimary))
+			}
+			if rp.Mode == ModePrimary {
+				return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s refused the read (code %d) and no other primary was named within %s: %w",
+					mp.name, ri.code, p.cfg.WriteHold, router.ErrNoPrimary))
+			}
+			return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s refused the read (code %d) and no other member could serve it: %w",
+				mp.name, ri.code, router.ErrNoReplica))
+		}
+		if write && !p.router.Current(epoch) {
+			// Answered by a primary whose epoch has ended since: the
+			// write may not survive the new primary, so it is not
+			// reported as done.
+			s.release(mp, c, false)
+			return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s answered after its epoch %d ended: %w",
+				mp.name, epoch, proxy.ErrOutcomeUnknown))
+		}
+		return s.deliver(ctx, reqID, mp, c, reply, ri)
+	}
+}
+
+// deliver writes a member's reply to the client, after giving a cursor it
+// opened the proxy's id, and hands c back (or leaves it to the cursor
+// table).
+func (s *session) deliver(ctx context.Context, reqID int32, mp *memberPool, c *memberConn, reply []byte, ri replyInfo) error {
+	locked := false
+	if ri.ok && ri.cursorOff >= 0 && ri.cursorID != 0 {
+		// The cursor pins c; its lock is taken before the table makes it
+		// visible to other sessions.
+		if err := s.lockConn(ctx, c); err != nil {
+			s.release(mp, c, false)
+			return s.forwardFailed(reqID, false, false, fmt.Errorf("member %s: %w: %v", mp.name, proxy.ErrBackendLost, err))
+		}
+		locked = true
+		if v := s.p.pins.evictFor(mp, s.p.cfg.MaxCursorConns); v != nil {
+			s.log.Info("member connections held by cursors at their limit: the least recently used one's cursors dropped",
+				zap.String("member", mp.name), zap.Int("max_cursor_conns", s.p.cfg.MaxCursorConns))
+			unlockConn(v.c)
+			v.mp.Discard(v.c)
+		}
+		id := s.p.pins.addCursor(mp, c, ri.cursorID)
+		binary.LittleEndian.PutUint64(reply[ri.cursorOff:], uint64(id))
+	}
+	werr := s.writeReply(reqID, reply)
+	if cap(c.buf) > keepBufMax && !locked {
+		c.buf = nil
+	}
+	if locked {
+		s.cur.Store(nil)
+		unlockConn(c)
+		return werr
+	}
+	s.release(mp, c, true)
+	return werr
+}
+
+// writeReply gives a member's reply the client's ids and writes it.
+func (s *session) writeReply(reqID int32, reply []byte) error {
+	s.lastReqID++
+	binary.LittleEndian.PutUint32(reply[4:], uint32(s.lastReqID))
+	binary.LittleEndian.PutUint32(reply[8:], uint32(reqID))
+	return s.write(reply)
+}
+
+// target is the member a command goes to: a read's by its read
+// preference, a write's (and a read on the primary's) the primary the
+// router names, held while none is.
+func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid memberSet, deadline time.Time) (int, uint64, error) {
+	p := s.p
+	if p.topo == nil {
+		return 0, 0, nil
+	}
+	if !write {
+		snap := p.topo.Snapshot()
+		// A (re)started proxy's first snapshot has every member unknown:
+		// a read arriving before the first observation waits for it
+		// rather than failing with "no member" on a healthy set.
+		for snap.Taken.IsZero() && s.pause(ctx, deadline) {
+			snap = p.topo.Snapshot()
+		}
+		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
+		if err != nil {
+			return -1, 0, err
+		}
+		if i != toPrimary {
+			return i, 0, nil
+		}
+	}
+	for {
+		i, epoch, err := p.router.Primary(ctx)
+		if err == nil && i >= 0 && i < len(p.members) {
+			if !write && avoid.has(i) && s.awaitPrimary(ctx, i, deadline) {
+				continue
+			}
+			return i, epoch, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%w: primary index %d of %d members", router.ErrNoPrimary, i, len(p.members))
+		}
+		// Without a control plane the router does not hold: an election
+		// (no primary) or two claimants (a conflict, until the deposed one
+		// learns) is waited out here, within WriteHold.
+		if !errors.Is(err, router.ErrNoPrimary) && !errors.Is(err, router.ErrWritableConflict) || !s.pause(ctx, deadline) {
+			return -1, 0, err
+		}
+	}
+}
+
+// pause waits a poll interval, or less before deadline; false when the
+// deadline or ctx has passed.
+func (s *session) pause(ctx context.Context, deadline time.Time) bool {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(min(d, 50*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// awaitPrimary waits, until deadline, for a primary other than failed
+// (which refused a write or is down) to be named, or for a newer
+// observation of the members, in case failed is primary again; false when
+// deadline passed first.
+func (s *session) awaitPrimary(ctx context.Context, failed int, deadline time.Time) bool {
+	p := s.p
+	since := time.Now()
+	for s.pause(ctx, deadline) {
+		if p.topo == nil {
+			return true // nothing to watch: try again after the pause
+		}
+		snap := p.topo.Snapshot()
+		if named := p.namedPrimary(snap); named >= 0 && (named != failed || snap.Taken.After(since)) {
+			return true
+		}
+	}
+	return false
+}
+
+// send takes a connection to mp and exchanges raw on it (sendOn). sent
+// reports whether any of raw may have reached the member.
+func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCome bool) (*memberConn, []byte, bool, error) {
 	c, err := mp.Get(ctx, poolKey{}, s.p.login, s.p.cfg.MemberWait, nil)
 	if err != nil {
-		return s.forwardFailed(reqID, msg, moreToCome, err)
+		return nil, nil, false, err
 	}
+	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome)
+	if err != nil {
+		s.release(mp, c, false)
+		if c.Reused() {
+			// A pooled connection found dead: its idle siblings most
+			// likely died with it (the member restarted), and each would
+			// cost a command the same failure.
+			mp.CloseIdle()
+		}
+		return nil, nil, sent, err
+	}
+	if moreToCome {
+		// The client expects no reply. mongod sends none, FerretDB sends
+		// one anyway; draining it would hang on mongod and waiting for it
+		// would cost a round trip. The connection is discarded instead:
+		// nothing can then read that stray reply as another request's
+		// answer.
+		s.release(mp, c, false)
+		return nil, nil, true, nil
+	}
+	return c, reply, true, nil
+}
+
+// sendOn sends raw on c with the connection's next requestID and reads the
+// reply (nil when moreToCome), which aliases c.buf. Only the header is
+// rewritten; sections travel as they came: lsid, $clusterTime, txnNumber,
+// $readPreference. On error the caller discards c.
+func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw []byte, moreToCome bool) ([]byte, bool, error) {
 	// Both deadlines are set before c is published in s.cur and never
 	// again for this command: shutdown's past deadline (serve's AfterFunc)
 	// must not be overwritten by a later one. Storing c before checking ctx
@@ -73,74 +361,38 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	_ = c.nc.SetReadDeadline(now.Add(s.p.cfg.MemberTimeout))
 	s.cur.Store(c)
 	if ctx.Err() != nil {
-		s.release(mp, c, false) // it may carry shutdown's past deadline
-		return s.forwardFailed(reqID, msg, moreToCome, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown))
-	}
-
-	raw := m.Raw
-	flags := msg.Flags &^ wire.ExhaustAllowed
-	if flags&wire.ChecksumPresent != 0 {
-		raw = raw[:len(raw)-4]
-		flags &^= wire.ChecksumPresent
+		return nil, false, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown)
 	}
 	c.nextID++
 	id := c.nextID
-	binary.LittleEndian.PutUint32(raw[0:], uint32(len(raw)))
 	binary.LittleEndian.PutUint32(raw[4:], uint32(id))
-	binary.LittleEndian.PutUint32(raw[8:], 0)
-	binary.LittleEndian.PutUint32(raw[16:], uint32(flags))
-
 	mp.AddInFlight(1)
-	_, err = c.nc.Write(raw)
-	if err != nil {
-		mp.AddInFlight(-1)
-		s.release(mp, c, false)
-		return s.forwardFailed(reqID, msg, moreToCome,
-			fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err))
+	defer mp.AddInFlight(-1)
+	if _, err := c.nc.Write(raw); err != nil {
+		return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
 	}
 	if moreToCome {
-		// The client expects no reply. mongod sends none, FerretDB sends one
-		// anyway; draining it would hang on mongod and waiting for it would
-		// cost a round trip. The connection is discarded instead: nothing
-		// can then read that stray reply as another request's answer.
-		mp.AddInFlight(-1)
-		s.release(mp, c, false)
-		return nil
+		return nil, true, nil
 	}
 	rm, err := c.readReply(id)
-	mp.AddInFlight(-1)
 	if err != nil {
-		s.release(mp, c, false)
-		return s.forwardFailed(reqID, msg, false,
-			fmt.Errorf("member %s: awaiting reply: %w: %v", mp.name, proxy.ErrBackendLost, err))
+		return nil, true, fmt.Errorf("member %s: awaiting reply: %w: %v", mp.name, proxy.ErrBackendLost, err)
 	}
 	reply := rm.Raw
 	if len(reply) < wire.HeaderLen+4 {
-		s.release(mp, c, false)
-		return s.forwardFailed(reqID, msg, false,
-			fmt.Errorf("member %s: reply of %d bytes: %w", mp.name, len(reply), proxy.ErrBackendLost))
+		return nil, true, fmt.Errorf("member %s: reply of %d bytes: %w", mp.name, len(reply), proxy.ErrBackendLost)
 	}
 	rflags := wire.MsgFlags(binary.LittleEndian.Uint32(reply[16:]))
 	if rflags&wire.MoreToCome != 0 {
 		// An exhaust stream the proxy did not ask for: out of step.
-		s.release(mp, c, false)
-		return s.forwardFailed(reqID, msg, false,
-			fmt.Errorf("member %s: unrequested moreToCome reply: %w", mp.name, proxy.ErrBackendLost))
+		return nil, true, fmt.Errorf("member %s: unrequested moreToCome reply: %w", mp.name, proxy.ErrBackendLost)
 	}
 	if rflags&wire.ChecksumPresent != 0 {
 		reply = reply[:len(reply)-4]
 		binary.LittleEndian.PutUint32(reply[0:], uint32(len(reply)))
 		binary.LittleEndian.PutUint32(reply[16:], uint32(rflags&^wire.ChecksumPresent))
 	}
-	s.lastReqID++
-	binary.LittleEndian.PutUint32(reply[4:], uint32(s.lastReqID))
-	binary.LittleEndian.PutUint32(reply[8:], uint32(reqID))
-	werr := s.write(reply)
-	if cap(c.buf) > keepBufMax {
-		c.buf = nil
-	}
-	s.release(mp, c, true)
-	return werr
+	return reply, true, nil
 }
 
 // release hands c back (keep) or discards it, after unpublishing it from
@@ -150,47 +402,113 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 func (s *session) release(mp *memberPool, c *memberConn, keep bool) {
 	s.cur.Store(nil)
 	if keep {
+		if cap(c.buf) > keepBufMax {
+			c.buf = nil
+		}
 		mp.Put(c)
 	} else {
 		mp.Discard(c)
 	}
 }
 
-// forwardFailed answers a command the member did not answer with the
-// proxy's code for err's kind. A retryable write (txnNumber outside a
-// transaction) gets RetryableWriteError, the label a 4.4+ server puts on a
-// retryable error, and only when the driver sent a txnNumber: the driver
-// retries once with the same txnNumber, which a real mongod deduplicates.
-// When nothing reached the member (BackendDown) it also gets
+// forwardFailed answers a command no member answered (or whose answer the
+// proxy may not pass on) with the proxy's code for err's kind. A retryable
+// write (txnNumber outside a transaction, so the driver has retryWrites
+// on) gets RetryableWriteError, the label a 4.4+ server puts on a
+// retryable error: the driver retries once with the same txnNumber, which
+// a real mongod deduplicates. When nothing reached a member it also gets
 // NoWritesPerformed, which tells the driver this attempt's error is not
-// the one to report if the retry fails too. A read gets no label (the spec
-// has none for reads); the application sees the error.
-func (s *session) forwardFailed(reqID int32, msg wire.OpMsg, moreToCome bool, err error) error {
+// the one to report if the retry fails too. A read gets no label (the
+// spec has none for reads); the application sees the error.
+func (s *session) forwardFailed(reqID int32, moreToCome, retryable bool, err error) error {
 	s.log.Debug("forward failed", zap.Error(err))
 	if moreToCome {
 		return nil // unacknowledged: the client reads no answer
 	}
-	c := codeOf(err)
-	doc := appendError(s.doc[:0], c, s.errmsg(err))
-	if retryableWrite(msg.Body()) {
-		if proxy.KindOf(err) == proxy.KindBackendDown {
-			doc = appendLabels(doc, errorLabelRetryableWrite, errorLabelNoWritesPerformed)
-		} else {
-			doc = appendLabels(doc, errorLabelRetryableWrite)
+	var labels []string
+	if retryable {
+		switch proxy.KindOf(err) {
+		case proxy.KindBackendDown, proxy.KindNoPrimary, proxy.KindNoLease, proxy.KindChanging,
+			proxy.KindPoolTimeout, proxy.KindWritableConflict:
+			labels = []string{errorLabelRetryableWrite, errorLabelNoWritesPerformed}
+		default:
+			labels = []string{errorLabelRetryableWrite}
 		}
+	}
+	return s.answer(reqID, codeOf(err), s.errmsg(err), labels...)
+}
+
+// answer writes an error reply with code and labels.
+func (s *session) answer(reqID int32, c Code, errmsg string, labels ...string) error {
+	doc := appendError(s.doc[:0], c, errmsg)
+	if len(labels) > 0 {
+		doc = appendLabels(doc, labels...)
 	}
 	s.doc = doc
 	return s.write(s.replyMsg(reqID, doc))
 }
 
-// retryableWrite: the driver sent a txnNumber outside a transaction
-// (autocommit is only present inside one), so it will retry the write.
-func retryableWrite(body bsoncore.Document) bool {
-	if _, ok := wire.Lookup(body, "txnNumber"); !ok {
-		return false
+// answerError answers a request the proxy refuses before routing it.
+func (s *session) answerError(reqID int32, moreToCome bool, err error) error {
+	if moreToCome {
+		return nil
 	}
-	_, inTxn := wire.Lookup(body, "autocommit")
-	return !inTxn
+	var rpe *ReadPrefError
+	if errors.As(err, &rpe) {
+		return s.answer(reqID, CodeBadValue, s.errmsg(err))
+	}
+	return s.answer(reqID, codeOf(err), s.errmsg(err))
+}
+
+// txnInfo is what a command says of its session and transaction.
+type txnInfo struct {
+	lsid         []byte // lsid.id's bytes; nil: no session
+	txnNumber    int64
+	hasTxnNumber bool
+	autocommit   bool // the field is present (only false is valid)
+	start        bool // startTransaction: true
+}
+
+// inTxn: the command belongs to a transaction (autocommit: false comes
+// only with one).
+func (t txnInfo) inTxn() bool { return t.autocommit && t.hasTxnNumber && t.lsid != nil }
+
+// retryableWrite: the driver sent a txnNumber outside a transaction, so it
+// will retry the write.
+func (t txnInfo) retryableWrite() bool { return t.hasTxnNumber && !t.autocommit }
+
+// txnOf reads lsid, txnNumber, autocommit and startTransaction in one pass,
+// without allocating.
+func txnOf(body bsoncore.Document) txnInfo {
+	var t txnInfo
+	rest, ok := elements(body)
+	if !ok {
+		return t
+	}
+	for len(rest) > 0 {
+		elem, r, ok := bsoncore.ReadElement(rest)
+		if !ok {
+			return t
+		}
+		rest = r
+		switch string(elem.KeyBytes()) {
+		case "lsid":
+			if d, ok := elem.Value().DocumentOK(); ok {
+				if v, ok := wire.Lookup(d, "id"); ok {
+					if _, b, ok := v.BinaryOK(); ok {
+						t.lsid = b
+					}
+				}
+			}
+		case "txnNumber":
+			t.txnNumber, t.hasTxnNumber = elem.Value().AsInt64OK()
+		case "autocommit":
+			t.autocommit = true
+		case "startTransaction":
+			t.start, _ = elem.Value().BooleanOK()
+		}
+	}
+	return t
 }
 
 // appendLabels adds errorLabels: [labels...] to the error document doc,
@@ -205,4 +523,23 @@ func appendLabels(doc []byte, labels ...string) []byte {
 	doc = append(doc, 0)
 	binary.LittleEndian.PutUint32(doc[0:], uint32(len(doc)))
 	return doc
+}
+
+// namedPrimary is the primary's index in snap without waiting: the one
+// the control plane names (never a snapshot's that lags it), or the
+// snapshot's without a control plane; -1 when none is named.
+func (p *Proxy) namedPrimary(snap *topology.Snapshot) int {
+	if p.cfg.Authority == nil {
+		return snap.Primary
+	}
+	name, _, err := p.cfg.Authority.Writer()
+	if err != nil {
+		return -1
+	}
+	for i := range snap.Members {
+		if snap.Members[i].Name == name {
+			return i
+		}
+	}
+	return -1
 }

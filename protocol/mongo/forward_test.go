@@ -187,10 +187,12 @@ func TestForwardKillCursors(t *testing.T) {
 	}
 }
 
-// TestFerretCursorContinuesOnAnotherConnection is why the proxy keeps no
-// member connection for a cursor: FerretDB's cursors belong to the server,
-// not to the connection (mongod's too), so a getMore on any connection to
-// the same member finds it.
+// TestFerretCursorContinuesOnAnotherConnection: a FerretDB cursor is
+// found by a getMore on another connection to the same member while the
+// connection that opened it is open; FerretDB closes it when that
+// connection closes (its registry binds the cursor to the connection's
+// context), which is why the proxy keeps that connection, and sends the
+// getMore on it, for as long as the cursor lives (pins.go).
 func TestFerretCursorContinuesOnAnotherConnection(t *testing.T) {
 	mc := chaos.StartMongoT(t, 1)
 	a, b := dialRaw(t, mc.Members[0].Addr()), dialRaw(t, mc.Members[0].Addr())

@@ -107,7 +107,7 @@ func (s *session) appendHello(dst []byte, req helloRequest) []byte {
 	dst = bsoncore.AppendDateTimeElement(dst, "localTime", time.Now().UnixMilli())
 	dst = bsoncore.AppendInt32Element(dst, "logicalSessionTimeoutMinutes", logicalSessionTimeoutMinutes)
 	dst = bsoncore.AppendInt32Element(dst, "connectionId", s.id)
-	dst = bsoncore.AppendInt32Element(dst, "maxWireVersion", s.p.cfg.MaxWireVersion)
+	dst = bsoncore.AppendInt32Element(dst, "maxWireVersion", s.p.wireVersion())
 	dst = bsoncore.AppendInt32Element(dst, "minWireVersion", 0)
 	dst = bsoncore.AppendBooleanElement(dst, "readOnly", false)
 	if req.hasSASLReq && s.p.auth.mechsFor(req.saslMechs) {
@@ -126,7 +126,7 @@ func (s *session) appendHello(dst []byte, req helloRequest) []byte {
 // appendBuildInfo answers buildInfo with the version that goes with the
 // announced wire version; gitVersion says who answered.
 func (s *session) appendBuildInfo(dst []byte) []byte {
-	v := s.p.build
+	v := s.p.builds[s.p.wireVersion()]
 	idx, dst := bsoncore.AppendDocumentStart(dst)
 	dst = bsoncore.AppendStringElement(dst, "version", v.version)
 	dst = bsoncore.AppendStringElement(dst, "gitVersion", "dbrouter")
@@ -170,12 +170,6 @@ func appendError(dst []byte, c Code, errmsg string) []byte {
 // length prefix and terminator here rather than trusting them: the bytes
 // are the client's.
 func stringValue(v bsoncore.Value) (string, bool) {
-	if v.Type != bsoncore.TypeString || len(v.Data) < 5 {
-		return "", false
-	}
-	n := int(int32(uint32(v.Data[0]) | uint32(v.Data[1])<<8 | uint32(v.Data[2])<<16 | uint32(v.Data[3])<<24))
-	if n < 1 || n > len(v.Data)-4 || v.Data[4+n-1] != 0 {
-		return "", false
-	}
-	return string(v.Data[4 : 4+n-1]), true
+	b, ok := stringBytesOf(v)
+	return string(b), ok
 }

@@ -33,6 +33,7 @@ type poolKey struct{}
 type memberPool struct {
 	*proxy.Pool[*memberConn, poolKey]
 	name, addr string
+	idx        int // in Config.Members and the topology's snapshots
 	connect    time.Duration
 }
 
@@ -56,6 +57,15 @@ type memberConn struct {
 	// connection (trimmed by the session after a large one).
 	buf []byte
 	out []byte // handshake requests
+
+	// lock serializes the sessions using the connection while the pins
+	// table holds it (a cursor's getMore, a transaction's commands); a
+	// pooled connection has one user and its lock is free.
+	lock chan struct{}
+	// holds counts the cursors and transactions living on the connection
+	// and gone says it was dropped (guarded by the pins table's mu).
+	holds int
+	gone  bool
 }
 
 func (c *memberConn) Close() error { return c.nc.Close() }
@@ -83,7 +93,7 @@ func (mp *memberPool) dial(ctx context.Context, _ poolKey, login proxy.Login) (*
 	if err != nil {
 		return nil, fmt.Errorf("member %s (%s): %w: %v", mp.name, mp.addr, proxy.ErrBackendDown, err)
 	}
-	c := &memberConn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize)}
+	c := &memberConn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize), lock: make(chan struct{}, 1)}
 	// The handshake as a whole gets the connect timeout: a member that
 	// accepts and then says nothing (SIGSTOP) must not hold the session.
 	_ = nc.SetDeadline(time.Now().Add(mp.connect))
@@ -234,18 +244,5 @@ func (c *memberConn) readReply(id int32) (wire.Message, error) {
 // replyOK reads a reply's ok field, whatever its numeric type.
 func replyOK(doc bsoncore.Document) bool {
 	v, ok := wire.Lookup(doc, "ok")
-	if !ok {
-		return false
-	}
-	switch v.Type {
-	case bsoncore.TypeDouble:
-		return v.Double() == 1
-	case bsoncore.TypeInt32:
-		return v.Int32() == 1
-	case bsoncore.TypeInt64:
-		return v.Int64() == 1
-	case bsoncore.TypeBoolean:
-		return v.Boolean()
-	}
-	return false
+	return ok && okValue(v)
 }

@@ -7,9 +7,13 @@
 // the MySQL proxy (error kinds, the Server lifecycle) is package proxy's.
 //
 // Every command the proxy does not answer itself is forwarded, unchanged
-// but for its header, to the first configured member (forward.go); routing
-// by role and read preference comes later. With no members configured, such
-// commands are answered with CodeNotRoutedYet (docs/mongo.md).
+// but for its header (and a cursor id), to a member chosen as a mongos
+// chooses one in front of a replica set (forward.go): writes to the
+// primary the router names, reads by their $readPreference (select.go),
+// cursors and transactions to the member connection holding them
+// (pins.go), and never a member's state-change error to the client
+// (statechange.go). With no members configured, such commands are
+// answered with CodeNotRoutedYet (docs/mongo.md).
 package mongo
 
 import (
@@ -24,6 +28,9 @@ import (
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 	"github.com/dbrouter/dbrouter/proxy"
+	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/topology"
+	tmongo "github.com/dbrouter/dbrouter/topology/mongo"
 )
 
 // Wire versions the proxy may announce. MinMaxWireVersion is the floor:
@@ -49,8 +56,10 @@ type Config struct {
 	// Users may authenticate with SCRAM-SHA-256. With none, the proxy
 	// requires no authentication.
 	Users []User
-	// MaxWireVersion announced in hello (0: MinMaxWireVersion). Members
-	// will lower it to the smallest among them, never below the floor.
+	// MaxWireVersion caps the wire version announced in hello (0:
+	// MaxMaxWireVersion with a Topology, MinMaxWireVersion without). With
+	// a Topology the proxy announces the smallest maxWireVersion among
+	// the members it has observed, within [MinMaxWireVersion, this cap].
 	MaxWireVersion int32
 	// ClientIdleTimeout closes a session that sends nothing this long
 	// (default 8h): the deadline on every client read.
@@ -60,9 +69,29 @@ type Config struct {
 	// members take it too.
 	WriteTimeout time.Duration
 
-	// Members receive the commands the proxy does not answer itself; for
-	// now all of them go to the first. None: CodeNotRoutedYet.
+	// Members receive the commands the proxy does not answer itself. None:
+	// CodeNotRoutedYet.
 	Members []Member
+	// Topology supplies the replica set's observed state; Members[i] and
+	// Topology().Snapshot().Members[i] are the same member (same order, same Name).
+	// nil: every command goes to Members[0], as before.
+	Topology interface{ Snapshot() *topology.Snapshot }
+	// Authority is the control plane's word on the primary (nil: the snapshot's primary).
+	Authority      router.Authority
+	Site           string        // the proxy's site: its members are preferred for "nearest"
+	LocalThreshold time.Duration // localThresholdMS, default 15ms
+	WriteHold      time.Duration // how long a write waits for a primary (default 10s)
+	// CursorTimeout drops a cursor idle this long (default 10m, mongod's
+	// cursorTimeoutMillis) and TxnTimeout a transaction (default 60s,
+	// mongod's transactionLifetimeLimitSeconds): each holds a member
+	// connection out of the pool (pins.go).
+	CursorTimeout time.Duration
+	TxnTimeout    time.Duration
+	// MaxCursorConns bounds the connections per member that cursors hold
+	// out of the pool (default half of MaxMemberConns): past it, the
+	// least recently used one's cursors are dropped, so forgotten cursors
+	// cannot starve other commands for CursorTimeout.
+	MaxCursorConns int
 	// MemberUser and MemberPassword are the account the proxy
 	// authenticates as on members (SCRAM-SHA-256 on admin); no user: no
 	// authentication.
@@ -91,6 +120,22 @@ type Proxy struct {
 	members []*memberPool // pools, in Config.Members order
 	login   proxy.Login
 
+	// topo is Config.Topology; router decides the primary from it and
+	// the Authority; sel chooses reads; rr spreads them.
+	topo   interface{ Snapshot() *topology.Snapshot }
+	router *router.Router
+	sel    selector
+	rr     atomic.Uint32
+	// pins holds the cursors and transactions and their connections.
+	pins *pins
+	// excluded are the members the control plane fenced (SetExcluded):
+	// they serve no reads.
+	excluded atomic.Uint64
+	// wireCap caps the announced wire version; builds are the buildInfo
+	// versions by wire version, made once so hello allocates nothing.
+	wireCap int32
+	builds  [MaxMaxWireVersion + 1]buildVersion
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup
@@ -100,6 +145,8 @@ type Proxy struct {
 // not kept: the Proxy holds salted keys only.
 func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 	switch {
+	case cfg.MaxWireVersion == 0 && cfg.Topology != nil:
+		cfg.MaxWireVersion = MaxMaxWireVersion
 	case cfg.MaxWireVersion == 0:
 		cfg.MaxWireVersion = MinMaxWireVersion
 	case cfg.MaxWireVersion < MinMaxWireVersion:
@@ -127,6 +174,24 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 	if cfg.MemberWait <= 0 {
 		cfg.MemberWait = 5 * time.Second
 	}
+	if cfg.LocalThreshold <= 0 {
+		cfg.LocalThreshold = 15 * time.Millisecond
+	}
+	if cfg.WriteHold <= 0 {
+		cfg.WriteHold = 10 * time.Second
+	}
+	if cfg.MaxCursorConns <= 0 {
+		cfg.MaxCursorConns = max(cfg.MaxMemberConns/2, 1)
+	}
+	if cfg.CursorTimeout <= 0 {
+		cfg.CursorTimeout = 10 * time.Minute
+	}
+	if cfg.TxnTimeout <= 0 {
+		cfg.TxnTimeout = 60 * time.Second
+	}
+	if len(cfg.Members) > maxMembers {
+		return nil, fmt.Errorf("cluster %s: %d members: at most %d", cfg.Cluster, len(cfg.Members), maxMembers)
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -134,6 +199,20 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 		log:      log.Named("mongo").With(zap.String("cluster", cfg.Cluster)),
 		build:    buildVersionFor(cfg.MaxWireVersion),
 		sessions: map[*session]struct{}{},
+		topo:     cfg.Topology,
+		sel:      selector{site: cfg.Site, localThreshold: cfg.LocalThreshold},
+		pins:     newPins(),
+		wireCap:  cfg.MaxWireVersion,
+	}
+	for w := range p.builds {
+		p.builds[w] = buildVersionFor(int32(w))
+	}
+	if cfg.Topology != nil {
+		p.router = router.New(router.Config{Cluster: cfg.Cluster, Site: cfg.Site, Authority: cfg.Authority, WriteHold: cfg.WriteHold}, cfg.Topology)
+	} else {
+		// Without a topology there is one route (Members[0]); the router
+		// only answers "may this write be acknowledged", always yes.
+		p.router = router.New(router.Config{Cluster: cfg.Cluster, WriteHold: cfg.WriteHold}, nil)
 	}
 	if len(cfg.Users) > 0 {
 		a, err := newAuthenticator(cfg.Users)
@@ -146,7 +225,9 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 		if m.Name == "" || m.Addr == "" {
 			return nil, fmt.Errorf("cluster %s: members[%d]: name and addr are required", cfg.Cluster, i)
 		}
-		p.members = append(p.members, newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout))
+		mp := newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout)
+		mp.idx = i
+		p.members = append(p.members, mp)
 	}
 	// The member password must be kept: new connections authenticate with
 	// it. It lives in the login, not in the Config a caller may print.
@@ -165,9 +246,19 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	// does it without a goroutine that could outlive Serve.
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// The reaper stops with Serve, also when Accept fails for another
+	// reason than ctx.
+	rctx, stopReap := context.WithCancel(ctx)
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		p.reap(rctx)
+	}()
 	for {
 		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
+			stopReap()
+			<-reaped
 			p.shutdown()
 			if ctx.Err() != nil {
 				return nil
@@ -199,10 +290,76 @@ func (p *Proxy) shutdown() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
-	// Every session has handed back or discarded its member connection.
+	// Every session has handed back or discarded its member connection;
+	// the cursors' and transactions' connections are closed with the rest.
+	for _, h := range p.pins.all() {
+		h.mp.Discard(h.c)
+	}
 	for _, mp := range p.members {
 		mp.CloseIdle()
 	}
+}
+
+// SetExcluded names the members that must serve no reads (fenced by the
+// control plane: an errant member has data the primary never had); it
+// takes effect at the next routing decision. Names not configured are
+// ignored.
+func (p *Proxy) SetExcluded(members []string) {
+	var set memberSet
+	for _, n := range members {
+		for _, mp := range p.members {
+			if mp.name == n {
+				set |= one(mp.idx)
+			}
+		}
+	}
+	p.excluded.Store(uint64(set))
+	p.router.SetExcluded(members)
+}
+
+// OpenCursors reports the cursors and transactions the proxy holds, each
+// keeping a member connection out of the pool.
+func (p *Proxy) OpenCursors() (cursors, txns int) { return p.pins.counts() }
+
+// heartbeat is the monitor's probe interval, as the members' details
+// report it (the spec's heartbeatFrequencyMS); the monitor's default
+// before any is observed.
+func (p *Proxy) heartbeat() time.Duration {
+	if p.topo == nil {
+		return topology.DefaultProbeInterval
+	}
+	snap := p.topo.Snapshot()
+	hb := time.Duration(0)
+	for i := range snap.Members {
+		if d, ok := tmongo.DetailOf(snap.Members[i]); ok && d.Heartbeat > hb {
+			hb = d.Heartbeat
+		}
+	}
+	if hb == 0 {
+		return topology.DefaultProbeInterval
+	}
+	return hb
+}
+
+// wireVersion is the maxWireVersion to announce: without a topology the
+// configured one; with one, the smallest among the members observed,
+// within [MinMaxWireVersion, the cap] (the floor when none is observed
+// yet), so a driver never uses a feature one member lacks.
+func (p *Proxy) wireVersion() int32 {
+	if p.topo == nil {
+		return p.wireCap
+	}
+	snap := p.topo.Snapshot()
+	v := int32(0)
+	for i := range snap.Members {
+		if d, ok := tmongo.DetailOf(snap.Members[i]); ok && d.MaxWireVersion > 0 && (v == 0 || d.MaxWireVersion < v) {
+			v = d.MaxWireVersion
+		}
+	}
+	if v == 0 {
+		return MinMaxWireVersion
+	}
+	return min(max(v, MinMaxWireVersion), p.wireCap)
 }
 
 // Sessions is the number of connected clients.

@@ -46,6 +46,14 @@ type Detail struct {
 	Tags     map[string]string `json:"tags,omitempty"`
 	// MaxWireVersion is the newest wire protocol the member speaks.
 	MaxWireVersion int32 `json:"max_wire_version,omitempty"`
+	// Observed is when, by the monitor's clock, the member answered the
+	// hello this Detail comes from: the server selection spec's
+	// lastUpdateTime, which maxStalenessSeconds is measured with.
+	Observed time.Time `json:"observed"`
+	// Heartbeat is how often the monitor probes the member (its probe
+	// interval): the spec's heartbeatFrequencyMS, which bounds how stale
+	// an observation may be and so enters the staleness estimate.
+	Heartbeat time.Duration `json:"-"`
 	// Note says why the Elector did not count the member (another set, a
 	// standalone beside a set, a stale primary); set by Elect on a copy.
 	Note string `json:"note,omitempty"`

@@ -145,5 +145,9 @@ func (p *prober) Probe(ctx context.Context, i int) (topology.Probe, error) {
 	if err != nil {
 		return topology.Probe{}, fmt.Errorf("member %s: %w", m.cfg.Name, err)
 	}
+	// parseHello built a fresh Detail: nothing published aliases it yet.
+	if d, ok := DetailOf(st); ok {
+		d.Observed, d.Heartbeat = answered, p.cfg.ProbeInterval
+	}
 	return topology.Probe{Member: st, RTT: answered.Sub(t0), Answered: answered}, nil
 }
