@@ -94,6 +94,8 @@ fuzz:
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzOpMsg$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mongo/wire -run '^$$' -fuzz '^FuzzOpQuery$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/mongo -run '^$$' -fuzz '^FuzzReadPref$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol/mongo -run '^$$' -fuzz '^FuzzInspectReply$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol/mongo -run '^$$' -fuzz '^FuzzCommand$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./raftfsm -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./topology/mariadb -run '^$$' -fuzz '^FuzzParseGTIDSet$$' -fuzztime $(FUZZTIME)

@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if cl.Kind == config.KindMongoDB {
 			// A replica set: the Mongo proxy over the set's own elections
 			// (config refuses it under a control plane and on arbiters).
-			u, view, err := startMongo(cl, tm, log)
+			u, view, err := startMongo(cl, tm, cfg.Site, log)
 			if err != nil {
 				closeAll()
 				return err

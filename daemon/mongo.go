@@ -16,7 +16,7 @@ import (
 // startMongo assembles a kind mongodb cluster's proxy: the replica set's
 // monitor (hello on every member) and the Mongo-protocol listener. The
 // listener is opened here, so a port in use fails start-up.
-func startMongo(cl config.Cluster, members []topology.MemberConfig, log *zap.Logger) (*unit, admin.Cluster, error) {
+func startMongo(cl config.Cluster, members []topology.MemberConfig, site string, log *zap.Logger) (*unit, admin.Cluster, error) {
 	md := cl.MongoDB
 	mon, err := tmongo.NewMonitor(tmongo.MonitorConfig{Cluster: cl.Name, Members: members, ProbeInterval: cl.ProbeInterval.D(),
 		MaxReplicaLag: cl.MaxReplicaLag.D(), ReplicaSet: md.ReplicaSet, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password)}, log)
@@ -29,7 +29,9 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, log *zap.Log
 	}
 	pc := pmongo.Config{Cluster: cl.Name, MaxWireVersion: int32(md.MaxWireVersion), ClientIdleTimeout: cl.ClientIdleTimeout.D(),
 		MemberUser: acct.User, MemberPassword: config.Password(acct.Password), MemberConnectTimeout: cl.ConnectTimeout.D(),
-		MemberTimeout: cl.QueryTimeout.D(), MaxMemberConns: cl.MaxConnectionsPerMember, MemberWait: cl.PoolTimeout.D()}
+		MemberTimeout: cl.QueryTimeout.D(), MaxMemberConns: cl.MaxConnectionsPerMember, MemberWait: cl.PoolTimeout.D(),
+		// The monitor's members are the proxy's, in the same order.
+		Topology: mon, Site: site, LocalThreshold: cl.LocalityWindow.D()}
 	for _, u := range cl.Users {
 		pc.Users = append(pc.Users, pmongo.User{Name: u.Name, Password: config.Password(u.Password)})
 	}
