@@ -166,7 +166,7 @@ const (
 	// KindMongoDB is a MongoDB replica set over the MongoDB wire protocol:
 	// the proxy speaks to clients as a mongos and follows the set's own
 	// elections (topology/mongo). Proxies only for now: the control plane
-	// cannot promote a replica set's members yet.
+	// does not govern a replica set yet (arbiters refuse one).
 	KindMongoDB = "mongodb"
 )
 
@@ -540,7 +540,7 @@ func (c *Config) Validate() error {
 			for _, k := range setKeys(cl.MariaDB) {
 				add(f+"."+k, "only for kind %s (this cluster is kind %s)", KindMariaDB, cl.Kind)
 			}
-			validateMongoDB(add, f, cl, c.Control != nil)
+			validateMongoDB(add, f, cl, arbiter)
 		}
 	}
 	if len(errs) > 0 {
@@ -566,9 +566,12 @@ func checkKind(kind string) error {
 // validateMongoDB checks a kind mongodb cluster: its section, and the
 // cluster-wide settings the Mongo proxy does not have yet, refused rather
 // than silently ignored.
-func validateMongoDB(add func(field, format string, args ...any), f string, cl *Cluster, control bool) {
-	if control {
-		add(f+".kind", "%s clusters cannot be under a control plane yet: the arbiters cannot promote a replica set's members (run the Mongo proxy without control; the set's own elections decide)", KindMongoDB)
+func validateMongoDB(add func(field, format string, args ...any), f string, cl *Cluster, arbiter bool) {
+	// A proxy with a control section may serve a replica set beside its
+	// MariaDB clusters (one routerd per app host): the set's own elections
+	// decide its primary. Arbiters have nothing to do for it yet.
+	if arbiter {
+		add(f+".kind", "%s clusters are not governed by the control plane yet (the set's own elections decide its primary): list them in the proxies' configuration only, not the arbiters'", KindMongoDB)
 	}
 	if cl.TLS != (TLS{}) {
 		add(f+".tls", "not supported for kind %s yet", KindMongoDB)

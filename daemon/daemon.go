@@ -189,7 +189,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if u.arb != nil {
 			goRun(func() { u.arb.Run(ctx) })
 		}
-		if u.proxy != nil && ctl != nil {
+		if u.rt != nil && ctl != nil {
 			goRun(func() { ctl.followFenced(ctx, u.cfg.Name, u.rt) })
 		}
 		if u.proxy != nil {
