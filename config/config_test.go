@@ -349,7 +349,7 @@ clusters:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))
-			if tc.want != nil && len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
+			if len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
 				if err == nil || !strings.Contains(err.Error(), tc.want[0]) {
 					t.Fatalf("error %v, want one containing %q", err, tc.want[0])
 				}
