@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,7 +98,52 @@ func (p *proc) Stop() error {
 
 // Pause freezes the server (SIGSTOP) without closing its sockets: its port
 // still accepts connections (the kernel queues them) but nothing answers.
-func (p *proc) Pause() error { return p.signal(syscall.SIGSTOP) }
+//
+// It returns once every thread of the process is stopped: kill(2) only
+// queues SIGSTOP, and a thread running on another core goes on for a
+// moment, long enough on a loaded machine to answer a request a test sent
+// "after the pause" (TestForwardPausedMember saw its find answered).
+func (p *proc) Pause() error {
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	pid := p.cmd.Process.Pid
+	p.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for !stopped(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: SIGSTOP sent, but the process was not stopped within 5s", p.name)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// stopped reports whether every thread of process pid is stopped (state T
+// in /proc/PID/task/TID/stat), or the process is gone.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true // gone: nothing runs
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself contain spaces or parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume continues a paused server.
 func (p *proc) Resume() error { return p.signal(syscall.SIGCONT) }
