@@ -1,14 +1,23 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.uber.org/goleak"
+
+	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 )
 
 // noLeaks checks, once everything the test started is stopped, that no
@@ -196,5 +205,804 @@ func TestMongoPausedMemberHangsThenAnswersAfterResume(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("resumed member does not answer: %v", err)
+	}
+}
+
+// ---- replica sets (the member simulator, chaos/rssim) ----
+
+// rsTimeout is the election timeout the replica-set tests run with.
+const rsTimeout = 2 * time.Second
+
+// TestReplicaSet runs the replica-set scenarios in parallel, each on its
+// own set; the leak check covers them all.
+func TestReplicaSet(t *testing.T) {
+	noLeaks(t)
+	if _, err := ferretMemberBinary(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"ElectsOnePrimaryThatTheDriverFindsForCRUD", testRSElectsOnePrimary},
+		{"SecondaryRefusesWritesAndPrimaryOnlyReads", testRSSecondaryRefuses},
+		{"MajorityWriteIsOnAMajorityAndTimesOutWhenReplicationPauses", testRSMajorityWriteConcern},
+		{"KilledPrimaryIsReplacedWithinTheElectionTimeoutLosingNoMajorityWrite", testRSKillPrimary},
+		{"PausedPrimaryStepsDownOnResumeAndRollsBackItsUnreplicatedWrite", testRSPausedPrimaryRollsBack},
+		{"IsolatedPrimaryStepsDownAndTheOthersElectANewOne", testRSIsolatedPrimary},
+		{"StepDownStepUpAndFreeze", testRSStepDownStepUpFreeze},
+		{"RetryableWriteAppliesOnceAlsoAfterAFailover", testRSRetryableWrite},
+		{"TransactionsAreRefusedWithAClearError", testRSTransactions},
+		{"PSASetWithAnArbiter", testRSArbiter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t)
+		})
+	}
+}
+
+func startRS(t *testing.T, opts ReplicaSetOptions) (*ReplicaSet, *MongoMember) {
+	t.Helper()
+	opts.ElectionTimeout = rsTimeout
+	rs := StartReplicaSetT(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := rs.WaitPrimary(ctx, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs, p
+}
+
+func rsConnect(t *testing.T, rs *ReplicaSet) *mongo.Client {
+	t.Helper()
+	cl, err := mongo.Connect(rs.ClientOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	return cl
+}
+
+// rawCommand sends one OP_MSG on a fresh connection, as a driver would
+// not: without the $readPreference a direct connection adds.
+func rawCommand(ctx context.Context, addr string, cmd bson.D) (bson.Raw, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	body, err := bson.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := wire.AppendOpMsg(nil, 7, 0, 0, body)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := nc.Write(msg); err != nil {
+		return nil, err
+	}
+	m, _, err := wire.ReadMessage(nc, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	if m.Header.ResponseTo != 7 {
+		return nil, fmt.Errorf("reply answers %d, want 7", m.Header.ResponseTo)
+	}
+	r, err := wire.DecodeOpMsg(m.Raw)
+	if err != nil {
+		return nil, err
+	}
+	return bson.Raw(r.Body()), nil
+}
+
+func replyCode(r bson.Raw) int32 {
+	c, _ := r.Lookup("code").AsInt64OK()
+	return int32(c)
+}
+
+func isWritable(h bson.Raw) bool {
+	w, _ := h.Lookup("isWritablePrimary").BooleanOK()
+	return w
+}
+
+// writablePrimaries lists the members that say they are writable, with
+// their electionIds: a check of "at most one primary per term".
+func writablePrimaries(ctx context.Context, rs *ReplicaSet) map[string]bson.ObjectID {
+	out := map[string]bson.ObjectID{}
+	for _, m := range rs.Members {
+		if !m.Running() {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		h, err := m.Hello(hctx)
+		cancel()
+		if err == nil && isWritable(h) {
+			out[m.Name], _ = h.Lookup("electionId").ObjectIDOK()
+		}
+	}
+	return out
+}
+
+func countOn(ctx context.Context, t *testing.T, m *MongoMember, filter bson.D) int64 {
+	t.Helper()
+	cl := connect(t, m)
+	n, err := cl.Database("app").Collection("c").CountDocuments(ctx, filter)
+	if err != nil {
+		t.Fatalf("%s: count: %v", m.Name, err)
+	}
+	return n
+}
+
+// majorityColl is app.c with w: "majority" (the driver v2 has no
+// wtimeout: the operation's context bounds the wait).
+func majorityColl(cl *mongo.Client) *mongo.Collection {
+	return cl.Database("app").Collection("c", options.Collection().SetWriteConcern(writeconcern.Majority()))
+}
+
+// insertMajority inserts doc on m with w: "majority" and a wtimeout, by
+// hand (the driver v2 cannot send a wtimeout).
+func insertMajority(ctx context.Context, m *MongoMember, doc bson.D, wtimeout time.Duration) (bson.Raw, error) {
+	return rawCommand(ctx, m.Addr(), bson.D{{Key: "insert", Value: "c"}, {Key: "documents", Value: bson.A{doc}},
+		{Key: "writeConcern", Value: bson.D{{Key: "w", Value: "majority"}, {Key: "wtimeout", Value: wtimeout.Milliseconds()}}},
+		{Key: "$db", Value: "app"}})
+}
+
+func wcErrorCode(r bson.Raw) int32 {
+	c, _ := r.Lookup("writeConcernError", "code").AsInt64OK()
+	return int32(c)
+}
+
+func testRSElectsOnePrimary(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3, Tags: map[string]map[string]string{"db1": {"dc": "east"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ps := writablePrimaries(ctx, rs); len(ps) != 1 {
+		t.Fatalf("writable primaries %v, want exactly one", ps)
+	}
+	h, err := p.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := h.Lookup("setName").StringValueOK(); s != "rs0" {
+		t.Errorf("setName %q", s)
+	}
+	if me, _ := h.Lookup("me").StringValueOK(); me != p.Addr() {
+		t.Errorf("me %q, want %s", me, p.Addr())
+	}
+	if pr, _ := h.Lookup("primary").StringValueOK(); pr != p.Addr() {
+		t.Errorf("primary %q, want %s", pr, p.Addr())
+	}
+	hosts, _ := h.Lookup("hosts").ArrayOK()
+	if vals, _ := hosts.Values(); len(vals) != 3 {
+		t.Errorf("hosts %v, want 3", hosts)
+	}
+	if _, ok := h.Lookup("electionId").ObjectIDOK(); !ok {
+		t.Errorf("primary hello has no electionId: %s", h)
+	}
+	if _, err := h.LookupErr("lastWrite", "opTime", "ts"); err != nil {
+		t.Errorf("no lastWrite.opTime.ts: %s", h)
+	}
+	if v, _ := h.Lookup("logicalSessionTimeoutMinutes").AsInt64OK(); v != 30 {
+		t.Errorf("logicalSessionTimeoutMinutes %d", v)
+	}
+	for _, m := range rs.Members {
+		if m == p {
+			continue
+		}
+		sh, err := m.Hello(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec, _ := sh.Lookup("secondary").BooleanOK(); !sec || isWritable(sh) {
+			t.Errorf("%s hello: secondary %v writable %v", m.Name, sec, isWritable(sh))
+		}
+		if m.Name == "db1" {
+			if dc, _ := sh.Lookup("tags", "dc").StringValueOK(); dc != "east" {
+				t.Errorf("db1 tags: %s", sh.Lookup("tags"))
+			}
+		}
+	}
+
+	cl := rsConnect(t, rs)
+	c := cl.Database("app").Collection("c")
+	if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "n", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateOne(ctx, bson.D{{Key: "_id", Value: "a"}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ N int }
+	if err := c.FindOne(ctx, bson.D{{Key: "_id", Value: "a"}}).Decode(&got); err != nil || got.N != 2 {
+		t.Fatalf("find after update: %+v %v", got, err)
+	}
+	if _, err := c.DeleteOne(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Every member converges: "a" deleted, "b" there.
+	for _, m := range rs.Members {
+		err := Poll(ctx, 10*time.Second, func() (bool, error) {
+			return countOn(ctx, t, m, bson.D{{Key: "_id", Value: "a"}}) == 0 && countOn(ctx, t, m, bson.D{{Key: "_id", Value: "b"}}) == 1, nil
+		})
+		if err != nil {
+			t.Errorf("%s did not converge: %v", m.Name, err)
+		}
+	}
+	// A secondary read preference reads from a secondary.
+	sc := cl.Database("app").Collection("c", options.Collection().SetReadPreference(readpref.Secondary()))
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		n, err := sc.CountDocuments(ctx, bson.D{})
+		return n == 1, err
+	}); err != nil {
+		t.Fatalf("secondary read: %v", err)
+	}
+}
+
+func testRSSecondaryRefuses(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sec *MongoMember
+	for _, m := range rs.Members {
+		if m != p {
+			sec = m
+			break
+		}
+	}
+	// Through the driver: a direct connection to a secondary.
+	began := time.Now()
+	_, err := connect(t, sec).Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "x", Value: 1}})
+	t.Logf("driver insert on a secondary failed in %v: %v", time.Since(began), err)
+	var ce mongo.ServerError
+	if !errors.As(err, &ce) || !ce.HasErrorCode(10107) {
+		t.Fatalf("insert on a secondary: %v, want NotWritablePrimary (10107)", err)
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  bson.D
+		code int32
+	}{
+		{"write", bson.D{{Key: "insert", Value: "c"}, {Key: "documents", Value: bson.A{bson.D{{Key: "x", Value: 1}}}}, {Key: "$db", Value: "app"}}, 10107},
+		{"read without read preference", bson.D{{Key: "find", Value: "c"}, {Key: "$db", Value: "app"}}, 13435},
+		{"read with primary read preference", bson.D{{Key: "find", Value: "c"}, {Key: "$readPreference", Value: bson.D{{Key: "mode", Value: "primary"}}}, {Key: "$db", Value: "app"}}, 13435},
+		{"read with secondary read preference", bson.D{{Key: "find", Value: "c"}, {Key: "$readPreference", Value: bson.D{{Key: "mode", Value: "secondary"}}}, {Key: "$db", Value: "app"}}, 0},
+		{"read with nearest read preference", bson.D{{Key: "count", Value: "c"}, {Key: "$readPreference", Value: bson.D{{Key: "mode", Value: "nearest"}}}, {Key: "$db", Value: "app"}}, 0},
+		{"unknown command is a write", bson.D{{Key: "someNewWrite", Value: "c"}, {Key: "$db", Value: "app"}}, 10107},
+		{"ping anywhere", bson.D{{Key: "ping", Value: 1}, {Key: "$db", Value: "admin"}}, 0},
+	} {
+		r, err := rawCommand(ctx, sec.Addr(), tc.cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := replyCode(r); got != tc.code {
+			t.Errorf("%s on a secondary: code %d, want %d: %s", tc.name, got, tc.code, r)
+		}
+	}
+	// The primary reads without a read preference.
+	if r, err := rawCommand(ctx, p.Addr(), bson.D{{Key: "find", Value: "c"}, {Key: "$db", Value: "app"}}); err != nil || replyCode(r) != 0 {
+		t.Fatalf("find on the primary: %s %v", r, err)
+	}
+}
+
+func testRSMajorityWriteConcern(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cl := rsConnect(t, rs)
+	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "m1"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged with w: majority: on at least two members now, without
+	// waiting (no poll).
+	have := 0
+	for _, m := range rs.Members {
+		have += int(countOn(ctx, t, m, bson.D{{Key: "_id", Value: "m1"}}))
+	}
+	if have < 2 {
+		t.Fatalf("w:majority write acknowledged but on %d members", have)
+	}
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	began := time.Now()
+	r, err := insertMajority(ctx, p, bson.D{{Key: "_id", Value: "m2"}}, 500*time.Millisecond)
+	if err != nil || replyCode(r) != 0 || wcErrorCode(r) != 64 {
+		t.Fatalf("w:majority with replication paused: %s %v, want ok: 1 with a writeConcernError 64", r, err)
+	}
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("wtimeout 500ms took %v", d)
+	}
+	// w:1 is not held up, and numeric w counts data-bearing members.
+	if _, err := cl.Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "m3"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Database("app").Collection("c", options.Collection().SetWriteConcern(&writeconcern.WriteConcern{W: 4})).InsertOne(ctx, bson.D{{Key: "_id", Value: "m4"}})
+	var se mongo.ServerError
+	if !errors.As(err, &se) || !se.HasErrorCode(100) {
+		t.Errorf("w:4 on three members: %v, want UnsatisfiableWriteConcern (100)", err)
+	}
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "m5"}}); err != nil {
+		t.Fatalf("w:majority after resume: %v", err)
+	}
+	// The lag helper: a delayed secondary applies late.
+	var lagging *MongoMember
+	for _, m := range rs.Members {
+		if m != p {
+			lagging = m
+			break
+		}
+	}
+	if err := rs.SetApplyDelay(ctx, lagging, 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "late"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countOn(ctx, t, lagging, bson.D{{Key: "_id", Value: "late"}}); n != 0 {
+		t.Errorf("a secondary with a 1.5 s apply delay has the write at once")
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		return countOn(ctx, t, lagging, bson.D{{Key: "_id", Value: "late"}}) == 1, nil
+	}); err != nil {
+		t.Errorf("delayed secondary never applied: %v", err)
+	}
+}
+
+func testRSKillPrimary(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := rsConnect(t, rs)
+	c := majorityColl(cl)
+	var acked []int
+	for i := range 20 {
+		if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err == nil {
+			acked = append(acked, i)
+		}
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(killed)
+	t.Logf("%s killed; %s primary after %v", p.Name, np.Name, took.Round(time.Millisecond))
+	if np == p {
+		t.Fatal("the killed member is primary")
+	}
+	if took > 2*rsTimeout+time.Second {
+		t.Errorf("new primary after %v, want about the election timeout %v", took, rsTimeout)
+	}
+	// The driver follows; writes continue.
+	for i := 20; i < 25; i++ {
+		if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatalf("write after failover: %v", err)
+		}
+		acked = append(acked, i)
+	}
+	// No w:majority write is lost.
+	if n := countOn(ctx, t, np, bson.D{}); n != int64(len(acked)) {
+		t.Fatalf("new primary has %d documents, %d were acknowledged with w:majority", n, len(acked))
+	}
+	// The killed member comes back as a secondary with everything.
+	if err := p.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := Poll(ctx, 15*time.Second, func() (bool, error) {
+		return countOn(ctx, t, p, bson.D{}) == int64(len(acked)), nil
+	}); err != nil {
+		t.Fatalf("restarted member did not catch up: %v", err)
+	}
+	if h, err := p.Hello(ctx); err != nil || isWritable(h) {
+		t.Fatalf("restarted member: writable %v, %v", isWritable(h), err)
+	}
+}
+
+func testRSPausedPrimaryRollsBack(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pc := connect(t, p)
+	if _, err := majorityColl(pc).InsertOne(ctx, bson.D{{Key: "_id", Value: "kept"}}); err != nil {
+		t.Fatal(err)
+	}
+	var secs []*MongoMember
+	for _, m := range rs.Members {
+		if m != p {
+			secs = append(secs, m)
+			if err := rs.PauseReplication(ctx, m, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Only the primary ever has this one: acknowledged with w:1.
+	if _, err := pc.Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "lost"}}); err != nil {
+		t.Fatal(err)
+	}
+	oldHello, err := p.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID, _ := oldHello.Lookup("electionId").ObjectIDOK()
+	if err := p.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range secs {
+		if err := rs.PauseReplication(ctx, m, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if np == p {
+		t.Fatal("paused member still reported primary")
+	}
+	// While the old primary is frozen, a new one writes in a newer term.
+	h, err := np.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID, _ := h.Lookup("electionId").ObjectIDOK()
+	if bytes.Compare(newID[:], oldID[:]) <= 0 {
+		t.Fatalf("new electionId %s is not above the old %s", newID.Hex(), oldID.Hex())
+	}
+	if _, err := majorityColl(connect(t, np)).InsertOne(ctx, bson.D{{Key: "_id", Value: "after"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// On resume the old primary sees the newer term and steps down: from
+	// then on at most one member is writable, and never two with the
+	// same electionId.
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		hh, err := p.Hello(ctx)
+		return err == nil && !isWritable(hh), err
+	}); err != nil {
+		t.Fatalf("old primary did not step down after resume: %v", err)
+	}
+	if ps := writablePrimaries(ctx, rs); len(ps) != 1 {
+		t.Fatalf("writable primaries after resume: %v", ps)
+	}
+	// It rolls back the w:1 write only it had, and keeps the rest.
+	if err := Poll(ctx, 15*time.Second, func() (bool, error) {
+		return countOn(ctx, t, p, bson.D{{Key: "_id", Value: "lost"}}) == 0 && countOn(ctx, t, p, bson.D{{Key: "_id", Value: "after"}}) == 1, nil
+	}); err != nil {
+		t.Fatalf("old primary did not roll back: %v", err)
+	}
+	if n := countOn(ctx, t, p, bson.D{{Key: "_id", Value: "kept"}}); n != 1 {
+		t.Fatal("rollback lost the majority-acknowledged write")
+	}
+	st, err := rs.Status(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.Lookup("rollbacks").AsInt64OK(); n != 1 {
+		t.Errorf("rollbacks %d, want 1: %s", n, st)
+	}
+	if n := countOn(ctx, t, np, bson.D{{Key: "_id", Value: "lost"}}); n != 0 {
+		t.Error("the new primary has the rolled-back write")
+	}
+}
+
+func testRSIsolatedPrimary(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3, Links: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := rs.Isolate(p); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	// The isolated primary stops taking writes after the election timeout
+	// (it cannot see a majority), and the others elect a new one.
+	var np *MongoMember
+	if err := Poll(ctx, 5*rsTimeout, func() (bool, error) {
+		ps := writablePrimaries(ctx, rs)
+		if _, old := ps[p.Name]; old || len(ps) != 1 {
+			return false, fmt.Errorf("writable: %v", ps)
+		}
+		for name := range ps {
+			np = rs.Member(name)
+		}
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the cut: %s primary, %s stepped down, in %v", np.Name, p.Name, time.Since(cut).Round(time.Millisecond))
+	if _, err := connect(t, p).Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "x", Value: 1}}); err == nil {
+		t.Fatal("the isolated old primary took a write")
+	}
+	if err := rs.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := majorityColl(connect(t, np)).InsertOne(ctx, bson.D{{Key: "_id", Value: "healed"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Poll(ctx, 15*time.Second, func() (bool, error) {
+		return countOn(ctx, t, p, bson.D{{Key: "_id", Value: "healed"}}) == 1, nil
+	}); err != nil {
+		t.Fatalf("the healed member does not replicate: %v", err)
+	}
+}
+
+func testRSStepDownStepUpFreeze(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := majorityColl(connect(t, p)).InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// Freeze on a primary is refused.
+	if _, err := p.Command(ctx, bson.D{{Key: "replSetFreeze", Value: 10}}); !hasCode(err, 95) {
+		t.Errorf("replSetFreeze on the primary: %v, want NotSecondary (95)", err)
+	}
+	began := time.Now()
+	if _, err := p.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 30}, {Key: "secondaryCatchUpPeriodSecs", Value: 5}}); err != nil {
+		t.Fatalf("replSetStepDown: %v", err)
+	}
+	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if np == p {
+		t.Fatal("the stepped-down member is primary again")
+	}
+	t.Logf("stepdown handed over to %s in %v", np.Name, time.Since(began).Round(time.Millisecond))
+	var other *MongoMember
+	for _, m := range rs.Members {
+		if m != p && m != np {
+			other = m
+		}
+	}
+	// Freeze the third member, then step up the old primary's... no: it is
+	// not electable for stepDownSecs; step up the frozen one instead
+	// (replSetStepUp runs an election now, frozen or not).
+	if _, err := other.Command(ctx, bson.D{{Key: "replSetFreeze", Value: 30}}); err != nil {
+		t.Fatalf("replSetFreeze: %v", err)
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		_, err := other.Command(ctx, bson.D{{Key: "replSetStepUp", Value: 1}})
+		return err == nil, err
+	}); err != nil {
+		t.Fatalf("replSetStepUp: %v", err)
+	}
+	if err := Poll(ctx, 5*time.Second, func() (bool, error) {
+		ps := writablePrimaries(ctx, rs)
+		_, ok := ps[other.Name]
+		return ok && len(ps) == 1, fmt.Errorf("writable: %v", ps)
+	}); err != nil {
+		t.Fatalf("after replSetStepUp on %s: %v", other.Name, err)
+	}
+	// A secondary that is behind cannot step up.
+	cur := other
+	var lag *MongoMember
+	for _, m := range rs.Members {
+		if m != cur {
+			lag = m
+			break
+		}
+	}
+	if err := rs.PauseReplication(ctx, lag, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := majorityColl(connect(t, cur)).InsertOne(ctx, bson.D{{Key: "_id", Value: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lag.Command(ctx, bson.D{{Key: "replSetStepUp", Value: 1}}); !hasCode(err, 125) {
+		t.Errorf("replSetStepUp on a lagging secondary: %v, want CommandFailed (125)", err)
+	}
+	if ps := writablePrimaries(ctx, rs); len(ps) != 1 || ps[cur.Name] == (bson.ObjectID{}) {
+		t.Errorf("after a refused step-up, writable: %v, want only %s", ps, cur.Name)
+	}
+	// Step down without a caught-up secondary: refused unless forced.
+	if err := rs.PauseReplication(ctx, rs.otherThan(cur, lag), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(t, cur).Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cur.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 10}, {Key: "secondaryCatchUpPeriodSecs", Value: 1}}); !hasCode(err, 262) {
+		t.Errorf("replSetStepDown with no caught-up secondary: %v, want ExceededTimeLimit (262)", err)
+	}
+	if _, err := cur.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 10}, {Key: "secondaryCatchUpPeriodSecs", Value: 1}, {Key: "force", Value: true}}); err != nil {
+		t.Errorf("forced replSetStepDown: %v", err)
+	}
+	if h, err := cur.Hello(ctx); err != nil || isWritable(h) {
+		t.Errorf("after a forced step-down: writable %v, %v", isWritable(h), err)
+	}
+}
+
+// otherThan is the member that is neither a nor b.
+func (rs *ReplicaSet) otherThan(a, b *MongoMember) *MongoMember {
+	for _, m := range rs.Members {
+		if m != a && m != b && !m.Arbiter {
+			return m
+		}
+	}
+	return nil
+}
+
+func hasCode(err error, code int) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && se.HasErrorCode(code)
+}
+
+func testRSRetryableWrite(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lsid := bson.D{{Key: "id", Value: bson.Binary{Subtype: 4, Data: []byte("0123456789abcdef")}}}
+	inc := func(addr string, txn int64) (bson.Raw, error) {
+		return rawCommand(ctx, addr, bson.D{{Key: "update", Value: "c"},
+			{Key: "updates", Value: bson.A{bson.D{{Key: "q", Value: bson.D{{Key: "_id", Value: "ctr"}}},
+				{Key: "u", Value: bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}}, {Key: "upsert", Value: true}}}},
+			{Key: "lsid", Value: lsid}, {Key: "txnNumber", Value: txn},
+			{Key: "writeConcern", Value: bson.D{{Key: "w", Value: "majority"}, {Key: "wtimeout", Value: 10000}}},
+			{Key: "$db", Value: "app"}})
+	}
+	counter := func(m *MongoMember) int32 {
+		var d struct{ N int32 }
+		if err := connect(t, m).Database("app").Collection("c").FindOne(ctx, bson.D{{Key: "_id", Value: "ctr"}}).Decode(&d); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		return d.N
+	}
+	first, err := inc(p.Addr(), 1)
+	if err != nil || replyCode(first) != 0 {
+		t.Fatalf("first: %s %v", first, err)
+	}
+	again, err := inc(p.Addr(), 1)
+	if err != nil || !bytes.Equal(stripTime(again), stripTime(first)) {
+		t.Fatalf("retry answered %s, first answer %s (%v)", again, first, err)
+	}
+	if n := counter(p); n != 1 {
+		t.Fatalf("after a retry n = %d, want 1", n)
+	}
+	if _, err := inc(p.Addr(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(p); n != 2 {
+		t.Fatalf("a new txnNumber: n = %d, want 2", n)
+	}
+	// After a failover the new primary knows both from the oplog.
+	if _, err := p.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 30}, {Key: "secondaryCatchUpPeriodSecs", Value: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, txn := range []int64{1, 2} {
+		r, err := inc(np.Addr(), txn)
+		if err != nil || replyCode(r) != 0 {
+			t.Fatalf("retry of txn %d on the new primary: %s %v", txn, r, err)
+		}
+	}
+	if n := counter(np); n != 2 {
+		t.Fatalf("after retries on the new primary n = %d, want 2", n)
+	}
+}
+
+// stripTime is a reply without the fields that may differ between two
+// answers to one write (none today: the recorded reply is returned).
+func stripTime(r bson.Raw) []byte { return r }
+
+func testRSTransactions(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := rsConnect(t, rs)
+	sess, err := cl.StartSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.EndSession(ctx)
+	if err := sess.StartTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Database("app").Collection("c").InsertOne(mongo.NewSessionContext(ctx, sess), bson.D{{Key: "x", Value: 1}})
+	if !hasCode(err, 20) || !strings.Contains(err.Error(), "does not support transactions") {
+		t.Fatalf("insert in a transaction: %v, want IllegalOperation (20) saying transactions are not supported", err)
+	}
+	_ = sess.AbortTransaction(ctx)
+	r, err := rawCommand(ctx, p.Addr(), bson.D{{Key: "commitTransaction", Value: 1}, {Key: "$db", Value: "admin"}})
+	if err != nil || replyCode(r) != 20 {
+		t.Fatalf("commitTransaction: %s %v", r, err)
+	}
+	if n := countOn(ctx, t, p, bson.D{}); n != 0 {
+		t.Fatalf("a refused transaction wrote %d documents", n)
+	}
+}
+
+func testRSArbiter(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 2, Arbiter: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	arb := rs.Member("arb")
+	if p == arb {
+		t.Fatal("the arbiter is primary")
+	}
+	h, err := arb.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := h.Lookup("arbiterOnly").BooleanOK(); !a || isWritable(h) {
+		t.Errorf("arbiter hello: %s", h)
+	}
+	hosts, _ := h.Lookup("hosts").ArrayOK()
+	arbiters, _ := h.Lookup("arbiters").ArrayOK()
+	hv, _ := hosts.Values()
+	av, _ := arbiters.Values()
+	if len(hv) != 2 || len(av) != 1 || av[0].StringValue() != arb.Addr() {
+		t.Errorf("hosts %s arbiters %s", hosts, arbiters)
+	}
+	for _, cmd := range []bson.D{
+		{{Key: "find", Value: "c"}, {Key: "$readPreference", Value: bson.D{{Key: "mode", Value: "secondary"}}}, {Key: "$db", Value: "app"}},
+		{{Key: "insert", Value: "c"}, {Key: "documents", Value: bson.A{bson.D{{Key: "x", Value: 1}}}}, {Key: "$db", Value: "app"}},
+	} {
+		if r, err := rawCommand(ctx, arb.Addr(), cmd); err != nil || replyCode(r) == 0 {
+			t.Errorf("%s on the arbiter: %s %v", cmd[0].Key, r, err)
+		}
+	}
+	cl := rsConnect(t, rs)
+	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "psa"}}); err != nil {
+		t.Fatal(err)
+	}
+	sec := rs.otherThan(p, arb)
+	// w: majority needs both data-bearing members: the arbiter votes but
+	// cannot acknowledge.
+	if err := rs.PauseReplication(ctx, sec, true); err != nil {
+		t.Fatal(err)
+	}
+	r, err := insertMajority(ctx, p, bson.D{{Key: "_id", Value: "psa2"}}, 500*time.Millisecond)
+	if err != nil || replyCode(r) != 0 || wcErrorCode(r) != 64 {
+		t.Fatalf("PSA w:majority with the secondary paused: %s %v, want a writeConcernError 64", r, err)
+	}
+	if err := rs.PauseReplication(ctx, sec, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		return countOn(ctx, t, sec, bson.D{{Key: "_id", Value: "psa2"}}) == 1, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The primary dies: the secondary and the arbiter elect the secondary.
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if np != sec {
+		t.Fatalf("new primary %s, want %s", np.Name, sec.Name)
+	}
+	if n := countOn(ctx, t, np, bson.D{}); n != 2 {
+		t.Fatalf("new primary has %d documents, want 2", n)
 	}
 }

@@ -45,9 +45,12 @@ type entry struct {
 	DB    string         `bson:"db"`
 	Ops   []op           `bson:"ops"`
 	// Key is the retryable write's (lsid, txnNumber), Reply what the
-	// client was told: a retry anywhere in the set gets Reply again.
-	Key   string   `bson:"key,omitempty"`
-	Reply bson.Raw `bson:"reply,omitempty"`
+	// client was told: a retry anywhere in the set gets Reply again. It is
+	// kept as bytes (BSON binary): FerretDB, like mongod, moves _id first
+	// in stored documents, nested ones included, and a retry must get the
+	// same bytes.
+	Key   string `bson:"key,omitempty"`
+	Reply []byte `bson:"reply,omitempty"`
 }
 
 type op struct {

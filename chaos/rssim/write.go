@@ -130,11 +130,11 @@ func (n *node) recordedReply(ctx context.Context, idx int64) (bson.Raw, error) {
 	if len(docs) != 1 {
 		return nil, fmt.Errorf("entry %d missing", idx)
 	}
-	r, ok := docs[0].Lookup("reply").DocumentOK()
-	if !ok {
+	_, b, ok := docs[0].Lookup("reply").BinaryOK()
+	if !ok || bson.Raw(b).Validate() != nil {
 		return nil, fmt.Errorf("entry %d has no reply", idx)
 	}
-	return r, nil
+	return bson.Raw(b), nil
 }
 
 // crud are the commands whose effect is recorded as post-images; anything
