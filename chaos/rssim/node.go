@@ -601,13 +601,13 @@ func (n *node) becomePrimary(ctx context.Context, term int64) error {
 	return nil
 }
 
-// appendLocked (writeMu held) gives e its position in term and stores it.
+// appendLocked (writeMu held) gives e the next position, in term (the term
+// the write ran in), and stores it.
 func (n *node) appendLocked(ctx context.Context, e *entry, term int64) (opTime, error) {
+	// No check of the state here: a write that ran on FerretDB is recorded
+	// in the term it ran in even when the member stepped down meanwhile,
+	// so that a rollback finds it and undoes it.
 	n.mu.Lock()
-	if n.term != term || n.state != statePrimary {
-		n.mu.Unlock()
-		return opTime{}, errf(codeInterruptedReplChange, "operation was interrupted because a node stepped down")
-	}
 	last := n.lastLocked()
 	now := time.Now()
 	e.Index, e.Term, e.Wall = last.Index+1, term, now

@@ -108,6 +108,18 @@ func (n *node) write(ctx context.Context, name, db string, doc bson.Raw) bson.Ra
 		return n.concern(ctx, reply, wc, idx, term)
 	}
 	n.writeMu.Lock()
+	n.mu.Lock()
+	idx, seen = n.dedupe[key]
+	n.mu.Unlock()
+	if key != "" && seen {
+		// The same retry arrived twice at once: the first one ran.
+		n.writeMu.Unlock()
+		reply, err := n.recordedReply(ctx, idx)
+		if err != nil {
+			return errf(codeInternalError, "read the recorded reply of a retried write: %v", err).reply()
+		}
+		return n.concern(ctx, reply, wc, idx, term)
+	}
 	reply, at, err := n.writeLocked(ctx, name, db, doc, key)
 	n.writeMu.Unlock()
 	if err != nil {
@@ -252,6 +264,16 @@ func (n *node) writeLocked(ctx context.Context, name, db string, doc bson.Raw, k
 		e.Key, e.Reply = key, reply
 	}
 	at, aerr := n.appendLocked(ctx, e, term)
+	if aerr == nil {
+		n.mu.Lock()
+		moved := n.term != term || n.state != statePrimary
+		n.mu.Unlock()
+		if moved {
+			// It ran and is recorded, in a term that has ended: the new
+			// primary's history decides whether it survives.
+			return nil, opTime{}, errf(codeInterruptedReplChange, "operation was interrupted because a node stepped down")
+		}
+	}
 	if aerr != nil {
 		// The data changed and the entry may be missing: the write's
 		// outcome is unknown, which 11602 tells a driver (it retries).
