@@ -485,12 +485,25 @@ func StartReplicaSetT(t testing.TB, opts ReplicaSetOptions) *ReplicaSet {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, m := range rs.Members {
-				t.Logf("%s log tail:\n%s", m.Name, m.LogTail(6000))
+				t.Logf("%s log tail (FerretDB's own lines left out):\n%s", m.Name, m.simLogTail(8000))
 			}
 		}
 		_ = rs.Close()
 	})
 	return rs
+}
+
+// simLogTail is the end of a member's log without FerretDB's lines (one
+// per connection), which drown the simulator's.
+func (m *MongoMember) simLogTail(n int) string {
+	b, _ := os.ReadFile(m.logPath)
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "part=ferretdb") {
+			keep = append(keep, l)
+		}
+	}
+	return string(tail([]byte(strings.Join(keep, "\n")), n))
 }
 
 // Member returns the member with that name, nil when there is none.

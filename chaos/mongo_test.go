@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,9 +344,28 @@ func writablePrimaries(ctx context.Context, rs *ReplicaSet) map[string]bson.Obje
 	return out
 }
 
+// direct holds one direct client per test and member, so that polling
+// does not open a connection per attempt.
+var direct sync.Map // rsClientKey -> *mongo.Client
+
+type rsClientKey struct {
+	t *testing.T
+	m *MongoMember
+}
+
+func directClient(t *testing.T, m *MongoMember) *mongo.Client {
+	if cl, ok := direct.Load(rsClientKey{t, m}); ok {
+		return cl.(*mongo.Client)
+	}
+	cl := connect(t, m)
+	direct.Store(rsClientKey{t, m}, cl)
+	t.Cleanup(func() { direct.Delete(rsClientKey{t, m}) })
+	return cl
+}
+
 func countOn(ctx context.Context, t *testing.T, m *MongoMember, filter bson.D) int64 {
 	t.Helper()
-	cl := connect(t, m)
+	cl := directClient(t, m)
 	n, err := cl.Database("app").Collection("c").CountDocuments(ctx, filter)
 	if err != nil {
 		t.Fatalf("%s: count: %v", m.Name, err)

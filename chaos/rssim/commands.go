@@ -384,11 +384,23 @@ func (n *node) freeze(doc bson.Raw) bson.Raw {
 // control is rssimControl, the test's handle on replication:
 // pauseReplication stops pulling (and so acknowledging); applyDelayMS
 // applies each entry no sooner than that long after it was written.
+//
+// Once a pause is answered the member's position no longer moves: an
+// apply under way has finished (writeMu) and what was fetched but not
+// applied is dropped (fetched again after the resume).
 func (n *node) control(doc bson.Raw) bson.Raw {
+	p, pause := doc.Lookup("pauseReplication").BooleanOK()
+	if pause && p {
+		n.writeMu.Lock()
+		defer n.writeMu.Unlock()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if p, ok := doc.Lookup("pauseReplication").BooleanOK(); ok {
+	if pause {
 		n.paused = p
+		if p {
+			n.pending = nil
+		}
 	}
 	if v, err := doc.LookupErr("applyDelayMS"); err == nil {
 		ms, ok := v.AsInt64OK()

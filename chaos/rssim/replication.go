@@ -120,7 +120,9 @@ func (n *node) fetchLoop(ctx context.Context) {
 		if n.commit.less(fr.Commit) {
 			n.commit = fr.Commit
 		}
-		n.pending = fr.Entries
+		if !n.paused { // a pause while the fetch was out drops its reply
+			n.pending = fr.Entries
+		}
 		n.mu.Unlock()
 		n.applyPending(ctx)
 	}
