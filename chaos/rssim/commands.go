@@ -2,7 +2,6 @@ package rssim
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -415,4 +414,3 @@ func (n *node) control(doc bson.Raw) bson.Raw {
 		{Key: "rollbacks", Value: n.rollbacks}, {Key: "ok", Value: 1.0}})
 }
 
-var _ = fmt.Sprintf
