@@ -413,4 +413,3 @@ func (n *node) control(doc bson.Raw) bson.Raw {
 		{Key: "state", Value: n.state.String()}, {Key: "term", Value: n.term}, {Key: "lastIndex", Value: n.lastLocked().Index},
 		{Key: "rollbacks", Value: n.rollbacks}, {Key: "ok", Value: 1.0}})
 }
-
