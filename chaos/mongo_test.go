@@ -603,18 +603,64 @@ func testRSKillPrimary(t *testing.T) {
 	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := rsConnect(t, rs)
-	c := majorityColl(cl)
+	// A writer inserts with w:majority through the replicaSet URI (the
+	// driver retries once across the failover) while the primary dies.
+	c := majorityColl(rsConnect(t, rs))
+	var mu sync.Mutex
 	var acked []int
-	for i := range 20 {
-		if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err == nil {
-			acked = append(acked, i)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100000 { // bounded; stopped by the test
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := c.InsertOne(octx, bson.D{{Key: "_id", Value: i}})
+			ocancel()
+			if err == nil {
+				mu.Lock()
+				acked = append(acked, i)
+				mu.Unlock()
+			}
 		}
+	}()
+	nacked := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) { return nacked() >= 10, nil }); err != nil {
+		t.Fatalf("writer: %d acknowledged before the kill: %v", nacked(), err)
+	}
+	// Then a w:1 write only the primary gets (the secondaries have
+	// stopped replicating): the killed member must roll it back when it
+	// returns. The writer's writes meanwhile wait for a majority.
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := directClient(t, p).Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "w1-only"}}); err != nil {
+		t.Fatal(err)
 	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	before := nacked()
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -627,28 +673,58 @@ func testRSKillPrimary(t *testing.T) {
 	if took > 2*rsTimeout+time.Second {
 		t.Errorf("new primary after %v, want about the election timeout %v", took, rsTimeout)
 	}
-	// The driver follows; writes continue.
-	for i := 20; i < 25; i++ {
-		if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
-			t.Fatalf("write after failover: %v", err)
-		}
-		acked = append(acked, i)
+	// The driver follows; writes go on.
+	if err := Poll(ctx, 15*time.Second, func() (bool, error) { return nacked() >= before+10, nil }); err != nil {
+		t.Fatalf("writes after the failover: %d then %d: %v", before, nacked(), err)
 	}
+	close(stop)
+	<-done
 	// No w:majority write is lost.
-	if n := countOn(ctx, t, np, bson.D{}); n != int64(len(acked)) {
-		t.Fatalf("new primary has %d documents, %d were acknowledged with w:majority", n, len(acked))
+	ids := map[int]bool{}
+	cur, err := directClient(t, np).Database("app").Collection("c").Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The killed member comes back as a secondary with everything.
+	var docs []struct {
+		ID any `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if i, ok := d.ID.(int32); ok {
+			ids[int(i)] = true
+		}
+	}
+	for _, i := range acked {
+		if !ids[i] {
+			t.Errorf("write %d was acknowledged with w:majority and is not on the new primary", i)
+		}
+	}
+	if n := countOn(ctx, t, np, bson.D{{Key: "_id", Value: "w1-only"}}); n != 0 {
+		t.Errorf("the new primary has the write only the killed member had")
+	}
+	t.Logf("%d writes acknowledged, all on the new primary", len(acked))
+	// The killed member comes back as a secondary, rolls back its w:1
+	// write and catches up.
 	if err := p.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
+	want := countOn(ctx, t, np, bson.D{})
 	if err := Poll(ctx, 15*time.Second, func() (bool, error) {
-		return countOn(ctx, t, p, bson.D{}) == int64(len(acked)), nil
+		return countOn(ctx, t, p, bson.D{}) == want && countOn(ctx, t, p, bson.D{{Key: "_id", Value: "w1-only"}}) == 0, nil
 	}); err != nil {
-		t.Fatalf("restarted member did not catch up: %v", err)
+		t.Fatalf("restarted member did not roll back and catch up: %v", err)
 	}
 	if h, err := p.Hello(ctx); err != nil || isWritable(h) {
 		t.Fatalf("restarted member: writable %v, %v", isWritable(h), err)
+	}
+	st, err := rs.Status(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.Lookup("rollbacks").AsInt64OK(); n != 1 {
+		t.Errorf("restarted member rollbacks %d, want 1", n)
 	}
 }
 
