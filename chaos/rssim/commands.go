@@ -131,6 +131,9 @@ func (n *node) handle(ctx context.Context, connID int64, name, db string, doc bs
 func (n *node) hello(req bson.Raw, legacy bool, connID int64) bson.Raw {
 	n.mu.Lock()
 	st, term, last, maj, prim := n.state, n.term, n.lastLocked(), n.majorityLocked(), n.primaryName
+	if st != statePrimary && time.Since(n.heardPrimary) > n.cfg.ElectionTimeout {
+		prim = "" // not heard of for an election timeout: mongod marks it down
+	}
 	n.mu.Unlock()
 	var hosts, arbiters bson.A
 	for _, m := range n.cfg.Members {

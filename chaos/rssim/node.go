@@ -369,7 +369,9 @@ func (n *node) heartbeatOnce(ctx context.Context, peer string) {
 func (n *node) heardFromPrimary(name string, term int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if term == n.term && n.state == stateSecondary {
+	// Arbiters keep track too: hello reports the primary, and a voter
+	// that can see one refuses a dry run.
+	if term == n.term && n.state != statePrimary {
 		if n.primaryName != name {
 			n.primaryName = name
 			n.notifyLocked()
@@ -537,6 +539,15 @@ func (n *node) requestVotes(ctx context.Context, req voteReq) (int, string) {
 	return yes, why
 }
 
+// seesPrimaryWindow is how recently a voter must have heard from a
+// primary to refuse a dry run because of it: long enough to span several
+// heartbeats (a member cut off from a healthy primary does not disrupt
+// it), short enough to have passed when a candidate's election timeout,
+// counted from its own last contact, fires after the primary died.
+func (n *node) seesPrimaryWindow() time.Duration {
+	return max(n.cfg.ElectionTimeout/2, 2*n.cfg.Heartbeat)
+}
+
 func (n *node) handleVote(ctx context.Context, doc bson.Raw) bson.Raw {
 	var req voteReq
 	if err := bson.Unmarshal(doc, &req); err != nil {
@@ -558,7 +569,7 @@ func (n *node) handleVote(ctx context.Context, doc bson.Raw) bson.Raw {
 		grant, reason = false, fmt.Sprintf("candidate's optime (%d, %d) is behind mine (%d, %d)", req.Last.Term, req.Last.Index, last.Term, last.Index)
 	case req.DryRun && !req.StepUp && n.state == statePrimary:
 		grant, reason = false, "I am primary"
-	case req.DryRun && !req.StepUp && n.primaryName != "" && now.Sub(n.heardPrimary) < n.cfg.ElectionTimeout:
+	case req.DryRun && !req.StepUp && n.primaryName != "" && now.Sub(n.heardPrimary) < n.seesPrimaryWindow():
 		grant, reason = false, "I can see primary "+n.primaryName
 	}
 	if grant && !req.DryRun {
