@@ -17,8 +17,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
+	"github.com/dbrouter/dbrouter/topology"
+	topomongo "github.com/dbrouter/dbrouter/topology/mongo"
 )
 
 // noLeaks checks, once everything the test started is stopped, that no
@@ -235,6 +238,7 @@ func TestReplicaSet(t *testing.T) {
 		{"RetryableWriteAppliesOnceAlsoAfterAFailover", testRSRetryableWrite},
 		{"TransactionsAreRefusedWithAClearError", testRSTransactions},
 		{"PSASetWithAnArbiter", testRSArbiter},
+		{"TopologyMonitorFollowsThePrimaryThroughAFailover", testRSMonitor},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1111,5 +1115,79 @@ func testRSArbiter(t *testing.T) {
 	}
 	if n := countOn(ctx, t, np, bson.D{}); n != 2 {
 		t.Fatalf("new primary has %d documents, want 2", n)
+	}
+}
+
+// testRSMonitor checks the contract with the proxy's monitor
+// (topology/mongo): it reads the simulated members' hello as a set, with
+// one primary, and follows a failover.
+func testRSMonitor(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 2, Arbiter: true, Tags: map[string]map[string]string{"db1": {"dc": "east"}}})
+	var ms []topology.MemberConfig
+	for _, m := range rs.Members {
+		ms = append(ms, topology.MemberConfig{Name: m.Name, Addr: m.Addr()})
+	}
+	mon, err := topomongo.NewMonitor(topomongo.MonitorConfig{Cluster: "rs", Members: ms, ReplicaSet: "rs0",
+		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: 5 * time.Second}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); mon.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitSnap := func(what string, cond func(*topology.Snapshot) bool) *topology.Snapshot {
+		t.Helper()
+		if err := Poll(context.Background(), 15*time.Second, func() (bool, error) { return cond(mon.Snapshot()), nil }); err != nil {
+			t.Fatalf("%s: last snapshot %+v", what, mon.Snapshot())
+		}
+		return mon.Snapshot()
+	}
+	s := waitSnap("the monitor sees the primary, and every member names it", func(s *topology.Snapshot) bool {
+		for _, m := range s.Members {
+			if d, ok := topomongo.DetailOf(m); !ok || d.Primary != p.Addr() {
+				return false
+			}
+		}
+		return s.PrimaryName() == p.Name
+	})
+	for _, m := range s.Members {
+		d, ok := topomongo.DetailOf(m)
+		if !ok {
+			t.Fatalf("%s: no detail: %+v", m.Name, m)
+		}
+		if d.SetName != "rs0" || d.SetVersion == nil || len(d.Hosts) != 2 || len(d.Arbiters) != 1 || d.MaxWireVersion != 21 {
+			t.Errorf("%s: detail %+v", m.Name, d)
+		}
+		switch m.Name {
+		case p.Name:
+			if !d.Writable || d.ElectionID == nil || d.LastWrite == nil || d.LastWrite.Term < 1 {
+				t.Errorf("primary detail %+v", d)
+			}
+		case "arb":
+			if !d.Arbiter || d.Writable || d.LastWrite != nil {
+				t.Errorf("arbiter detail %+v", d)
+			}
+		default:
+			if !d.Secondary || d.Writable || d.Primary != p.Addr() || d.LastWrite == nil {
+				t.Errorf("secondary detail %+v", d)
+			}
+		}
+		if m.Name == "db1" && d.Tags["dc"] != "east" {
+			t.Errorf("db1 tags %v", d.Tags)
+		}
+	}
+	pd, _ := topomongo.DetailOf(s.Members[s.Primary])
+	oldID := *pd.ElectionID
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s = waitSnap("the monitor follows the failover", func(s *topology.Snapshot) bool {
+		n := s.PrimaryName()
+		return n != "" && n != p.Name
+	})
+	nd, _ := topomongo.DetailOf(s.Members[s.Primary])
+	if bytes.Compare(nd.ElectionID[:], oldID[:]) <= 0 {
+		t.Errorf("new electionId %s not above the old %s", nd.ElectionID.Hex(), oldID.Hex())
 	}
 }
