@@ -350,7 +350,7 @@ func (n *node) stepDown(ctx context.Context, doc bson.Raw) bson.Raw {
 	if target != "" {
 		c := n.peers[target]
 		n.wg.Go(func() {
-			hctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
+			hctx, cancel := context.WithTimeout(n.ctx, n.cfg.ElectionTimeout)
 			defer cancel()
 			if _, err := c.run(hctx, "admin", bson.D{{Key: "replSetStepUp", Value: 1}, {Key: "skipDryRun", Value: true}}); err != nil {
 				n.log.Info("election handoff failed", "target", target, "err", err)

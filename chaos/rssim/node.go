@@ -100,6 +100,8 @@ type node struct {
 	changed      chan struct{} // closed and replaced on every change
 
 	wg sync.WaitGroup
+	// ctx is open's: the member's life, for work no request owns.
+	ctx context.Context
 }
 
 func newNode(cfg Config, log *slog.Logger) *node {
@@ -141,7 +143,7 @@ func (n *node) member(name string) Member {
 // open waits for the local FerretDB, loads the persisted state and starts
 // the heartbeat, election and replication loops, which stop with ctx.
 func (n *node) open(ctx context.Context) error {
-	n.started = time.Now()
+	n.started, n.ctx = time.Now(), ctx
 	err := poll(ctx, 30*time.Second, func() error {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
