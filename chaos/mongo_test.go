@@ -239,6 +239,7 @@ func TestReplicaSet(t *testing.T) {
 		{"TransactionsAreRefusedWithAClearError", testRSTransactions},
 		{"PSASetWithAnArbiter", testRSArbiter},
 		{"TopologyMonitorFollowsThePrimaryThroughAFailover", testRSMonitor},
+		{"WritesOnAPrimaryThatStepsDownFail", testRSWritesFailOnStepDown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -318,6 +319,15 @@ func rawCommand(ctx context.Context, addr string, cmd bson.D) (bson.Raw, error) 
 		return nil, err
 	}
 	return bson.Raw(r.Body()), nil
+}
+
+func mustValues(t *testing.T, a bson.RawArray) []bson.RawValue {
+	t.Helper()
+	vs, err := a.Values()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
 }
 
 func replyCode(r bson.Raw) int32 {
@@ -445,6 +455,46 @@ func testRSElectsOnePrimary(t *testing.T) {
 				t.Errorf("db1 tags: %s", sh.Lookup("tags"))
 			}
 		}
+	}
+
+	// replSetGetConfig and replSetGetStatus have mongod's shape.
+	cfg, err := p.Command(ctx, bson.D{{Key: "replSetGetConfig", Value: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := cfg.Lookup("config", "_id").StringValueOK(); id != "rs0" {
+		t.Errorf("replSetGetConfig: %s", cfg)
+	}
+	if ms, _ := cfg.Lookup("config", "members").ArrayOK(); len(mustValues(t, ms)) != 3 {
+		t.Errorf("replSetGetConfig members: %s", cfg)
+	}
+	if et, _ := cfg.Lookup("config", "settings", "electionTimeoutMillis").AsInt64OK(); et != rsTimeout.Milliseconds() {
+		t.Errorf("replSetGetConfig electionTimeoutMillis %d", et)
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		st, err := rs.Status(ctx, p)
+		if err != nil {
+			return false, err
+		}
+		if my, _ := st.Lookup("myState").AsInt64OK(); my != 1 {
+			return false, fmt.Errorf("myState %d", my)
+		}
+		arr, _ := st.Lookup("members").ArrayOK()
+		states := map[string]int{}
+		for _, v := range mustValues(t, arr) {
+			m := v.Document()
+			ss, _ := m.Lookup("stateStr").StringValueOK()
+			states[ss]++
+			if _, err := m.LookupErr("optime", "ts"); err != nil {
+				return false, fmt.Errorf("member without optime.ts: %s", m)
+			}
+		}
+		if states["PRIMARY"] != 1 || states["SECONDARY"] != 2 {
+			return false, fmt.Errorf("states %v", states)
+		}
+		return true, nil
+	}); err != nil {
+		t.Errorf("replSetGetStatus: %v", err)
 	}
 
 	cl := rsConnect(t, rs)
@@ -587,14 +637,14 @@ func testRSMajorityWriteConcern(t *testing.T) {
 			break
 		}
 	}
-	if err := rs.SetApplyDelay(ctx, lagging, 1500*time.Millisecond); err != nil {
+	if err := rs.SetApplyDelay(ctx, lagging, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "late"}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := countOn(ctx, t, lagging, bson.D{{Key: "_id", Value: "late"}}); n != 0 {
-		t.Errorf("a secondary with a 1.5 s apply delay has the write at once")
+		t.Errorf("a secondary with a 3 s apply delay has the write at once")
 	}
 	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
 		return countOn(ctx, t, lagging, bson.D{{Key: "_id", Value: "late"}}) == 1, nil
@@ -674,7 +724,9 @@ func testRSKillPrimary(t *testing.T) {
 	if np == p {
 		t.Fatal("the killed member is primary")
 	}
-	if took > 2*rsTimeout+time.Second {
+	// The timeout plus its jitter (up to half) plus a heartbeat is 3.25 s;
+	// the bound leaves room for a loaded test machine.
+	if took > 3*rsTimeout {
 		t.Errorf("new primary after %v, want about the election timeout %v", took, rsTimeout)
 	}
 	// The driver follows; writes go on.
@@ -1189,5 +1241,51 @@ func testRSMonitor(t *testing.T) {
 	nd, _ := topomongo.DetailOf(s.Members[s.Primary])
 	if bytes.Compare(nd.ElectionID[:], oldID[:]) <= 0 {
 		t.Errorf("new electionId %s not above the old %s", nd.ElectionID.Hex(), oldID.Hex())
+	}
+}
+
+func testRSWritesFailOnStepDown(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A w:majority write with no wtimeout waits: nothing replicates.
+	type result struct {
+		r   bson.Raw
+		err error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		r, err := insertMajority(ctx, p, bson.D{{Key: "_id", Value: "waiting"}}, 0)
+		inflight <- result{r, err}
+	}()
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		return countOn(ctx, t, p, bson.D{{Key: "_id", Value: "waiting"}}) == 1, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 10}, {Key: "secondaryCatchUpPeriodSecs", Value: 1}, {Key: "force", Value: true}}); err != nil {
+		t.Fatalf("forced replSetStepDown: %v", err)
+	}
+	select {
+	case res := <-inflight:
+		if res.err != nil || wcErrorCode(res.r) != 11602 {
+			t.Errorf("the write waiting for a majority: %s %v, want a writeConcernError InterruptedDueToReplStateChange (11602)", res.r, res.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write waiting for a majority did not end when the primary stepped down")
+	}
+	r, err := insertMajority(ctx, p, bson.D{{Key: "_id", Value: "after"}}, time.Second)
+	if err != nil || replyCode(r) != 10107 {
+		t.Errorf("a write after the step-down: %s %v, want NotWritablePrimary (10107)", r, err)
+	}
+	if labels, _ := r.Lookup("errorLabels").ArrayOK(); !strings.Contains(labels.String(), "RetryableWriteError") {
+		t.Errorf("10107 without the RetryableWriteError label: %s", r)
 	}
 }
