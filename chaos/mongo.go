@@ -404,22 +404,8 @@ func StartReplicaSet(ctx context.Context, opts ReplicaSetOptions) (*ReplicaSet, 
 	if err != nil {
 		return nil, err
 	}
-	mc := &MongoCluster{dir: rs.dir}
-	n := opts.Members
-	if opts.Arbiter {
-		n++
-	}
-	for i := range n {
-		m, err := mc.newMember(i, bin)
-		if err != nil {
-			return nil, err
-		}
-		m.Name = fmt.Sprintf("db%d", i+1)
-		if opts.Arbiter && i == n-1 {
-			m.Name, m.Arbiter = "arb", true
-		}
-		m.proc.name = m.Name
-		rs.Members = append(rs.Members, m)
+	if err := rs.newMembers(bin); err != nil {
+		return nil, err
 	}
 	if opts.Links {
 		for _, a := range rs.Members {
@@ -444,6 +430,29 @@ func StartReplicaSet(ctx context.Context, opts ReplicaSetOptions) (*ReplicaSet, 
 	ok = true
 	opts.Log("mongo replica set %s: %d members up in %s: %s", opts.Name, len(rs.Members), rs.dir, rs.URI())
 	return rs, nil
+}
+
+// newMembers makes the members db1..dbN, then arb, each with a port and
+// a data dir, running bin.
+func (rs *ReplicaSet) newMembers(bin string) error {
+	mc := &MongoCluster{dir: rs.dir}
+	n := rs.opts.Members
+	if rs.opts.Arbiter {
+		n++
+	}
+	for i := range n {
+		m, err := mc.newMember(i, bin)
+		if err != nil {
+			return err
+		}
+		m.Name = fmt.Sprintf("db%d", i+1)
+		if rs.opts.Arbiter && i == n-1 {
+			m.Name, m.Arbiter = "arb", true
+		}
+		m.proc.name = m.Name
+		rs.Members = append(rs.Members, m)
+	}
+	return nil
 }
 
 // memberArgs is a simulated member's ferretmember command line.
@@ -684,24 +693,12 @@ func (rs *ReplicaSet) startMongod(ctx context.Context) error {
 	if rs.opts.Links {
 		return errors.New("RealMongod: Links are not supported (mongod members advertise the addresses they are configured with)")
 	}
-	mc := &MongoCluster{dir: rs.dir}
-	n := rs.opts.Members
-	if rs.opts.Arbiter {
-		n++
+	if err := rs.newMembers(bin); err != nil {
+		return err
 	}
-	for i := range n {
-		m, err := mc.newMember(i, bin)
-		if err != nil {
-			return err
-		}
-		m.Name = fmt.Sprintf("db%d", i+1)
-		if rs.opts.Arbiter && i == n-1 {
-			m.Name, m.Arbiter = "arb", true
-		}
-		m.proc.name = m.Name
+	for _, m := range rs.Members {
 		m.args = []string{"--replSet", rs.Name, "--port", strconv.Itoa(m.Port), "--bind_ip", "127.0.0.1",
 			"--dbpath", m.DataDir, "--setParameter", "enableTestCommands=1"}
-		rs.Members = append(rs.Members, m)
 	}
 	if err := startAll(ctx, procs(rs.Members), rs.opts.Log); err != nil {
 		return err

@@ -321,6 +321,18 @@ func rawCommand(ctx context.Context, addr string, cmd bson.D) (bson.Raw, error) 
 	return bson.Raw(r.Body()), nil
 }
 
+// pauseOthers pauses (or resumes) replication on every member but p.
+func pauseOthers(ctx context.Context, t *testing.T, rs *ReplicaSet, p *MongoMember, paused bool) {
+	t.Helper()
+	for _, m := range rs.Members {
+		if m != p {
+			if err := rs.PauseReplication(ctx, m, paused); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func mustValues(t *testing.T, a bson.RawArray) []bson.RawValue {
 	t.Helper()
 	vs, err := a.Values()
@@ -595,13 +607,7 @@ func testRSMajorityWriteConcern(t *testing.T) {
 	if have < 2 {
 		t.Fatalf("w:majority write acknowledged but on %d members", have)
 	}
-	for _, m := range rs.Members {
-		if m != p {
-			if err := rs.PauseReplication(ctx, m, true); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pauseOthers(ctx, t, rs, p, true)
 	began := time.Now()
 	r, err := insertMajority(ctx, p, bson.D{{Key: "_id", Value: "m2"}}, 500*time.Millisecond)
 	if err != nil || replyCode(r) != 0 || wcErrorCode(r) != 64 {
@@ -619,13 +625,7 @@ func testRSMajorityWriteConcern(t *testing.T) {
 	if !errors.As(err, &se) || !se.HasErrorCode(100) {
 		t.Errorf("w:4 on three members: %v, want UnsatisfiableWriteConcern (100)", err)
 	}
-	for _, m := range rs.Members {
-		if m != p {
-			if err := rs.PauseReplication(ctx, m, false); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pauseOthers(ctx, t, rs, p, false)
 	if _, err := majorityColl(cl).InsertOne(ctx, bson.D{{Key: "_id", Value: "m5"}}); err != nil {
 		t.Fatalf("w:majority after resume: %v", err)
 	}
@@ -658,7 +658,7 @@ func testRSKillPrimary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// A writer inserts with w:majority through the replicaSet URI (the
-	// driver retries once across the failover) while the primary dies.
+	// driver retries across the failover) while the primary dies.
 	c := majorityColl(rsConnect(t, rs))
 	var mu sync.Mutex
 	var acked []int
@@ -693,13 +693,7 @@ func testRSKillPrimary(t *testing.T) {
 	// Then a w:1 write only the primary gets (the secondaries have
 	// stopped replicating): the killed member must roll it back when it
 	// returns. The writer's writes meanwhile wait for a majority.
-	for _, m := range rs.Members {
-		if m != p {
-			if err := rs.PauseReplication(ctx, m, true); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pauseOthers(ctx, t, rs, p, true)
 	if _, err := directClient(t, p).Database("app").Collection("c").InsertOne(ctx, bson.D{{Key: "_id", Value: "w1-only"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -708,13 +702,7 @@ func testRSKillPrimary(t *testing.T) {
 	}
 	killed := time.Now()
 	before := nacked()
-	for _, m := range rs.Members {
-		if m != p {
-			if err := rs.PauseReplication(ctx, m, false); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pauseOthers(ctx, t, rs, p, false)
 	np, err := rs.WaitPrimary(ctx, 4*rsTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -1248,13 +1236,7 @@ func testRSWritesFailOnStepDown(t *testing.T) {
 	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, m := range rs.Members {
-		if m != p {
-			if err := rs.PauseReplication(ctx, m, true); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	pauseOthers(ctx, t, rs, p, true)
 	// A w:majority write with no wtimeout waits: nothing replicates.
 	type result struct {
 		r   bson.Raw

@@ -636,12 +636,18 @@ func (n *node) appendLocked(ctx context.Context, e *entry, term int64) (opTime, 
 	if err := n.storeEntry(ctx, raw); err != nil {
 		return opTime{}, fmt.Errorf("store oplog entry %d: %w", e.Index, err)
 	}
+	n.stored(e)
+	return e.opTime(), nil
+}
+
+// stored (writeMu held) takes a stored entry into the member's position
+// and retry records, and wakes whoever waits for it.
+func (n *node) stored(e *entry) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	n.oplog = append(n.oplog, e.opTime())
 	if e.Key != "" {
 		n.dedupe[e.Key] = e.Index
 	}
 	n.notifyLocked()
-	n.mu.Unlock()
-	return e.opTime(), nil
 }

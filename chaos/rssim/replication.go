@@ -210,13 +210,7 @@ func (n *node) applyOneLocked(ctx context.Context) error {
 	if err := n.storeEntry(ctx, raw); err != nil {
 		return fmt.Errorf("store entry %d: %w", e.Index, err)
 	}
-	n.mu.Lock()
-	n.oplog = append(n.oplog, e.opTime())
-	if e.Key != "" {
-		n.dedupe[e.Key] = e.Index
-	}
-	n.notifyLocked()
-	n.mu.Unlock()
+	n.stored(&e)
 	return nil
 }
 

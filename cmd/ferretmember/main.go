@@ -116,14 +116,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs FerretDB until ctx ends.
-func serve(ctx context.Context, port int, dir string, logger *slog.Logger, stdout io.Writer) error {
+// dataDir makes dir absolute and creates it.
+func dataDir(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return fmt.Errorf("data dir %s: %w", dir, err)
+		return "", fmt.Errorf("data dir %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return fmt.Errorf("data dir %s: %w", abs, err)
+		return "", fmt.Errorf("data dir %s: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// serve runs FerretDB until ctx ends.
+func serve(ctx context.Context, port int, dir string, logger *slog.Logger, stdout io.Writer) error {
+	abs, err := dataDir(dir)
+	if err != nil {
+		return err
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
 		// Loopback only: these are test servers with no authentication.
@@ -166,12 +175,9 @@ func sqliteURL(abs string) string {
 // member simulator on port in front of it, until ctx ends. The ready line
 // is printed once the member has loaded its replication state.
 func serveMember(ctx context.Context, port int, dir string, cfg rssim.Config, logger *slog.Logger, stdout io.Writer) error {
-	abs, err := filepath.Abs(dir)
+	abs, err := dataDir(dir)
 	if err != nil {
-		return fmt.Errorf("data dir %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return fmt.Errorf("data dir %s: %w", abs, err)
+		return err
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
