@@ -240,6 +240,8 @@ func TestReplicaSet(t *testing.T) {
 		{"PSASetWithAnArbiter", testRSArbiter},
 		{"TopologyMonitorFollowsThePrimaryThroughAFailover", testRSMonitor},
 		{"WritesOnAPrimaryThatStepsDownFail", testRSWritesFailOnStepDown},
+		{"IsolatedSecondaryDoesNotDisruptThePrimaryWhenItReturns", testRSIsolatedSecondary},
+		{"WholeSetRestartKeepsDataAndTerm", testRSWholeSetRestart},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1269,5 +1271,113 @@ func testRSWritesFailOnStepDown(t *testing.T) {
 	}
 	if labels, _ := r.Lookup("errorLabels").ArrayOK(); !strings.Contains(labels.String(), "RetryableWriteError") {
 		t.Errorf("10107 without the RetryableWriteError label: %s", r)
+	}
+}
+
+func testRSIsolatedSecondary(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3, Links: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h, err := p.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := h.Lookup("electionId").ObjectIDOK()
+	var sec *MongoMember
+	for _, m := range rs.Members {
+		if m != p {
+			sec = m
+			break
+		}
+	}
+	if err := rs.Isolate(sec); err != nil {
+		t.Fatal(err)
+	}
+	// Cut off for well over an election timeout, it calls dry runs that
+	// fail; it never raises the term.
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		st, err := rs.Status(ctx, sec)
+		if err != nil {
+			return false, err
+		}
+		arr, _ := st.Lookup("members").ArrayOK()
+		for _, v := range mustValues(t, arr) {
+			if self, _ := v.Document().Lookup("self").BooleanOK(); !self {
+				if hl, _ := v.Document().Lookup("health").AsFloat64OK(); hl != 0 {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	}); err != nil {
+		t.Fatalf("the isolated member still sees its peers: %v", err)
+	}
+	// It has timed out and called a dry run, which failed.
+	if err := Poll(ctx, 4*rsTimeout, func() (bool, error) {
+		return strings.Contains(sec.simLogTail(4000), "dry run for term"), nil
+	}); err != nil {
+		t.Fatalf("the isolated member called no dry run: %v", err)
+	}
+	if err := rs.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := majorityColl(directClient(t, p)).InsertOne(ctx, bson.D{{Key: "_id", Value: "after-heal"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+		return countOn(ctx, t, sec, bson.D{{Key: "_id", Value: "after-heal"}}) == 1, nil
+	}); err != nil {
+		t.Fatalf("the healed secondary does not replicate: %v", err)
+	}
+	h, err = p.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := h.Lookup("electionId").ObjectIDOK(); !isWritable(h) || now != id {
+		t.Fatalf("after the secondary came back the primary is writable %v with electionId %s (was %s)", isWritable(h), now.Hex(), id.Hex())
+	}
+}
+
+func testRSWholeSetRestart(t *testing.T) {
+	rs, p := startRS(t, ReplicaSetOptions{Members: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := majorityColl(directClient(t, p)).InsertOne(ctx, bson.D{{Key: "_id", Value: "durable"}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := p.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID, _ := h.Lookup("electionId").ObjectIDOK()
+	for _, m := range rs.Members {
+		if err := m.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := startAll(ctx, procs(rs.Members), t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	np, err := rs.WaitPrimary(ctx, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err = np.Hello(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Terms and votes were on disk: the new election is in a later term.
+	if id, _ := h.Lookup("electionId").ObjectIDOK(); bytes.Compare(id[:], oldID[:]) <= 0 {
+		t.Errorf("electionId after a whole-set restart %s, before %s: the term went back", id.Hex(), oldID.Hex())
+	}
+	if n := countOn(ctx, t, np, bson.D{{Key: "_id", Value: "durable"}}); n != 1 {
+		t.Errorf("the new primary %s lacks the w:majority write after kill -9 of the whole set", np.Name)
+	}
+	for _, m := range rs.Members {
+		if err := Poll(ctx, 10*time.Second, func() (bool, error) {
+			return countOn(ctx, t, m, bson.D{{Key: "_id", Value: "durable"}}) == 1, nil
+		}); err != nil {
+			t.Errorf("%s never has the w:majority write after the restart: %v", m.Name, err)
+		}
 	}
 }
