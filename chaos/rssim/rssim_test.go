@@ -332,6 +332,48 @@ func TestSingleMemberSetServesInProcess(t *testing.T) {
 	if h, r := c.recv(); h.ResponseTo != 99 || !okValue(r) {
 		t.Fatalf("checksummed find: answers %d: %s", h.ResponseTo, r)
 	}
+	// Legacy drivers open with isMaster on OP_QUERY: answered in an
+	// OP_REPLY; any other OP_QUERY command is refused as mongod 5.1+ does.
+	for _, tc := range []struct {
+		query bson.D
+		check func(bson.Raw) bool
+	}{
+		{bson.D{{Key: "isMaster", Value: 1}}, func(r bson.Raw) bool {
+			m, _ := r.Lookup("ismaster").BooleanOK()
+			set, _ := r.Lookup("setName").StringValueOK()
+			return m && set == "rs0"
+		}},
+		{bson.D{{Key: "$query", Value: bson.D{{Key: "ismaster", Value: 1}}}, {Key: "$readPreference", Value: bson.D{{Key: "mode", Value: "secondaryPreferred"}}}}, func(r bson.Raw) bool {
+			m, _ := r.Lookup("ismaster").BooleanOK()
+			return m
+		}},
+		{bson.D{{Key: "find", Value: "c"}}, func(r bson.Raw) bool {
+			code, _ := r.Lookup("code").AsInt64OK()
+			return code == codeUnsupportedOpQuery
+		}},
+	} {
+		q, err := wire.AppendOpQuery(nil, 50, 0, "admin.$cmd", 0, -1, bsoncore.Document(doc(t, tc.query)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Write(q); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, _, err := wire.ReadMessage(nc, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := wire.DecodeOpReply(m.Raw)
+		if err != nil || r.Header.ResponseTo != 50 {
+			t.Fatalf("OP_QUERY %v: reply %v answering %d", tc.query, err, r.Header.ResponseTo)
+		}
+		it := r.Docs()
+		d, _ := it.Next()
+		if !tc.check(bson.Raw(d)) {
+			t.Errorf("OP_QUERY %v: %s", tc.query, bson.Raw(d))
+		}
+	}
 	// A bad frame: an error reply, then the connection closes.
 	bad := make([]byte, 21)
 	binary.LittleEndian.PutUint32(bad, 21)
