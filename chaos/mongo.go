@@ -341,8 +341,9 @@ type ReplicaSetOptions struct {
 	// Tags are per-member hello tags, by member name.
 	Tags map[string]map[string]string
 	// RealMongod starts mongod --replSet members (mongod must be on PATH)
-	// instead of simulated ones; Links, PauseReplication's resume-by-flag
-	// and SetApplyDelay are then unsupported.
+	// instead of simulated ones. Links and SetApplyDelay are then refused,
+	// and PauseReplication uses mongod's stopReplProducer fail point. Not
+	// tested: no mongod exists where these tests run.
 	RealMongod bool
 	// Dir is the work dir; a temp dir is created (and removed) when empty.
 	Dir string
