@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -62,7 +64,12 @@ type MongoMember struct {
 	Name    string
 	Port    int
 	DataDir string
+	// Arbiter is set on a replica set's arbiter (votes, holds no data).
+	Arbiter bool
 	bin     string
+	// args is the whole command line after the binary when set (a replica
+	// set member's); nil runs a standalone ferretmember on Port and DataDir.
+	args []string
 
 	proc
 }
@@ -149,7 +156,11 @@ func (m *MongoMember) start(ctx context.Context) error {
 		return fmt.Errorf("%s: log: %w", m.Name, err)
 	}
 	fmt.Fprintf(logf, "--- harness: starting %s on %s at %s\n", m.Name, m.Addr(), time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command(m.bin, "-port", strconv.Itoa(m.Port), "-dir", m.DataDir)
+	args := m.args
+	if args == nil {
+		args = []string{"-port", strconv.Itoa(m.Port), "-dir", m.DataDir}
+	}
+	cmd := exec.Command(m.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	done, err := m.proc.launch(cmd)
 	logf.Close() // the child holds its own descriptor
@@ -296,4 +307,419 @@ func moduleRoot() string {
 	}
 	wd, _ := os.Getwd()
 	return wd
+}
+
+// ---- replica sets ----
+//
+// A replica set is ferretmember processes run with -rs: each member is
+// embedded FerretDB behind the replica-set member simulator (chaos/rssim,
+// docs/mongosim.md), one OS process per member so that Kill, Pause and
+// Restart are real. With RealMongod the same API starts mongod --replSet
+// members instead (a separate code path below, for machines that have
+// mongod; untested where they do not).
+
+// ErrNoPrimary is returned by Primary when no member says it is primary.
+var ErrNoPrimary = errors.New("no member is primary")
+
+// ReplicaSetOptions shapes a replica set.
+type ReplicaSetOptions struct {
+	// Name is the set name (default "rs0").
+	Name string
+	// Members is the number of data-bearing members (default 3), named
+	// db1, db2, ...
+	Members int
+	// Arbiter adds one arbiter, named arb (a PSA set with Members: 2).
+	Arbiter bool
+	// ElectionTimeout (default 2 s, mongod's is 10 s) and Heartbeat
+	// (default 250 ms) are the members' timings.
+	ElectionTimeout time.Duration
+	Heartbeat       time.Duration
+	// Links makes members dial each other through a Link per direction
+	// (ReplicaSet.Link), so that a test can cut or slow the path between
+	// two members; clients still reach every member directly.
+	Links bool
+	// Tags are per-member hello tags, by member name.
+	Tags map[string]map[string]string
+	// RealMongod starts mongod --replSet members (mongod must be on PATH)
+	// instead of simulated ones. Links and SetApplyDelay are then refused,
+	// and PauseReplication uses mongod's stopReplProducer fail point. Not
+	// tested: no mongod exists where these tests run.
+	RealMongod bool
+	// Dir is the work dir; a temp dir is created (and removed) when empty.
+	Dir string
+	// Log receives progress lines; nil discards them.
+	Log func(format string, args ...any)
+}
+
+// ReplicaSet is a running replica set.
+type ReplicaSet struct {
+	Name    string
+	Members []*MongoMember
+	opts    ReplicaSetOptions
+	links   map[[2]string]*Link
+	dir     string
+	ownDir  bool
+}
+
+// StartReplicaSet starts every member in parallel and returns once each
+// answers hello; it does not wait for a primary (WaitPrimary does). On
+// error everything started is stopped.
+func StartReplicaSet(ctx context.Context, opts ReplicaSetOptions) (*ReplicaSet, error) {
+	if opts.Name == "" {
+		opts.Name = "rs0"
+	}
+	if opts.Members <= 0 {
+		opts.Members = 3
+	}
+	if opts.ElectionTimeout <= 0 {
+		opts.ElectionTimeout = 2 * time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 250 * time.Millisecond
+	}
+	if opts.Log == nil {
+		opts.Log = func(string, ...any) {}
+	}
+	rs := &ReplicaSet{Name: opts.Name, opts: opts, links: map[[2]string]*Link{}, dir: opts.Dir}
+	var err error
+	if rs.dir == "" {
+		if rs.dir, err = os.MkdirTemp("", "dbrouter-mongors-"); err != nil {
+			return nil, fmt.Errorf("replica set work dir: %w", err)
+		}
+		rs.ownDir = true
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = rs.Close()
+		}
+	}()
+	if opts.RealMongod {
+		if err := rs.startMongod(ctx); err != nil {
+			return nil, err
+		}
+		ok = true
+		return rs, nil
+	}
+	bin, err := ferretMemberBinary()
+	if err != nil {
+		return nil, err
+	}
+	if err := rs.newMembers(bin); err != nil {
+		return nil, err
+	}
+	if opts.Links {
+		for _, a := range rs.Members {
+			for _, b := range rs.Members {
+				if a == b {
+					continue
+				}
+				l, err := NewLink(fmt.Sprintf("%s-%s-%s-%d", opts.Name, a.Name, b.Name, time.Now().UnixNano()), b.Addr())
+				if err != nil {
+					return nil, err
+				}
+				rs.links[[2]string{a.Name, b.Name}] = l
+			}
+		}
+	}
+	for _, m := range rs.Members {
+		m.args = rs.memberArgs(m)
+	}
+	if err := startAll(ctx, procs(rs.Members), opts.Log); err != nil {
+		return nil, err
+	}
+	ok = true
+	opts.Log("mongo replica set %s: %d members up in %s: %s", opts.Name, len(rs.Members), rs.dir, rs.URI())
+	return rs, nil
+}
+
+// newMembers makes the members db1..dbN, then arb, each with a port and
+// a data dir, running bin.
+func (rs *ReplicaSet) newMembers(bin string) error {
+	mc := &MongoCluster{dir: rs.dir}
+	n := rs.opts.Members
+	if rs.opts.Arbiter {
+		n++
+	}
+	for i := range n {
+		m, err := mc.newMember(i, bin)
+		if err != nil {
+			return err
+		}
+		m.Name = fmt.Sprintf("db%d", i+1)
+		if rs.opts.Arbiter && i == n-1 {
+			m.Name, m.Arbiter = "arb", true
+		}
+		m.proc.name = m.Name
+		rs.Members = append(rs.Members, m)
+	}
+	return nil
+}
+
+// memberArgs is a simulated member's ferretmember command line.
+func (rs *ReplicaSet) memberArgs(m *MongoMember) []string {
+	args := []string{"-port", strconv.Itoa(m.Port), "-dir", m.DataDir, "-rs", rs.Name, "-member", m.Name,
+		"-election-timeout", rs.opts.ElectionTimeout.String(), "-heartbeat", rs.opts.Heartbeat.String()}
+	for _, p := range rs.Members {
+		v := p.Name + "=" + p.Addr()
+		if l := rs.links[[2]string{m.Name, p.Name}]; l != nil {
+			v += ",dial=" + l.Addr
+		}
+		if p.Arbiter {
+			v += ",arbiter"
+		}
+		args = append(args, "-peer", v)
+	}
+	for k, v := range rs.opts.Tags[m.Name] {
+		args = append(args, "-tag", k+"="+v)
+	}
+	return args
+}
+
+// StartReplicaSetT starts a replica set for a test and stops it when the
+// test ends; member logs are printed when the test failed.
+func StartReplicaSetT(t testing.TB, opts ReplicaSetOptions) *ReplicaSet {
+	t.Helper()
+	if _, err := ferretMemberBinary(); err != nil && !opts.RealMongod {
+		t.Fatalf("start replica set: %v", err)
+	}
+	if opts.Log == nil {
+		opts.Log = t.Logf
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rs, err := StartReplicaSet(ctx, opts)
+	if err != nil {
+		t.Fatalf("start replica set: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range rs.Members {
+				t.Logf("%s log tail (FerretDB's own lines left out):\n%s", m.Name, m.simLogTail(8000))
+			}
+		}
+		_ = rs.Close()
+	})
+	return rs
+}
+
+// simLogTail is the end of a member's log without FerretDB's lines (one
+// per connection), which drown the simulator's.
+func (m *MongoMember) simLogTail(n int) string {
+	b, _ := os.ReadFile(m.logPath)
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "part=ferretdb") {
+			keep = append(keep, l)
+		}
+	}
+	return string(tail([]byte(strings.Join(keep, "\n")), n))
+}
+
+// Member returns the member with that name, nil when there is none.
+func (rs *ReplicaSet) Member(name string) *MongoMember {
+	for _, m := range rs.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Link is the link member from dials to reach member to (nil without
+// ReplicaSetOptions.Links).
+func (rs *ReplicaSet) Link(from, to *MongoMember) *Link {
+	return rs.links[[2]string{from.Name, to.Name}]
+}
+
+// Isolate cuts every link to and from m (Links only): the other members
+// cannot reach it nor it them; clients still can.
+func (rs *ReplicaSet) Isolate(m *MongoMember) error {
+	if len(rs.links) == 0 {
+		return errors.New("isolate: the set was started without Links")
+	}
+	for k, l := range rs.links {
+		if k[0] == m.Name || k[1] == m.Name {
+			l.Cut()
+		}
+	}
+	return nil
+}
+
+// Heal restores every cut link.
+func (rs *ReplicaSet) Heal() error {
+	var errs []error
+	for _, l := range rs.links {
+		if err := l.Restore(); err != nil && !strings.Contains(err.Error(), "already") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// URI is a replicaSet= URI listing every member.
+func (rs *ReplicaSet) URI() string {
+	hosts := make([]string, len(rs.Members))
+	for i, m := range rs.Members {
+		hosts[i] = m.Addr()
+	}
+	return "mongodb://" + strings.Join(hosts, ",") + "/?replicaSet=" + rs.Name
+}
+
+// ClientOptions are driver options for the whole set with timeouts short
+// enough for tests.
+func (rs *ReplicaSet) ClientOptions() *options.ClientOptions {
+	return options.Client().ApplyURI(rs.URI()).
+		SetServerSelectionTimeout(5 * time.Second).
+		SetConnectTimeout(2 * time.Second).
+		SetHeartbeatInterval(500 * time.Millisecond)
+}
+
+// Command runs cmd in the admin database of one member (a direct
+// connection) and returns the reply; a reply with ok: 0 is an error (a
+// mongo.CommandError).
+func (m *MongoMember) Command(ctx context.Context, cmd bson.D) (bson.Raw, error) {
+	cl, err := mongo.Connect(m.ClientOptions())
+	if err != nil {
+		return nil, fmt.Errorf("%s: connect: %w", m.Name, err)
+	}
+	defer func() { _ = cl.Disconnect(context.Background()) }()
+	reply, err := cl.Database("admin").RunCommand(ctx, cmd).Raw()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", m.Name, cmd[0].Key, err)
+	}
+	return reply, nil
+}
+
+// Primary asks every running member once and returns the one that says
+// it is the writable primary (the newest electionId when more than one
+// does, as drivers choose); ErrNoPrimary when none does.
+func (rs *ReplicaSet) Primary(ctx context.Context) (*MongoMember, error) {
+	var best *MongoMember
+	var bestID bson.ObjectID
+	for _, m := range rs.Members {
+		if !m.Running() || m.Arbiter {
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		h, err := m.Hello(hctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if w, _ := h.Lookup("isWritablePrimary").BooleanOK(); !w {
+			continue
+		}
+		id, _ := h.Lookup("electionId").ObjectIDOK()
+		if best == nil || bytes.Compare(id[:], bestID[:]) > 0 {
+			best, bestID = m, id
+		}
+	}
+	if best == nil {
+		return nil, ErrNoPrimary
+	}
+	return best, nil
+}
+
+// WaitPrimary polls until a member is primary, within d.
+func (rs *ReplicaSet) WaitPrimary(ctx context.Context, d time.Duration) (*MongoMember, error) {
+	var p *MongoMember
+	err := poll(ctx, d, func() (bool, error) {
+		var err error
+		p, err = rs.Primary(ctx)
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica set %s: wait for a primary: %w", rs.Name, err)
+	}
+	return p, nil
+}
+
+// Status is replSetGetStatus on m.
+func (rs *ReplicaSet) Status(ctx context.Context, m *MongoMember) (bson.Raw, error) {
+	return m.Command(ctx, bson.D{{Key: "replSetGetStatus", Value: 1}})
+}
+
+// PauseReplication stops (true) or resumes (false) m's replication: a
+// paused secondary pulls nothing, so it neither applies nor acknowledges.
+func (rs *ReplicaSet) PauseReplication(ctx context.Context, m *MongoMember, paused bool) error {
+	if rs.opts.RealMongod {
+		mode := "off"
+		if paused {
+			mode = "alwaysOn"
+		}
+		_, err := m.Command(ctx, bson.D{{Key: "configureFailPoint", Value: "stopReplProducer"}, {Key: "mode", Value: mode}})
+		return err
+	}
+	_, err := m.Command(ctx, bson.D{{Key: "rssimControl", Value: 1}, {Key: "pauseReplication", Value: paused}})
+	return err
+}
+
+// SetApplyDelay makes m apply each entry no sooner than d after the
+// primary wrote it (0: as soon as it arrives). Simulated members only.
+func (rs *ReplicaSet) SetApplyDelay(ctx context.Context, m *MongoMember, d time.Duration) error {
+	if rs.opts.RealMongod {
+		return errors.New("set apply delay: not supported on real mongod members (reconfigure secondaryDelaySecs instead)")
+	}
+	_, err := m.Command(ctx, bson.D{{Key: "rssimControl", Value: 1}, {Key: "applyDelayMS", Value: d.Milliseconds()}})
+	return err
+}
+
+// Close stops every member and link and removes the work dir it created.
+func (rs *ReplicaSet) Close() error {
+	stopAll(procs(rs.Members))
+	for _, l := range rs.links {
+		l.Close()
+	}
+	if rs.ownDir {
+		if err := os.RemoveAll(rs.dir); err != nil {
+			return fmt.Errorf("remove replica set work dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// Dir is the set's work dir.
+func (rs *ReplicaSet) Dir() string { return rs.dir }
+
+// ---- real mongod (only where mongod is installed; not tested here) ----
+
+// startMongod starts mongod --replSet members and initiates the set with
+// the options' timings; the arbiter is arbiterOnly.
+func (rs *ReplicaSet) startMongod(ctx context.Context) error {
+	bin, err := exec.LookPath("mongod")
+	if err != nil {
+		return fmt.Errorf("RealMongod: mongod not found on PATH: %w", err)
+	}
+	if rs.opts.Links {
+		return errors.New("RealMongod: Links are not supported (mongod members advertise the addresses they are configured with)")
+	}
+	if err := rs.newMembers(bin); err != nil {
+		return err
+	}
+	for _, m := range rs.Members {
+		m.args = []string{"--replSet", rs.Name, "--port", strconv.Itoa(m.Port), "--bind_ip", "127.0.0.1",
+			"--dbpath", m.DataDir, "--setParameter", "enableTestCommands=1"}
+	}
+	if err := startAll(ctx, procs(rs.Members), rs.opts.Log); err != nil {
+		return err
+	}
+	var members bson.A
+	for i, m := range rs.Members {
+		md := bson.D{{Key: "_id", Value: i}, {Key: "host", Value: m.Addr()}}
+		if m.Arbiter {
+			md = append(md, bson.E{Key: "arbiterOnly", Value: true})
+		}
+		if tags := rs.opts.Tags[m.Name]; len(tags) > 0 {
+			md = append(md, bson.E{Key: "tags", Value: tags})
+		}
+		members = append(members, md)
+	}
+	cfg := bson.D{{Key: "_id", Value: rs.Name}, {Key: "members", Value: members}, {Key: "settings", Value: bson.D{
+		{Key: "electionTimeoutMillis", Value: rs.opts.ElectionTimeout.Milliseconds()},
+		{Key: "heartbeatIntervalMillis", Value: rs.opts.Heartbeat.Milliseconds()}}}}
+	if _, err := rs.Members[0].Command(ctx, bson.D{{Key: "replSetInitiate", Value: cfg}}); err != nil {
+		return fmt.Errorf("replSetInitiate: %w", err)
+	}
+	return nil
 }

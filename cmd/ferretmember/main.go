@@ -7,6 +7,14 @@
 //
 // It logs to stderr, prints one ready line to stdout once the port accepts
 // connections, and exits on SIGTERM or SIGINT.
+//
+// With -rs it is a replica-set member instead (chaos/rssim): FerretDB moves
+// to a private loopback port and the member simulator's shim serves -port,
+// answering as a mongod replica-set member (docs/mongosim.md):
+//
+//	ferretmember -port 27001 -dir d1 -rs rs0 -member db1 \
+//	  -peer db1=127.0.0.1:27001 -peer db2=127.0.0.1:27002 -peer db3=127.0.0.1:27003,arbiter \
+//	  [-tag dc=east] [-election-timeout 10s] [-heartbeat 2s]
 package main
 
 import (
@@ -22,10 +30,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+
+	"github.com/dbrouter/dbrouter/chaos/rssim"
 )
 
 // readyPrefix starts the line printed to stdout once the listener is bound;
@@ -45,17 +56,59 @@ func run(args []string, stdout, stderr io.Writer) int {
 	port := fs.Int("port", 0, "TCP port on 127.0.0.1 to listen on (required)")
 	dir := fs.String("dir", "", "directory for the SQLite data; created if missing (required)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	rs := rssim.DefaultConfig()
+	fs.StringVar(&rs.SetName, "rs", "", "replica set name: run as a simulated replica-set member (chaos/rssim)")
+	fs.StringVar(&rs.Self, "member", "", "with -rs: this member's name among the -peer flags")
+	fs.Func("peer", "with -rs, once per member, this one included: NAME=HOST:PORT[,dial=HOST:PORT][,arbiter]", func(v string) error {
+		m, err := rssim.ParsePeer(v)
+		rs.Members = append(rs.Members, m)
+		return err
+	})
+	arbiter := fs.Bool("arbiter", false, "with -rs: this member is an arbiter (votes, holds no data)")
+	fs.Func("tag", "with -rs: a member tag KEY=VALUE (repeatable)", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("tag %q: want KEY=VALUE", v)
+		}
+		if rs.Tags == nil {
+			rs.Tags = map[string]string{}
+		}
+		rs.Tags[k] = val
+		return nil
+	})
+	fs.DurationVar(&rs.ElectionTimeout, "election-timeout", rs.ElectionTimeout, "with -rs: election timeout")
+	fs.DurationVar(&rs.Heartbeat, "heartbeat", rs.Heartbeat, "with -rs: heartbeat interval")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var lvl slog.Level
 	if fs.NArg() > 0 || *port <= 0 || *port > 65535 || *dir == "" || lvl.UnmarshalText([]byte(*level)) != nil {
-		fmt.Fprintln(stderr, "usage: ferretmember -port N -dir DIR [-log-level info]")
+		fmt.Fprintln(stderr, "usage: ferretmember -port N -dir DIR [-log-level info] [-rs NAME -member NAME -peer NAME=HOST:PORT... [-arbiter] [-tag K=V] [-election-timeout D] [-heartbeat D]]")
 		return 2
+	}
+	rsMode := rs.SetName != "" || rs.Self != "" || len(rs.Members) > 0 || *arbiter || rs.Tags != nil
+	if rsMode {
+		for i := range rs.Members {
+			if rs.Members[i].Name == rs.Self && *arbiter {
+				rs.Members[i].Arbiter = true
+			}
+		}
+		rs.Backend = "127.0.0.1:1" // checked here, set once FerretDB has its port
+		if err := rs.Validate(); err != nil {
+			fmt.Fprintln(stderr, "ferretmember:", err)
+			return 2
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if rsMode {
+		if err := serveMember(ctx, *port, *dir, rs, logger, stdout); err != nil {
+			logger.Error("ferretmember failed", "err", err)
+			return 1
+		}
+		return 0
+	}
 	if err := serve(ctx, *port, *dir, logger, stdout); err != nil {
 		logger.Error("ferretmember failed", "err", err)
 		return 1
@@ -63,14 +116,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs FerretDB until ctx ends.
-func serve(ctx context.Context, port int, dir string, logger *slog.Logger, stdout io.Writer) error {
+// dataDir makes dir absolute and creates it.
+func dataDir(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return fmt.Errorf("data dir %s: %w", dir, err)
+		return "", fmt.Errorf("data dir %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return fmt.Errorf("data dir %s: %w", abs, err)
+		return "", fmt.Errorf("data dir %s: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// serve runs FerretDB until ctx ends.
+func serve(ctx context.Context, port int, dir string, logger *slog.Logger, stdout io.Writer) error {
+	abs, err := dataDir(dir)
+	if err != nil {
+		return err
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
 		// Loopback only: these are test servers with no authentication.
@@ -107,4 +169,67 @@ func serve(ctx context.Context, port int, dir string, logger *slog.Logger, stdou
 // with a slash, and escaping keeps odd temp dir names intact.
 func sqliteURL(abs string) string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs) + "/"}).String()
+}
+
+// serveMember runs FerretDB on a private loopback port and the replica-set
+// member simulator on port in front of it, until ctx ends. The ready line
+// is printed once the member has loaded its replication state.
+func serveMember(ctx context.Context, port int, dir string, cfg rssim.Config, logger *slog.Logger, stdout io.Writer) error {
+	abs, err := dataDir(dir)
+	if err != nil {
+		return err
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Logger:    logger.With("part", "ferretdb"),
+		Handler:   "sqlite",
+		SQLiteURL: sqliteURL(abs),
+	})
+	if err != nil {
+		return fmt.Errorf("start ferretdb in %s: %w", abs, err)
+	}
+	u, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		return fmt.Errorf("ferretdb URI %q: %w", f.MongoDBURI(), err)
+	}
+	cfg.Backend = u.Host
+	srv, err := rssim.New(cfg, logger.With("part", "rssim"))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w", port, err)
+	}
+	fctx, fcancel := context.WithCancel(context.Background())
+	defer fcancel()
+	fdone := make(chan error, 1)
+	go func() { fdone <- f.Run(fctx) }()
+	sdone := make(chan error, 1)
+	go func() {
+		sdone <- srv.Serve(ctx, ln, func() {
+			fmt.Fprintln(stdout, readyPrefix+"mongodb://"+ln.Addr().String()+"/")
+		})
+	}()
+	var serr error
+	select {
+	case serr = <-sdone:
+	case err := <-fdone:
+		// FerretDB ended first: the member cannot go on.
+		logger.Error("ferretdb stopped", "err", err)
+		<-ctx.Done()
+		return errors.Join(fmt.Errorf("ferretdb stopped: %w", err), <-sdone)
+	}
+	logger.Info("ferretmember stopping")
+	// The shim stops first, so FerretDB's only clients are gone.
+	fcancel()
+	select {
+	case err := <-fdone:
+		if serr == nil && err != nil && !errors.Is(err, context.Canceled) {
+			serr = err
+		}
+	case <-time.After(shutdownGrace):
+		return errors.New("ferretdb still running " + shutdownGrace.String() + " after the stop signal")
+	}
+	return serr
 }

@@ -30,6 +30,13 @@ func TestBadFlagsExitWithUsage(t *testing.T) {
 		{"unknown log level", []string{"-port", "27017", "-dir", dir, "-log-level", "loud"}},
 		{"stray argument", []string{"-port", "27017", "-dir", dir, "extra"}},
 		{"unknown flag", []string{"-bind", "0.0.0.0"}},
+		{"rs without peers", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a"}},
+		{"rs member not a peer", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "z", "-peer", "a=127.0.0.1:1"}},
+		{"peer without address", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a"}},
+		{"peer flags without rs", []string{"-port", "27017", "-dir", dir, "-member", "a", "-peer", "a=127.0.0.1:1"}},
+		{"bad tag", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-tag", "dc"}},
+		{"heartbeat not under the election timeout", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-heartbeat", "10s", "-election-timeout", "5s"}},
+		{"only an arbiter", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-arbiter"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
