@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bin/sandbox -listen "$ROUTER" -admin "$ADMIN" -listen2 127.0.0.1:16034 -admin2 127.0.0.1:17090 -control-ports 17300 -dir "$work/cluster" -remote-latency 0 >"$work/sandbox.log" 2>&1 &
+bin/sandbox -mongo=false -listen "$ROUTER" -admin "$ADMIN" -listen2 127.0.0.1:16034 -admin2 127.0.0.1:17090 -control-ports 17300 -dir "$work/cluster" -remote-latency 0 >"$work/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do grep -q "sandbox is up" "$work/sandbox.log" && break; sleep 0.5; done
 grep -q "sandbox is up" "$work/sandbox.log" || { cat "$work/sandbox.log"; echo "bench: sandbox did not come up"; exit 1; }

@@ -1,7 +1,8 @@
 // Command sandbox is `make run`: a whole local deployment on loopback — three
-// real mariadbd (GTID, semi-sync), three routerd arbiters (the Raft control
-// plane) and two routerd proxies — in the foreground until Ctrl-C, which
-// stops everything it started.
+// real mariadbd (GTID, semi-sync), a three-member MongoDB replica set (the
+// harness's member simulator over embedded FerretDB), three routerd arbiters
+// (the Raft control plane) and two routerd proxies serving both — in the
+// foreground until Ctrl-C, which stops everything it started.
 package main
 
 import (
@@ -31,6 +32,8 @@ func main() { os.Exit(run()) }
 // node is one routerd the sandbox runs.
 type node struct {
 	name, role, admin, raft, listen string
+	// mongoListen is a proxy's Mongo listener ("" for none).
+	mongoListen string
 	// addrs are the member addresses this node dials (nil: the real ones).
 	addrs  []string
 	cmd    *exec.Cmd
@@ -44,6 +47,9 @@ func run() int {
 	admin2 := flag.String("admin2", "127.0.0.1:7090", "admin API of the second proxy")
 	dir := flag.String("dir", "", "work dir (default: a new temp dir, removed on exit)")
 	remoteLatency := flag.Duration("remote-latency", 5*time.Millisecond, "latency each way to db3, a simulated second site (0: db3 is local)")
+	mongoListen := flag.String("mongo-listen", "127.0.0.1:27017", "Mongo listener of the first proxy")
+	mongoListen2 := flag.String("mongo-listen2", "127.0.0.1:27018", "Mongo listener of the second proxy")
+	withMongo := flag.Bool("mongo", true, "also run a MongoDB replica set (simulated members) behind the proxies")
 	controlPorts := flag.Int("control-ports", 7300, "first of the ports for the control plane: arbiters' Raft at +1..+3, proxies' Raft at +11, +12, arbiters' admin APIs at -219..-217 (7081-7083 by default)")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -61,8 +67,11 @@ func run() int {
 		{name: "p1", role: "proxy", admin: *adminAddr, raft: port(*controlPorts + 11), listen: *listen},
 		{name: "p2", role: "proxy", admin: *admin2, raft: port(*controlPorts + 12), listen: *listen2},
 	}
+	if *withMongo {
+		nodes[3].mongoListen, nodes[4].mongoListen = *mongoListen, *mongoListen2
+	}
 	for _, n := range nodes {
-		for _, a := range []string{n.admin, n.raft, n.listen} {
+		for _, a := range []string{n.admin, n.raft, n.listen, n.mongoListen} {
 			if a == "" {
 				continue
 			}
@@ -92,6 +101,21 @@ func run() int {
 		fmt.Println("sandbox: stopping mariadbd ...")
 		c.Close()
 	}()
+	var rs *chaos.ReplicaSet
+	if *withMongo {
+		fmt.Println("sandbox: starting a 3-member MongoDB replica set (simulated members over FerretDB) ...")
+		// mongod's own election timeout: what an application would see.
+		rs, err = chaos.StartReplicaSet(ctx, chaos.ReplicaSetOptions{Members: 3, ElectionTimeout: 10 * time.Second,
+			Dir: filepath.Join(c.Dir(), "mongo"), Log: func(f string, a ...any) { fmt.Printf("sandbox: "+f+"\n", a...) }})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
+			return 1
+		}
+		defer func() {
+			fmt.Println("sandbox: stopping the replica set ...")
+			rs.Close()
+		}()
+	}
 	// db3 sits in a simulated second site: the proxies reach it through a
 	// link adding latency each way, so "nearest" has something to show. The
 	// arbiters use its real address: it is the identity replicas name.
@@ -143,7 +167,7 @@ func run() int {
 		if n.name == "p1" {
 			cfgPath = filepath.Join(c.Dir(), "routerd.yaml") // bench/run.sh reads this one
 		}
-		if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, n, nodes, maddrs, sites, secretFile)), 0o600); err != nil {
+		if err := os.WriteFile(cfgPath, []byte(routerdConfig(c, rs, n, nodes, maddrs, sites, secretFile)), 0o600); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
 			return 1
 		}
@@ -177,10 +201,10 @@ dbrouter sandbox is up (work dir %s)
   metrics:                  curl http://%s/metrics
   arbiters:                 a1 %s, a2 %s, a3 %s (admin APIs; routerctl --admin ADDR)
   members (direct):         %s%s
-
+%s
 Ctrl-C stops everything.
 `, c.Dir(), host, port, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase, host, port2, chaos.AppUser, chaos.AppPassword, chaos.AppDatabase,
-		*adminAddr, secretFile, *adminAddr, nodes[0].admin, nodes[1].admin, nodes[2].admin, memberList(c), remoteNote)
+		*adminAddr, secretFile, *adminAddr, nodes[0].admin, nodes[1].admin, nodes[2].admin, memberList(c), remoteNote, mongoNote(rs, nodes))
 	exits := make(chan string, len(nodes))
 	for _, n := range nodes {
 		go func() {
@@ -240,7 +264,7 @@ func memberList(c *chaos.Cluster) string {
 	return strings.Join(parts, ", ")
 }
 
-func routerdConfig(c *chaos.Cluster, n *node, nodes []*node, addrs, sites []string, secretFile string) string {
+func routerdConfig(c *chaos.Cluster, rs *chaos.ReplicaSet, n *node, nodes []*node, addrs, sites []string, secretFile string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "role: %s\nname: %s\nsite: local\nadmin:\n  listen: %s\n", n.role, n.name, n.admin)
 	fmt.Fprintf(&b, "control:\n  secret: {file: %q}\n  raft_listen: %s\n  dir: %q\n  arbiters:\n", secretFile, n.raft, filepath.Join(c.Dir(), "raft", n.name))
@@ -257,6 +281,36 @@ func routerdConfig(c *chaos.Cluster, n *node, nodes []*node, addrs, sites []stri
 	for i, m := range c.Members {
 		fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: %s}\n", m.Name, addrs[i], sites[i])
 	}
+	// The replica set is the proxies' only: its own elections decide its
+	// primary (the control plane does not govern a replica set yet).
+	if rs != nil && n.mongoListen != "" {
+		fmt.Fprintf(&b, "  - name: docs\n    kind: mongodb\n    listen: %s\n    mongodb: {replica_set: %s}\n    users:\n      - {name: %s, password: %s}\n    members:\n",
+			n.mongoListen, rs.Name, chaos.AppUser, chaos.AppPassword)
+		for _, m := range rs.Members {
+			fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: local}\n", "mongo-"+m.Name, m.Addr())
+		}
+	}
+	return b.String()
+}
+
+// mongoNote is the part of the banner about the replica set ("" without
+// one).
+func mongoNote(rs *chaos.ReplicaSet, nodes []*node) string {
+	if rs == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, n := range nodes {
+		if n.mongoListen != "" {
+			fmt.Fprintf(&b, "  MongoDB through proxy %s: mongosh \"mongodb://%s:%s@%s/?authSource=admin\"\n", n.name, chaos.AppUser, chaos.AppPassword, n.mongoListen)
+		}
+	}
+	fmt.Fprintf(&b, "                            (any driver, its defaults; no replicaSet= in the URI: the proxy is a mongos)\n")
+	var ms []string
+	for _, m := range rs.Members {
+		ms = append(ms, m.Name+" "+m.Addr())
+	}
+	fmt.Fprintf(&b, "  replica set %s (direct):  %s  (mongosh \"%s\")\n", rs.Name, strings.Join(ms, ", "), rs.URI())
 	return b.String()
 }
 

@@ -24,15 +24,26 @@ func TestRouterdConfigParses(t *testing.T) {
 		{name: "a1", role: "arbiter", admin: "127.0.0.1:7081", raft: "127.0.0.1:7301"},
 		{name: "a2", role: "arbiter", admin: "127.0.0.1:7082", raft: "127.0.0.1:7302"},
 		{name: "a3", role: "arbiter", admin: "127.0.0.1:7083", raft: "127.0.0.1:7303"},
-		{name: "p1", role: "proxy", admin: "127.0.0.1:7080", raft: "127.0.0.1:7311", listen: "127.0.0.1:6033"},
+		{name: "p1", role: "proxy", admin: "127.0.0.1:7080", raft: "127.0.0.1:7311", listen: "127.0.0.1:6033", mongoListen: "127.0.0.1:27017"},
 	}
+	rs := &chaos.ReplicaSet{Name: "rs0", Members: []*chaos.MongoMember{{Name: "db1", Port: 27101}, {Name: "db2", Port: 27102}, {Name: "db3", Port: 27103}}}
 	for _, n := range nodes {
-		cfg, err := config.Parse([]byte(routerdConfig(c, n, nodes, addrs, sites, secret)))
+		cfg, err := config.Parse([]byte(routerdConfig(c, rs, n, nodes, addrs, sites, secret)))
 		if err != nil {
 			t.Fatalf("%s: %v", n.name, err)
 		}
 		if k := cfg.Clusters[0].Kind; k != config.KindMariaDB {
 			t.Errorf("%s: kind %q, want %q", n.name, k, config.KindMariaDB)
+		}
+		// The proxies serve the replica set too, on their Mongo listener.
+		if want := map[string]int{"proxy": 2, "arbiter": 1}[n.role]; len(cfg.Clusters) != want {
+			t.Fatalf("%s: %d clusters, want %d", n.name, len(cfg.Clusters), want)
+		}
+		if n.role == "proxy" {
+			m := cfg.Clusters[1]
+			if m.Kind != config.KindMongoDB || m.Listen != n.mongoListen || m.MongoDB.ReplicaSet != "rs0" || len(m.Members) != 3 || m.Members[2].Addr != "127.0.0.1:27103" {
+				t.Fatalf("%s: mongo cluster %+v", n.name, m)
+			}
 		}
 	}
 }
