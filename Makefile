@@ -71,6 +71,7 @@ build:
 	$(GOBUILD) -o $(BIN)/routerd ./cmd/routerd
 	$(GOBUILD) -o $(BIN)/routerctl ./cmd/routerctl
 	$(GOBUILD) -o $(BIN)/sandbox ./cmd/sandbox
+	$(GOBUILD) -o $(BIN)/ferretmember ./cmd/ferretmember
 
 run: deps build
 	./$(BIN)/sandbox

@@ -103,6 +103,13 @@ func run() int {
 	}()
 	var rs *chaos.ReplicaSet
 	if *withMongo {
+		// make build puts ferretmember beside the sandbox; without it the
+		// harness builds one (which needs go on PATH).
+		if os.Getenv(chaos.FerretMemberEnv) == "" {
+			if fm, err := sibling("ferretmember"); err == nil {
+				os.Setenv(chaos.FerretMemberEnv, fm)
+			}
+		}
 		fmt.Println("sandbox: starting a 3-member MongoDB replica set (simulated members over FerretDB) ...")
 		// mongod's own election timeout: what an application would see.
 		rs, err = chaos.StartReplicaSet(ctx, chaos.ReplicaSetOptions{Members: 3, ElectionTimeout: 10 * time.Second,
