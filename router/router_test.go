@@ -439,16 +439,7 @@ func TestReadsHoldWhileNoMemberCanServeThem(t *testing.T) {
 	src.p.Store(none)
 	auth := newFakeAuthority("", ErrChanging)
 	r := New(Config{Cluster: "c", Authority: auth, WriteHold: 10 * time.Second}, src)
-	type answer struct {
-		m       int
-		replica bool
-		err     error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		m, replica, err := r.Replica(context.Background(), -1, -1)
-		got <- answer{m, replica, err}
-	}()
+	got := replicaAsync(r)
 	select {
 	case a := <-got:
 		t.Fatalf("a read with no member to serve it answered %+v; want it to wait", a)
@@ -509,16 +500,7 @@ func TestReadsFollowTheAuthoritysPrimaryNotAStaleSnapshot(t *testing.T) {
 	// snapshot's.
 	src.p.Store(snap(0, member("db1", "", false, 0), member("db2", "", false, 0), member("db3", "", false, 0)))
 	auth.set("", ErrChanging)
-	type answer struct {
-		m       int
-		replica bool
-		err     error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		m, replica, err := r.Replica(context.Background(), -1, -1)
-		got <- answer{m, replica, err}
-	}()
+	got := replicaAsync(r)
 	select {
 	case a := <-got:
 		t.Fatalf("a read during the change answered %+v; want it to wait", a)
@@ -528,4 +510,21 @@ func TestReadsFollowTheAuthoritysPrimaryNotAStaleSnapshot(t *testing.T) {
 	if a := <-got; a.err != nil || a.m != 2 || a.replica {
 		t.Fatalf("read after the change: %+v, want db3 (2) as the primary", a)
 	}
+}
+
+// answer is one Replica call's result.
+type answer struct {
+	m       int
+	replica bool
+	err     error
+}
+
+// replicaAsync asks r for a read's member in the background.
+func replicaAsync(r *Router) <-chan answer {
+	got := make(chan answer, 1)
+	go func() {
+		m, replica, err := r.Replica(context.Background(), -1, -1)
+		got <- answer{m, replica, err}
+	}()
+	return got
 }
