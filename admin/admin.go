@@ -36,6 +36,9 @@ type Cluster struct {
 	// settings (0: unknown, no control plane): the durability checks
 	// compare rpl_semi_sync_master_timeout with it.
 	Failover time.Duration
+	// Warnings, when set, adds a flavour's own durability warnings
+	// (topology/mongo's for a replica set) to the snapshot's.
+	Warnings func(*topology.Snapshot) []topology.Warning
 }
 
 // Status is the JSON of GET /status. Its shape is a stable contract
@@ -102,6 +105,9 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 		s := c.Snapshot()
 		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken,
 			Warnings: topology.DurabilityWarnings(s, c.Failover)}
+		if c.Warnings != nil {
+			cs.Warnings = append(cs.Warnings, c.Warnings(s)...)
+		}
 		var fsm *raftfsm.Cluster
 		if c.State != nil {
 			fsm = c.State()
