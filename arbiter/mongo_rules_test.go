@@ -349,3 +349,34 @@ func TestMongoPromoteStepsUpTheCaughtUpTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestMongoNewLeaderFinishesOrRollsBackASwitchover: a switchover its
+// leader left in phase switching is opened when the target did become the
+// writable primary, and rolled back to the old primary otherwise.
+func TestMongoNewLeaderFinishesOrRollsBackASwitchover(t *testing.T) {
+	for _, won := range []bool{true, false} {
+		db2 := mongoMember("db2", topology.RoleReplica, secondary(lw(2, 100)))
+		db1 := mongoMember("db1", topology.RolePrimary, primaryHello(2, lw(2, 100)))
+		if won {
+			db2 = mongoMember("db2", topology.RolePrimary, primaryHello(3, lw(3, 101)))
+			db1 = mongoMember("db1", topology.RoleReplica, secondary(lw(3, 101)))
+		}
+		snap, f := mongoSet(db1, db2)
+		m, g := fakeMongo(t, "db1", snap, f)
+		if _, err := g.Propose(context.Background(), &raftfsm.Command{Type: raftfsm.TypeBegin, Cluster: "shop", Epoch: 1, Primary: "db2", Phase: raftfsm.PhaseSwitching}); err != nil {
+			t.Fatal(err)
+		}
+		g.proposed = nil
+		if err := m.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		cl := g.State().Cluster("shop")
+		want := "db1"
+		if won {
+			want = "db2"
+		}
+		if cl.Phase != raftfsm.PhaseServing || cl.Primary != want {
+			t.Fatalf("target won %v: %s %s, want serving %s (proposed %v)", won, cl.Phase, cl.Primary, want, kinds(g))
+		}
+	}
+}
