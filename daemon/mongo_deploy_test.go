@@ -156,11 +156,12 @@ func TestMongoSwitchoverUnderLoad(t *testing.T) {
 		target = "db3"
 	}
 	roles := map[string]string{}
+	lag := map[string]int64{}
 	for _, m := range st.Members {
-		roles[m.Name] = m.Role
+		roles[m.Name], lag[m.Name] = m.Role, m.LagMs
 	}
-	if roles[old] != "primary" || roles[target] != "replica" {
-		t.Fatalf("status roles %v, want %s primary and %s replica", roles, old, target)
+	if roles[old] != "primary" || roles[target] != "replica" || lag[target] < 0 || len(st.Warnings) > 0 {
+		t.Fatalf("status roles %v, lag %v, warnings %v: want %s primary and %s a replica of known lag, no warning (no arbiter)", roles, lag, st.Warnings, old, target)
 	}
 	// The cooldown after the first epoch (the arbiters' step-up) ends.
 	var err error
