@@ -321,7 +321,11 @@ func New(cfg Config, g Group, snaps Snapshots, obs Observers, act Actuator, log 
 
 // Run reconciles every Interval while ctx lives; it acts only while this
 // node leads.
-func (a *Arbiter) Run(ctx context.Context) {
+func (a *Arbiter) Run(ctx context.Context) { a.run(ctx, a.Reconcile, nil) }
+
+// run calls reconcile every Interval while this node leads (follower, when
+// set, every round it does not), logging each new failure once.
+func (a *Arbiter) run(ctx context.Context, reconcile func(context.Context) error, follower func()) {
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	var lastErr string
@@ -333,10 +337,13 @@ func (a *Arbiter) Run(ctx context.Context) {
 		}
 		a.seen.observe(a.group.State().Cluster(a.cfg.Cluster), time.Now())
 		if !a.group.IsLeader() {
+			if follower != nil {
+				follower()
+			}
 			continue
 		}
 		// The same failure every round is logged once, until it changes.
-		err := a.Reconcile(ctx)
+		err := reconcile(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && err.Error() != lastErr:
 			a.log.Warn("reconcile", zap.Error(err))

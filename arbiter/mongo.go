@@ -64,32 +64,11 @@ func NewMongo(cfg Config, g Group, snaps Snapshots, obs Observers, act MongoActu
 // Run reconciles every Interval while ctx lives; it acts only while this
 // node leads.
 func (m *Mongo) Run(ctx context.Context) {
-	t := time.NewTicker(m.cfg.Interval)
-	defer t.Stop()
-	var lastErr string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.seen.observe(m.group.State().Cluster(m.cfg.Cluster), time.Now())
-		if !m.group.IsLeader() {
-			m.mu.Lock()
-			m.sawPrimary = time.Time{} // a new leader counts afresh
-			m.mu.Unlock()
-			continue
-		}
-		err := m.Reconcile(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil && err.Error() != lastErr:
-			m.log.Warn("reconcile", zap.Error(err))
-			lastErr = err.Error()
-		case err == nil && lastErr != "":
-			m.log.Info("reconcile succeeds again")
-			lastErr = ""
-		}
-	}
+	m.run(ctx, m.Reconcile, func() {
+		m.mu.Lock()
+		m.sawPrimary = time.Time{} // a new leader counts afresh
+		m.mu.Unlock()
+	})
 }
 
 // Reconcile makes one round of decisions.

@@ -9,7 +9,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Actions runs the control plane's steps on replica-set members, one
@@ -50,16 +49,7 @@ func (a *Actions) client(addr string) (*mongodrv.Client, error) {
 	if a.Dial != nil {
 		dial = a.Dial(addr)
 	}
-	opts := options.Client().SetHosts([]string{dial}).SetDirect(true).SetConnectTimeout(a.timeout()).
-		SetServerSelectionTimeout(a.timeout()).SetMaxPoolSize(2).SetAppName("dbrouter-arbiter")
-	if a.User != "" {
-		src := a.AuthSource
-		if src == "" {
-			src = "admin"
-		}
-		opts.SetAuth(options.Credential{Username: a.User, Password: a.Password, AuthSource: src})
-	}
-	c, err := mongodrv.Connect(opts)
+	c, err := mongodrv.Connect(directOptions(dial, a.timeout(), 2, "dbrouter-arbiter", a.User, a.Password, a.AuthSource))
 	if err != nil {
 		return nil, fmt.Errorf("member %s: client: %w", addr, err)
 	}
