@@ -90,9 +90,9 @@ type Observation struct {
 	Arbiter string                    `json:"arbiter"`
 	Failing map[string]time.Duration  `json:"failing"`
 	Members map[string]ObservedMember `json:"members,omitempty"`
-	// Primary is the member this arbiter's monitor sees as primary (""
-	// when none): a replica set's arbiter steps a secondary up only when a
-	// majority sees none.
+	// Primary is the member this arbiter's monitor sees as primary and
+	// that answers its probes ("" when none): a replica set's arbiter steps
+	// a secondary up only when a majority sees none.
 	Primary string `json:"primary,omitempty"`
 }
 
@@ -114,7 +114,12 @@ type ObservedMember struct {
 // Observe turns a monitor snapshot into this arbiter's observation, its
 // durations brought up to now (the snapshot is up to a probe interval old).
 func Observe(arbiter string, snap *topology.Snapshot) Observation {
-	o := Observation{Arbiter: arbiter, Failing: map[string]time.Duration{}, Members: map[string]ObservedMember{}, Primary: snap.PrimaryName()}
+	o := Observation{Arbiter: arbiter, Failing: map[string]time.Duration{}, Members: map[string]ObservedMember{}}
+	if p := snap.PrimaryName(); p != "" && snap.Members[snap.Primary].FailingFor == 0 {
+		// A primary whose probes fail is not seen, even before the
+		// monitor calls it unreachable.
+		o.Primary = p
+	}
 	age := max(time.Since(snap.Taken), 0)
 	for _, m := range snap.Members {
 		if m.FailingFor > 0 {

@@ -82,9 +82,23 @@ func (m *Mongo) Reconcile(ctx context.Context) error {
 	now := time.Now()
 	snap := m.snaps.Snapshot()
 	elected := snap.PrimaryName()
-	if elected != "" || m.sawPrimary.IsZero() {
+	switch {
+	case m.sawPrimary.IsZero():
 		// A leader starts counting from its first look: it never fails
 		// over on time it did not watch.
+		m.sawPrimary = now
+	case elected != "" && snap.Members[snap.Primary].FailingFor > 0:
+		// Its probes fail (the monitor marks it unreachable only after
+		// a few): it was last seen when it last answered, and once that
+		// is failure_threshold ago it counts as lost, as a dead one.
+		pm := snap.Members[snap.Primary]
+		if seen := now.Add(-pm.FailingFor); seen.After(m.sawPrimary) {
+			m.sawPrimary = seen
+		}
+		if pm.FailingFor >= m.cfg.FailureThreshold {
+			elected = ""
+		}
+	case elected != "":
 		m.sawPrimary = now
 	}
 	cl := m.group.State().Cluster(m.cfg.Cluster)
@@ -154,8 +168,16 @@ func (m *Mongo) follow(ctx context.Context, cl *raftfsm.Cluster, snap *topology.
 		return nil
 	}
 	if cl.Primary != name {
-		if old, ok := memberByName(snap, cl.Primary); ok {
-			if od, ok := m.writable(ctx, old.Addr); ok && !newerElection(nd, od) {
+		// Only a recorded primary that answers this monitor's probes is
+		// asked, and only briefly: a hung one (SIGSTOP) would hold the
+		// failover for the whole connect timeout. One it does not reach cannot be shown
+		// newer than name, whose election the elector already found the
+		// newest it has seen.
+		if old, ok := memberByName(snap, cl.Primary); ok && old.Reachable && old.FailingFor == 0 {
+			qctx, cancel := context.WithTimeout(ctx, quickStep)
+			od, ok := m.writable(qctx, old.Addr)
+			cancel()
+			if ok && !newerElection(nd, od) {
 				return nil
 			}
 		}
@@ -227,7 +249,7 @@ func (m *Mongo) primaryLost(ctx context.Context, snap *topology.Snapshot, lost s
 		return false, ""
 	}
 	lm, known := memberByName(snap, lost)
-	if !known || lm.Reachable {
+	if !known || lm.Reachable && lm.FailingFor == 0 {
 		// No primary recorded, or the recorded one answers and is no
 		// longer primary: the set has none.
 		return true, fmt.Sprintf("no primary for at least %s, seen by %d/%d arbiters", m.cfg.FailureThreshold, none, voters)
@@ -239,7 +261,9 @@ func (m *Mongo) primaryLost(ctx context.Context, snap *topology.Snapshot, lost s
 		if mm.Name == lost || !mm.Reachable || mm.Role != topology.RoleReplica {
 			continue
 		}
-		hears, err := m.act.Hears(ctx, mm.Addr, lm.Addr, m.cfg.FailureThreshold)
+		qctx, cancel := context.WithTimeout(ctx, quickStep)
+		hears, err := m.act.Hears(qctx, mm.Addr, lm.Addr, m.cfg.FailureThreshold)
+		cancel()
 		if err == nil && hears {
 			m.note(ctx, lost, fmt.Sprintf("%s unreachable from %d/%d arbiters but %s still hears from it: no step-up", lost, down, voters, mm.Name))
 			return false, ""
@@ -285,6 +309,12 @@ type candidate struct {
 	m topology.Member
 	d *tmongo.Detail
 }
+
+// quickStep bounds a question to a member that decides nothing by itself
+// (is the recorded primary still writable, does a secondary still hear
+// from the primary): a hung member must not hold a failover for the
+// actuator's whole timeout.
+const quickStep = time.Second
 
 // stepUpRetry spaces step-up attempts: an election takes a few round trips,
 // and a refused one must not be repeated every reconcile round.

@@ -56,6 +56,11 @@ type mongoWriter struct {
 }
 
 func startMongoWriter(ctx context.Context, cl *mongo.Client, coll string, first int) *mongoWriter {
+	return startMongoWriterTimeout(ctx, cl, coll, first, 0)
+}
+
+// startMongoWriterTimeout gives each write opTimeout (0: the client's).
+func startMongoWriterTimeout(ctx context.Context, cl *mongo.Client, coll string, first int, opTimeout time.Duration) *mongoWriter {
 	w := &mongoWriter{stop: make(chan struct{}), done: make(chan struct{})}
 	c := cl.Database("app").Collection(coll, options.Collection().SetWriteConcern(writeconcern.Majority()))
 	go func() {
@@ -69,7 +74,12 @@ func startMongoWriter(ctx context.Context, cl *mongo.Client, coll string, first 
 				return
 			default:
 			}
-			_, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: id}})
+			octx, ocancel := ctx, context.CancelFunc(func() {})
+			if opTimeout > 0 {
+				octx, ocancel = context.WithTimeout(ctx, opTimeout)
+			}
+			_, err := c.InsertOne(octx, bson.D{{Key: "_id", Value: id}})
+			ocancel()
 			w.mu.Lock()
 			if err == nil {
 				w.acked = append(w.acked, id)
@@ -305,5 +315,69 @@ func TestMongoProxyCutOffStopsAcknowledging(t *testing.T) {
 	}
 	if st, _ := leaderCluster(d.Statuses(), len(d.Arbiters)); st.Phase != "serving" {
 		t.Fatalf("a proxy's partition changed the cluster: %+v", st)
+	}
+}
+
+// TestMongoPausedPrimaryFailover: SIGSTOP of the primary under write load:
+// the arbiters step a secondary up and writes through the proxy succeed
+// again within 5 s; once the old primary resumes it is a secondary, and
+// every acknowledged w:majority write is on the new primary. The write in
+// flight on the hung primary is not ended by the failover (the Mongo proxy
+// waits for that member's reply), so the client gives each write 1 s, as
+// an application with a deadline does: only such writes may fail.
+func TestMongoPausedPrimaryFailover(t *testing.T) {
+	d := startMongoDeploy(t, 1, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w := startMongoWriterTimeout(ctx, proxyClient(t, d, 0, 20*time.Second), "hang", 1, time.Second)
+	poll(t, 20*time.Second, "writes flow", func() bool { n, _ := w.count(); return n > 50 })
+	st, _ := leaderCluster(d.Statuses(), len(d.Arbiters))
+	old := d.RS.Member(st.Primary)
+	paused := time.Now()
+	if err := old.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := w.count()
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) { m, _ := w.count(); return m > n+20, nil }); err != nil {
+		_ = old.Resume()
+		t.Fatalf("writes succeed again: %v", err)
+	}
+	if err := old.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	acked, times, errs := w.finish()
+	var again time.Time
+	for i := 1; i < len(times); i++ {
+		if times[i].After(paused) && times[i].Sub(times[i-1]) > 500*time.Millisecond {
+			again = times[i]
+		}
+	}
+	t.Logf("SIGSTOP %s: writes acknowledged again after %s (%d client timeouts)", old.Name, again.Sub(paused).Round(time.Millisecond), len(errs))
+	if again.Sub(paused) > 5*time.Second {
+		t.Fatalf("writes came back %s after the pause, want ≤ 5s", again.Sub(paused))
+	}
+	for _, e := range errs {
+		if !strings.Contains(e, "deadline exceeded") {
+			t.Fatalf("client error %q, want only the writes' own deadlines", e)
+		}
+	}
+	p, err := d.RS.Primary(ctx)
+	if err != nil || p == old {
+		t.Fatalf("primary after the resume: %v, %v; want a new one", p, err)
+	}
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+		h, err := old.Hello(ctx)
+		if err != nil {
+			return false, nil
+		}
+		var hello struct {
+			Secondary bool `bson:"secondary"`
+		}
+		return bson.Unmarshal(h, &hello) == nil && hello.Secondary, nil
+	}); err != nil {
+		t.Fatalf("%s is not a secondary after it resumed: %v", old.Name, err)
+	}
+	if lost := missingOn(t, p, "hang", acked); len(lost) > 0 {
+		t.Fatalf("%d acknowledged w:majority writes missing on %s: %v", len(lost), p.Name, lost[:min(5, len(lost))])
 	}
 }
