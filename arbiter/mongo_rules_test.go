@@ -274,6 +274,25 @@ func TestMongoStepUpRules(t *testing.T) {
 			}
 		})
 	}
+	t.Run("hung primary still shown reachable", func(t *testing.T) {
+		// Probes fail, but not yet often enough for the monitor to call it
+		// unreachable: it counts as lost from its last answer.
+		db1 := mongoMember("db1", topology.RolePrimary, primaryHello(2, lw(2, 10)))
+		db1.FailingFor = 1500 * time.Millisecond
+		snap, f := mongoSet(db1, mongoMember("db2", topology.RoleReplica, secondary(lw(2, 10))))
+		delete(f.hello, mongoAddr("db1")) // hung: no answer
+		m, g := fakeMongo(t, "db1", snap, f, lost3...)
+		m.sawPrimary = time.Now().Add(-time.Minute)
+		if err := m.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(f.took(), ","); got != "step_up db2:27017" {
+			t.Fatalf("steps %q, want step_up db2", got)
+		}
+		if got := strings.Join(kinds(g), ","); got != "begin db2,open" {
+			t.Fatalf("proposed %q, want begin db2,open", got)
+		}
+	})
 	t.Run("not before this leader watched failure_threshold", func(t *testing.T) {
 		snap, f := mongoSet(mongoMember("db1", topology.RoleUnknown, nil), mongoMember("db2", topology.RoleReplica, secondary(lw(2, 11))))
 		m, _ := fakeMongo(t, "db1", snap, f, lost3...)
