@@ -27,6 +27,10 @@ type MongoActuator interface {
 	// Hears reports whether member addr heard from the member at peer
 	// within d (its replSetGetStatus).
 	Hears(ctx context.Context, addr, peer string, d time.Duration) (bool, error)
+	// StepDown makes a primary step down at once (replSetStepDown with
+	// force): a deposed primary that has not heard of the new election
+	// stops taking writes from clients that bypass the proxies.
+	StepDown(ctx context.Context, addr string) error
 }
 
 // Mongo makes one replica set's decisions while its node leads. The set
@@ -167,6 +171,7 @@ func (m *Mongo) follow(ctx context.Context, cl *raftfsm.Cluster, snap *topology.
 	if !ok {
 		return nil
 	}
+	var stale *topology.Member
 	if cl.Primary != name {
 		// Only a recorded primary that answers this monitor's probes is
 		// asked, and only briefly: a hung one (SIGSTOP) would hold the
@@ -180,6 +185,9 @@ func (m *Mongo) follow(ctx context.Context, cl *raftfsm.Cluster, snap *topology.
 			if ok && !newerElection(nd, od) {
 				return nil
 			}
+			if ok {
+				stale = &old
+			}
 		}
 		next, idx, err := m.proposeIndex(ctx, &raftfsm.Command{Type: raftfsm.TypeBegin, Epoch: cl.Epoch, Primary: name,
 			Phase: raftfsm.PhaseFailingOver, Reason: why})
@@ -188,6 +196,17 @@ func (m *Mongo) follow(ctx context.Context, cl *raftfsm.Cluster, snap *topology.
 		}
 		m.log.Info("following the set's primary", zap.String("from", cl.Primary), zap.String("to", name), zap.Uint64("epoch", next.Epoch))
 		cl, committed, index = next, time.Now(), idx
+		if stale != nil {
+			// Fence where it can: the old primary still claims, under an
+			// older election (cut off from the set, or not yet told).
+			// Proxies no longer write to it; this stops other clients.
+			if err := m.step(ctx, "fence"); err != nil {
+				return err
+			}
+			if err := m.act.StepDown(ctx, stale.Addr); err != nil {
+				m.log.Warn("step down the deposed primary", zap.String("member", stale.Name), zap.Error(err))
+			}
+		}
 	}
 	if committed.IsZero() {
 		// A change a leader before this one began: its commit time is

@@ -51,6 +51,13 @@ func (f *fakeSet) StepUp(_ context.Context, addr string) error {
 	return nil
 }
 
+func (f *fakeSet) StepDown(_ context.Context, addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steps = append(f.steps, "step_down "+addr)
+	return nil
+}
+
 func (f *fakeSet) Hears(_ context.Context, addr, peer string, _ time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -210,6 +217,22 @@ func TestMongoFollowsTheSetsElection(t *testing.T) {
 		}
 		if c := g.commands(raftfsm.TypeBegin)[0]; c.Phase != raftfsm.PhaseFailingOver {
 			t.Fatalf("begin phase %s, want failing_over (the old epoch's w:1 writes may be rolled back)", c.Phase)
+		}
+	})
+	t.Run("deposed primary still claims", func(t *testing.T) {
+		// Cut off from the set, db1 has not heard of db2's election: it
+		// is stepped down once db2's epoch is committed.
+		snap, f := mongoSet(mongoMember("db1", topology.RoleStalePrimary, primaryHello(2, lw(2, 9))),
+			mongoMember("db2", topology.RolePrimary, primaryHello(3, lw(3, 10))))
+		m, g := fakeMongo(t, "db1", snap, f)
+		if err := m.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(kinds(g), ","); got != "begin db2,open" {
+			t.Fatalf("proposed %s, want begin db2,open", got)
+		}
+		if got := strings.Join(f.took(), ","); got != "step_down db1:27017" {
+			t.Fatalf("steps %q, want step_down db1", got)
 		}
 	})
 	t.Run("recorded primary still leads a newer election", func(t *testing.T) {

@@ -114,6 +114,23 @@ func (a *Actions) StepUp(ctx context.Context, addr string) error {
 	return err
 }
 
+// codeNotWritablePrimary is the server's NotWritablePrimary (10107).
+const codeNotWritablePrimary = 10107
+
+// StepDown makes the member step down now if it is primary
+// (replSetStepDown with force and no catch-up period, not electable for
+// 10 s); a member that is not primary is left as it is. The server closes
+// its client connections as it steps down.
+func (a *Actions) StepDown(ctx context.Context, addr string) error {
+	_, err := a.run(ctx, addr, bson.D{{Key: "replSetStepDown", Value: 10}, {Key: "secondaryCatchUpPeriodSecs", Value: 0},
+		{Key: "force", Value: true}}, a.timeout())
+	var ce mongodrv.CommandError
+	if errors.As(err, &ce) && ce.Code == codeNotWritablePrimary {
+		return nil // not primary (any more): nothing to fence
+	}
+	return err
+}
+
 // Hears reports, from member addr's replSetGetStatus, whether it heard
 // from the member at peer (its address) within d: its last heartbeat to
 // that peer succeeded (health 1) and the peer's last heartbeat, or its last

@@ -14,7 +14,8 @@ import (
 // TestActionsOnAReplicaSet: on a simulated set whose own election timeout
 // is long, Hello reads a member's role and last write, StepUp makes a
 // secondary primary at once (the old primary steps down), StepUp on an
-// arbiter is refused, and Hears tells whether a member still hears from a
+// arbiter is refused, StepDown steps a primary down (and leaves a
+// secondary alone), and Hears tells whether a member still hears from a
 // peer: yes while it runs, no once it was killed.
 func TestActionsOnAReplicaSet(t *testing.T) {
 	rs := chaos.StartReplicaSetT(t, chaos.ReplicaSetOptions{Members: 2, Arbiter: true, ElectionTimeout: 10 * time.Second, Heartbeat: 100 * time.Millisecond})
@@ -59,6 +60,16 @@ func TestActionsOnAReplicaSet(t *testing.T) {
 		t.Fatalf("arb hello %+v, %v; want arbiterOnly", a, err)
 	}
 
+	// StepDown: nothing to do on a secondary; the primary steps down.
+	if err := act.StepDown(ctx, db1.Addr()); err != nil {
+		t.Fatalf("step down the secondary db1: %v", err)
+	}
+	if err := act.StepDown(ctx, db2.Addr()); err != nil {
+		t.Fatalf("step down db2: %v", err)
+	}
+	if d2, err := act.Hello(ctx, db2.Addr()); err != nil || d2.Writable {
+		t.Fatalf("db2 after its step-down: %+v, %v; want not writable", d2, err)
+	}
 	if ok, err := act.Hears(ctx, db1.Addr(), db2.Addr(), time.Second); err != nil || !ok {
 		t.Fatalf("db1 hears db2: %v, %v; want true", ok, err)
 	}
