@@ -381,3 +381,32 @@ func TestMongoPausedPrimaryFailover(t *testing.T) {
 		t.Fatalf("%d acknowledged w:majority writes missing on %s: %v", len(lost), p.Name, lost[:min(5, len(lost))])
 	}
 }
+
+// TestMongoPSAStatusWarns: the status of a set with an arbiter shows the
+// arbiter's role and warns that its w:1 writes can be rolled back after a
+// failover, on the proxies and the arbiters alike.
+func TestMongoPSAStatusWarns(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1, ProbeInterval: "100ms", Mongo: &chaos.ReplicaSetOptions{Members: 2, Arbiter: true, ElectionTimeout: 10 * time.Second}})
+	waitStatus(t, d, 20*time.Second, "every node shows the arbiter and the PSA warning", func(st []admin.Status) bool {
+		for _, s := range st {
+			if len(s.Clusters) == 0 {
+				return false
+			}
+			c := s.Clusters[0]
+			warned, arbiter := false, false
+			for _, w := range c.Warnings {
+				warned = warned || w.Check == "psa_write_concern" && strings.Contains(w.Message, "write_concern: majority")
+			}
+			for _, m := range c.Members {
+				arbiter = arbiter || m.Name == "arb" && m.Role == "arbiter"
+			}
+			if !warned || !arbiter || c.Primary == "" {
+				return false
+			}
+		}
+		return true
+	})
+	if err := d.Promote(context.Background(), 0, "arb", 5*time.Second); err == nil || !strings.Contains(err.Error(), "arbiter") {
+		t.Fatalf("promote arb: %v, want a refusal naming the arbiter", err)
+	}
+}
