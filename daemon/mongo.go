@@ -30,7 +30,8 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 	view := admin.Cluster{Name: cl.Name, Kind: cl.Kind, Listen: cl.Listen, Snapshot: mon.Snapshot,
 		Warnings: func(s *topology.Snapshot) []topology.Warning {
 			return tmongo.DurabilityWarnings(s, md.WriteConcern == config.WriteConcernMajority)
-		}}
+		},
+		Describe: tmongo.Describe}
 	if ctl != nil {
 		view.State = ctl.clusterState(cl.Name)
 		ctl.monitors[cl.Name] = mon

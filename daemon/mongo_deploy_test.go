@@ -167,11 +167,13 @@ func TestMongoSwitchoverUnderLoad(t *testing.T) {
 	}
 	roles := map[string]string{}
 	lag := map[string]int64{}
+	pos := map[string]string{}
 	for _, m := range st.Members {
-		roles[m.Name], lag[m.Name] = m.Role, m.LagMs
+		roles[m.Name], lag[m.Name], pos[m.Name] = m.Role, m.LagMs, m.Position
 	}
-	if roles[old] != "primary" || roles[target] != "replica" || lag[target] < 0 || len(st.Warnings) > 0 {
-		t.Fatalf("status roles %v, lag %v, warnings %v: want %s primary and %s a replica of known lag, no warning (no arbiter)", roles, lag, st.Warnings, old, target)
+	if roles[old] != "primary" || roles[target] != "replica" || lag[target] < 0 || pos[target] == "" || len(st.Warnings) > 0 {
+		t.Fatalf("status roles %v, lag %v, optimes %v, warnings %v: want %s primary and %s a replica of known lag and optime, no warning (no arbiter)",
+			roles, lag, pos, st.Warnings, old, target)
 	}
 	// The cooldown after the first epoch (the arbiters' step-up) ends.
 	var err error

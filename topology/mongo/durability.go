@@ -44,3 +44,16 @@ func DurabilityWarnings(s *topology.Snapshot, majority bool) []topology.Warning 
 		Message: fmt.Sprintf("replica set %s has an arbiter (%s): writes without a write concern are acknowledged at w:1, by the primary alone, and a failover can roll them back; set mongodb.write_concern: majority (or have the application write with w: \"majority\")",
 			s.Cluster, strings.Join(arbiters, ", "))}}
 }
+
+// Describe gives a member's last write optime ("term:seconds.increment",
+// "" when not reported) and the elector's note about it, for the status.
+func Describe(m topology.Member) (position, note string) {
+	d, ok := DetailOf(m)
+	if !ok {
+		return "", ""
+	}
+	if w := d.LastWrite; w != nil {
+		position = fmt.Sprintf("%d:%d.%d", w.Term, w.OpTime.T, w.OpTime.I)
+	}
+	return position, d.Note
+}
