@@ -412,3 +412,59 @@ func TestMongoPSAStatusWarns(t *testing.T) {
 		t.Fatalf("promote arb: %v, want a refusal naming the arbiter", err)
 	}
 }
+
+// TestMongoArbitersCutFromPrimaryNoStepUp: every arbiter loses the primary
+// while its secondaries (and the proxy) still reach it: the arbiters do
+// not ask anyone to step up (a secondary still hears from the primary),
+// the epoch stays, and writes through the proxy go on without an error.
+func TestMongoArbitersCutFromPrimaryNoStepUp(t *testing.T) {
+	d := start(t, deploy.Options{Proxies: 1, ProbeInterval: "100ms", ArbiterToPrimary: true,
+		Mongo: &chaos.ReplicaSetOptions{Members: 3, ElectionTimeout: 10 * time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st := waitStatus(t, d, 20*time.Second, "the arbiters serve a primary", func(st []admin.Status) bool {
+		c, ok := leaderCluster(st, len(d.Arbiters))
+		return ok && c.Phase == "serving" && c.Primary != ""
+	})
+	if c, _ := leaderCluster(st, len(d.Arbiters)); c.Primary != "db1" {
+		// The links are in front of db1: make it the primary.
+		var err error
+		poll(t, 20*time.Second, "switchover to db1", func() bool {
+			err = d.Promote(ctx, 0, "db1", 20*time.Second)
+			return err == nil || !strings.Contains(err.Error(), "cooldown")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch := d.Statuses()[0].Clusters[0].Epoch
+	w := startMongoWriter(ctx, proxyClient(t, d, 0, 20*time.Second), "veto", 1)
+	poll(t, 20*time.Second, "writes flow", func() bool { n, _ := w.count(); return n > 20 })
+	d.Cut("a")
+	poll(t, 15*time.Second, "the leader notes that a secondary still hears from db1", func() bool {
+		h, err := d.History(ctx, 0)
+		if err != nil {
+			return false
+		}
+		for _, e := range h {
+			if strings.Contains(e.Reason, "still hears from it") {
+				return true
+			}
+		}
+		return false
+	})
+	n, _ := w.count()
+	poll(t, 10*time.Second, "writes go on", func() bool { m, _ := w.count(); return m > n+50 })
+	_, _, errs := w.finish()
+	if len(errs) > 0 {
+		t.Fatalf("client errors with the arbiters cut from the primary: %v", errs[:min(3, len(errs))])
+	}
+	for _, s := range d.Statuses() {
+		if c := s.Clusters[0]; c.Epoch != epoch || c.Primary != "db1" {
+			t.Fatalf("%s: epoch %d primary %s, want %d db1 unchanged", s.Control.Node, c.Epoch, c.Primary, epoch)
+		}
+	}
+	if p, err := d.RS.Primary(ctx); err != nil || p.Name != "db1" {
+		t.Fatalf("set primary %v, %v; want db1", p, err)
+	}
+}
