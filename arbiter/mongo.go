@@ -265,6 +265,19 @@ func (m *Mongo) primaryLost(ctx context.Context, snap *topology.Snapshot, lost s
 		}
 	}
 	if none < voters/2+1 {
+		// Most arbiters see a primary this leader does not: only the
+		// leader acts, so one that sees the set's primary takes over
+		// (it can follow the set's elections and run switchovers). Not
+		// at the first disagreement: after a crash the others' probes
+		// fail up to a probe later than this leader's.
+		if now.Sub(m.sawPrimary) < 2*m.cfg.FailureThreshold {
+			return false, ""
+		}
+		for _, o := range obs {
+			if o.Primary != "" && m.handOver(ctx, o.Primary, "to follow the set's primary "+o.Primary) {
+				break
+			}
+		}
 		return false, ""
 	}
 	lm, known := memberByName(snap, lost)

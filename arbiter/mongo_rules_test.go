@@ -316,6 +316,18 @@ func TestMongoStepUpRules(t *testing.T) {
 			t.Fatalf("proposed %q, want begin db2,open", got)
 		}
 	})
+	t.Run("others see a primary this leader does not", func(t *testing.T) {
+		snap, f := mongoSet(mongoMember("db1", topology.RoleUnknown, nil), mongoMember("db2", topology.RoleUnknown, nil))
+		sees := Observation{Arbiter: "a2", Failing: map[string]time.Duration{}, Primary: "db1", Members: map[string]ObservedMember{"db1": {}, "db2": {}}}
+		m, g := fakeMongo(t, "db1", snap, f, lostBy("a1", "db1", "db2"), sees, sees)
+		m.sawPrimary = time.Now().Add(-time.Minute)
+		if err := m.Reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.took()) != 0 || len(g.transferred) != 1 || g.transferred[0] != "a2" {
+			t.Fatalf("steps %v, leadership to %v: want none, and a2", f.took(), g.transferred)
+		}
+	})
 	t.Run("not before this leader watched failure_threshold", func(t *testing.T) {
 		snap, f := mongoSet(mongoMember("db1", topology.RoleUnknown, nil), mongoMember("db2", topology.RoleReplica, secondary(lw(2, 11))))
 		m, _ := fakeMongo(t, "db1", snap, f, lost3...)
