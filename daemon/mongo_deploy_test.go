@@ -138,6 +138,23 @@ func missingOn(t *testing.T, m *chaos.MongoMember, coll string, acked []int) []i
 	return out
 }
 
+// recovered is when writes were acknowledged again after a fault at at:
+// the first acknowledgement after the last gap of over 500 ms since (writes
+// acknowledged just before the fault may have been answered after it), or
+// the first one after at when there was no gap.
+func recovered(times []time.Time, at time.Time) time.Time {
+	var again time.Time
+	for i, t := range times {
+		if !t.After(at) {
+			continue
+		}
+		if again.IsZero() || i > 0 && t.Sub(times[i-1]) > 500*time.Millisecond {
+			again = t
+		}
+	}
+	return again
+}
+
 func leaderCluster(st []admin.Status, arbiters int) (admin.ClusterStatus, bool) {
 	for _, s := range st[:arbiters] {
 		if s.Control != nil && s.Control.Leader == s.Control.Node && len(s.Clusters) > 0 {
@@ -241,20 +258,7 @@ func TestMongoKillPrimaryFastFailover(t *testing.T) {
 	n, _ := w.count()
 	poll(t, 15*time.Second, "writes succeed again", func() bool { m, _ := w.count(); return m > n+20 })
 	acked, times, errs := w.finish()
-	var again time.Time
-	for _, at := range times {
-		if at.After(killed) {
-			again = at
-			break
-		}
-	}
-	// Writes acknowledged just before the kill may have been answered
-	// after it: the first one after a gap is the recovery.
-	for i := 1; i < len(times); i++ {
-		if times[i].After(killed) && times[i].Sub(times[i-1]) > 500*time.Millisecond {
-			again = times[i]
-		}
-	}
+	again := recovered(times, killed)
 	took := again.Sub(killed)
 	t.Logf("kill -9 %s: writes acknowledged again after %s (%d errors: %v)", old.Name, took.Round(time.Millisecond), len(errs), errs[:min(3, len(errs))])
 	if took > 5*time.Second {
@@ -348,12 +352,7 @@ func TestMongoPausedPrimaryFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	acked, times, errs := w.finish()
-	var again time.Time
-	for i := 1; i < len(times); i++ {
-		if times[i].After(paused) && times[i].Sub(times[i-1]) > 500*time.Millisecond {
-			again = times[i]
-		}
-	}
+	again := recovered(times, paused)
 	t.Logf("SIGSTOP %s: writes acknowledged again after %s (%d client timeouts)", old.Name, again.Sub(paused).Round(time.Millisecond), len(errs))
 	if again.Sub(paused) > 5*time.Second {
 		t.Fatalf("writes came back %s after the pause, want ≤ 5s", again.Sub(paused))
