@@ -36,6 +36,13 @@ type Cluster struct {
 	// settings (0: unknown, no control plane): the durability checks
 	// compare rpl_semi_sync_master_timeout with it.
 	Failover time.Duration
+	// Warnings, when set, adds a flavour's own durability warnings
+	// (topology/mongo's for a replica set) to the snapshot's.
+	Warnings func(*topology.Snapshot) []topology.Warning
+	// Describe, when set, gives a flavour's replication position of a
+	// member (a replica set's last write optime) and a note about it (why
+	// the set does not count it): MariaDB's are in the GTID fields.
+	Describe func(topology.Member) (position, note string)
 }
 
 // Status is the JSON of GET /status. Its shape is a stable contract
@@ -89,6 +96,9 @@ type MemberStatus struct {
 	Fenced         bool    `json:"fenced,omitempty"`
 	// Errant lists transactions this member has that the primary lacks.
 	Errant string `json:"errant,omitempty"`
+	// Position is a flavour's replication position when it has no GTIDs
+	// (a replica set member's last write: "term:seconds.increment").
+	Position string `json:"position,omitempty"`
 }
 
 // BuildStatus assembles the status document.
@@ -102,6 +112,9 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 		s := c.Snapshot()
 		cs := ClusterStatus{Name: c.Name, Kind: c.Kind, Listen: c.Listen, Phase: "serving", Primary: s.PrimaryName(), Conflict: s.Conflict, Taken: s.Taken,
 			Warnings: topology.DurabilityWarnings(s, c.Failover)}
+		if c.Warnings != nil {
+			cs.Warnings = append(cs.Warnings, c.Warnings(s)...)
+		}
 		var fsm *raftfsm.Cluster
 		if c.State != nil {
 			fsm = c.State()
@@ -143,6 +156,13 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 			ms.Error = m.ProbeError
 			if ms.Error == "" {
 				ms.Error = m.ReplError
+			}
+			if c.Describe != nil {
+				var note string
+				ms.Position, note = c.Describe(m)
+				if ms.Error == "" {
+					ms.Error = note
+				}
 			}
 			if cc, ok := conns[m.Name]; ok {
 				ms.ConnsOpen, ms.ConnsIdle = cc.Open, cc.Idle

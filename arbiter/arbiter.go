@@ -90,6 +90,10 @@ type Observation struct {
 	Arbiter string                    `json:"arbiter"`
 	Failing map[string]time.Duration  `json:"failing"`
 	Members map[string]ObservedMember `json:"members,omitempty"`
+	// Primary is the member this arbiter's monitor sees as primary and
+	// that answers its probes ("" when none): a replica set's arbiter steps
+	// a secondary up only when a majority sees none.
+	Primary string `json:"primary,omitempty"`
 }
 
 // ObservedMember is what one arbiter's monitor last saw of a reachable
@@ -111,6 +115,11 @@ type ObservedMember struct {
 // durations brought up to now (the snapshot is up to a probe interval old).
 func Observe(arbiter string, snap *topology.Snapshot) Observation {
 	o := Observation{Arbiter: arbiter, Failing: map[string]time.Duration{}, Members: map[string]ObservedMember{}}
+	if p := snap.PrimaryName(); p != "" && snap.Members[snap.Primary].FailingFor == 0 {
+		// A primary whose probes fail is not seen, even before the
+		// monitor calls it unreachable.
+		o.Primary = p
+	}
 	age := max(time.Since(snap.Taken), 0)
 	for _, m := range snap.Members {
 		if m.FailingFor > 0 {
@@ -317,7 +326,11 @@ func New(cfg Config, g Group, snaps Snapshots, obs Observers, act Actuator, log 
 
 // Run reconciles every Interval while ctx lives; it acts only while this
 // node leads.
-func (a *Arbiter) Run(ctx context.Context) {
+func (a *Arbiter) Run(ctx context.Context) { a.run(ctx, a.Reconcile, nil) }
+
+// run calls reconcile every Interval while this node leads (follower, when
+// set, every round it does not), logging each new failure once.
+func (a *Arbiter) run(ctx context.Context, reconcile func(context.Context) error, follower func()) {
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	var lastErr string
@@ -329,10 +342,13 @@ func (a *Arbiter) Run(ctx context.Context) {
 		}
 		a.seen.observe(a.group.State().Cluster(a.cfg.Cluster), time.Now())
 		if !a.group.IsLeader() {
+			if follower != nil {
+				follower()
+			}
 			continue
 		}
 		// The same failure every round is logged once, until it changes.
-		err := a.Reconcile(ctx)
+		err := reconcile(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && err.Error() != lastErr:
 			a.log.Warn("reconcile", zap.Error(err))

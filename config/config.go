@@ -165,8 +165,9 @@ const (
 	KindMariaDB = "mariadb"
 	// KindMongoDB is a MongoDB replica set over the MongoDB wire protocol:
 	// the proxy speaks to clients as a mongos and follows the set's own
-	// elections (topology/mongo). Proxies only for now: the control plane
-	// does not govern a replica set yet (arbiters refuse one).
+	// elections (topology/mongo); under a control plane the arbiters
+	// commit the primary the set elected as the epoch, and step a
+	// secondary up on a failure or a switchover (arbiter.Mongo).
 	KindMongoDB = "mongodb"
 )
 
@@ -216,7 +217,17 @@ type MongoDB struct {
 	// in with (SCRAM-SHA-256 on admin); unset: the monitor's. Clients log
 	// in to the proxy as the cluster's users, never to members.
 	MemberAccount Account `yaml:"member_account"`
+	// WriteConcern, when "majority", is the write concern the proxy adds
+	// to writes that carry none: with w:1 a write acknowledged by a
+	// primary that then fails may be rolled back by the new one (most
+	// likely in a set with an arbiter, PSA). Unset: each write keeps its
+	// own (the server's default, w:1 before MongoDB 5.0 and with an
+	// arbiter), and routerctl status warns about it on a PSA set.
+	WriteConcern string `yaml:"write_concern"`
 }
+
+// WriteConcernMajority is mongodb.write_concern's one value.
+const WriteConcernMajority = "majority"
 
 // MariaDB is what only a MariaDB cluster has: the MySQL protocol's knobs
 // (auth plugin, packet size, connection multiplexing) and GTID-based
@@ -567,12 +578,10 @@ func checkKind(kind string) error {
 // cluster-wide settings the Mongo proxy does not have yet, refused rather
 // than silently ignored.
 func validateMongoDB(add func(field, format string, args ...any), f string, cl *Cluster, arbiter bool) {
-	// A proxy with a control section may serve a replica set beside its
-	// MariaDB clusters (one routerd per app host): the set's own elections
-	// decide its primary. Arbiters have nothing to do for it yet.
-	if arbiter {
-		add(f+".kind", "%s clusters are not governed by the control plane yet (the set's own elections decide its primary): list them in the proxies' configuration only, not the arbiters'", KindMongoDB)
-	}
+	// Under a control section the arbiters follow the set's elections
+	// (the primary it elected is committed as the epoch), ask a secondary
+	// to step up after failure_threshold, and run switchovers; without
+	// one, a proxy follows the set's own elections alone.
 	if cl.TLS != (TLS{}) {
 		add(f+".tls", "not supported for kind %s yet", KindMongoDB)
 	}
@@ -587,6 +596,11 @@ func validateMongoDB(add func(field, format string, args ...any), f string, cl *
 	}
 	if _, err := m.MemberAccount.Password.resolve(); err != nil {
 		add(f+".mongodb.member_account.password", "%v", err)
+	}
+	switch m.WriteConcern {
+	case "", WriteConcernMajority:
+	default:
+		add(f+".mongodb.write_concern", "%q is not supported (want majority, or leave it unset to keep each write's own)", m.WriteConcern)
 	}
 }
 

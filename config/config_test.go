@@ -302,8 +302,8 @@ func TestMariaDBKeysValidated(t *testing.T) {
 }
 
 // TestMongoDBCluster: kind mongodb runs on proxies, with or without a
-// control plane (the set's own elections decide its primary), never on
-// arbiters; its section is nested under mongodb:,
+// control plane, and on arbiters (which follow the set's elections); its
+// section is nested under mongodb:,
 // its defaults are MongoDB's (localThresholdMS 15 ms), it needs neither
 // users nor a monitor account (a set without authentication), and what
 // the Mongo proxy does not have yet is refused, never silently ignored.
@@ -345,7 +345,9 @@ clusters:
 		{"backend user", with("users: [{name: app, password: pw, backend_user: root}]"), []string{"clusters[0].users[0].backend_user: not used by kind mongodb: clients log in to the proxy only, and the proxy reaches members as mongodb.member_account (or monitor)"}},
 		{"proxy with a control plane", strings.Replace(with(), "role: proxy", "role: proxy\nname: p1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7101, dir: /tmp/p1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}, {name: a2, raft: 127.0.0.1:7302, admin: 127.0.0.1:7082}, {name: a3, raft: 127.0.0.1:7303, admin: 127.0.0.1:7083}]}", 1), nil},
 		{"arbiter", strings.Replace(with(), "role: proxy", "role: arbiter\nname: a1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7301, dir: /tmp/a1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}, {name: a2, raft: 127.0.0.1:7302, admin: 127.0.0.1:7082}, {name: a3, raft: 127.0.0.1:7303, admin: 127.0.0.1:7083}]}", 1),
-			[]string{"clusters[0].kind: mongodb clusters are not governed by the control plane yet (the set's own elections decide its primary): list them in the proxies' configuration only, not the arbiters'"}},
+			nil},
+		{"write concern majority", with("mongodb: {write_concern: majority}"), nil},
+		{"write concern 1", with("mongodb: {write_concern: \"1\"}"), []string{`clusters[0].mongodb.write_concern: "1" is not supported (want majority, or leave it unset to keep each write's own)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))

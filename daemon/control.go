@@ -21,6 +21,13 @@ import (
 	"github.com/dbrouter/dbrouter/topology"
 )
 
+// decider is one cluster's arbiter, whatever the flavour (arbiter.Arbiter
+// for MariaDB, arbiter.Mongo for a replica set).
+type decider interface {
+	Run(ctx context.Context)
+	Promote(ctx context.Context, member string, timeout time.Duration) error
+}
+
 // control is this node's part of the control plane: its Raft node, the
 // admin operations (run here when this node leads, forwarded to the leader
 // otherwise), and for a proxy the join and lease loops.
@@ -32,7 +39,7 @@ type control struct {
 	http   *http.Client
 
 	monitors map[string]*topology.Monitor
-	arbiters map[string]*arbiter.Arbiter
+	arbiters map[string]decider
 
 	mu         sync.Mutex
 	leaseSeen  map[string]time.Time // leader: proxy id → last lease renewal
@@ -55,7 +62,7 @@ func openControl(cfg *config.Config, log *zap.Logger) (*control, error) {
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	return &control{cfg: cfg, node: node, secret: secret, log: log.Named("control"), http: &http.Client{Timeout: 5 * time.Minute},
-		monitors: map[string]*topology.Monitor{}, arbiters: map[string]*arbiter.Arbiter{}, leaseSeen: map[string]time.Time{}, applied: map[string]uint64{}}, nil
+		monitors: map[string]*topology.Monitor{}, arbiters: map[string]decider{}, leaseSeen: map[string]time.Time{}, applied: map[string]uint64{}}, nil
 }
 
 func (c *control) close() {
@@ -147,7 +154,7 @@ func (c *control) heartbeatGate(cluster string) func(string) bool {
 // followFenced keeps the router's read set free of the members the control
 // plane has fenced (an errant member may replicate fine and still hold data
 // the primary never had), applying each change as the FSM applies it.
-func (c *control) followFenced(ctx context.Context, cluster string, rt *router.Router) {
+func (c *control) followFenced(ctx context.Context, cluster string, rt interface{ SetExcluded([]string) }) {
 	var last []string
 	first := true
 	for {

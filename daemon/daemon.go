@@ -45,8 +45,12 @@ type unit struct {
 	mon   *topology.Monitor
 	proxy proxy.Server
 	ln    net.Listener
-	arb   *arbiter.Arbiter
-	rt    *router.Router
+	arb   decider
+	// excl follows the members the control plane fenced (a router, or a
+	// Mongo proxy); nil without a control plane.
+	excl interface{ SetExcluded([]string) }
+	// closeActs releases the arbiter's member connections (Mongo).
+	closeActs func() error
 	// failover bounds how long a failover takes (0 without a control plane).
 	failover time.Duration
 }
@@ -93,14 +97,19 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			}
 		}
 		if cl.Kind == config.KindMongoDB {
-			// A replica set: the Mongo proxy over the set's own elections
-			// (config refuses it under a control plane and on arbiters).
-			u, view, err := startMongo(cl, tm, cfg.Site, log)
+			// A replica set: the Mongo proxy, and under a control plane
+			// the arbiters' decisions (daemon/mongo.go).
+			u, view, err := startMongo(cl, tm, cfg, ctl, dialByAddr, log)
 			if err != nil {
 				closeAll()
 				return err
 			}
-			closers = append(closers, func() { u.ln.Close() })
+			if u.ln != nil {
+				closers = append(closers, func() { u.ln.Close() })
+			}
+			if u.closeActs != nil {
+				closers = append(closers, func() { _ = u.closeActs() })
+			}
 			units = append(units, u)
 			views = append(views, view)
 			continue
@@ -156,7 +165,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 				rc.WriteHold = cfg.Control.WriteHoldTimeout.D()
 			}
 			rt := router.New(rc, mon)
-			u.rt = rt
+			if ctl != nil {
+				u.excl = rt
+			}
 			px, ln, err := newProxy(cl, rt, log, reg)
 			if err != nil {
 				closeAll()
@@ -189,8 +200,8 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if u.arb != nil {
 			goRun(func() { u.arb.Run(ctx) })
 		}
-		if u.rt != nil && ctl != nil {
-			goRun(func() { ctl.followFenced(ctx, u.cfg.Name, u.rt) })
+		if u.excl != nil {
+			goRun(func() { ctl.followFenced(ctx, u.cfg.Name, u.excl) })
 		}
 		if u.proxy != nil {
 			goRun(func() {

@@ -5,20 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 )
 
+// handedOut remembers the addresses freeAddr returned: the kernel may give
+// a port just closed to the next listen on :0, and two nodes of one group
+// on one address make raft refuse the configuration.
+var handedOut sync.Map
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no unused loopback port in 100 tries")
+	return ""
 }
 
 func TestHandshakeNeedsTheSecret(t *testing.T) {

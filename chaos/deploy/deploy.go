@@ -50,6 +50,11 @@ type Options struct {
 	// the leader's to p1 go through links named "p1/...".
 	ArbiterToPrimary bool
 	ProxyToArbiters  bool
+	// Mongo, when set, makes the deployment's cluster a kind mongodb
+	// replica set (chaos.StartReplicaSet with these options) instead of
+	// MariaDB; its members are named db1, db2, … and arb. The cluster is
+	// still named app.
+	Mongo *chaos.ReplicaSetOptions
 	// Log receives the nodes' logs (nil: discarded).
 	Log *zap.Logger
 	// DBLog receives the MariaDB harness's progress lines.
@@ -70,7 +75,9 @@ type Node struct {
 
 // Deployment is a running deployment.
 type Deployment struct {
-	DB       *chaos.Cluster
+	DB *chaos.Cluster
+	// RS is the replica set of a Mongo deployment (Options.Mongo).
+	RS       *chaos.ReplicaSet
 	Arbiters []*Node
 	Proxies  []*Node
 	Links    map[string]*chaos.Link
@@ -109,7 +116,15 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 	}()
 	// MariaDB's default semi-sync timeout (10 s): above the longest a
 	// failover takes with default settings, as docs/operations.md asks.
-	if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog, SemiSyncTimeout: 10 * time.Second}); err != nil {
+	if o.Mongo != nil {
+		ro := *o.Mongo
+		if ro.Log == nil {
+			ro.Log = o.DBLog
+		}
+		if d.RS, err = chaos.StartReplicaSet(ctx, ro); err != nil {
+			return d, err
+		}
+	} else if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog, SemiSyncTimeout: 10 * time.Second}); err != nil {
 		return d, err
 	}
 	for i := 1; i <= 3; i++ {
@@ -137,17 +152,28 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		return b.String()
 	}
 	var members strings.Builder
-	for _, m := range d.DB.Members {
-		fmt.Fprintf(&members, "      - {name: %s, addr: %q}\n", m.Name, m.Addr())
+	if d.RS != nil {
+		for _, m := range d.RS.Members {
+			fmt.Fprintf(&members, "      - {name: %s, addr: %q}\n", m.Name, m.Addr())
+		}
+	} else {
+		for _, m := range d.DB.Members {
+			fmt.Fprintf(&members, "      - {name: %s, addr: %q}\n", m.Name, m.Addr())
+		}
 	}
 	clusterYAML := func(listen string) string {
 		s := fmt.Sprintf("clusters:\n  - name: app\n    monitor: {user: %s, password: %s}\n    replication: {user: %s, password: %s}\n    members:\n%s",
 			chaos.AdminUser, chaos.AdminPassword, chaos.ReplUser, chaos.ReplPassword, members.String())
+		if d.RS != nil {
+			s = fmt.Sprintf("clusters:\n  - name: app\n    kind: mongodb\n    mongodb: {replica_set: %s}\n    members:\n%s", d.RS.Name, members.String())
+		}
 		if o.ProbeInterval != "" {
 			s += fmt.Sprintf("    probe_interval: %s\n", o.ProbeInterval)
 		}
 		s += o.Cluster
-		if listen != "" {
+		if listen != "" && d.RS != nil {
+			s += fmt.Sprintf("    listen: %q\n", listen)
+		} else if listen != "" {
 			s += fmt.Sprintf("    listen: %q\n    users:\n      - {name: %s, password: %s}\n", listen, chaos.AppUser, chaos.AppPassword)
 		}
 		return s
@@ -159,7 +185,13 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 	for _, a := range d.listed {
 		var dial map[string]string
 		if o.ArbiterToPrimary {
-			l, err := d.link(a.Name+"/db1", d.Member("db1").Addr())
+			up := ""
+			if d.RS != nil {
+				up = d.RS.Member("db1").Addr()
+			} else {
+				up = d.Member("db1").Addr()
+			}
+			l, err := d.link(a.Name+"/db1", up)
 			if err != nil {
 				return d, err
 			}
@@ -316,6 +348,9 @@ func (d *Deployment) Close() error {
 	if d.DB != nil {
 		errs = append(errs, d.DB.Close())
 	}
+	if d.RS != nil {
+		errs = append(errs, d.RS.Close())
+	}
 	errs = append(errs, os.RemoveAll(d.dir))
 	return errors.Join(errs...)
 }
@@ -386,6 +421,9 @@ func (d *Deployment) ProxyDB(i int) (*sql.DB, error) {
 
 // Member returns the named MariaDB member (nil if none).
 func (d *Deployment) Member(name string) *chaos.Member {
+	if d.DB == nil {
+		return nil
+	}
 	for _, m := range d.DB.Members {
 		if m.Name == name {
 			return m

@@ -29,9 +29,14 @@ func StartT(t testing.TB, o Options) *Deployment {
 		t.Fatalf("start deployment: %v", err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && d.DB != nil {
 			for _, m := range d.DB.Members {
 				t.Logf("%s error log tail:\n%s", m.Name, m.LogTail(1000))
+			}
+		}
+		if t.Failed() && d.RS != nil {
+			for _, m := range d.RS.Members {
+				t.Logf("%s log tail:\n%s", m.Name, m.LogTail(200))
 			}
 		}
 		if err := d.Close(); err != nil {

@@ -337,7 +337,11 @@ func printStatus(w io.Writer, st admin.Status) {
 			fmt.Fprintf(w, "  CONFLICT: writable members %s\n", strings.Join(c.Conflict, ", "))
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  MEMBER\tADDR\tROLE\tHEALTHY\tLAG_MS\tRTT_MS\tGTID\tCONNS\tNOTE")
+		posTitle := "GTID"
+		if c.Kind == "mongodb" {
+			posTitle = "OPTIME"
+		}
+		fmt.Fprintf(tw, "  MEMBER\tADDR\tROLE\tHEALTHY\tLAG_MS\tRTT_MS\t%s\tCONNS\tNOTE\n", posTitle)
 		for _, m := range c.Members {
 			lag := "-"
 			if m.LagMs >= 0 {
@@ -359,7 +363,11 @@ func printStatus(w io.Writer, st admin.Status) {
 			if m.Error != "" {
 				notes = append(notes, m.Error)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\t%.2f\t%s\t%d/%d\t%s\n", m.Name, m.Addr, m.Role, m.Healthy, lag, m.RTTMs, m.GTIDCurrentPos, m.ConnsOpen, m.ConnsIdle, strings.Join(notes, "; "))
+			pos := m.GTIDCurrentPos
+			if m.Position != "" {
+				pos = m.Position
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%v\t%s\t%.2f\t%s\t%d/%d\t%s\n", m.Name, m.Addr, m.Role, m.Healthy, lag, m.RTTMs, pos, m.ConnsOpen, m.ConnsIdle, strings.Join(notes, "; "))
 		}
 		tw.Flush()
 	}

@@ -64,6 +64,26 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// TestStatusReplicaSet: a replica set's table shows each member's role
+// (the arbiter too), lag and last write optime, and the PSA warning.
+func TestStatusReplicaSet(t *testing.T) {
+	st := admin.Status{Clusters: []admin.ClusterStatus{{Name: "docs", Kind: "mongodb", Primary: "db1", Phase: "serving", Epoch: 3,
+		Members: []admin.MemberStatus{{Name: "db1", Role: "primary", Healthy: true, Position: "3:1796209252.1"},
+			{Name: "db2", Role: "replica", LagMs: 40, Position: "3:1796209251.7"}, {Name: "arb", Role: "arbiter", LagMs: -1}},
+		Warnings: []topology.Warning{{Member: "arb", Check: "psa_write_concern", Message: "replica set docs has an arbiter (arb): w:1 writes can be rolled back"}}}}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = json.NewEncoder(w).Encode(st) }))
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	if got := run([]string{"--admin", strings.TrimPrefix(srv.URL, "http://"), "status"}, &out, &errb); got != 0 {
+		t.Fatalf("exit %d: %s", got, errb.String())
+	}
+	for _, want := range []string{"cluster docs (mongodb)", "epoch 3", "OPTIME", "3:1796209251.7", "arbiter", "40", "WARNING: replica set docs has an arbiter"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestPromoteSignsWithTheSecret(t *testing.T) {
 	secret := "0123456789abcdef-secret"
 	var got admin.PromoteRequest

@@ -83,17 +83,7 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		// which is what this monitor decides. Timeouts are the probe's,
 		// not the driver's 30 s defaults, so a dead member fails its probe
 		// in time for the failure count.
-		opts := options.Client().SetHosts([]string{addr}).SetDirect(true).
-			SetConnectTimeout(tc.ProbeTimeout()).SetServerSelectionTimeout(tc.ProbeTimeout()).
-			SetMaxPoolSize(1).SetAppName("dbrouter-topology")
-		if cfg.User != "" {
-			src := cfg.AuthSource
-			if src == "" {
-				src = "admin"
-			}
-			opts.SetAuth(options.Credential{Username: cfg.User, Password: cfg.Password, AuthSource: src})
-		}
-		cl, err := mongodrv.Connect(opts)
+		cl, err := mongodrv.Connect(directOptions(addr, tc.ProbeTimeout(), 1, "dbrouter-topology", cfg.User, cfg.Password, cfg.AuthSource))
 		if err != nil {
 			_ = p.Close()
 			return nil, fmt.Errorf("member %s: client: %w", mc.Name, err)
@@ -101,6 +91,21 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		p.members = append(p.members, &member{cfg: mc, client: cl})
 	}
 	return p, nil
+}
+
+// directOptions are a client's to one member alone (it never looks for
+// the set's primary), with timeouts of d rather than the driver's 30 s, and
+// SCRAM on authSource (default admin) when user is set.
+func directOptions(addr string, d time.Duration, pool uint64, app, user, password, authSource string) *options.ClientOptions {
+	opts := options.Client().SetHosts([]string{addr}).SetDirect(true).
+		SetConnectTimeout(d).SetServerSelectionTimeout(d).SetMaxPoolSize(pool).SetAppName(app)
+	if user != "" {
+		if authSource == "" {
+			authSource = "admin"
+		}
+		opts.SetAuth(options.Credential{Username: user, Password: password, AuthSource: authSource})
+	}
+	return opts
 }
 
 // Close disconnects every member's client.
