@@ -144,7 +144,9 @@ func BuildStatus(clusters []Cluster, control Control) Status {
 			}
 			if m.Name == cs.Primary {
 				cs.SemiSync = ms.SemiSync
-				if !m.SemiSyncOn && m.Reachable {
+				// Semi-sync is MariaDB's: a replica set's durability is its
+				// write concern (its warnings say so).
+				if !m.SemiSyncOn && m.Reachable && c.Kind != "mongodb" {
 					cs.SemiSync = "disabled"
 				}
 			}

@@ -82,3 +82,29 @@ func TestStatusJSONShape(t *testing.T) {
 		t.Errorf("unreachable %v", m3)
 	}
 }
+
+// A replica set's status says nothing about semi-sync (MariaDB's): its
+// primary never has it, and "semi-sync disabled" would be a false alarm.
+func TestReplicaSetStatusHasNoSemiSync(t *testing.T) {
+	snap := &topology.Snapshot{Cluster: "docs", Primary: 0, Members: []topology.Member{
+		{Name: "m1", Addr: "a:1", Reachable: true, Role: topology.RolePrimary},
+		{Name: "m2", Addr: "a:2", Reachable: true, ReadOnly: true, Role: topology.RoleReplica, Eligible: true},
+	}}
+	for _, kind := range []string{"mongodb", "mariadb"} {
+		c := Cluster{Name: "docs", Kind: kind, Snapshot: func() *topology.Snapshot { return snap }}
+		rec := httptest.NewRecorder()
+		New([]Cluster{c}, nil, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+		var doc struct {
+			Clusters []struct {
+				SemiSync string `json:"semi_sync"`
+			}
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"mongodb": "", "mariadb": "disabled"}[kind]
+		if got := doc.Clusters[0].SemiSync; got != want {
+			t.Errorf("kind %s: semi_sync %q, want %q", kind, got, want)
+		}
+	}
+}

@@ -194,6 +194,15 @@ func run() int {
 			return 1
 		}
 	}
+	if rs != nil {
+		// A fresh set elects its first primary when the arbiters ask one
+		// to step up (failure_threshold), well before its own 10 s:
+		// "up" means Mongo writes work too.
+		if _, err := rs.WaitPrimary(ctx, 60*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox: replica set: %v\n", err)
+			return 1
+		}
+	}
 	host, port, _ := net.SplitHostPort(*listen)
 	_, port2, _ := net.SplitHostPort(*listen2)
 	fmt.Printf(`
@@ -288,11 +297,15 @@ func routerdConfig(c *chaos.Cluster, rs *chaos.ReplicaSet, n *node, nodes []*nod
 	for i, m := range c.Members {
 		fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: %s}\n", m.Name, addrs[i], sites[i])
 	}
-	// The replica set is the proxies' only: its own elections decide its
-	// primary (the control plane does not govern a replica set yet).
-	if rs != nil && n.mongoListen != "" {
-		fmt.Fprintf(&b, "  - name: docs\n    kind: mongodb\n    listen: %s\n    mongodb: {replica_set: %s}\n    users:\n      - {name: %s, password: %s}\n    members:\n",
-			n.mongoListen, rs.Name, chaos.AppUser, chaos.AppPassword)
+	// The replica set, under the same control plane: the arbiters record
+	// its elected primary as the epoch, step a secondary up when the
+	// primary is lost, and promote on request.
+	if rs != nil {
+		fmt.Fprintf(&b, "  - name: docs\n    kind: mongodb\n    mongodb: {replica_set: %s}\n", rs.Name)
+		if n.role == "proxy" {
+			fmt.Fprintf(&b, "    listen: %s\n    users:\n      - {name: %s, password: %s}\n", n.mongoListen, chaos.AppUser, chaos.AppPassword)
+		}
+		fmt.Fprintf(&b, "    members:\n")
 		for _, m := range rs.Members {
 			fmt.Fprintf(&b, "      - {name: %s, addr: \"%s\", site: local}\n", "mongo-"+m.Name, m.Addr())
 		}
@@ -313,6 +326,7 @@ func mongoNote(rs *chaos.ReplicaSet, nodes []*node) string {
 		}
 	}
 	fmt.Fprintf(&b, "                            (any driver, its defaults; no replicaSet= in the URI: the proxy is a mongos)\n")
+	fmt.Fprintf(&b, "  MongoDB switchover:       bin/routerctl promote docs mongo-db2   (members mongo-db1..3; routerctl status shows the primary)\n")
 	var ms []string
 	for _, m := range rs.Members {
 		ms = append(ms, m.Name+" "+m.Addr())
@@ -322,9 +336,11 @@ func mongoNote(rs *chaos.ReplicaSet, nodes []*node) string {
 }
 
 // waitReady waits for a node's admin API; for a proxy, until it holds a
-// write lease, so "sandbox is up" means writes work.
+// write lease and every cluster serves (allServing), so "sandbox is up"
+// means writes and replica reads work.
+
 func waitReady(ctx context.Context, n *node) error {
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-n.exited:
@@ -338,11 +354,28 @@ func waitReady(ctx context.Context, n *node) error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := (&admin.Client{Addr: n.admin}).Do(cctx, "GET", "/status", nil, &st)
 		cancel()
-		if err == nil && (n.role == "arbiter" || (st.Control != nil && st.Control.LeaseOK && len(st.Clusters) > 0 && st.Clusters[0].Epoch > 0)) {
+		if err == nil && (n.role == "arbiter" || (st.Control != nil && st.Control.LeaseOK && allServing(st.Clusters))) {
 			return nil
 		}
 	}
-	return errors.New("not ready after 30s")
+	return errors.New("not ready after 60s")
+}
+
+// allServing: every cluster has an epoch and every member serves (the
+// primary writes, each replica is eligible for reads): what a user trying
+// the sandbox right after "up" expects.
+func allServing(cs []admin.ClusterStatus) bool {
+	for _, c := range cs {
+		if c.Epoch == 0 {
+			return false
+		}
+		for _, m := range c.Members {
+			if !m.Healthy {
+				return false
+			}
+		}
+	}
+	return len(cs) > 0
 }
 
 // sibling finds another of the project's binaries next to this one, then on

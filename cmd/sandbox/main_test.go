@@ -35,15 +35,14 @@ func TestRouterdConfigParses(t *testing.T) {
 		if k := cfg.Clusters[0].Kind; k != config.KindMariaDB {
 			t.Errorf("%s: kind %q, want %q", n.name, k, config.KindMariaDB)
 		}
-		// The proxies serve the replica set too, on their Mongo listener.
-		if want := map[string]int{"proxy": 2, "arbiter": 1}[n.role]; len(cfg.Clusters) != want {
-			t.Fatalf("%s: %d clusters, want %d", n.name, len(cfg.Clusters), want)
+		// Every node has the replica set too (the proxies on their Mongo
+		// listener): the control plane governs it.
+		if len(cfg.Clusters) != 2 {
+			t.Fatalf("%s: %d clusters, want 2", n.name, len(cfg.Clusters))
 		}
-		if n.role == "proxy" {
-			m := cfg.Clusters[1]
-			if m.Kind != config.KindMongoDB || m.Listen != n.mongoListen || m.MongoDB.ReplicaSet != "rs0" || len(m.Members) != 3 || m.Members[2].Addr != "127.0.0.1:27103" {
-				t.Fatalf("%s: mongo cluster %+v", n.name, m)
-			}
+		m := cfg.Clusters[1]
+		if m.Kind != config.KindMongoDB || m.Listen != n.mongoListen || m.MongoDB.ReplicaSet != "rs0" || len(m.Members) != 3 || m.Members[2].Addr != "127.0.0.1:27103" {
+			t.Fatalf("%s: mongo cluster %+v", n.name, m)
 		}
 	}
 }
