@@ -130,7 +130,21 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 			return s.forwardFailed(reqID, moreToCome, retryable, err)
 		}
 		mp := p.members[idx]
-		c, reply, sent, err := s.send(ctx, mp, raw, moreToCome)
+		var still func() bool
+		if write && p.topo != nil {
+			// Getting a connection can take long (a new one's handshake
+			// waits for a frozen member up to MemberConnectTimeout): the
+			// primary it was chosen for may have been replaced meanwhile,
+			// and a deposed primary that has not heard yet would still
+			// take a w:1 write the set then rolls back. A write goes only
+			// to the member named primary when it is sent (until
+			// WriteHold has passed: then it goes where it was routed).
+			still = func() bool { return p.namedPrimary(p.topo.Snapshot()) == idx || !time.Now().Before(deadline) }
+		}
+		c, reply, sent, err := s.send(ctx, mp, raw, moreToCome, still)
+		if errors.Is(err, errRetarget) {
+			continue
+		}
 		if err != nil {
 			switch {
 			case moreToCome:
@@ -317,12 +331,22 @@ func (s *session) awaitPrimary(ctx context.Context, failed int, deadline time.Ti
 	return false
 }
 
+// errRetarget: the member a write was routed to stopped being the named
+// primary while the write waited for a connection to it; nothing was sent.
+var errRetarget = errors.New("the primary changed before the write was sent")
+
 // send takes a connection to mp and exchanges raw on it (sendOn). sent
 // reports whether any of raw may have reached the member.
-func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCome bool) (*memberConn, []byte, bool, error) {
+// still, when not nil, is asked once the connection is in hand: false
+// hands it back and returns errRetarget, nothing sent.
+func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCome bool, still func() bool) (*memberConn, []byte, bool, error) {
 	c, err := mp.Get(ctx, poolKey{}, s.p.login, s.p.cfg.MemberWait, nil)
 	if err != nil {
 		return nil, nil, false, err
+	}
+	if still != nil && !still() {
+		s.release(mp, c, true)
+		return nil, nil, false, errRetarget
 	}
 	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome)
 	if err != nil {

@@ -116,7 +116,7 @@ func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnI
 		return s.answer(reqID, CodeIllegalOperation, s.errmsg(fmt.Errorf("transactions are not supported: member %s %s; the transaction was not started (nothing ran)",
 			mp.name, why)))
 	}
-	c, reply, _, err := s.send(ctx, mp, raw, false)
+	c, reply, _, err := s.send(ctx, mp, raw, false, nil)
 	if err != nil {
 		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %w", proxy.ErrTxnLost, err)), errorLabelTransient)
 	}
