@@ -3,13 +3,13 @@ package clients_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -628,7 +628,9 @@ clusters:
 	done := make(chan error, 1)
 	ready := make(chan struct{})
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	go func() { done <- daemon.Run(runCtx, cfg, log, daemon.Options{Dial: dial, Ready: func(string) { close(ready) }}) }()
+	go func() {
+		done <- daemon.Run(runCtx, cfg, log, daemon.Options{Dial: dial, Ready: func(string) { close(ready) }})
+	}()
 	select {
 	case <-ready:
 	case err := <-done:
