@@ -389,5 +389,6 @@ func renderMongo(runs int, kill, hung, step []mongoResult) string {
 		}
 		fmt.Fprintf(&b, ".\n")
 	}
+	fmt.Fprintf(&b, "\nWithout a control plane the proxy learns of a new primary from its monitor: the switchover's pause is about one probe interval (the writes the stepping-down primary refuses are held until the next probe shows its successor), and writes already sent to a frozen primary wait for it to resume (then step down and be retried by the driver on the new primary), hence the slowest write ≈ the freeze.\n")
 	return b.String()
 }
