@@ -159,21 +159,14 @@ type mongoEnv struct {
 
 // countOnPrimary checks, on the member writes go to and not through the
 // proxy, that db.coll holds want documents. (With one member it is the
-// first; the member simulator's primary later.)
+// first.)
 func (e *mongoEnv) countOnPrimary(ctx context.Context, db, coll string, want int64) error {
-	cl, err := mongo.Connect(e.members.Members[0].ClientOptions())
-	if err != nil {
-		return err
+	m := e.members.Members[0]
+	n, err := countOn(ctx, m, db, coll, bson.D{})
+	if err == nil && n != want {
+		err = fmt.Errorf("%s.%s on %s holds %d documents, want %d", db, coll, m.Name, n, want)
 	}
-	defer func() { _ = cl.Disconnect(context.Background()) }()
-	n, err := cl.Database(db).Collection(coll).CountDocuments(ctx, bson.D{})
-	if err != nil {
-		return fmt.Errorf("count %s.%s on %s: %w", db, coll, e.members.Members[0].Name, err)
-	}
-	if n != want {
-		return fmt.Errorf("%s.%s on %s holds %d documents, want %d", db, coll, e.members.Members[0].Name, n, want)
-	}
-	return nil
+	return err
 }
 
 // rsCount checks, on the replica set's primary directly, that db.coll
@@ -183,19 +176,26 @@ func (e *mongoEnv) rsCount(ctx context.Context, db, coll string, filter bson.D, 
 	if err != nil {
 		return err
 	}
-	cl, err := mongo.Connect(p.ClientOptions())
+	n, err := countOn(ctx, p, db, coll, filter)
+	if err == nil && n != want {
+		err = fmt.Errorf("%s.%s on the primary %s holds %d documents matching %v, want %d", db, coll, p.Name, n, filter, want)
+	}
+	return err
+}
+
+// countOn counts db.coll's documents matching filter on member m,
+// directly.
+func countOn(ctx context.Context, m *chaos.MongoMember, db, coll string, filter bson.D) (int64, error) {
+	cl, err := mongo.Connect(m.ClientOptions())
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { _ = cl.Disconnect(context.Background()) }()
 	n, err := cl.Database(db).Collection(coll).CountDocuments(ctx, filter)
 	if err != nil {
-		return fmt.Errorf("count %s.%s on %s: %w", db, coll, p.Name, err)
+		return 0, fmt.Errorf("count %s.%s on %s: %w", db, coll, m.Name, err)
 	}
-	if n != want {
-		return fmt.Errorf("%s.%s on the primary %s holds %d documents matching %v, want %d", db, coll, p.Name, n, filter, want)
-	}
-	return nil
+	return n, nil
 }
 
 // mongoURI is the URI an application writes for the proxy: the account,
@@ -546,7 +546,11 @@ func mongoPromotePhase(ctx context.Context, t *testing.T, e *mongoEnv, p mongoPh
 			continue
 		}
 		filter := bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: 1000}}}}
-		if err := e.rsCountAtLeast(ctx, np, tg.database, tg.table+"_promote", filter, int64(r.tickCount())); err != nil {
+		n, err := countOn(ctx, np, tg.database, tg.table+"_promote", filter)
+		if err == nil && n < int64(r.tickCount()) {
+			err = fmt.Errorf("%d writes acknowledged, %d on the new primary %s", r.tickCount(), n, np.Name)
+		}
+		if err != nil {
 			res.set(r.c.name, "promote", err.Error())
 		}
 	}
@@ -566,24 +570,6 @@ func ticksAtLeast(runs []*run, from []int, n int) bool {
 		}
 	}
 	return true
-}
-
-// rsCountAtLeast checks, on member m directly, that db.coll holds at least
-// want documents matching filter.
-func (e *mongoEnv) rsCountAtLeast(ctx context.Context, m *chaos.MongoMember, db, coll string, filter bson.D, want int64) error {
-	cl, err := mongo.Connect(m.ClientOptions())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = cl.Disconnect(context.Background()) }()
-	n, err := cl.Database(db).Collection(coll).CountDocuments(ctx, filter)
-	if err != nil {
-		return fmt.Errorf("count %s.%s on %s: %w", db, coll, m.Name, err)
-	}
-	if n < want {
-		return fmt.Errorf("%d writes acknowledged, %d on the new primary %s", want, n, m.Name)
-	}
-	return nil
 }
 
 // startMongoRouter runs a routerd as cmd/routerd does (daemon.Run from a
