@@ -32,8 +32,9 @@ func rsDriver(t *testing.T, addr string) *mongo.Client {
 // The bound on "writes succeed again" after the primary is lost: the
 // election timeout plus its random 0-50 %, a dry run and a vote (a few
 // heartbeats), the monitor's next probe (100 ms) and the proxy's 50 ms
-// poll, with room for a loaded two-core machine.
-const rsWritesAgainBound = rsElectionTimeout*3/2 + 2500*time.Millisecond
+// poll, with room for a two-core machine running other tests (2.6-3.5 s
+// measured on an idle one).
+const rsWritesAgainBound = rsElectionTimeout*3/2 + 4*time.Second
 
 // TestRSPrimaryKilledUnderMajorityLoad: kill -9 of the primary under a
 // w:majority insert load (one insert every 10 ms, each its own request).
@@ -203,10 +204,11 @@ func TestRSStepDownUnderLoadShowsNoErrors(t *testing.T) {
 		old.Name, took.Round(time.Millisecond), e.rs.Members[np].Name, named.Sub(began).Round(time.Millisecond),
 		l.longestPause().Round(time.Millisecond), l.slowest().Round(time.Millisecond), len(acked))
 	l.checkNoErrors(t)
-	// The handoff is a heartbeat or two plus the monitor's next probe: a
-	// pause of a second would mean writes waited for an election timeout.
-	if p := l.longestPause(); p > time.Second {
-		t.Errorf("longest write pause %s, want at most 1 s", p)
+	// The handoff is a heartbeat or two plus the monitor's next probe
+	// (180-390 ms measured on an idle machine): a pause of an election
+	// timeout would mean writes waited for an election, not a handoff.
+	if p := l.longestPause(); p >= rsElectionTimeout {
+		t.Errorf("longest write pause %s, want less than the election timeout %s", p, rsElectionTimeout)
 	}
 	if miss := missingOn(t, ctx, e.rs.Members[np], acked); len(miss) > 0 {
 		t.Errorf("%d acknowledged w:majority writes are not on the new primary, e.g. %v", len(miss), miss[:min(5, len(miss))])
