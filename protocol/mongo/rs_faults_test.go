@@ -36,6 +36,11 @@ func rsDriver(t *testing.T, addr string) *mongo.Client {
 // measured on an idle one).
 const rsWritesAgainBound = rsElectionTimeout*3/2 + 4*time.Second
 
+// rsFreeze is how long the SIGSTOP test keeps the primary frozen: longer
+// than rsWritesAgainBound + 1 s, so that a write waiting for the frozen
+// member shows.
+const rsFreeze = 5 * rsElectionTimeout
+
 // TestRSPrimaryKilledUnderMajorityLoad: kill -9 of the primary under a
 // w:majority insert load (one insert every 10 ms, each its own request).
 // No error reaches the driver: a write in flight on the killed member is
@@ -73,13 +78,14 @@ func TestRSPrimaryKilledUnderMajorityLoad(t *testing.T) {
 }
 
 // TestRSPrimaryPausedRollsBackOnlyUnacknowledgedMajority: SIGSTOP of the
-// primary for three election timeouts under a w:majority load (one insert
+// primary for five election timeouts under a w:majority load (one insert
 // every 100 ms), after a w:1 insert that only the primary has (its
 // secondaries' replication paused for it). The others elect a new primary
 // and writes through the proxy succeed again; the writes that were in
-// flight on the frozen member wait for it (nothing tells the proxy they
-// failed) and, once it resumes and steps down, end with a state change
-// that the driver retries on the new primary. The old primary rolls back
+// flight on the frozen member end once the new primary is named
+// (DbrouterOutcomeUnknown with RetryableWriteError) and the driver
+// retries them there, so none waits for the freeze to end. The old
+// primary rolls back
 // the w:1 write (the simulator counts one rollback) and keeps every
 // acknowledged w:majority write; no two members were ever judged primary
 // under one electionId, and no write reached the old primary after the
@@ -125,9 +131,9 @@ func TestRSPrimaryPausedRollsBackOnlyUnacknowledgedMajority(t *testing.T) {
 	np, named := e.waitOtherNamed(t, ctx, e.first, 4*rsElectionTimeout+5*time.Second)
 	l.waitAcked(t, ctx, paused, 10, 20*time.Second)
 	again := l.writesAgain(paused)
-	// The fault lasts three election timeouts (a duration, not a wait for
+	// The fault lasts five election timeouts (a duration, not a wait for
 	// something to happen).
-	time.Sleep(time.Until(paused.Add(3 * rsElectionTimeout)))
+	time.Sleep(time.Until(paused.Add(rsFreeze)))
 	if err := old.Resume(); err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +152,15 @@ func TestRSPrimaryPausedRollsBackOnlyUnacknowledgedMajority(t *testing.T) {
 	l.waitAcked(t, ctx, resumedAt, 10, 20*time.Second)
 	acked := l.finish()
 	t.Logf("SIGSTOP %s for %s: %s named primary after %s, writes acknowledged again after %s; %d writes acknowledged, slowest %s (in flight on the frozen member)",
-		old.Name, 3*rsElectionTimeout, e.rs.Members[np].Name, named.Sub(paused).Round(time.Millisecond), again.Round(time.Millisecond), len(acked), l.slowest().Round(time.Millisecond))
+		old.Name, rsFreeze, e.rs.Members[np].Name, named.Sub(paused).Round(time.Millisecond), again.Round(time.Millisecond), len(acked), l.slowest().Round(time.Millisecond))
 	l.checkNoErrors(t)
 	if again <= 0 || again > rsWritesAgainBound {
 		t.Errorf("writes succeeded again %s after the pause, want within %s", again, rsWritesAgainBound)
+	}
+	// Writes in flight on the frozen member end when the new primary is
+	// named, not when the freeze ends.
+	if slow := l.slowest(); slow > rsWritesAgainBound+time.Second {
+		t.Errorf("the slowest write took %s: it waited for the frozen member (frozen %s), want at most %s", slow, rsFreeze, rsWritesAgainBound+time.Second)
 	}
 	newP := e.rs.Members[np]
 	if miss := missingOn(t, ctx, newP, acked); len(miss) > 0 {
