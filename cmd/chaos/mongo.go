@@ -309,8 +309,8 @@ func mongoKill() (mongoResult, error) {
 
 // mongoHung: SIGSTOP of the primary for mongoPauseFor, then SIGCONT; the
 // old primary must step down. Writes in flight on the frozen member wait
-// for it (hence one every 100 ms, so that they do not fill the proxy's
-// member connections).
+// until the new primary is named (one every 100 ms, so that they do not
+// fill the proxy's member connections meanwhile).
 func mongoHung() (mongoResult, error) {
 	return mongoFault(100*time.Millisecond, 100, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *mongoLoad) (time.Time, error) {
 		at := time.Now()
@@ -365,7 +365,7 @@ func renderMongo(runs int, kill, hung, step []mongoResult) string {
 	row("kill -9 primary → writes through the proxy succeed again", kill, resume, "≤ election timeout + 3 s")
 	row("kill -9 primary: slowest write (held through the election)", kill, func(x mongoResult) time.Duration { return x.slowest }, "")
 	row(fmt.Sprintf("SIGSTOP primary %s → writes succeed again", mongoPauseFor), hung, resume, "≤ election timeout + 3 s")
-	row("SIGSTOP primary: slowest write (in flight on the frozen member until it resumed)", hung, func(x mongoResult) time.Duration { return x.slowest }, "")
+	row("SIGSTOP primary: slowest write (in flight on the frozen member until the new primary was named)", hung, func(x mongoResult) time.Duration { return x.slowest }, "")
 	row("replSetStepDown switchover: longest write pause", step, func(x mongoResult) time.Duration { return x.pause }, "≤ 1 s")
 	count := func(rs []mongoResult) (errs, acked int, sample string) {
 		for _, x := range rs {
@@ -389,6 +389,6 @@ func renderMongo(runs int, kill, hung, step []mongoResult) string {
 		}
 		fmt.Fprintf(&b, ".\n")
 	}
-	fmt.Fprintf(&b, "\nWithout a control plane the proxy learns of a new primary from its monitor: the switchover's pause is about one probe interval (the writes the stepping-down primary refuses are held until the next probe shows its successor), and writes already sent to a frozen primary wait for it to resume (then step down and be retried by the driver on the new primary), hence the slowest write ≈ the freeze.\n")
+	fmt.Fprintf(&b, "\nWithout a control plane the proxy learns of a new primary from its monitor: the switchover's pause is about one probe interval (the writes the stepping-down primary refuses are held until the next probe shows its successor), and writes already sent to a frozen primary wait until the monitor names its successor (then they are answered 9510 with RetryableWriteError and the driver retries them there), hence the slowest write ≈ the time to a new primary, not the freeze.\n")
 	return b.String()
 }
