@@ -7,12 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 )
 
 // mongoChecks is every check a client of the Mongo matrix reports.
@@ -62,7 +65,7 @@ func nodeMongo() *client {
 	}
 }
 
-func runGoMongo(ctx context.Context, mode string, tg target, _ <-chan struct{}, emit func(string)) error {
+func runGoMongo(ctx context.Context, mode string, tg target, resume <-chan struct{}, emit func(string)) error {
 	// A command monitor changes nothing the driver does; it counts the
 	// getMores, so the cursor check shows it read past the first batch.
 	var getMores atomic.Int64
@@ -127,8 +130,108 @@ func runGoMongo(ctx context.Context, mode string, tg target, _ <-chan struct{}, 
 			}
 			return nil
 		}())
+	case "read_preference":
+		check(emit, "read_preference", goMongoReadPref(ctx, db.Collection(tg.table+"_rp")))
+	case "retryable":
+		coll := db.Collection(tg.table + "_retry")
+		// A first round trip, so that the write below is the only thing
+		// the test's fault can hit.
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "warm"}}); err != nil {
+			emit("fail retryable: warm-up insert: " + err.Error())
+			return nil
+		}
+		emit("ready")
+		<-resume
+		check(emit, "retryable", func() error {
+			r, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "retry"}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}},
+				options.UpdateOne().SetUpsert(true))
+			if err != nil {
+				return fmt.Errorf("upsert: %w", err)
+			}
+			if r.UpsertedCount != 1 {
+				return fmt.Errorf("upsert: %+v, want one document upserted (the first attempt's reply)", r)
+			}
+			var got struct{ N int }
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "retry"}}).Decode(&got); err != nil || got.N != 1 {
+				return fmt.Errorf("read back: n %d (%v), want 1: applied exactly once", got.N, err)
+			}
+			return nil
+		}())
+	case "transaction":
+		check(emit, "transaction", func() error {
+			sess, err := cl.StartSession()
+			if err != nil {
+				return err
+			}
+			defer sess.EndSession(context.Background())
+			coll := db.Collection(tg.table + "_txn")
+			_, err = sess.WithTransaction(ctx, func(ctx context.Context) (any, error) {
+				return coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+			})
+			var se mongo.ServerError
+			if !errors.As(err, &se) || !se.HasErrorCode(20) {
+				return fmt.Errorf("transaction: %v (%T), want a server error with code 20 (IllegalOperation)", err, err)
+			}
+			emit("info transaction refused: " + err.Error())
+			if n, err := coll.CountDocuments(ctx, bson.D{}); err != nil || n != 0 {
+				return fmt.Errorf("after the refused transaction: %d documents (%v), want 0", n, err)
+			}
+			return nil
+		}())
+	case "promote":
+		coll := db.Collection(tg.table+"_promote", options.Collection().SetWriteConcern(writeconcern.Majority()))
+		promoteLoop(tg, emit, func(id int) error {
+			if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "v", Value: "p"}}); err != nil {
+				return err
+			}
+			var got struct{ V string }
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&got); err != nil || got.V != "p" {
+				return fmt.Errorf("read back %d: %+v, %v", id, got, err)
+			}
+			return nil
+		})
 	default:
 		return fmt.Errorf("unknown mode %q", mode)
+	}
+	return nil
+}
+
+// goMongoReadPref reads the document that names the member holding it
+// with each read preference (mongoReadPrefPhase set it up).
+func goMongoReadPref(ctx context.Context, coll *mongo.Collection) error {
+	primary, secondaries := os.Getenv("DBR_PRIMARY"), strings.Split(os.Getenv("DBR_SECONDARIES"), ",")
+	if primary == "" || len(secondaries) != 2 {
+		return errors.New("DBR_PRIMARY and DBR_SECONDARIES (two names) must be set")
+	}
+	seen := map[string]map[string]int{}
+	for _, rp := range []*readpref.ReadPref{readpref.Primary(), readpref.Secondary(), readpref.Nearest()} {
+		mode := rp.Mode().String()
+		seen[mode] = map[string]int{}
+		c := coll.Clone(options.Collection().SetReadPreference(rp))
+		for range 20 {
+			var got struct{ Member string }
+			if err := c.FindOne(ctx, bson.D{{Key: "_id", Value: "rp"}}).Decode(&got); err != nil {
+				return fmt.Errorf("read with %s: %w", mode, err)
+			}
+			seen[mode][got.Member]++
+		}
+	}
+	return readPrefVerdict(primary, secondaries, seen)
+}
+
+// readPrefVerdict judges what each mode's reads saw (member -> reads):
+// primary only the primary, secondary only and both secondaries, nearest
+// at least two members.
+func readPrefVerdict(primary string, secondaries []string, seen map[string]map[string]int) error {
+	desc := fmt.Sprintf("primary %v, secondary %v, nearest %v", seen["primary"], seen["secondary"], seen["nearest"])
+	if len(seen["primary"]) != 1 || seen["primary"][primary] == 0 {
+		return fmt.Errorf("primary reads not all from %s: %s", primary, desc)
+	}
+	if len(seen["secondary"]) != 2 || seen["secondary"][secondaries[0]] == 0 || seen["secondary"][secondaries[1]] == 0 {
+		return fmt.Errorf("secondary reads not from both of %v and only them: %s", secondaries, desc)
+	}
+	if len(seen["nearest"]) < 2 {
+		return fmt.Errorf("nearest reads all from one member: %s", desc)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@
 // succeed again after kill -9 of the primary, and the client errors and
 // longest write pause of a planned switchover under load. Each run starts a
 // fresh deployment (chaos/deploy) and checks the invariants as it goes.
+// The Mongo rows (mongo.go) do the same through the Mongo proxy in front of
+// a simulated replica set, without a control plane.
 package main
 
 import (
@@ -27,44 +29,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	runs := fs.Int("runs", 5, "runs per scenario")
 	out := fs.String("out", "", "also write the report (markdown) to this file")
-	pause := fs.Duration("pause", 20*time.Second, "how long the hung-primary scenario keeps the primary SIGSTOPped")
+	pause := fs.Duration("pause", 20*time.Second, "how long the MariaDB hung-primary scenario keeps the primary SIGSTOPped")
+	only := fs.String("only", "all", "which scenarios: all, mariadb or mongo")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 || *runs < 1 || *runs > 50 || *pause < 5*time.Second || *pause > 5*time.Minute {
-		fmt.Fprintln(stderr, "usage: chaos [-runs N (1-50)] [-pause D (5s-5m)] [-out FILE]")
+	if fs.NArg() > 0 || *runs < 1 || *runs > 50 || *pause < 5*time.Second || *pause > 5*time.Minute ||
+		*only != "all" && *only != "mariadb" && *only != "mongo" {
+		fmt.Fprintln(stderr, "usage: chaos [-runs N (1-50)] [-pause D (5s-5m)] [-only all|mariadb|mongo] [-out FILE]")
 		return 2
 	}
-	var failovers, switchovers, hungs []result
-	for i := 0; i < *runs; i++ {
-		r, err := hung(*pause)
-		if err != nil {
-			fmt.Fprintf(stderr, "chaos: hung-primary run %d: %v\n", i+1, err)
-			return 1
+	report := ""
+	if *only != "mongo" {
+		rep, code := runMariaDB(*runs, *pause, stdout, stderr)
+		if code != 0 {
+			return code
 		}
-		fmt.Fprintf(stdout, "hung-primary run %d: failover after %s, writes resumed after %s, %d statements left on the old primary, %d rows only on the old primary (errant: %v), %d client errors, %d acknowledged, 0 lost\n",
-			i+1, r.took.Round(time.Millisecond), r.resume.Round(time.Millisecond), r.waiting, r.extra, r.errant, r.errors, r.acked)
-		hungs = append(hungs, r)
+		report += rep
 	}
-	for i := 0; i < *runs; i++ {
-		r, err := failover()
-		if err != nil {
-			fmt.Fprintf(stderr, "chaos: failover run %d: %v\n", i+1, err)
-			return 1
+	if *only != "mariadb" {
+		rep, code := runMongo(*runs, stdout, stderr)
+		if code != 0 {
+			return code
 		}
-		fmt.Fprintf(stdout, "failover run %d: writes resumed after %s, %d client errors (in flight at the kill), %d acknowledged, 0 lost\n", i+1, r.resume.Round(time.Millisecond), r.errors, r.acked)
-		failovers = append(failovers, r)
-	}
-	for i := 0; i < *runs; i++ {
-		r, err := switchover()
-		if err != nil {
-			fmt.Fprintf(stderr, "chaos: switchover run %d: %v\n", i+1, err)
-			return 1
+		if report != "" {
+			report += "\n"
 		}
-		fmt.Fprintf(stdout, "switchover run %d: took %s, longest write pause %s, %d client errors, %d acknowledged, 0 lost\n", i+1, r.took.Round(time.Millisecond), r.pause.Round(time.Millisecond), r.errors, r.acked)
-		switchovers = append(switchovers, r)
+		report += rep
 	}
-	report := render(*runs, *pause, failovers, switchovers, hungs)
 	fmt.Fprint(stdout, "\n"+report)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
@@ -73,6 +65,65 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// runMongo runs the Mongo scenarios and returns their report.
+func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
+	var kill, hung, step []mongoResult
+	for _, sc := range []struct {
+		name string
+		f    func() (mongoResult, error)
+		into *[]mongoResult
+	}{{"mongo kill -9", mongoKill, &kill}, {"mongo SIGSTOP", mongoHung, &hung}, {"mongo stepDown", mongoStepDown, &step}} {
+		for i := 0; i < runs; i++ {
+			x, err := sc.f()
+			if err != nil {
+				fmt.Fprintf(stderr, "chaos: %s run %d: %v\n", sc.name, i+1, err)
+				return "", 1
+			}
+			fmt.Fprintf(stdout, "%s run %d: writes again after %s, longest write pause %s, slowest write %s, %d client errors, %d acknowledged, 0 lost\n",
+				sc.name, i+1, x.resume.Round(time.Millisecond), x.pause.Round(time.Millisecond), x.slowest.Round(time.Millisecond), len(x.errors), x.acked)
+			for _, e := range x.errors[:min(3, len(x.errors))] {
+				fmt.Fprintf(stdout, "  client error: %s\n", e)
+			}
+			*sc.into = append(*sc.into, x)
+		}
+	}
+	return renderMongo(runs, kill, hung, step), 0
+}
+
+// runMariaDB runs the MariaDB scenarios and returns their report.
+func runMariaDB(runs int, pause time.Duration, stdout, stderr io.Writer) (string, int) {
+	var failovers, switchovers, hungs []result
+	for i := 0; i < runs; i++ {
+		r, err := hung(pause)
+		if err != nil {
+			fmt.Fprintf(stderr, "chaos: hung-primary run %d: %v\n", i+1, err)
+			return "", 1
+		}
+		fmt.Fprintf(stdout, "hung-primary run %d: failover after %s, writes resumed after %s, %d statements left on the old primary, %d rows only on the old primary (errant: %v), %d client errors, %d acknowledged, 0 lost\n",
+			i+1, r.took.Round(time.Millisecond), r.resume.Round(time.Millisecond), r.waiting, r.extra, r.errant, r.errors, r.acked)
+		hungs = append(hungs, r)
+	}
+	for i := 0; i < runs; i++ {
+		r, err := failover()
+		if err != nil {
+			fmt.Fprintf(stderr, "chaos: failover run %d: %v\n", i+1, err)
+			return "", 1
+		}
+		fmt.Fprintf(stdout, "failover run %d: writes resumed after %s, %d client errors (in flight at the kill), %d acknowledged, 0 lost\n", i+1, r.resume.Round(time.Millisecond), r.errors, r.acked)
+		failovers = append(failovers, r)
+	}
+	for i := 0; i < runs; i++ {
+		r, err := switchover()
+		if err != nil {
+			fmt.Fprintf(stderr, "chaos: switchover run %d: %v\n", i+1, err)
+			return "", 1
+		}
+		fmt.Fprintf(stdout, "switchover run %d: took %s, longest write pause %s, %d client errors, %d acknowledged, 0 lost\n", i+1, r.took.Round(time.Millisecond), r.pause.Round(time.Millisecond), r.errors, r.acked)
+		switchovers = append(switchovers, r)
+	}
+	return render(runs, pause, failovers, switchovers, hungs), 0
 }
 
 type result struct {

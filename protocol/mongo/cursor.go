@@ -49,7 +49,7 @@ func (s *session) getMore(ctx context.Context, reqID int32, raw []byte, body bso
 		return s.answer(reqID, CodeCursorNotFound, s.errmsg(fmt.Errorf("cursor id %d not found (killed or lost meanwhile)", id)))
 	}
 	binary.LittleEndian.PutUint64(raw[off:], uint64(e.memberID))
-	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false)
+	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false, nil)
 	if err != nil {
 		s.p.pins.dropConn(e.conn)
 		s.cur.Store(nil)
@@ -278,7 +278,7 @@ func (s *session) commandOn(ctx context.Context, mp *memberPool, c *memberConn, 
 		return nil, err
 	}
 	c.out = msg
-	reply, _, err := s.sendOn(ctx, mp, c, msg, false)
+	reply, _, err := s.sendOn(ctx, mp, c, msg, false, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ var ownSentinels = map[string]error{
 // neverSent are sentinels that never become a client's error reply.
 var neverSent = map[string]string{
 	"errUnknownUser": "told to the client as AuthenticationFailed, like every SCRAM failure",
+	"errRetarget":    "forward routes the write again; never answered",
 }
 
 // TestEveryErrorKindHasACode: every proxy.Kind has a Mongo code and

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
@@ -130,7 +132,14 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 			return s.forwardFailed(reqID, moreToCome, retryable, err)
 		}
 		mp := p.members[idx]
-		c, reply, sent, err := s.send(ctx, mp, raw, moreToCome)
+		var g *primaryGuard
+		if write && p.topo != nil {
+			g = &primaryGuard{p: p, idx: idx, deadline: deadline}
+		}
+		c, reply, sent, err := s.send(ctx, mp, raw, moreToCome, g)
+		if errors.Is(err, errRetarget) {
+			continue
+		}
 		if err != nil {
 			switch {
 			case moreToCome:
@@ -317,14 +326,109 @@ func (s *session) awaitPrimary(ctx context.Context, failed int, deadline time.Ti
 	return false
 }
 
+// primaryGuard keeps a write to the member it was routed to (idx) only
+// while that member is the named primary.
+type primaryGuard struct {
+	p        *Proxy
+	idx      int
+	deadline time.Time // WriteHold from the write's arrival
+	// fired: another member was named primary while the write waited.
+	fired atomic.Bool
+	// conn is the member connection the write uses, once it has one.
+	conn atomic.Pointer[memberConn]
+	stop func()
+}
+
+// still: the member is still named primary, or WriteHold has passed (then
+// the write goes where it was routed). Getting a connection can take long
+// (a new one's handshake waits for a frozen member up to
+// MemberConnectTimeout): the primary it was chosen for may have been
+// replaced meanwhile, and a deposed primary that has not heard yet would
+// still take a w:1 write the set then rolls back.
+func (g *primaryGuard) still() bool {
+	return g.p.namedPrimary(g.p.topo.Snapshot()) == g.idx || !time.Now().Before(g.deadline)
+}
+
+// watch ends the write's wait once another member is named primary: the
+// context it returns (for getting a connection) is cancelled, and the
+// connection in g.conn gets a past read deadline. A write sent to a
+// primary that then froze (SIGSTOP, a hung VM) would otherwise wait for it
+// for MemberTimeout, though the set has elected another. Its outcome is
+// unknown (9510, with RetryableWriteError when it carries a txnNumber): if
+// it committed, it is in the new primary's history and the driver's retry
+// is answered from the record of (lsid, txnNumber); if not, the old
+// primary rolls it back when it returns, its term having ended. stop (also
+// g.stop; idempotent) returns once the watcher no longer touches anything.
+func (g *primaryGuard) watch(ctx context.Context) (context.Context, func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			if n := g.p.namedPrimary(g.p.topo.Snapshot()); n >= 0 && n != g.idx {
+				g.fired.Store(true)
+				cancel()
+				if c := g.conn.Load(); c != nil {
+					_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+				}
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+			cancel()
+		})
+	}
+	return wctx, g.stop
+}
+
+// errRetarget: the member a write was routed to stopped being the named
+// primary while the write waited for a connection to it; nothing was sent.
+var errRetarget = errors.New("the primary changed before the write was sent")
+
 // send takes a connection to mp and exchanges raw on it (sendOn). sent
 // reports whether any of raw may have reached the member.
-func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCome bool) (*memberConn, []byte, bool, error) {
-	c, err := mp.Get(ctx, poolKey{}, s.p.login, s.p.cfg.MemberWait, nil)
+// A write's guard g (nil for anything else) watches the member while the
+// write waits for a connection and for its reply (primaryGuard.watch); a
+// member no longer named primary once the connection is in hand gets
+// nothing (errRetarget).
+func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCome bool, g *primaryGuard) (*memberConn, []byte, bool, error) {
+	getCtx := ctx
+	if g != nil {
+		var stop func()
+		getCtx, stop = g.watch(ctx)
+		defer stop()
+	}
+	c, err := mp.Get(getCtx, poolKey{}, s.p.login, s.p.cfg.MemberWait, nil)
 	if err != nil {
+		if g != nil && g.fired.Load() && ctx.Err() == nil {
+			return nil, nil, false, errRetarget // replaced while connecting
+		}
 		return nil, nil, false, err
 	}
-	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome)
+	if g != nil {
+		g.conn.Store(c)
+		if !g.still() {
+			g.stop()
+			s.release(mp, c, true)
+			return nil, nil, false, errRetarget
+		}
+	}
+	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome, g)
+	if g != nil {
+		g.stop() // the watcher no longer touches c
+	}
 	if err != nil {
 		s.release(mp, c, false)
 		if c.Reused() {
@@ -351,7 +455,7 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 // reply (nil when moreToCome), which aliases c.buf. Only the header is
 // rewritten; sections travel as they came: lsid, $clusterTime, txnNumber,
 // $readPreference. On error the caller discards c.
-func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw []byte, moreToCome bool) ([]byte, bool, error) {
+func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw []byte, moreToCome bool, g *primaryGuard) ([]byte, bool, error) {
 	// Both deadlines are set before c is published in s.cur and never
 	// again for this command: shutdown's past deadline (serve's AfterFunc)
 	// must not be overwritten by a later one. Storing c before checking ctx
@@ -359,6 +463,11 @@ func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw
 	now := time.Now()
 	_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
 	_ = c.nc.SetReadDeadline(now.Add(s.p.cfg.MemberTimeout))
+	if g != nil && g.fired.Load() {
+		// Replaced as primary just now: the watcher's past deadline must
+		// not be lost under the one above.
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
 	s.cur.Store(c)
 	if ctx.Err() != nil {
 		return nil, false, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown)
@@ -376,6 +485,9 @@ func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw
 	}
 	rm, err := c.readReply(id)
 	if err != nil {
+		if g != nil && g.fired.Load() {
+			return nil, true, fmt.Errorf("member %s: replaced as primary while the write awaited its reply: %w: %v", mp.name, proxy.ErrBackendLost, err)
+		}
 		return nil, true, fmt.Errorf("member %s: awaiting reply: %w: %v", mp.name, proxy.ErrBackendLost, err)
 	}
 	reply := rm.Raw

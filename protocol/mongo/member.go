@@ -97,7 +97,14 @@ func (mp *memberPool) dial(ctx context.Context, _ poolKey, login proxy.Login) (*
 	// The handshake as a whole gets the connect timeout: a member that
 	// accepts and then says nothing (SIGSTOP) must not hold the session.
 	_ = nc.SetDeadline(time.Now().Add(mp.connect))
-	if err := c.handshake(login); err != nil {
+	// ctx ending ends the handshake too (a write whose primary was
+	// replaced meanwhile, the proxy shutting down).
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	err = c.handshake(login)
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("member %s (%s): handshake: %w: %v", mp.name, mp.addr, proxy.ErrBackendDown, err)
 	}

@@ -58,7 +58,7 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 		unlockConn(e.conn)
 		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: it ended or was lost meanwhile", proxy.ErrTxnLost)), errorLabelTransient)
 	}
-	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false)
+	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false, nil)
 	if err != nil {
 		p.pins.dropConn(e.conn)
 		s.cur.Store(nil)
@@ -116,7 +116,7 @@ func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnI
 		return s.answer(reqID, CodeIllegalOperation, s.errmsg(fmt.Errorf("transactions are not supported: member %s %s; the transaction was not started (nothing ran)",
 			mp.name, why)))
 	}
-	c, reply, _, err := s.send(ctx, mp, raw, false)
+	c, reply, _, err := s.send(ctx, mp, raw, false, nil)
 	if err != nil {
 		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %w", proxy.ErrTxnLost, err)), errorLabelTransient)
 	}
