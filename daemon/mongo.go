@@ -62,7 +62,8 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 		MemberUser: acct.User, MemberPassword: config.Password(acct.Password), MemberConnectTimeout: cl.ConnectTimeout.D(),
 		MemberTimeout: cl.QueryTimeout.D(), MaxMemberConns: cl.MaxConnectionsPerMember, MemberWait: cl.PoolTimeout.D(),
 		// The monitor's members are the proxy's, in the same order.
-		Topology: mon, Site: cfg.Site, LocalThreshold: cl.LocalityWindow.D()}
+		Topology: mon, Site: cfg.Site, LocalThreshold: cl.LocalityWindow.D(),
+		MajorityWrites: md.WriteConcern == config.WriteConcernMajority}
 	if ctl != nil {
 		// The control plane names the primary: writes go to the epoch's
 		// primary while this proxy holds its lease, and a reply from a

@@ -123,6 +123,17 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 		}
 	}
 	write := rt == routePrimary
+	if write && p.cfg.MajorityWrites && !moreToCome && !tx.inTxn() && defaultsWriteConcern(name) {
+		if _, has := wire.Lookup(body, "writeConcern"); !has {
+			s.wc = withMajority(s.wc[:0], raw)
+			raw = s.wc
+			defer func() {
+				if cap(s.wc) > keepBufMax {
+					s.wc = nil // one large insert must not stay held
+				}
+			}()
+		}
+	}
 	retryable := write && tx.retryableWrite()
 	deadline := time.Now().Add(p.cfg.WriteHold)
 	var avoid memberSet
@@ -654,4 +665,61 @@ func (p *Proxy) namedPrimary(snap *topology.Snapshot) int {
 		}
 	}
 	return -1
+}
+
+// defaultsWriteConcern: the commands Config.MajorityWrites gives a write
+// concern when they carry none. Only CRUD writes: other commands either
+// take none (most reads and admin commands refuse an unknown field) or are
+// rare enough to say their own.
+func defaultsWriteConcern(name string) bool {
+	switch name {
+	case "insert", "update", "delete", "findAndModify", "findandmodify":
+		return true
+	}
+	return false
+}
+
+// majorityElem is the BSON element writeConcern: {w: "majority"}.
+var majorityElem = func() []byte {
+	wc := bsoncore.NewDocumentBuilder().AppendString("w", "majority").Build()
+	return bsoncore.AppendDocumentElement(nil, "writeConcern", wc)
+}()
+
+// withMajority appends to dst the prepared request raw (header, flags,
+// sections; no checksum) with writeConcern {w: "majority"} added at the end
+// of its body (the kind-0 section); document sequences are copied as they
+// are. raw was decoded by wire.DecodeOpMsg, so its sections are well
+// formed; the lengths are still checked, and a request that does not parse
+// is returned unchanged (the member will refuse it as it would have).
+func withMajority(dst, raw []byte) []byte {
+	const head = 20 // header and flags
+	if len(raw) < head {
+		return append(dst, raw...)
+	}
+	start := len(dst)
+	dst = append(dst, raw[:head]...)
+	for rest := raw[head:]; len(rest) > 0; {
+		if len(rest) < 5 {
+			return append(dst[:start], raw...)
+		}
+		n := int(binary.LittleEndian.Uint32(rest[1:]))
+		if n < 5 || 1+n > len(rest) {
+			return append(dst[:start], raw...)
+		}
+		sec := rest[:1+n]
+		rest = rest[1+n:]
+		if sec[0] != 0 { // a document sequence: as it came
+			dst = append(dst, sec...)
+			continue
+		}
+		// The body, less its terminating 0, the element, a new 0.
+		dst = append(dst, 0)
+		body := len(dst)
+		dst = append(dst, sec[1:len(sec)-1]...)
+		dst = append(dst, majorityElem...)
+		dst = append(dst, 0)
+		binary.LittleEndian.PutUint32(dst[body:], uint32(len(dst)-body))
+	}
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
+	return dst
 }

@@ -92,6 +92,11 @@ type Config struct {
 	// least recently used one's cursors are dropped, so forgotten cursors
 	// cannot starve other commands for CursorTimeout.
 	MaxCursorConns int
+	// MajorityWrites adds writeConcern {w: "majority"} to the CRUD writes
+	// (insert, update, delete, findAndModify) that carry no write concern
+	// of their own (config mongodb.write_concern: majority): a set with an
+	// arbiter acknowledges w:1 writes a failover can roll back.
+	MajorityWrites bool
 	// MemberUser and MemberPassword are the account the proxy
 	// authenticates as on members (SCRAM-SHA-256 on admin); no user: no
 	// authentication.

@@ -31,6 +31,9 @@ type session struct {
 	// without allocating.
 	buf, doc, out []byte
 	lastReqID     int32
+	// wc is a request rewritten with the default write concern
+	// (Config.MajorityWrites), reused.
+	wc []byte
 
 	// user is the authenticated user, "" before authentication.
 	user     string
