@@ -152,7 +152,7 @@ func (s *session) login(u *User, caps uint32, collation uint8, db string) {
 func (s *session) comChangeUser(pkt []byte) error {
 	user, pos, ok := readNulString(pkt, 1)
 	if !ok {
-		return s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_CHANGE_USER"})
+		return s.writeErr(s.pr.seq, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_CHANGE_USER"})
 	}
 	var auth []byte
 	if pos < len(pkt) && pos+1+int(pkt[pos]) <= len(pkt) {
@@ -171,15 +171,15 @@ func (s *session) comChangeUser(pkt []byte) error {
 	}
 	if plugin == pluginClear && !s.tls {
 		s.p.metrics.AuthFailures.Inc()
-		return s.writeErr(1, clearRefused(string(user)))
+		return s.writeErr(s.pr.seq, clearRefused(string(user)))
 	}
 	u := s.p.cfg.Users[string(user)]
 	if u == nil || !verifyAuth(plugin, s.scramble, auth, u.Password) {
 		s.p.metrics.AuthFailures.Inc()
-		return s.writeErr(1, &ServerError{Code: CodeAccessDenied, State: "28000",
+		return s.writeErr(s.pr.seq, &ServerError{Code: CodeAccessDenied, State: "28000",
 			Message: fmt.Sprintf("Access denied for user '%s'@'%s' (using password: YES)", user, clientHost(s.nc))})
 	}
 	s.resetSession()
 	s.login(u, s.caps, collation, string(db))
-	return s.writeOK(1, 0, 0)
+	return s.writeOK(s.pr.seq, 0, 0)
 }

@@ -3,6 +3,7 @@ package mysql
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -227,4 +228,36 @@ func TestKillChecks(t *testing.T) {
 			t.Fatal("connection still open after killing itself")
 		}
 	})
+}
+
+// TestErrorAfterAMultiPacketCommand: a command of 16 MiB or more comes in
+// several packets (sequence 0, 1, ...), and the answer's first packet
+// continues their sequence. An error the proxy answers itself (here: the
+// member is down) must too: a driver that sent a 20 MiB row and got the
+// error with sequence 1 reported "invalid sequence 1 != 2" and dropped the
+// connection instead of showing the error.
+func TestErrorAfterAMultiPacketCommand(t *testing.T) {
+	noLeaks(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	addr := fakeProxy(t, func(c *Config) { c.Members = []Member{{Name: "m", Addr: deadAddr}} })
+	c, ok := dialRaw(t, addr, "app", "app")
+	if ok[0] != 0 {
+		t.Fatalf("login: %x", ok)
+	}
+	big := append([]byte{gm.COM_QUERY}, "INSERT INTO t VALUES ('"...)
+	big = append(big, bytes.Repeat([]byte{'x'}, maxChunk+100)...)
+	big = append(big, "')"...)
+	c.send(t, 0, big) // writePacket splits it: sequence 0, then 1
+	p := c.read(t)
+	if p[0] != 0xff {
+		t.Fatalf("answer %x, want an error (the member is down)", p[:min(len(p), 16)])
+	}
+	if seq := c.pr.seq - 1; seq != 2 {
+		t.Fatalf("error packet's sequence %d, want 2 (after the command's 0 and 1)", seq)
+	}
 }

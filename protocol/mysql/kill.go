@@ -77,19 +77,19 @@ func (s *session) setBusy(bc *backendConn) {
 func (s *session) kill(ctx context.Context, id uint32, query bool) error {
 	if id == s.id {
 		if query {
-			return s.writeOK(1, 0, 0) // the KILL itself is the only statement running
+			return s.writeOK(s.pr.seq, 0, 0) // the KILL itself is the only statement running
 		}
-		_ = s.writeErr(1, &ServerError{Code: CodeConnectionKilled, State: "70100", Message: "Connection was killed"})
+		_ = s.writeErr(s.pr.seq, &ServerError{Code: CodeConnectionKilled, State: "70100", Message: "Connection was killed"})
 		return errQuit
 	}
 	v := s.p.session(id)
 	if v == nil {
-		return s.writeErr(1, &ServerError{Code: CodeNoSuchThread, State: "HY000", Message: fmt.Sprintf("Unknown thread id: %d", id)})
+		return s.writeErr(s.pr.seq, &ServerError{Code: CodeNoSuchThread, State: "HY000", Message: fmt.Sprintf("Unknown thread id: %d", id)})
 	}
 	if se := s.killLocked(ctx, v, query); se != nil {
-		return s.writeErr(1, se)
+		return s.writeErr(s.pr.seq, se)
 	}
-	return s.writeOK(1, 0, 0)
+	return s.writeOK(s.pr.seq, 0, 0)
 }
 
 // killLocked does the kill under the victim's killMu and reports what went

@@ -167,7 +167,7 @@ func (s *session) serve(ctx context.Context) {
 			return
 		}
 		if len(pkt) == 0 {
-			s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed packet: empty command"})
+			s.writeErr(s.pr.seq, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed packet: empty command"})
 			s.p.metrics.ClientErrors.Inc()
 			return
 		}
@@ -202,7 +202,7 @@ func (s *session) dispatch(ctx context.Context, pkt []byte) error {
 	case gm.COM_STMT_FETCH:
 		return s.comStmtFetch(ctx, pkt)
 	case gm.COM_PING:
-		return s.writeOK(1, 0, 0)
+		return s.writeOK(s.pr.seq, 0, 0)
 	case gm.COM_QUIT:
 		return errQuit
 	case gm.COM_INIT_DB:
@@ -213,12 +213,12 @@ func (s *session) dispatch(ctx context.Context, pkt []byte) error {
 		return s.comSetOption(ctx, pkt)
 	case gm.COM_RESET_CONNECTION:
 		s.resetSession()
-		return s.writeOK(1, 0, 0)
+		return s.writeOK(s.pr.seq, 0, 0)
 	case gm.COM_CHANGE_USER:
 		return s.comChangeUser(pkt)
 	case gm.COM_PROCESS_KILL:
 		if len(pkt) < 5 {
-			return s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_PROCESS_KILL"})
+			return s.writeErr(s.pr.seq, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_PROCESS_KILL"})
 		}
 		id, _, _ := readUint32(pkt, 1)
 		return s.kill(ctx, id, false)
@@ -227,7 +227,7 @@ func (s *session) dispatch(ctx context.Context, pkt []byte) error {
 	case gm.COM_PROCESS_INFO:
 		return s.run(ctx, pkt, Class{Kind: KindWrite}, respResult)
 	default:
-		return s.writeErr(1, &ServerError{Code: CodeUnknownCommand, State: "08S01",
+		return s.writeErr(s.pr.seq, &ServerError{Code: CodeUnknownCommand, State: "08S01",
 			Message: fmt.Sprintf("dbrouter: command 0x%02x is not supported through the proxy", pkt[0])})
 	}
 }
@@ -528,7 +528,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				}
 			}
 			s.p.metrics.CountError(err)
-			return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+			return s.writeErr(s.pr.seq, toServerError(s.p.cfg.Cluster, err))
 		}
 		shared := bc != s.pinned && bc != s.held
 		if pos, version := s.causalPos(bc, m, c, kind); pos != nil {
@@ -540,7 +540,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 					continue
 				}
 				s.p.metrics.CountError(err)
-				return s.writeErr(1, s.memberError(bc, err))
+				return s.writeErr(s.pr.seq, s.memberError(bc, err))
 			}
 			if !ok {
 				// The replica is behind the session's writes: the
@@ -561,7 +561,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				var se *ServerError
 				if errors.As(err, &se) { // the member refused to prepare it
 					s.settle(bc, Class{Kind: KindWrite}, relayOut{serverErr: true}, kind)
-					return s.writeErr(1, se)
+					return s.writeErr(s.pr.seq, se)
 				}
 				pin := s.pins()
 				s.dropConn(bc)
@@ -571,7 +571,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 				}
 				err = s.lost(bc, c, kind, pin, false, err)
 				s.p.metrics.CountError(err)
-				return s.writeErr(1, s.memberError(bc, err))
+				return s.writeErr(s.pr.seq, s.memberError(bc, err))
 			}
 		}
 		setDeadlineLazy(bc.nc, &bc.deadline, s.p.cfg.QueryTimeout)
@@ -607,7 +607,7 @@ func (s *session) runOn(ctx context.Context, pkt []byte, c Class, kind respKind,
 			err = s.lost(bc, c, kind, pin, true, err)
 			s.p.metrics.CountError(err)
 			se := s.memberError(bc, err)
-			seq := uint8(1)
+			seq := s.pr.seq
 			if res.sent {
 				seq = res.seq
 			}
@@ -781,7 +781,7 @@ func (s *session) runStateChange(ctx context.Context, pkt []byte, kind Kind, app
 	bc, _, err := s.acquire(ctx, Class{Kind: KindWrite}, -1)
 	if err != nil {
 		s.p.metrics.CountError(err)
-		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+		return s.writeErr(s.pr.seq, toServerError(s.p.cfg.Cluster, err))
 	}
 	res, err := s.execOn(bc, pkt, respResult, Class{Kind: kind})
 	if err != nil {
@@ -821,7 +821,7 @@ func (s *session) execOn(bc *backendConn, pkt []byte, kind respKind, c Class) (r
 		}
 		err = s.lost(bc, c, kind, pin, true, err)
 		s.p.metrics.CountError(err)
-		seq := uint8(1)
+		seq := s.pr.seq
 		if res.sent {
 			seq = res.seq
 		}
@@ -883,7 +883,7 @@ func (s *session) changeDB(ctx context.Context, pkt []byte, db string) error {
 
 func (s *session) comSetOption(ctx context.Context, pkt []byte) error {
 	if len(pkt) < 3 || pkt[1] > 1 {
-		return s.writeErr(1, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_SET_OPTION"})
+		return s.writeErr(s.pr.seq, &ServerError{Code: CodeMalformedPacket, State: "HY000", Message: "dbrouter: malformed COM_SET_OPTION"})
 	}
 	s.multi = pkt[1] == 0
 	// Answer as the server does (an EOF packet); the member connections pick

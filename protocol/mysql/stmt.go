@@ -51,7 +51,7 @@ func (s *session) lookupStmt(pkt []byte) (*stmt, error) {
 func (s *session) comStmtExecute(ctx context.Context, pkt []byte) error {
 	st, err := s.lookupStmt(pkt)
 	if err != nil {
-		return s.writeErr(1, err.(*ServerError))
+		return s.writeErr(s.pr.seq, err.(*ServerError))
 	}
 	c := st.class
 	cursor := len(pkt) > 5 && pkt[5]&0x01 != 0
@@ -159,17 +159,17 @@ func (s *session) comStmtLongData(ctx context.Context, pkt []byte) error {
 func (s *session) comStmtReset(ctx context.Context, pkt []byte) error {
 	st, err := s.lookupStmt(pkt)
 	if err != nil {
-		return s.writeErr(1, err.(*ServerError))
+		return s.writeErr(s.pr.seq, err.(*ServerError))
 	}
 	st.longData = false
 	if s.pinned == nil {
-		return s.writeOK(1, 0, 0)
+		return s.writeOK(s.pr.seq, 0, 0)
 	}
 	bc := s.pinned
 	id, err := s.memberStmt(bc, st)
 	if err != nil {
 		s.dropConn(bc)
-		return s.writeErr(1, toServerError(s.p.cfg.Cluster, err))
+		return s.writeErr(s.pr.seq, toServerError(s.p.cfg.Cluster, err))
 	}
 	pkt[1], pkt[2], pkt[3], pkt[4] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
 	res, err := s.execOn(bc, pkt, respSingle, Class{Kind: KindRead, KeepsTxn: true})
@@ -186,15 +186,15 @@ func (s *session) comStmtReset(ctx context.Context, pkt []byte) error {
 func (s *session) comStmtFetch(ctx context.Context, pkt []byte) error {
 	st, err := s.lookupStmt(pkt)
 	if err != nil {
-		return s.writeErr(1, err.(*ServerError))
+		return s.writeErr(s.pr.seq, err.(*ServerError))
 	}
 	if s.pinned == nil || s.pin&PinCursor == 0 {
-		return s.writeErr(1, &ServerError{Code: 1421, State: "HY000", Message: "The statement (" + fmt.Sprint(st.id) + ") has no open cursor."})
+		return s.writeErr(s.pr.seq, &ServerError{Code: 1421, State: "HY000", Message: "The statement (" + fmt.Sprint(st.id) + ") has no open cursor."})
 	}
 	bc := s.pinned
 	id, ok := bc.stmts[string(st.sql)]
 	if !ok {
-		return s.writeErr(1, &ServerError{Code: 1421, State: "HY000", Message: "The statement has no open cursor."})
+		return s.writeErr(s.pr.seq, &ServerError{Code: 1421, State: "HY000", Message: "The statement has no open cursor."})
 	}
 	pkt[1], pkt[2], pkt[3], pkt[4] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
 	res, err := s.execOn(bc, pkt, respFetch, Class{Kind: KindRead, KeepsTxn: true})
