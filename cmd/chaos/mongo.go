@@ -4,16 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/chaos"
@@ -111,103 +107,13 @@ func startMongoEnv(ctx context.Context) (*mongoEnv, error) {
 	return e, nil
 }
 
-// mongoLoad starts an insert every `every`, at most maxInFlight at once,
-// each bounded by a minute.
-type mongoLoad struct {
-	wg       sync.WaitGroup
-	stop     chan struct{}
-	inFlight atomic.Int64
-	next     atomic.Int64
-	mu       sync.Mutex
-	acks     []mongoAck
-	errs     []string
-}
-
-type mongoAck struct {
-	id         int64
-	start, end time.Time
-}
-
-func startMongoLoad(ctx context.Context, c *mongo.Client, every time.Duration, maxInFlight int64) *mongoLoad {
-	l := &mongoLoad{stop: make(chan struct{})}
-	coll := c.Database("app").Collection("acked", options.Collection().SetWriteConcern(writeconcern.Majority()))
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if l.inFlight.Load() >= maxInFlight {
-				continue
-			}
-			l.inFlight.Add(1)
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer l.inFlight.Add(-1)
-				id := l.next.Add(1)
-				wctx, cancel := context.WithTimeout(ctx, time.Minute)
-				defer cancel()
-				start := time.Now()
-				_, err := coll.InsertOne(wctx, bson.D{{Key: "_id", Value: id}})
-				end := time.Now()
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				if err != nil {
-					l.errs = append(l.errs, fmt.Sprintf("insert %d: %v", id, err))
-					return
-				}
-				l.acks = append(l.acks, mongoAck{id, start, end})
-			}()
-		}
-	}()
-	return l
-}
-
-// ackedAfter counts the writes begun after from and acknowledged.
-func (l *mongoLoad) ackedAfter(from time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, a := range l.acks {
-		if a.start.After(from) {
-			n++
-		}
+// measure stops load l and measures it against the fault at fault.
+func measure(l *chaos.MongoLoad, fault time.Time) (mongoResult, []int64) {
+	ids := l.Finish()
+	r := mongoResult{resume: l.WritesAgain(fault), pause: l.LongestPause(), slowest: l.Slowest(), acked: len(ids)}
+	for _, err := range l.Errors() {
+		r.errors = append(r.errors, err.Error())
 	}
-	return n
-}
-
-// finish stops the load, waits for the writes in flight and measures.
-func (l *mongoLoad) finish(fault time.Time) (mongoResult, []int64) {
-	close(l.stop)
-	l.wg.Wait()
-	var r mongoResult
-	var first time.Time
-	ends := make([]time.Time, 0, len(l.acks))
-	ids := make([]int64, 0, len(l.acks))
-	for _, a := range l.acks {
-		if a.start.After(fault) && (first.IsZero() || a.end.Before(first)) {
-			first = a.end
-		}
-		ends = append(ends, a.end)
-		ids = append(ids, a.id)
-		r.slowest = max(r.slowest, a.end.Sub(a.start))
-	}
-	if !first.IsZero() {
-		r.resume = first.Sub(fault)
-	}
-	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
-	for i := 1; i < len(ends); i++ {
-		r.pause = max(r.pause, ends[i].Sub(ends[i-1]))
-	}
-	r.errors, r.acked = l.errs, len(l.acks)
 	return r, ids
 }
 
@@ -265,7 +171,7 @@ func mongoCheck(ctx context.Context, rs *chaos.ReplicaSet, acked []int64) error 
 
 // mongoFault runs one scenario: load, the fault (which returns when it is
 // done, the set having a new primary), more load, the check.
-func mongoFault(every time.Duration, maxInFlight int64, fault func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *mongoLoad) (time.Time, error)) (mongoResult, error) {
+func mongoFault(every time.Duration, maxInFlight int, fault func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *chaos.MongoLoad) (time.Time, error)) (mongoResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e, err := startMongoEnv(ctx)
@@ -277,33 +183,33 @@ func mongoFault(every time.Duration, maxInFlight int64, fault func(ctx context.C
 	if err != nil {
 		return mongoResult{}, err
 	}
-	l := startMongoLoad(ctx, e.client, every, maxInFlight)
-	if err := waitFor(ctx, 30*time.Second, func() bool { return l.ackedAfter(time.Time{}) >= 20 }); err != nil {
-		l.finish(time.Now())
+	l := chaos.StartMongoLoad(ctx, e.client, "acked", every, maxInFlight)
+	if err := waitFor(ctx, 30*time.Second, func() bool { return l.AckedAfter(time.Time{}) >= 20 }); err != nil {
+		l.Finish()
 		return mongoResult{}, fmt.Errorf("writes did not start: %w", err)
 	}
 	at, err := fault(ctx, e, old, l)
 	if err != nil {
-		l.finish(at)
+		l.Finish()
 		return mongoResult{}, err
 	}
 	after := time.Now()
-	if err := waitFor(ctx, 30*time.Second, func() bool { return l.ackedAfter(after) >= 20 }); err != nil {
-		l.finish(at)
+	if err := waitFor(ctx, 30*time.Second, func() bool { return l.AckedAfter(after) >= 20 }); err != nil {
+		l.Finish()
 		return mongoResult{}, fmt.Errorf("writes did not go on after the fault: %w", err)
 	}
-	r, acked := l.finish(at)
+	r, acked := measure(l, at)
 	return r, mongoCheck(ctx, e.rs, acked)
 }
 
 // mongoKill: kill -9 of the primary.
 func mongoKill() (mongoResult, error) {
-	return mongoFault(10*time.Millisecond, 50, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *mongoLoad) (time.Time, error) {
+	return mongoFault(10*time.Millisecond, 50, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *chaos.MongoLoad) (time.Time, error) {
 		at := time.Now()
 		if err := old.Kill(); err != nil {
 			return at, err
 		}
-		return at, waitFor(ctx, 30*time.Second, func() bool { return l.ackedAfter(at) > 0 })
+		return at, waitFor(ctx, 30*time.Second, func() bool { return l.AckedAfter(at) > 0 })
 	})
 }
 
@@ -312,12 +218,12 @@ func mongoKill() (mongoResult, error) {
 // until the new primary is named (one every 100 ms, so that they do not
 // fill the proxy's member connections meanwhile).
 func mongoHung() (mongoResult, error) {
-	return mongoFault(100*time.Millisecond, 100, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *mongoLoad) (time.Time, error) {
+	return mongoFault(100*time.Millisecond, 100, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *chaos.MongoLoad) (time.Time, error) {
 		at := time.Now()
 		if err := old.Pause(); err != nil {
 			return at, err
 		}
-		if err := waitFor(ctx, 30*time.Second, func() bool { return l.ackedAfter(at) > 0 }); err != nil {
+		if err := waitFor(ctx, 30*time.Second, func() bool { return l.AckedAfter(at) > 0 }); err != nil {
 			_ = old.Resume()
 			return at, fmt.Errorf("no write acknowledged while the primary was frozen: %w", err)
 		}
@@ -339,12 +245,12 @@ func mongoHung() (mongoResult, error) {
 // mongoStepDown: replSetStepDown on the primary through a direct
 // connection (a planned switchover done on the set itself).
 func mongoStepDown() (mongoResult, error) {
-	return mongoFault(10*time.Millisecond, 50, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *mongoLoad) (time.Time, error) {
+	return mongoFault(10*time.Millisecond, 50, func(ctx context.Context, e *mongoEnv, old *chaos.MongoMember, l *chaos.MongoLoad) (time.Time, error) {
 		at := time.Now()
 		if _, err := old.Command(ctx, bson.D{{Key: "replSetStepDown", Value: 60}, {Key: "secondaryCatchUpPeriodSecs", Value: 10}}); err != nil {
 			return at, fmt.Errorf("replSetStepDown: %w", err)
 		}
-		return at, waitFor(ctx, 30*time.Second, func() bool { return l.ackedAfter(at) > 0 })
+		return at, waitFor(ctx, 30*time.Second, func() bool { return l.AckedAfter(at) > 0 })
 	})
 }
 

@@ -63,10 +63,10 @@ func TestRSPrimaryKilledUnderMajorityLoad(t *testing.T) {
 	}
 	np, named := e.waitOtherNamed(t, ctx, e.first, 4*rsElectionTimeout+5*time.Second)
 	l.waitAcked(t, ctx, killed, 100, 20*time.Second)
-	acked := l.finish()
-	again := l.writesAgain(killed)
+	acked := l.Finish()
+	again := l.WritesAgain(killed)
 	t.Logf("kill -9 %s: %s named primary after %s, writes acknowledged again after %s (bound %s); %d writes acknowledged, slowest %s",
-		old.Name, e.rs.Members[np].Name, named.Sub(killed).Round(time.Millisecond), again.Round(time.Millisecond), rsWritesAgainBound, len(acked), l.slowest().Round(time.Millisecond))
+		old.Name, e.rs.Members[np].Name, named.Sub(killed).Round(time.Millisecond), again.Round(time.Millisecond), rsWritesAgainBound, len(acked), l.Slowest().Round(time.Millisecond))
 	l.checkNoErrors(t)
 	if again <= 0 || again > rsWritesAgainBound {
 		t.Errorf("writes succeeded again %s after the kill, want within %s", again, rsWritesAgainBound)
@@ -130,7 +130,7 @@ func TestRSPrimaryPausedRollsBackOnlyUnacknowledgedMajority(t *testing.T) {
 	}
 	np, named := e.waitOtherNamed(t, ctx, e.first, 4*rsElectionTimeout+5*time.Second)
 	l.waitAcked(t, ctx, paused, 10, 20*time.Second)
-	again := l.writesAgain(paused)
+	again := l.WritesAgain(paused)
 	// The fault lasts five election timeouts (a duration, not a wait for
 	// something to happen).
 	time.Sleep(time.Until(paused.Add(rsFreeze)))
@@ -150,16 +150,16 @@ func TestRSPrimaryPausedRollsBackOnlyUnacknowledgedMajority(t *testing.T) {
 		t.Fatalf("the old primary %s did not step down and roll back once within 20 s of its resume", old.Name)
 	}
 	l.waitAcked(t, ctx, resumedAt, 10, 20*time.Second)
-	acked := l.finish()
+	acked := l.Finish()
 	t.Logf("SIGSTOP %s for %s: %s named primary after %s, writes acknowledged again after %s; %d writes acknowledged, slowest %s (in flight on the frozen member)",
-		old.Name, rsFreeze, e.rs.Members[np].Name, named.Sub(paused).Round(time.Millisecond), again.Round(time.Millisecond), len(acked), l.slowest().Round(time.Millisecond))
+		old.Name, rsFreeze, e.rs.Members[np].Name, named.Sub(paused).Round(time.Millisecond), again.Round(time.Millisecond), len(acked), l.Slowest().Round(time.Millisecond))
 	l.checkNoErrors(t)
 	if again <= 0 || again > rsWritesAgainBound {
 		t.Errorf("writes succeeded again %s after the pause, want within %s", again, rsWritesAgainBound)
 	}
 	// Writes in flight on the frozen member end when the new primary is
 	// named, not when the freeze ends.
-	if slow := l.slowest(); slow > rsWritesAgainBound+time.Second {
+	if slow := l.Slowest(); slow > rsWritesAgainBound+time.Second {
 		t.Errorf("the slowest write took %s: it waited for the frozen member (frozen %s), want at most %s", slow, rsFreeze, rsWritesAgainBound+time.Second)
 	}
 	newP := e.rs.Members[np]
@@ -210,15 +210,15 @@ func TestRSStepDownUnderLoadShowsNoErrors(t *testing.T) {
 	took := time.Since(began)
 	np, named := e.waitOtherNamed(t, ctx, e.first, 10*time.Second)
 	l.waitAcked(t, ctx, named, 100, 20*time.Second)
-	acked := l.finish()
+	acked := l.Finish()
 	t.Logf("replSetStepDown on %s took %s; %s named primary %s after it began; longest write pause %s, slowest write %s; %d writes acknowledged",
 		old.Name, took.Round(time.Millisecond), e.rs.Members[np].Name, named.Sub(began).Round(time.Millisecond),
-		l.longestPause().Round(time.Millisecond), l.slowest().Round(time.Millisecond), len(acked))
+		l.LongestPause().Round(time.Millisecond), l.Slowest().Round(time.Millisecond), len(acked))
 	l.checkNoErrors(t)
 	// The handoff is a heartbeat or two plus the monitor's next probe
 	// (180-390 ms measured on an idle machine): a pause of an election
 	// timeout would mean writes waited for an election, not a handoff.
-	if p := l.longestPause(); p >= rsElectionTimeout {
+	if p := l.LongestPause(); p >= rsElectionTimeout {
 		t.Errorf("longest write pause %s, want less than the election timeout %s", p, rsElectionTimeout)
 	}
 	if miss := missingOn(t, ctx, e.rs.Members[np], acked); len(miss) > 0 {

@@ -2,19 +2,14 @@ package mongo
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
-	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/chaos"
@@ -350,171 +345,27 @@ func (tp *tap) close() {
 // writeNames are the write commands the load sends.
 var writeNames = []string{"insert", "update", "delete", "findAndModify"}
 
-// ---- a w:majority write load ----
+// ---- a w:majority write load (chaos.MongoLoad) ----
 
-// wload starts an insert of a new _id every `every` (as requests arrive at
-// a service, so one write stuck on a hung member does not stop the
-// others), at most maxInFlight at once, each with a deadline of a minute,
-// and records every acknowledgement and every error a driver call
-// returned.
-type wload struct {
-	coll     *mongo.Collection
-	next     atomic.Int64
-	inFlight atomic.Int64
-	wg       sync.WaitGroup
-	stop     chan struct{}
-	mu       sync.Mutex
-	acks     []ack
-	errs     []error
-	skipped  int // ticks at which maxInFlight writes were in flight
-}
+// wload is chaos.MongoLoad with the tests' own checks.
+type wload struct{ *chaos.MongoLoad }
 
-type ack struct {
-	id         int64
-	start, end time.Time
-}
-
-func startWLoad(ctx context.Context, c *mongo.Client, every time.Duration, maxInFlight int) *wload {
-	l := &wload{stop: make(chan struct{}),
-		coll: c.Database("app").Collection("load", options.Collection().SetWriteConcern(writeconcern.Majority()))}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if l.inFlight.Load() >= int64(maxInFlight) {
-				l.mu.Lock()
-				l.skipped++
-				l.mu.Unlock()
-				continue
-			}
-			l.inFlight.Add(1)
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer l.inFlight.Add(-1)
-				id := l.next.Add(1)
-				wctx, cancel := context.WithTimeout(ctx, time.Minute)
-				defer cancel()
-				start := time.Now()
-				_, err := l.coll.InsertOne(wctx, bson.D{{Key: "_id", Value: id}})
-				end := time.Now()
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				if err != nil {
-					l.errs = append(l.errs, fmt.Errorf("insert %d (%s): %w", id, end.Sub(start).Round(time.Millisecond), err))
-					return
-				}
-				l.acks = append(l.acks, ack{id, start, end})
-			}()
-		}
-	}()
-	return l
-}
-
-func (l *wload) acked() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.acks)
+func startWLoad(ctx context.Context, c *mongo.Client, every time.Duration, maxInFlight int) wload {
+	return wload{chaos.StartMongoLoad(ctx, c, "load", every, maxInFlight)}
 }
 
 // waitAcked polls until n writes were acknowledged after from.
-func (l *wload) waitAcked(t *testing.T, ctx context.Context, from time.Time, n int, within time.Duration) {
+func (l wload) waitAcked(t *testing.T, ctx context.Context, from time.Time, n int, within time.Duration) {
 	t.Helper()
-	if err := chaos.Poll(ctx, within, func() (bool, error) { return l.ackedAfter(from) >= n, nil }); err != nil {
-		t.Fatalf("fewer than %d writes acknowledged within %s (%d in all, errors: %v)", n, within, l.acked(), l.errors())
+	if err := chaos.Poll(ctx, within, func() (bool, error) { return l.AckedAfter(from) >= n, nil }); err != nil {
+		t.Fatalf("fewer than %d writes acknowledged within %s (%d in all, errors: %v)", n, within, l.Acked(), l.Errors())
 	}
-}
-
-func (l *wload) ackedAfter(from time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, a := range l.acks {
-		if a.start.After(from) {
-			n++
-		}
-	}
-	return n
-}
-
-// writesAgain is how long after at the first write that began after at
-// was acknowledged (0: none was).
-func (l *wload) writesAgain(at time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var first time.Time
-	for _, a := range l.acks {
-		if a.start.After(at) && (first.IsZero() || a.end.Before(first)) {
-			first = a.end
-		}
-	}
-	if first.IsZero() {
-		return 0
-	}
-	return first.Sub(at)
-}
-
-// longestPause is the longest time between two consecutive
-// acknowledgements.
-func (l *wload) longestPause() time.Duration {
-	l.mu.Lock()
-	ends := make([]time.Time, len(l.acks))
-	for i, a := range l.acks {
-		ends[i] = a.end
-	}
-	l.mu.Unlock()
-	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
-	var longest time.Duration
-	for i := 1; i < len(ends); i++ {
-		longest = max(longest, ends[i].Sub(ends[i-1]))
-	}
-	return longest
-}
-
-// slowest is the longest time a write waited for its acknowledgement.
-func (l *wload) slowest() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var d time.Duration
-	for _, a := range l.acks {
-		d = max(d, a.end.Sub(a.start))
-	}
-	return d
-}
-
-func (l *wload) errors() []error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]error(nil), l.errs...)
-}
-
-// finish stops launching, waits for the writes in flight (each bounded by
-// its minute) and returns the acknowledged ids.
-func (l *wload) finish() []int64 {
-	close(l.stop)
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ids := make([]int64, len(l.acks))
-	for i, a := range l.acks {
-		ids[i] = a.id
-	}
-	return ids
 }
 
 // checkNoErrors fails the test with the first errors a driver saw.
-func (l *wload) checkNoErrors(t *testing.T) {
+func (l wload) checkNoErrors(t *testing.T) {
 	t.Helper()
-	errs := l.errors()
+	errs := l.Errors()
 	for i, err := range errs {
 		if i == 10 {
 			t.Errorf("... %d errors in all", len(errs))
