@@ -145,10 +145,23 @@ func TestProtocol(t *testing.T) {
 		if err := chaos.Poll(ctx, 5*time.Second, func() (bool, error) { return !e.mon.Snapshot().Members[first-1].Eligible, nil }); err != nil {
 			t.Fatalf("%s never left the read set: %v", m.Name, err)
 		}
-		for i := 10; i < 20; i++ {
-			if id := exec(i); !isReplica(id) || id == first {
-				t.Fatalf("with %s out of the read set, execute %d answered by %d", m.Name, i, id)
+		// The other replica answers, freshly prepared there. Under load
+		// (-race, two cores) it can itself drift past max_replica_lag for
+		// a probe or two, and then the primary rightly answers instead; so
+		// the test asks that the statement never runs on the stopped
+		// replica and that the other one answers most of the executes.
+		other := 0
+		for i := 10; i < 30; i++ {
+			id := exec(i)
+			if id == first {
+				t.Fatalf("with %s out of the read set, execute %d answered by it", m.Name, i)
 			}
+			if isReplica(id) {
+				other++
+			}
+		}
+		if other < 10 {
+			t.Fatalf("with %s out of the read set, the other replica answered %d of 20 executes", m.Name, other)
 		}
 	})
 	t.Run("GoMySQLClient", func(t *testing.T) {
