@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,52 +14,128 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-// AuthHeader carries "unix-seconds:hex-hmac" on requests that change state
-// or that only the control plane may make. The MAC covers the method, the
-// path with query, the time and a hash of the body, keyed with the cluster
-// secret; a request signed more than MaxSkew away from the server's clock is
-// refused, which bounds replays to that window.
+// AuthHeader carries "v2:unix-seconds:nonce:hex-hmac" on requests that
+// change state or that only the control plane may make. The MAC covers the
+// method, the target node (the Host the request is addressed to), the path
+// with query, the time, a random nonce and a hash of the body, keyed with
+// the cluster secret. A request signed more than MaxSkew away from the
+// server's clock is refused; within that window the server remembers every
+// nonce it accepted (Replays) and refuses a second request with one, and it
+// refuses a request addressed to another node (Server's hosts), so a
+// captured request can be replayed neither to its node nor to another.
 const AuthHeader = "X-Dbrouter-Auth"
 
 // MaxSkew is how far a signed request's time may be from the server's.
 const MaxSkew = time.Minute
 
-// ErrUnauthenticated: the request was not signed with the cluster secret.
+const signVersion = "v2"
+
+// ErrUnauthenticated: the request was not signed with the cluster secret,
+// or was a replay.
 var ErrUnauthenticated = errors.New("request not signed with the cluster secret")
 
-func requestMAC(secret []byte, method, uri string, ts int64, body []byte) string {
+func requestMAC(secret []byte, method, host, uri string, ts int64, nonce string, body []byte) string {
 	sum := sha256.Sum256(body)
 	h := hmac.New(sha256.New, secret)
-	fmt.Fprintf(h, "%s\n%s\n%d\n%x", method, uri, ts, sum)
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n%s\n%x", signVersion, method, host, uri, ts, nonce, sum)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Sign sets AuthHeader on r for body.
-func Sign(r *http.Request, body []byte, secret []byte, now time.Time) {
-	ts := now.Unix()
-	r.Header.Set(AuthHeader, strconv.FormatInt(ts, 10)+":"+requestMAC(secret, r.Method, r.URL.RequestURI(), ts, body))
+// target is the node a request is addressed to: its Host header (what an
+// http.Client sends from the URL).
+func target(r *http.Request) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	return r.URL.Host
 }
 
-// Verify checks r's signature over body.
-func Verify(r *http.Request, body []byte, secret []byte, now time.Time) error {
-	v := r.Header.Get(AuthHeader)
-	tsStr, mac, ok := strings.Cut(v, ":")
-	if v == "" || !ok {
-		return fmt.Errorf("%w: no %s header", ErrUnauthenticated, AuthHeader)
+// Sign sets AuthHeader on r for body, with a fresh nonce.
+func Sign(r *http.Request, body []byte, secret []byte, now time.Time) {
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		panic("admin: no randomness for a nonce: " + err.Error()) // crypto/rand does not fail on Linux
 	}
-	ts, err := strconv.ParseInt(tsStr, 10, 64)
+	nonce := hex.EncodeToString(n[:])
+	ts := now.Unix()
+	r.Header.Set(AuthHeader, signVersion+":"+strconv.FormatInt(ts, 10)+":"+nonce+":"+requestMAC(secret, r.Method, target(r), r.URL.RequestURI(), ts, nonce, body))
+}
+
+// Signature is a verified request's time and nonce.
+type Signature struct {
+	Time  time.Time
+	Nonce string
+}
+
+// Verify checks r's signature over body and its time; it does not check
+// for replays (Replays does) or the target node (the server does).
+func Verify(r *http.Request, body []byte, secret []byte, now time.Time) (Signature, error) {
+	v := r.Header.Get(AuthHeader)
+	if v == "" {
+		return Signature{}, fmt.Errorf("%w: no %s header", ErrUnauthenticated, AuthHeader)
+	}
+	parts := strings.Split(v, ":")
+	if len(parts) != 4 || parts[0] != signVersion {
+		return Signature{}, fmt.Errorf("%w: %s is not %s:time:nonce:mac (signed by an older routerctl or routerd? upgrade it)", ErrUnauthenticated, AuthHeader, signVersion)
+	}
+	ts, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: bad time %q", ErrUnauthenticated, tsStr)
+		return Signature{}, fmt.Errorf("%w: bad time %q", ErrUnauthenticated, parts[1])
+	}
+	nonce := parts[2]
+	if len(nonce) < 16 || len(nonce) > 64 {
+		return Signature{}, fmt.Errorf("%w: bad nonce", ErrUnauthenticated)
 	}
 	if d := now.Sub(time.Unix(ts, 0)); d > MaxSkew || d < -MaxSkew {
-		return fmt.Errorf("%w: signed %s away from this server's clock (limit %s)", ErrUnauthenticated, d.Round(time.Second), MaxSkew)
+		return Signature{}, fmt.Errorf("%w: signed %s away from this server's clock (limit %s)", ErrUnauthenticated, d.Round(time.Second), MaxSkew)
 	}
-	if !hmac.Equal([]byte(mac), []byte(requestMAC(secret, r.Method, r.URL.RequestURI(), ts, body))) {
-		return fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
+	if !hmac.Equal([]byte(parts[3]), []byte(requestMAC(secret, r.Method, target(r), r.URL.RequestURI(), ts, nonce, body))) {
+		return Signature{}, fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
 	}
+	return Signature{Time: time.Unix(ts, 0), Nonce: nonce}, nil
+}
+
+// ErrReplayed: a signed request's nonce was already used.
+var ErrReplayed = fmt.Errorf("%w: replayed (its nonce was already used)", ErrUnauthenticated)
+
+// maxNonces bounds the nonces remembered: only holders of the secret can
+// add any, but a runaway script must not grow the map without limit.
+const maxNonces = 1 << 16
+
+// Replays remembers the nonces of accepted signed requests for as long as
+// their time is within MaxSkew, the window in which Verify accepts them.
+type Replays struct {
+	mu     sync.Mutex
+	seen   map[string]time.Time // nonce → when it stops being accepted anyway
+	pruned time.Time
+}
+
+// Use records sig's nonce, or returns ErrReplayed if it was already used.
+func (rp *Replays) Use(sig Signature, now time.Time) error {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.seen == nil {
+		rp.seen = map[string]time.Time{}
+	}
+	if _, ok := rp.seen[sig.Nonce]; ok {
+		return ErrReplayed
+	}
+	if len(rp.seen) >= 1024 && now.Sub(rp.pruned) > time.Second {
+		rp.pruned = now
+		for n, until := range rp.seen {
+			if now.After(until) {
+				delete(rp.seen, n)
+			}
+		}
+	}
+	if len(rp.seen) >= maxNonces {
+		return fmt.Errorf("%w: more than %d signed requests in %s; try again shortly", ErrUnauthenticated, maxNonces, 2*MaxSkew)
+	}
+	rp.seen[sig.Nonce] = sig.Time.Add(MaxSkew + time.Second)
 	return nil
 }
 

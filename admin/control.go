@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -148,7 +149,15 @@ func (s *Server) signed(r *http.Request) ([]byte, error) {
 	if err != nil {
 		return nil, &badRequest{"read body: " + err.Error()}
 	}
-	if err := Verify(r, body, s.control.Secret(), time.Now()); err != nil {
+	now := time.Now()
+	sig, err := Verify(r, body, s.control.Secret(), now)
+	if err != nil {
+		return nil, err
+	}
+	if h := target(r); !s.isTarget(h) {
+		return nil, fmt.Errorf("%w: addressed to %s, not this node (%s)", ErrUnauthenticated, h, s.targets())
+	}
+	if err := s.replays.Use(sig, now); err != nil {
 		return nil, err
 	}
 	return body, nil

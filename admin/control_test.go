@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,16 @@ func TestSignVerify(t *testing.T) {
 			return []byte(`{"member":"db2"}`), now
 		}, false},
 		{"too old", func(r *http.Request) ([]byte, time.Time) { return []byte(`{"member":"db2"}`), now.Add(2 * MaxSkew) }, false},
+		{"other node", func(r *http.Request) ([]byte, time.Time) {
+			r.Host = "10.0.0.9:7080"
+			return []byte(`{"member":"db2"}`), now
+		}, false},
+		{"old format (no nonce)", func(r *http.Request) ([]byte, time.Time) {
+			v := r.Header.Get(AuthHeader)
+			parts := strings.Split(v, ":")
+			r.Header.Set(AuthHeader, parts[1]+":"+parts[3])
+			return []byte(`{"member":"db2"}`), now
+		}, false},
 		{"no header", func(r *http.Request) ([]byte, time.Time) {
 			r.Header.Del(AuthHeader)
 			return []byte(`{"member":"db2"}`), now
@@ -45,7 +56,7 @@ func TestSignVerify(t *testing.T) {
 			r := mk(`{"member":"db2"}`)
 			Sign(r, []byte(`{"member":"db2"}`), secret, now)
 			body, at := tc.mutate(r)
-			err := Verify(r, body, secret, at)
+			_, err := Verify(r, body, secret, at)
 			if (err == nil) != tc.ok {
 				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
 			}
@@ -56,7 +67,7 @@ func TestSignVerify(t *testing.T) {
 	}
 	r := mk("{}")
 	Sign(r, []byte("{}"), []byte("another-secret-16b"), now)
-	if err := Verify(r, []byte("{}"), secret, now); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := Verify(r, []byte("{}"), secret, now); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("wrong secret: %v", err)
 	}
 }
@@ -92,9 +103,11 @@ func (f *fakeControl) Maintenance(context.Context, string, string, bool) error {
 
 func TestControlRoutesNeedTheSecretAndMapErrors(t *testing.T) {
 	fc := &fakeControl{}
-	srv := httptest.NewServer(New(nil, fc, prometheus.NewRegistry(), zap.NewNop()).Handler())
+	as := New(nil, fc, prometheus.NewRegistry(), zap.NewNop())
+	srv := httptest.NewServer(as.Handler())
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
+	as.AcceptHosts(addr)
 	ctx := context.Background()
 
 	// Unsigned: 401, nothing done.
@@ -133,5 +146,82 @@ func TestControlRoutesNeedTheSecretAndMapErrors(t *testing.T) {
 	var st Status
 	if err := (&Client{Addr: addr}).Do(ctx, "GET", "/status", nil, &st); err != nil || st.Control == nil || st.Control.Leader != "a1" {
 		t.Fatalf("status: %v %+v", err, st.Control)
+	}
+}
+
+// TestSignedRequestsCannotBeReplayed captures a signed promote and sends it
+// again, to the same node and to another: both refused, nothing done.
+func TestSignedRequestsCannotBeReplayed(t *testing.T) {
+	fc := &fakeControl{}
+	nodeA := New(nil, fc, prometheus.NewRegistry(), zap.NewNop())
+	srvA := httptest.NewServer(nodeA.Handler())
+	defer srvA.Close()
+	addrA := strings.TrimPrefix(srvA.URL, "http://")
+	nodeA.AcceptHosts(addrA)
+	fb := &fakeControl{}
+	nodeB := New(nil, fb, prometheus.NewRegistry(), zap.NewNop())
+	srvB := httptest.NewServer(nodeB.Handler())
+	defer srvB.Close()
+	nodeB.AcceptHosts(strings.TrimPrefix(srvB.URL, "http://"))
+
+	body := []byte(`{"member":"db2"}`)
+	captured := httptest.NewRequest("POST", "http://"+addrA+"/v1/clusters/app/promote", nil)
+	Sign(captured, body, fc.Secret(), time.Now())
+	send := func(url, host string) int {
+		t.Helper()
+		req, err := http.NewRequest("POST", url+"/v1/clusters/app/promote", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set(AuthHeader, captured.Header.Get(AuthHeader))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := send(srvA.URL, addrA); code != http.StatusOK || fc.promoted != "db2" {
+		t.Fatalf("first use: status %d, promoted %q", code, fc.promoted)
+	}
+	fc.promoted = ""
+	if code := send(srvA.URL, addrA); code != http.StatusUnauthorized || fc.promoted != "" {
+		t.Fatalf("replay to the same node: status %d, promoted %q", code, fc.promoted)
+	}
+	// To another node holding the same secret: addressed to A, so B
+	// refuses it, whether the Host says A (the signed one) or B (then
+	// the signature does not match).
+	for _, host := range []string{addrA, strings.TrimPrefix(srvB.URL, "http://")} {
+		if code := send(srvB.URL, host); code != http.StatusUnauthorized || fb.promoted != "" {
+			t.Fatalf("replay to another node (Host %s): status %d, promoted %q", host, code, fb.promoted)
+		}
+	}
+	// A fresh signature still works.
+	if err := (&Client{Addr: addrA, Secret: fc.Secret()}).Do(context.Background(), "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db3"}, nil); err != nil || fc.promoted != "db3" {
+		t.Fatalf("fresh request: %v, promoted %q", err, fc.promoted)
+	}
+}
+
+func TestReplaysForgetExpiredNonces(t *testing.T) {
+	var rp Replays
+	now := time.Unix(1_800_000_000, 0)
+	for i := 0; i < 2000; i++ {
+		if err := rp.Use(Signature{Time: now, Nonce: fmt.Sprintf("%032d", i)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rp.Use(Signature{Time: now, Nonce: fmt.Sprintf("%032d", 7)}, now); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("reused nonce: %v", err)
+	}
+	later := now.Add(MaxSkew + 2*time.Second)
+	if err := rp.Use(Signature{Time: later, Nonce: "fresh-nonce-0000000000000000"}, later); err != nil {
+		t.Fatal(err)
+	}
+	rp.mu.Lock()
+	n := len(rp.seen)
+	rp.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d nonces remembered after they all expired, want 1", n)
 	}
 }

@@ -221,8 +221,18 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	if ctl != nil {
 		adminControl = ctl
 	}
+	// Signed requests must be addressed to this node: by its listener,
+	// admin.listen, or the address the arbiters list for it.
+	hosts := []string{cfg.Admin.Listen}
+	if cfg.Control != nil {
+		for _, a := range cfg.Control.Arbiters {
+			if a.Name == cfg.Name {
+				hosts = append(hosts, a.Admin)
+			}
+		}
+	}
 	goRun(func() {
-		if err := admin.New(views, adminControl, reg, log).Serve(ctx, aln); err != nil {
+		if err := admin.New(views, adminControl, reg, log).AcceptHosts(hosts...).Serve(ctx, aln); err != nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}

@@ -89,7 +89,7 @@ func TestPromoteSignsWithTheSecret(t *testing.T) {
 	var got admin.PromoteRequest
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+		if _, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
@@ -142,7 +142,7 @@ func TestMembersAddAndRemoveAreSigned(t *testing.T) {
 			_ = json.NewEncoder(w).Encode(map[string]any{"servers": []map[string]any{{"id": "a4", "addr": "127.0.0.1:7304", "voter": true}}})
 			return
 		}
-		if err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+		if _, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 			return
