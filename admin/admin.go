@@ -267,6 +267,7 @@ func (s *Server) Handler() http.Handler {
 	if s.control != nil {
 		s.controlRoutes(mux)
 	}
+	s.healthRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	// Profiles, for measuring before optimising; the admin API binds to

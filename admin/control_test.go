@@ -75,10 +75,14 @@ func TestSignVerify(t *testing.T) {
 type fakeControl struct {
 	promoted string
 	err      error
+	ov       *ControlStatus // Overview's answer (nil: an arbiter that leads)
 }
 
 func (f *fakeControl) Secret() []byte { return []byte("0123456789abcdef") }
 func (f *fakeControl) Overview() ControlStatus {
+	if f.ov != nil {
+		return *f.ov
+	}
 	return ControlStatus{Node: "a1", Role: "arbiter", Leader: "a1"}
 }
 func (f *fakeControl) Members() ([]raftfsm.Server, error) {
