@@ -3,9 +3,12 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -188,6 +191,7 @@ type Server struct {
 	// replays and hosts refuse a signed request used twice or addressed
 	// to another node (auth.go).
 	replays Replays
+	opts    Options
 	hostsMu sync.Mutex
 	hosts   []string
 }
@@ -258,24 +262,70 @@ func New(clusters []Cluster, control Control, g prometheus.Gatherer, log *zap.Lo
 // Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /status", s.reader(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(BuildStatus(s.clusters, s.control))
-	})
+	})))
 	if s.control != nil {
 		s.controlRoutes(mux)
 	}
+	// Load balancers' checks stay open: they say only up or down.
 	s.healthRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
-	// Profiles, for measuring before optimising; the admin API binds to
-	// loopback in every shipped config.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
+	mux.Handle("GET /metrics", s.reader(promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{})))
+	// Profiles, for measuring before optimising: only when admin.pprof
+	// is on, as a profile shows code paths, memory and timing to anyone
+	// who reaches the port.
+	if s.opts.Pprof {
+		mux.Handle("GET /debug/pprof/", s.reader(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/profile", s.reader(http.HandlerFunc(pprof.Profile)))
+	}
 	return mux
+}
+
+// Options are the admin API's access settings (config admin.pprof,
+// admin.token).
+type Options struct {
+	// Pprof serves /debug/pprof/ (off: 404).
+	Pprof bool
+	// Token, when set, is required (Authorization: Bearer TOKEN) by
+	// /status, /metrics, the control plane's GET routes and pprof; a
+	// request signed with the cluster secret passes too. /healthz,
+	// /primary and /replica stay open for load balancers.
+	Token []byte
+}
+
+// Configure sets the access options; call it before Handler or Serve.
+func (s *Server) Configure(o Options) *Server {
+	s.opts = o
+	return s
+}
+
+// reader guards a read-only route with the token, when one is configured.
+func (s *Server) reader(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.opts.Token) == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && subtle.ConstantTimeCompare([]byte(tok), s.opts.Token) == 1 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Header.Get(AuthHeader) != "" && s.control != nil {
+			body, err := s.signed(r)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			h.ServeHTTP(w, r)
+			return
+		}
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this admin API requires a token (admin.token): send Authorization: Bearer TOKEN (routerctl --token-file)"})
+	})
 }
 
 // Serve serves on ln until ctx ends.

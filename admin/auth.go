@@ -143,7 +143,9 @@ func (rp *Replays) Use(sig Signature, now time.Time) error {
 type Client struct {
 	Addr   string
 	Secret []byte
-	HTTP   *http.Client
+	// Token is sent as a bearer token (admin.token) when set.
+	Token string
+	HTTP  *http.Client
 }
 
 // APIError is an error answer of the admin API.
@@ -172,6 +174,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	if len(c.Secret) > 0 {
 		Sign(req, body, c.Secret, time.Now())
 	}

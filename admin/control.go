@@ -200,14 +200,14 @@ func decode(body []byte, v any) error {
 }
 
 func (s *Server) controlRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/raft/members", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /v1/raft/members", s.reader(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m, err := s.control.Members()
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"servers": m, "leader": s.control.Overview().Leader})
-	})
+	})))
 	mux.HandleFunc("POST /v1/raft/arbiters", signedJSON(s, func(req *JoinRequest) string {
 		if req.ID == "" || req.Raft == "" || req.Admin == "" {
 			return "adding an arbiter needs id, raft and admin"
@@ -273,7 +273,7 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 	}, func(r *http.Request, req *MaintenanceRequest) (any, error) {
 		return req, s.control.Maintenance(r.Context(), r.PathValue("cluster"), req.Member, req.On)
 	}))
-	mux.HandleFunc("GET /v1/clusters/{cluster}/history", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /v1/clusters/{cluster}/history", s.reader(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, c := range s.clusters {
 			if c.Name == r.PathValue("cluster") && c.State != nil {
 				if cl := c.State(); cl != nil {
@@ -283,5 +283,5 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 			}
 		}
 		writeError(w, raftfsm.ErrUnknownCluster)
-	})
+	})))
 }

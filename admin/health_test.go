@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -105,5 +107,66 @@ func TestHealthChecks(t *testing.T) {
 	New(cs, nil, prometheus.NewRegistry(), zap.NewNop()).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/primary?member=db1", nil))
 	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "cluster= is required") {
 		t.Fatalf("two clusters, no cluster=: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestAccessOptions: with a token, reads need it (or the cluster secret's
+// signature) while load balancers' checks stay open; pprof only when on.
+func TestAccessOptions(t *testing.T) {
+	s := &topology.Snapshot{Cluster: "app", Primary: 0, Members: []topology.Member{{Name: "db1", Reachable: true, Role: topology.RolePrimary, Lag: -1}}}
+	c := Cluster{Name: "app", Snapshot: func() *topology.Snapshot { return s }, State: func() *raftfsm.Cluster {
+		return &raftfsm.Cluster{Name: "app", Epoch: 1, Phase: raftfsm.PhaseServing, Primary: "db1"}
+	}}
+	fc := &fakeControl{}
+	token := "tok-0123456789abcdef"
+	for _, tc := range []struct {
+		opts  Options
+		path  string
+		auth  string // "", "token", "wrong", "signed"
+		code  int
+		error string
+	}{
+		{Options{}, "/status", "", 200, ""},
+		{Options{}, "/debug/pprof/", "", 404, ""},
+		{Options{Pprof: true}, "/debug/pprof/", "", 200, ""},
+		{Options{Token: []byte(token)}, "/status", "", 401, "requires a token"},
+		{Options{Token: []byte(token)}, "/status", "wrong", 401, ""},
+		{Options{Token: []byte(token)}, "/status", "token", 200, ""},
+		{Options{Token: []byte(token)}, "/status", "signed", 200, ""},
+		{Options{Token: []byte(token)}, "/metrics", "", 401, ""},
+		{Options{Token: []byte(token)}, "/metrics", "token", 200, ""},
+		{Options{Token: []byte(token)}, "/v1/raft/members", "", 401, ""},
+		{Options{Token: []byte(token)}, "/v1/clusters/app/history", "", 401, ""},
+		{Options{Token: []byte(token), Pprof: true}, "/debug/pprof/", "", 401, ""},
+		{Options{Token: []byte(token), Pprof: true}, "/debug/pprof/", "token", 200, ""},
+		{Options{Token: []byte(token)}, "/healthz", "", 200, ""},
+		{Options{Token: []byte(token)}, "/primary?member=db1", "", 200, ""},
+		{Options{Token: []byte(token)}, "/replica?member=db1", "", 503, ""},
+	} {
+		as := New([]Cluster{c}, fc, prometheus.NewRegistry(), zap.NewNop()).Configure(tc.opts)
+		srv := httptest.NewServer(as.Handler())
+		addr := strings.TrimPrefix(srv.URL, "http://")
+		as.AcceptHosts(addr)
+		cl := &Client{Addr: addr}
+		switch tc.auth {
+		case "token":
+			cl.Token = token
+		case "wrong":
+			cl.Token = "not-the-token-at-all"
+		case "signed":
+			cl.Secret = fc.Secret()
+		}
+		err := cl.Do(context.Background(), "GET", tc.path, nil, nil)
+		srv.Close()
+		code := 200
+		var ae *APIError
+		if errors.As(err, &ae) {
+			code = ae.Status
+		} else if err != nil {
+			t.Fatalf("%+v %s: %v", tc.opts, tc.path, err)
+		}
+		if code != tc.code || (tc.error != "" && !strings.Contains(ae.Message, tc.error)) {
+			t.Errorf("pprof=%v token=%v GET %s (%s): %d %v, want %d", tc.opts.Pprof, len(tc.opts.Token) > 0, tc.path, tc.auth, code, err, tc.code)
+		}
 	}
 }

@@ -147,6 +147,12 @@ type Arbiter struct {
 // Admin is the HTTP admin API.
 type Admin struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves Go profiles at /debug/pprof/ (default off).
+	Pprof bool `yaml:"pprof"`
+	// Token, when set, is required to read /status, /metrics and the
+	// control plane's GET routes (Authorization: Bearer TOKEN); requests
+	// signed with the cluster secret pass too.
+	Token Secret `yaml:"token"`
 }
 
 // Log configures logging.
@@ -448,6 +454,11 @@ func (c *Config) Validate() error {
 	}
 	if err := checkAddr(c.Admin.Listen); err != nil {
 		add("admin.listen", "%v", err)
+	}
+	if v, err := c.Admin.Token.resolve(); err != nil {
+		add("admin.token", "%v", err)
+	} else if v != "" && len(v) < 16 {
+		add("admin.token", "too short (%d bytes): use at least 16", len(v))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -232,7 +232,8 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		}
 	}
 	goRun(func() {
-		if err := admin.New(views, adminControl, reg, log).AcceptHosts(hosts...).Serve(ctx, aln); err != nil {
+		if err := admin.New(views, adminControl, reg, log).AcceptHosts(hosts...).
+			Configure(admin.Options{Pprof: cfg.Admin.Pprof, Token: []byte(config.Password(cfg.Admin.Token))}).Serve(ctx, aln); err != nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}

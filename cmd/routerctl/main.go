@@ -18,7 +18,7 @@ import (
 	"github.com/dbrouter/dbrouter/raftfsm"
 )
 
-const usage = `usage: routerctl [--admin ADDR] [--secret-file FILE] COMMAND [ARGS] [-o json]
+const usage = `usage: routerctl [--admin ADDR] [--secret-file FILE] [--token-file FILE] COMMAND [ARGS] [-o json]
 
 Commands:
   status                              clusters (epoch, phase, primary), members (role, health,
@@ -34,7 +34,9 @@ Commands:
 Flags:
   --admin ADDR        routerd admin API, any arbiter or proxy (default 127.0.0.1:7080)
   --secret-file FILE  the cluster secret, needed by promote, maintenance and members add/remove
-                      (default: $DBROUTER_SECRET_FILE)
+                      (default: $DBROUTER_SECRET_FILE); with it, every request is signed
+  --token-file FILE   the admin API's read token (admin.token), needed by status, history and
+                      members when the node has one (default: $DBROUTER_TOKEN_FILE)
   -o FORMAT           output: table (default) or json
 `
 
@@ -46,6 +48,7 @@ func main() {
 type cli struct {
 	admin      string
 	secretFile string
+	tokenFile  string
 	stdout     io.Writer
 	stderr     io.Writer
 }
@@ -57,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	c := &cli{stdout: stdout, stderr: stderr}
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:7080", "admin API address")
 	fs.StringVar(&c.secretFile, "secret-file", os.Getenv("DBROUTER_SECRET_FILE"), "file holding the cluster secret")
+	fs.StringVar(&c.tokenFile, "token-file", os.Getenv("DBROUTER_TOKEN_FILE"), "file holding the admin API's read token")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -143,15 +147,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func (c *cli) client(signed bool) (*admin.Client, error) {
 	cl := &admin.Client{Addr: c.admin}
-	if signed {
-		if c.secretFile == "" {
-			return nil, errors.New("this command needs the cluster secret: pass --secret-file FILE or set DBROUTER_SECRET_FILE")
-		}
+	if signed && c.secretFile == "" {
+		return nil, errors.New("this command needs the cluster secret: pass --secret-file FILE or set DBROUTER_SECRET_FILE")
+	}
+	// With the secret at hand every request is signed, which also passes
+	// a node's read token check.
+	if c.secretFile != "" {
 		b, err := os.ReadFile(c.secretFile)
 		if err != nil {
 			return nil, fmt.Errorf("secret: %w", err)
 		}
 		cl.Secret = []byte(strings.TrimRight(string(b), "\r\n"))
+	}
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token: %w", err)
+		}
+		cl.Token = strings.TrimRight(string(b), "\r\n")
 	}
 	return cl, nil
 }
