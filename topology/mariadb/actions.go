@@ -90,6 +90,11 @@ func (a *Actions) openFor(ctx context.Context, addr string, wait time.Duration) 
 		to = 5 * time.Second
 	}
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to+wait, to
+	// A known sql_mode, so that sqlQuote's literals mean the same on
+	// every member (with the default mode a backslash escapes; under
+	// NO_BACKSLASH_ESCAPES it does not): the admin statements use no
+	// other mode-dependent syntax.
+	cfg.Params = map[string]string{"sql_mode": "'NO_BACKSLASH_ESCAPES'"}
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -113,16 +118,27 @@ func exec(ctx context.Context, c *sql.Conn, addr string, stmts ...string) error 
 	return nil
 }
 
-// redact keeps passwords out of error messages.
+// redact keeps passwords out of error messages: the string literal after
+// MASTER_PASSWORD= (quoted by sqlQuote: a quote inside is doubled), whatever
+// characters it holds (commas, quotes, backslashes).
 func redact(s string) string {
-	if i := strings.Index(s, "MASTER_PASSWORD="); i >= 0 {
-		j := strings.Index(s[i:], ",")
-		if j < 0 {
-			return s[:i] + "MASTER_PASSWORD=<secret>"
-		}
-		return s[:i] + "MASTER_PASSWORD=<secret>" + s[i+j:]
+	const key = "MASTER_PASSWORD='"
+	i := strings.Index(s, key)
+	if i < 0 {
+		return s
 	}
-	return s
+	j := i + len(key)
+	for j < len(s) {
+		if s[j] == '\'' {
+			if j+1 < len(s) && s[j+1] == '\'' {
+				j += 2
+				continue
+			}
+			return s[:i] + "MASTER_PASSWORD=<secret>" + s[j+1:]
+		}
+		j++
+	}
+	return s[:i] + "MASTER_PASSWORD=<secret>" // unterminated: hide the rest
 }
 
 // Position reads a member's GTID state.
@@ -393,6 +409,10 @@ func (a *Actions) SetHeartbeatPeriod(ctx context.Context, addr string) error {
 		"START SLAVE")
 }
 
+// sqlQuote makes s the inside of a '...' literal on an admin connection,
+// whose sql_mode is NO_BACKSLASH_ESCAPES (openFor): a quote is doubled and
+// every other byte, the backslash included, stands for itself, whatever
+// the member's global sql_mode is.
 func sqlQuote(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s)
+	return strings.ReplaceAll(s, `'`, `''`)
 }

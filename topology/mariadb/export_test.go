@@ -24,3 +24,8 @@ func (p *prober) ObservedSource() string { return p.obs.source() }
 // OwnHeartbeatsFresh reports whether the prober's own heartbeat writes
 // still measure lag.
 func (p *prober) OwnHeartbeatsFresh(now time.Time) bool { return p.hb.fresh(now, p.staleAfter()) }
+
+// Redact and SQLQuote are the admin statements' password redaction and
+// string quoting.
+func Redact(s string) string   { return redact(s) }
+func SQLQuote(s string) string { return sqlQuote(s) }
