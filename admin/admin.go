@@ -14,7 +14,6 @@ import (
 	"net/http/pprof"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -188,70 +187,9 @@ type Server struct {
 	control  Control
 	gather   prometheus.Gatherer
 	log      *zap.Logger
-	// replays and hosts refuse a signed request used twice or addressed
-	// to another node (auth.go).
+	// replays refuses a signed request used twice (auth.go).
 	replays Replays
 	opts    Options
-	hostsMu sync.Mutex
-	hosts   []string
-}
-
-// AcceptHosts adds the addresses (host:port) other nodes and routerctl
-// reach this node's admin API by (its listed control.arbiters[].admin,
-// admin.listen): a signed request must be addressed to one of them or to
-// the listener's own address (Serve adds it). A listener on 0.0.0.0 or ::
-// accepts any host on its port; one on loopback, any loopback name.
-func (s *Server) AcceptHosts(hosts ...string) *Server {
-	s.hostsMu.Lock()
-	defer s.hostsMu.Unlock()
-	for _, h := range hosts {
-		if h != "" {
-			s.hosts = append(s.hosts, h)
-		}
-	}
-	return s
-}
-
-func (s *Server) targets() string {
-	s.hostsMu.Lock()
-	defer s.hostsMu.Unlock()
-	return strings.Join(s.hosts, ", ")
-}
-
-// isTarget reports whether a request addressed to h (its Host) is for this
-// node.
-func (s *Server) isTarget(h string) bool {
-	hh, hp, err := net.SplitHostPort(h)
-	if err != nil {
-		return false
-	}
-	s.hostsMu.Lock()
-	defer s.hostsMu.Unlock()
-	for _, a := range s.hosts {
-		if a == h {
-			return true
-		}
-		ah, ap, err := net.SplitHostPort(a)
-		if err != nil || ap != hp {
-			continue
-		}
-		ip := net.ParseIP(ah)
-		if ah == "" || (ip != nil && ip.IsUnspecified()) {
-			return true
-		}
-		if (ah == "localhost" || (ip != nil && ip.IsLoopback())) && isLoopbackName(hh) {
-			return true
-		}
-	}
-	return false
-}
-
-func isLoopbackName(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // New returns an admin server; control is nil on a standalone proxy.
@@ -330,7 +268,6 @@ func (s *Server) reader(h http.Handler) http.Handler {
 
 // Serve serves on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	s.AcceptHosts(ln.Addr().String())
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -19,15 +19,20 @@ import (
 )
 
 // AuthHeader carries "v2:unix-seconds:nonce:hex-hmac" on requests that
-// change state or that only the control plane may make. The MAC covers the
-// method, the target node (the Host the request is addressed to), the path
-// with query, the time, a random nonce and a hash of the body, keyed with
-// the cluster secret. A request signed more than MaxSkew away from the
-// server's clock is refused; within that window the server remembers every
-// nonce it accepted (Replays) and refuses a second request with one, and it
-// refuses a request addressed to another node (Server's hosts), so a
+// change state or that only the control plane may make, and TargetHeader
+// the name of the node the request is for. The MAC covers the method, the
+// target node, the path with query, the time, a random nonce and a hash of
+// the body, keyed with the cluster secret. A request signed more than
+// MaxSkew away from the server's clock is refused; within that window the
+// server remembers every nonce it accepted (Replays) and refuses a second
+// request with one, and it refuses a request for another node, so a
 // captured request can be replayed neither to its node nor to another.
-const AuthHeader = "X-Dbrouter-Auth"
+// The target is the node's name (config name, its Raft id), not its
+// address, so that requests through a port forward or a proxy still pass.
+const (
+	AuthHeader   = "X-Dbrouter-Auth"
+	TargetHeader = "X-Dbrouter-Target"
+)
 
 // MaxSkew is how far a signed request's time may be from the server's.
 const MaxSkew = time.Minute
@@ -38,37 +43,31 @@ const signVersion = "v2"
 // or was a replay.
 var ErrUnauthenticated = errors.New("request not signed with the cluster secret")
 
-func requestMAC(secret []byte, method, host, uri string, ts int64, nonce string, body []byte) string {
+func requestMAC(secret []byte, method, target, uri string, ts int64, nonce string, body []byte) string {
 	sum := sha256.Sum256(body)
 	h := hmac.New(sha256.New, secret)
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n%s\n%x", signVersion, method, host, uri, ts, nonce, sum)
+	fmt.Fprintf(h, "%s\n%s\n%q\n%s\n%d\n%s\n%x", signVersion, method, target, uri, ts, nonce, sum)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// target is the node a request is addressed to: its Host header (what an
-// http.Client sends from the URL).
-func target(r *http.Request) string {
-	if r.Host != "" {
-		return r.Host
-	}
-	return r.URL.Host
-}
-
-// Sign sets AuthHeader on r for body, with a fresh nonce.
-func Sign(r *http.Request, body []byte, secret []byte, now time.Time) {
+// Sign sets AuthHeader and TargetHeader on r for body, with a fresh nonce;
+// target is the name of the node r is for.
+func Sign(r *http.Request, body []byte, secret []byte, target string, now time.Time) {
 	var n [16]byte
 	if _, err := rand.Read(n[:]); err != nil {
 		panic("admin: no randomness for a nonce: " + err.Error()) // crypto/rand does not fail on Linux
 	}
 	nonce := hex.EncodeToString(n[:])
 	ts := now.Unix()
-	r.Header.Set(AuthHeader, signVersion+":"+strconv.FormatInt(ts, 10)+":"+nonce+":"+requestMAC(secret, r.Method, target(r), r.URL.RequestURI(), ts, nonce, body))
+	r.Header.Set(TargetHeader, target)
+	r.Header.Set(AuthHeader, signVersion+":"+strconv.FormatInt(ts, 10)+":"+nonce+":"+requestMAC(secret, r.Method, target, r.URL.RequestURI(), ts, nonce, body))
 }
 
-// Signature is a verified request's time and nonce.
+// Signature is a verified request's time, nonce and target node.
 type Signature struct {
-	Time  time.Time
-	Nonce string
+	Time   time.Time
+	Nonce  string
+	Target string
 }
 
 // Verify checks r's signature over body and its time; it does not check
@@ -93,10 +92,11 @@ func Verify(r *http.Request, body []byte, secret []byte, now time.Time) (Signatu
 	if d := now.Sub(time.Unix(ts, 0)); d > MaxSkew || d < -MaxSkew {
 		return Signature{}, fmt.Errorf("%w: signed %s away from this server's clock (limit %s)", ErrUnauthenticated, d.Round(time.Second), MaxSkew)
 	}
-	if !hmac.Equal([]byte(parts[3]), []byte(requestMAC(secret, r.Method, target(r), r.URL.RequestURI(), ts, nonce, body))) {
+	target := r.Header.Get(TargetHeader)
+	if !hmac.Equal([]byte(parts[3]), []byte(requestMAC(secret, r.Method, target, r.URL.RequestURI(), ts, nonce, body))) {
 		return Signature{}, fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
 	}
-	return Signature{Time: time.Unix(ts, 0), Nonce: nonce}, nil
+	return Signature{Time: time.Unix(ts, 0), Nonce: nonce, Target: target}, nil
 }
 
 // ErrReplayed: a signed request's nonce was already used.
@@ -143,9 +143,41 @@ func (rp *Replays) Use(sig Signature, now time.Time) error {
 type Client struct {
 	Addr   string
 	Secret []byte
+	// Node is the name of the node at Addr, which signed requests are for;
+	// empty: asked of the node (GET /v1/node) before the first one.
+	Node string
 	// Token is sent as a bearer token (admin.token) when set.
 	Token string
 	HTTP  *http.Client
+
+	mu sync.Mutex // guards Node once learnt
+}
+
+// NodeAnswer is the JSON of GET /v1/node: the name signed requests to this
+// node must be for.
+type NodeAnswer struct {
+	Node string `json:"node"`
+}
+
+// target returns the name of the node at Addr, asking it once.
+func (c *Client) target(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	n := c.Node
+	c.mu.Unlock()
+	if n != "" {
+		return n, nil
+	}
+	var a NodeAnswer
+	if err := (&Client{Addr: c.Addr, HTTP: c.HTTP}).Do(ctx, "GET", "/v1/node", nil, &a); err != nil {
+		return "", fmt.Errorf("ask %s for its node name: %w", c.Addr, err)
+	}
+	if a.Node == "" {
+		return "", fmt.Errorf("%s did not say its node name", c.Addr)
+	}
+	c.mu.Lock()
+	c.Node = a.Node
+	c.mu.Unlock()
+	return a.Node, nil
 }
 
 // APIError is an error answer of the admin API.
@@ -178,7 +210,11 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	if len(c.Secret) > 0 {
-		Sign(req, body, c.Secret, time.Now())
+		target, err := c.target(ctx)
+		if err != nil {
+			return err
+		}
+		Sign(req, body, c.Secret, target, time.Now())
 	}
 	hc := c.HTTP
 	if hc == nil {

@@ -18,6 +18,8 @@ import (
 // forwarded there by the implementation.
 type Control interface {
 	Secret() []byte
+	// Node is this node's name: what signed requests must be for.
+	Node() string
 	Overview() ControlStatus
 	Members() ([]raftfsm.Server, error)
 	Join(ctx context.Context, req JoinRequest) error
@@ -154,8 +156,8 @@ func (s *Server) signed(r *http.Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h := target(r); !s.isTarget(h) {
-		return nil, fmt.Errorf("%w: addressed to %s, not this node (%s)", ErrUnauthenticated, h, s.targets())
+	if node := s.control.Node(); sig.Target != node {
+		return nil, fmt.Errorf("%w: signed for node %q, this is %q", ErrUnauthenticated, sig.Target, node)
 	}
 	if err := s.replays.Use(sig, now); err != nil {
 		return nil, err
@@ -200,6 +202,11 @@ func decode(body []byte, v any) error {
 }
 
 func (s *Server) controlRoutes(mux *http.ServeMux) {
+	// Open: a client learns which node it reaches (through a port forward,
+	// say) before it signs a request for it.
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, NodeAnswer{Node: s.control.Node()})
+	})
 	mux.Handle("GET /v1/raft/members", s.reader(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m, err := s.control.Members()
 		if err != nil {

@@ -36,8 +36,8 @@ func TestSignVerify(t *testing.T) {
 			return []byte(`{"member":"db2"}`), now
 		}, false},
 		{"too old", func(r *http.Request) ([]byte, time.Time) { return []byte(`{"member":"db2"}`), now.Add(2 * MaxSkew) }, false},
-		{"other node", func(r *http.Request) ([]byte, time.Time) {
-			r.Host = "10.0.0.9:7080"
+		{"target changed", func(r *http.Request) ([]byte, time.Time) {
+			r.Header.Set(TargetHeader, "a2")
 			return []byte(`{"member":"db2"}`), now
 		}, false},
 		{"old format (no nonce)", func(r *http.Request) ([]byte, time.Time) {
@@ -54,7 +54,7 @@ func TestSignVerify(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mk(`{"member":"db2"}`)
-			Sign(r, []byte(`{"member":"db2"}`), secret, now)
+			Sign(r, []byte(`{"member":"db2"}`), secret, "a1", now)
 			body, at := tc.mutate(r)
 			_, err := Verify(r, body, secret, at)
 			if (err == nil) != tc.ok {
@@ -66,7 +66,7 @@ func TestSignVerify(t *testing.T) {
 		})
 	}
 	r := mk("{}")
-	Sign(r, []byte("{}"), []byte("another-secret-16b"), now)
+	Sign(r, []byte("{}"), []byte("another-secret-16b"), "a1", now)
 	if _, err := Verify(r, []byte("{}"), secret, now); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("wrong secret: %v", err)
 	}
@@ -76,6 +76,14 @@ type fakeControl struct {
 	promoted string
 	err      error
 	ov       *ControlStatus // Overview's answer (nil: an arbiter that leads)
+	node     string         // Node's answer (default a1)
+}
+
+func (f *fakeControl) Node() string {
+	if f.node == "" {
+		return "a1"
+	}
+	return f.node
 }
 
 func (f *fakeControl) Secret() []byte { return []byte("0123456789abcdef") }
@@ -107,11 +115,9 @@ func (f *fakeControl) Maintenance(context.Context, string, string, bool) error {
 
 func TestControlRoutesNeedTheSecretAndMapErrors(t *testing.T) {
 	fc := &fakeControl{}
-	as := New(nil, fc, prometheus.NewRegistry(), zap.NewNop())
-	srv := httptest.NewServer(as.Handler())
+	srv := httptest.NewServer(New(nil, fc, prometheus.NewRegistry(), zap.NewNop()).Handler())
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
-	as.AcceptHosts(addr)
 	ctx := context.Background()
 
 	// Unsigned: 401, nothing done.
@@ -156,29 +162,24 @@ func TestControlRoutesNeedTheSecretAndMapErrors(t *testing.T) {
 // TestSignedRequestsCannotBeReplayed captures a signed promote and sends it
 // again, to the same node and to another: both refused, nothing done.
 func TestSignedRequestsCannotBeReplayed(t *testing.T) {
-	fc := &fakeControl{}
-	nodeA := New(nil, fc, prometheus.NewRegistry(), zap.NewNop())
-	srvA := httptest.NewServer(nodeA.Handler())
+	fa := &fakeControl{node: "a1"}
+	srvA := httptest.NewServer(New(nil, fa, prometheus.NewRegistry(), zap.NewNop()).Handler())
 	defer srvA.Close()
-	addrA := strings.TrimPrefix(srvA.URL, "http://")
-	nodeA.AcceptHosts(addrA)
-	fb := &fakeControl{}
-	nodeB := New(nil, fb, prometheus.NewRegistry(), zap.NewNop())
-	srvB := httptest.NewServer(nodeB.Handler())
+	fb := &fakeControl{node: "a2"}
+	srvB := httptest.NewServer(New(nil, fb, prometheus.NewRegistry(), zap.NewNop()).Handler())
 	defer srvB.Close()
-	nodeB.AcceptHosts(strings.TrimPrefix(srvB.URL, "http://"))
 
 	body := []byte(`{"member":"db2"}`)
-	captured := httptest.NewRequest("POST", "http://"+addrA+"/v1/clusters/app/promote", nil)
-	Sign(captured, body, fc.Secret(), time.Now())
-	send := func(url, host string) int {
+	captured := httptest.NewRequest("POST", srvA.URL+"/v1/clusters/app/promote", nil)
+	Sign(captured, body, fa.Secret(), "a1", time.Now())
+	send := func(url string, target string) int {
 		t.Helper()
 		req, err := http.NewRequest("POST", url+"/v1/clusters/app/promote", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Host = host
 		req.Header.Set(AuthHeader, captured.Header.Get(AuthHeader))
+		req.Header.Set(TargetHeader, target)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -186,24 +187,26 @@ func TestSignedRequestsCannotBeReplayed(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := send(srvA.URL, addrA); code != http.StatusOK || fc.promoted != "db2" {
-		t.Fatalf("first use: status %d, promoted %q", code, fc.promoted)
+	if code := send(srvA.URL, "a1"); code != http.StatusOK || fa.promoted != "db2" {
+		t.Fatalf("first use: status %d, promoted %q", code, fa.promoted)
 	}
-	fc.promoted = ""
-	if code := send(srvA.URL, addrA); code != http.StatusUnauthorized || fc.promoted != "" {
-		t.Fatalf("replay to the same node: status %d, promoted %q", code, fc.promoted)
+	fa.promoted = ""
+	if code := send(srvA.URL, "a1"); code != http.StatusUnauthorized || fa.promoted != "" {
+		t.Fatalf("replay to the same node: status %d, promoted %q", code, fa.promoted)
 	}
-	// To another node holding the same secret: addressed to A, so B
-	// refuses it, whether the Host says A (the signed one) or B (then
+	// To another node holding the same secret: signed for a1, so a2
+	// refuses it, whether the target says a1 (the signed one) or a2 (then
 	// the signature does not match).
-	for _, host := range []string{addrA, strings.TrimPrefix(srvB.URL, "http://")} {
-		if code := send(srvB.URL, host); code != http.StatusUnauthorized || fb.promoted != "" {
-			t.Fatalf("replay to another node (Host %s): status %d, promoted %q", host, code, fb.promoted)
+	for _, target := range []string{"a1", "a2"} {
+		if code := send(srvB.URL, target); code != http.StatusUnauthorized || fb.promoted != "" {
+			t.Fatalf("replay to another node (target %s): status %d, promoted %q", target, code, fb.promoted)
 		}
 	}
-	// A fresh signature still works.
-	if err := (&Client{Addr: addrA, Secret: fc.Secret()}).Do(context.Background(), "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db3"}, nil); err != nil || fc.promoted != "db3" {
-		t.Fatalf("fresh request: %v, promoted %q", err, fc.promoted)
+	// A fresh signature still works; the client learns the node's name
+	// itself (GET /v1/node).
+	cl := &Client{Addr: strings.TrimPrefix(srvB.URL, "http://"), Secret: fb.Secret()}
+	if err := cl.Do(context.Background(), "POST", "/v1/clusters/app/promote", PromoteRequest{Member: "db3"}, nil); err != nil || fb.promoted != "db3" || cl.Node != "a2" {
+		t.Fatalf("fresh request: %v, promoted %q, node %q", err, fb.promoted, cl.Node)
 	}
 }
 

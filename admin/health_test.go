@@ -143,10 +143,8 @@ func TestAccessOptions(t *testing.T) {
 		{Options{Token: []byte(token)}, "/primary?member=db1", "", 200, ""},
 		{Options{Token: []byte(token)}, "/replica?member=db1", "", 503, ""},
 	} {
-		as := New([]Cluster{c}, fc, prometheus.NewRegistry(), zap.NewNop()).Configure(tc.opts)
-		srv := httptest.NewServer(as.Handler())
+		srv := httptest.NewServer(New([]Cluster{c}, fc, prometheus.NewRegistry(), zap.NewNop()).Configure(tc.opts).Handler())
 		addr := strings.TrimPrefix(srv.URL, "http://")
-		as.AcceptHosts(addr)
 		cl := &Client{Addr: addr}
 		switch tc.auth {
 		case "token":

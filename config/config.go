@@ -107,6 +107,10 @@ type Config struct {
 	Log      Log       `yaml:"log"`
 	Control  *Control  `yaml:"control"`
 	Clusters []Cluster `yaml:"clusters"`
+	// StopTimeout bounds a graceful stop (SIGTERM): sessions close at
+	// their next statement boundary outside a transaction; what still
+	// runs this long after the signal is cut.
+	StopTimeout Duration `yaml:"stop_timeout"`
 }
 
 // Control is the Raft control plane. Without it a proxy runs standalone:
@@ -305,7 +309,7 @@ func (es Errors) Error() string {
 
 // Default returns the defaults every field falls back to.
 func Default() Config {
-	return Config{Role: "proxy", Admin: Admin{Listen: "127.0.0.1:7080"}, Log: Log{Level: "info"}}
+	return Config{Role: "proxy", Admin: Admin{Listen: "127.0.0.1:7080"}, Log: Log{Level: "info"}, StopTimeout: Duration(10 * time.Second)}
 }
 
 func clusterDefaults(c *Cluster) {
@@ -454,6 +458,9 @@ func (c *Config) Validate() error {
 	}
 	if err := checkAddr(c.Admin.Listen); err != nil {
 		add("admin.listen", "%v", err)
+	}
+	if c.StopTimeout < 0 {
+		add("stop_timeout", "must not be negative")
 	}
 	if v, err := c.Admin.Token.resolve(); err != nil {
 		add("admin.token", "%v", err)

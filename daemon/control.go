@@ -115,8 +115,9 @@ func (c *control) voters() int {
 	return n
 }
 
-func (c *control) client(addr string) *admin.Client {
-	return &admin.Client{Addr: addr, Secret: c.secret, HTTP: c.http}
+// client calls the admin API of the node named name at addr.
+func (c *control) client(name, addr string) *admin.Client {
+	return &admin.Client{Addr: addr, Node: name, Secret: c.secret, HTTP: c.http}
 }
 
 // forward sends an operation to the leader's admin API.
@@ -126,7 +127,7 @@ func (c *control) forward(ctx context.Context, method, path string, in, out any)
 	if addr == "" {
 		return &raftfsm.ErrNotLeader{LeaderID: id}
 	}
-	return c.client(addr).Do(ctx, method, path, in, out)
+	return c.client(id, addr).Do(ctx, method, path, in, out)
 }
 
 // clusterState reads the applied state of one cluster.
@@ -228,6 +229,9 @@ func (a *authority) Acknowledgeable(epoch uint64) bool {
 // --- admin.Control ---
 
 func (c *control) Secret() []byte { return c.secret }
+
+// Node is this node's name (its Raft id).
+func (c *control) Node() string { return c.cfg.Name }
 
 func (c *control) Overview() admin.ControlStatus {
 	leader, _ := c.node.Leader()
@@ -430,7 +434,7 @@ func (c *control) Observations(ctx context.Context, cluster string) []arbiter.Ob
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			var o arbiter.Observation
-			if err := c.client(a.Admin).Do(cctx, "POST", "/v1/observe/"+cluster, nil, &o); err != nil {
+			if err := c.client(a.Name, a.Admin).Do(cctx, "POST", "/v1/observe/"+cluster, nil, &o); err != nil {
 				c.log.Debug("observe", zap.String("arbiter", a.Name), zap.Error(err))
 				return
 			}
@@ -471,7 +475,7 @@ func (c *control) join(ctx context.Context) {
 	var last error
 	for _, a := range c.cfg.Control.Arbiters {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.client(a.Admin).Do(cctx, "POST", "/v1/raft/join", req, nil)
+		err := c.client(a.Name, a.Admin).Do(cctx, "POST", "/v1/raft/join", req, nil)
 		cancel()
 		if err == nil {
 			c.mu.Lock()
@@ -533,7 +537,7 @@ func (c *control) renew(ctx context.Context, timeout time.Duration) error {
 	sent := time.Now()
 	var ans admin.LeaseAnswer
 	req := admin.LeaseRequest{Proxy: c.cfg.Name, Applied: c.node.State().Index}
-	if err := c.client(addr).Do(ctx, "POST", "/v1/raft/lease", req, &ans); err != nil {
+	if err := c.client(id, addr).Do(ctx, "POST", "/v1/raft/lease", req, &ans); err != nil {
 		return err
 	}
 	return c.node.RenewLease(ctx, sent, ans.Index)

@@ -9,7 +9,6 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -168,7 +167,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			if ctl != nil {
 				u.excl = rt
 			}
-			px, ln, err := newProxy(cl, rt, log, reg)
+			px, ln, err := newProxy(cl, rt, cfg.StopTimeout.D(), log, reg)
 			if err != nil {
 				closeAll()
 				return err
@@ -186,9 +185,16 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		return fmt.Errorf("admin: listen: %w", err)
 	}
 	defer closeAll()
-	ctx, cancel := context.WithCancel(ctx)
+	// A stop (the caller's ctx ending) first drains the proxies, which
+	// need the monitors, the control plane and their lease to finish what
+	// runs (up to stop_timeout); everything else stops after them. A unit
+	// failing stops everything at once.
+	stop := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
 	defer cancel()
-	var wg sync.WaitGroup
+	proxyCtx, stopProxies := context.WithCancel(stop)
+	defer stopProxies()
+	var wg, proxies sync.WaitGroup
 	errc := make(chan error, len(units)+2)
 	goRun := func(f func()) {
 		wg.Add(1)
@@ -204,12 +210,14 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			goRun(func() { ctl.followFenced(ctx, u.cfg.Name, u.excl) })
 		}
 		if u.proxy != nil {
-			goRun(func() {
-				if err := u.proxy.Serve(ctx, u.ln); err != nil {
+			proxies.Add(1)
+			go func() {
+				defer proxies.Done()
+				if err := u.proxy.Serve(proxyCtx, u.ln); err != nil {
 					errc <- err
 					cancel()
 				}
-			})
+			}()
 			log.Info("serving", zap.String("cluster", u.cfg.Name), zap.String("listen", u.ln.Addr().String()))
 		}
 	}
@@ -221,18 +229,8 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	if ctl != nil {
 		adminControl = ctl
 	}
-	// Signed requests must be addressed to this node: by its listener,
-	// admin.listen, or the address the arbiters list for it.
-	hosts := []string{cfg.Admin.Listen}
-	if cfg.Control != nil {
-		for _, a := range cfg.Control.Arbiters {
-			if a.Name == cfg.Name {
-				hosts = append(hosts, a.Admin)
-			}
-		}
-	}
 	goRun(func() {
-		if err := admin.New(views, adminControl, reg, log).AcceptHosts(hosts...).
+		if err := admin.New(views, adminControl, reg, log).
 			Configure(admin.Options{Pprof: cfg.Admin.Pprof, Token: []byte(config.Password(cfg.Admin.Token))}).Serve(ctx, aln); err != nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
@@ -242,20 +240,25 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	if opts.Ready != nil {
 		opts.Ready(aln.Addr().String())
 	}
-	<-ctx.Done()
+	select {
+	case <-stop.Done():
+		log.Info("stopping: draining client sessions", zap.Duration("stop_timeout", cfg.StopTimeout.D()))
+	case <-ctx.Done():
+	}
+	stopProxies()
+	proxies.Wait()
+	cancel()
 	wg.Wait()
 	select {
 	case err := <-errc:
 		return err
 	default:
 	}
-	if errors.Is(context.Cause(ctx), context.Canceled) {
-		log.Info("stopped")
-	}
+	log.Info("stopped")
 	return nil
 }
 
-func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometheus.Registerer) (*pmysql.Proxy, net.Listener, error) {
+func newProxy(cl config.Cluster, rt *router.Router, stopTimeout time.Duration, log *zap.Logger, reg prometheus.Registerer) (*pmysql.Proxy, net.Listener, error) {
 	var pm []pmysql.Member
 	for _, m := range cl.Members {
 		pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr})
@@ -267,7 +270,7 @@ func newProxy(cl config.Cluster, rt *router.Router, log *zap.Logger, reg prometh
 	md := cl.MariaDB
 	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: md.AuthPlugin, RequireTLS: cl.TLS.Require,
 		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
-		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), MaxPacket: md.MaxPacket,
+		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), StopTimeout: stopTimeout, MaxPacket: md.MaxPacket,
 		AutoIncrementDelayMultiplex: *md.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(md.CausalReads), CausalTimeout: md.CausalReadsTimeout.D()}
 	if cl.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)

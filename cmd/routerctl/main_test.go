@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -89,9 +90,13 @@ func TestPromoteSignsWithTheSecret(t *testing.T) {
 	var got admin.PromoteRequest
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if _, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+		if r.URL.Path == "/v1/node" {
+			_ = json.NewEncoder(w).Encode(admin.NodeAnswer{Node: "a1"})
+			return
+		}
+		if sig, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil || sig.Target != "a1" {
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%v (target %q)", err, sig.Target)})
 			return
 		}
 		if r.URL.Path != "/v1/clusters/app/promote" {
@@ -142,9 +147,13 @@ func TestMembersAddAndRemoveAreSigned(t *testing.T) {
 			_ = json.NewEncoder(w).Encode(map[string]any{"servers": []map[string]any{{"id": "a4", "addr": "127.0.0.1:7304", "voter": true}}})
 			return
 		}
-		if _, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil {
+		if r.URL.Path == "/v1/node" {
+			_ = json.NewEncoder(w).Encode(admin.NodeAnswer{Node: "a1"})
+			return
+		}
+		if sig, err := admin.Verify(r, body, []byte(secret), time.Now()); err != nil || sig.Target != "a1" {
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("%v (target %q)", err, sig.Target)})
 			return
 		}
 		var m map[string]string

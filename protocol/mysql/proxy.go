@@ -72,6 +72,11 @@ type Config struct {
 	QueryTimeout time.Duration
 	// ClientIdleTimeout closes client sessions idle this long.
 	ClientIdleTimeout time.Duration
+	// StopTimeout bounds a graceful stop (Serve's ctx ending): sessions
+	// close at their next statement boundary outside a transaction, and
+	// the ones still running a statement or holding a transaction open
+	// this long after the stop began are cut (0: cut at once).
+	StopTimeout time.Duration
 	// MaxPacket is the largest client packet accepted.
 	MaxPacket int
 	// AutoIncrementDelayMultiplex: statements a session keeps its connection
@@ -126,6 +131,9 @@ type Proxy struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup
+	// draining: Serve's ctx ended; sessions close at their next statement
+	// boundary outside a transaction (drain).
+	draining atomic.Bool
 }
 
 // New builds a proxy; reg may be nil.
@@ -221,19 +229,28 @@ func (p *Proxy) serverVersion() string {
 
 // Serve accepts clients on ln until ctx ends, then closes every session and
 // waits for them.
+//
+// The stop is graceful: the listener closes at once, idle sessions close,
+// and a session running a statement or holding a transaction open is
+// closed at its next statement boundary outside a transaction, so a
+// COMMIT in flight is never cut; after Config.StopTimeout whatever still
+// runs is cut. Statements keep running on their own context (run) until
+// then: ending ctx must not cancel them.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
-	wctx, stopWatch := context.WithCancel(ctx)
+	run, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	wctx, stopWatch := context.WithCancel(run)
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); p.watchEpochs(wctx) }()
 	defer func() { stopWatch(); <-watchDone }()
 	for {
 		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
-			p.shutdown()
+			p.drain(cut)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -248,7 +265,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer p.wg.Done()
 			defer p.metrics.Sessions.Dec()
-			s.serve(ctx)
+			s.serve(run)
 			p.mu.Lock()
 			delete(p.sessions, s)
 			p.mu.Unlock()
@@ -341,13 +358,42 @@ func (p *Proxy) resetStale() (undecided bool) {
 	return undecided
 }
 
-func (p *Proxy) shutdown() {
+// drain closes every session at a statement boundary outside a
+// transaction, waits up to StopTimeout for the busy ones to get there, then
+// cuts the rest (cut cancels their statements), and closes the idle member
+// connections.
+func (p *Proxy) drain(cut context.CancelFunc) {
+	p.draining.Store(true)
 	p.mu.Lock()
+	busy := 0
 	for s := range p.sessions {
-		s.raw.Close()
+		if !s.closeIfIdle() {
+			busy++
+		}
 	}
 	p.mu.Unlock()
-	p.wg.Wait()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	if busy > 0 {
+		p.log.Info("stopping: waiting for sessions running a statement or holding a transaction", zap.Int("sessions", busy), zap.Duration("stop_timeout", p.cfg.StopTimeout))
+	}
+	t := time.NewTimer(p.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.mu.Lock()
+		n := len(p.sessions)
+		for s := range p.sessions {
+			s.raw.Close()
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			p.log.Warn("stop_timeout reached: cutting sessions still running a statement or holding a transaction", zap.Int("sessions", n))
+		}
+		cut()
+		<-done
+	}
 	for _, pool := range p.pools {
 		pool.CloseIdle()
 	}

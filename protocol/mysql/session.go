@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gm "github.com/go-mysql-org/go-mysql/mysql"
@@ -78,6 +79,14 @@ type session struct {
 	// on acctPool's member (see account).
 	acctPin  Pin
 	acctPool *memberPool
+
+	// state is stateIdle while the session waits for the client's next
+	// command (or is in its handshake) and stateBusy while it runs one;
+	// a stop (Proxy.drain) moves an idle session to stateClosed and
+	// closes its socket. txnOpen: the session holds a transaction open,
+	// so a stop waits for it even while idle.
+	state   atomic.Int32
+	txnOpen atomic.Bool
 
 	// killMu guards owner and busy, which a session that KILLs this one
 	// reads; busy is the connection the current statement runs on.
@@ -156,8 +165,14 @@ func (s *session) serve(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if s.p.draining.Load() && !s.txnOpen.Load() {
+			return // a statement boundary outside a transaction: where a stop closes
+		}
 		setDeadlineLazy(s.nc, &s.deadline, s.p.cfg.ClientIdleTimeout)
 		pkt, err := s.pr.readPacket()
+		if err == nil && !s.state.CompareAndSwap(stateIdle, stateBusy) {
+			return // a stop closed the session as the command arrived: it never ran
+		}
 		if err != nil {
 			if errors.Is(err, ErrPacketTooLarge) {
 				s.writeErr(s.pr.seq, &ServerError{Code: CodePacketTooLarge, State: "08S01",
@@ -173,6 +188,8 @@ func (s *session) serve(ctx context.Context) {
 		}
 		err = s.dispatch(ctx, pkt)
 		s.account()
+		s.txnOpen.Store(s.pin&PinTxn != 0)
+		s.state.Store(stateIdle) // only the session leaves stateBusy
 		if err != nil {
 			if !errors.Is(err, errClientGone) && !errors.Is(err, io.EOF) {
 				s.log.Debug("session ended", zap.Error(err))
@@ -181,6 +198,24 @@ func (s *session) serve(ctx context.Context) {
 		}
 		s.pr.shrink()
 	}
+}
+
+// Session states (session.state).
+const (
+	stateIdle int32 = iota
+	stateBusy
+	stateClosed
+)
+
+// closeIfIdle closes the session's socket if it is waiting for a command
+// outside a transaction, and reports whether it did; a busy one closes
+// itself at its next boundary (serve).
+func (s *session) closeIfIdle() bool {
+	if s.txnOpen.Load() || !s.state.CompareAndSwap(stateIdle, stateClosed) {
+		return false
+	}
+	s.raw.Close()
+	return true
 }
 
 var errQuit = errors.New("client quit")

@@ -25,6 +25,10 @@ type env struct {
 	cluster *chaos.Cluster
 	mon     *topology.Monitor
 	proxy   *pmysql.Proxy
+	// stop ends the proxy's Serve (a graceful stop); served is closed
+	// when Serve has returned.
+	stop   context.CancelFunc
+	served chan struct{}
 	addr    string
 	reg     *prometheus.Registry
 	links   map[int]*chaos.Link // the links of opts.remote, by member index
@@ -114,13 +118,14 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatal(err)
 	}
 	serveDone := make(chan struct{})
-	go func() { defer close(serveDone); _ = p.Serve(ctx, ln) }()
+	serveCtx, stopServe := context.WithCancel(ctx)
+	go func() { defer close(serveDone); _ = p.Serve(serveCtx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		<-serveDone
 		<-monDone
 	})
-	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String(), reg: reg, links: links}
+	e := &env{cluster: c, mon: mon, proxy: p, addr: ln.Addr().String(), reg: reg, links: links, stop: stopServe, served: serveDone}
 	e.waitHealthy(t, o.members-1)
 	return e
 }
