@@ -29,9 +29,9 @@ type env struct {
 	// when Serve has returned.
 	stop   context.CancelFunc
 	served chan struct{}
-	addr    string
-	reg     *prometheus.Registry
-	links   map[int]*chaos.Link // the links of opts.remote, by member index
+	addr   string
+	reg    *prometheus.Registry
+	links  map[int]*chaos.Link // the links of opts.remote, by member index
 }
 
 type envOpts struct {
