@@ -162,6 +162,9 @@ type Admin struct {
 // Log configures logging.
 type Log struct {
 	Level string `yaml:"level"` // debug, info, warn, error
+	// Format is console (default: human-readable lines) or json (one
+	// object per line, for log shippers).
+	Format string `yaml:"format"`
 }
 
 // The kinds of cluster. Kind says which database a cluster fronts: it
@@ -471,6 +474,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		add("log.level", "%q is not a level (want debug, info, warn or error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "console", "json":
+	default:
+		add("log.format", "%q is not a format (want console or json)", c.Log.Format)
 	}
 	if len(c.Clusters) == 0 {
 		add("clusters", "at least one cluster is required")

@@ -53,7 +53,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "routerd: config %s:\n%v\n", *path, err)
 		return 2
 	}
-	log, err := newLogger(cfg.Log.Level)
+	log, err := newLogger(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "routerd: %v\n", err)
 		return 2
@@ -148,7 +148,7 @@ func runtimeTuned(godebug string, build []debug.BuildSetting) bool {
 	return false
 }
 
-func newLogger(level string) (*zap.Logger, error) {
+func newLogger(level, format string) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, err
@@ -156,6 +156,9 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.Encoding = "console"
+	if format == "json" {
+		zc.Encoding = "json"
+	}
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.DisableStacktrace = true
 	return zc.Build()

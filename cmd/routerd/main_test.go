@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -72,6 +73,10 @@ func TestCheckConfig(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("role: proxy\nclusters:\n  - name: a\n    listen: 127.0.0.1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	badFormat := filepath.Join(dir, "format.yaml")
+	if err := os.WriteFile(badFormat, []byte("log: {format: xml}\n"+goodConfig("127.0.0.1:7080", "127.0.0.1:6033", "127.0.0.1:3306")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args     []string
 		code     int
@@ -83,6 +88,7 @@ func TestCheckConfig(t *testing.T) {
 		{[]string{}, 2, "", "usage: routerd check-config FILE"},
 		{[]string{good, good}, 2, "", "usage"},
 		{[]string{"--bogus"}, 2, "", "usage"},
+		{[]string{badFormat}, 2, "", `log.format: "xml" is not a format`},
 	} {
 		var out, errb strings.Builder
 		code := checkConfig(tc.args, &out, &errb)
@@ -114,7 +120,7 @@ func TestSignals(t *testing.T) {
 
 	adminAddr, listen, member := freeAddr(t), freeAddr(t), freeAddr(t) // member: nothing listens there
 	cfg := filepath.Join(t.TempDir(), "routerd.yaml")
-	if err := os.WriteFile(cfg, []byte(goodConfig(adminAddr, listen, member)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("log: {format: json}\n"+goodConfig(adminAddr, listen, member)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config", cfg)
@@ -162,6 +168,17 @@ func TestSignals(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatalf("routerd still running 15 s after SIGTERM\n%s", logs.String())
+	}
+	// log.format: json: every line is one JSON object with a message.
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil || m["msg"] == nil || m["level"] == nil {
+			t.Fatalf("log line is not a JSON object with msg and level: %q (%v)", l, err)
+		}
+	}
+	if len(lines) < 3 {
+		t.Fatalf("only %d log lines", len(lines))
 	}
 }
 
