@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	durability := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dbrouter_durability_warning",
 		Help: "1 while a member's setting weakens the no-lost-write promise (check: semi_sync_wait_point, semi_sync_master_timeout, replica_semi_sync_off); routerctl status says what to set."},
 		[]string{"cluster", "member", "check"})
-	reg.MustRegister(lagGauge, rttGauge, healthy, durability)
+	reg.MustRegister(lagGauge, rttGauge, healthy, durability, buildInfo())
 
 	var closers []func()
 	closeAll := func() {
@@ -80,6 +80,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			return err
 		}
 		closers = append(closers, ctl.close)
+		reg.MustRegister(newControlMetrics(ctl))
 	}
 	arbiterRole := cfg.Role == "arbiter"
 

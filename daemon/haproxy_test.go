@@ -133,6 +133,54 @@ frontend reads
 	poll(t, 10*time.Second, "the writer port reaches only db2", only(writer, primaryIs(2)))
 	t.Logf("HAProxy's writer port followed the switchover %s after promote returned", time.Since(promoted).Round(time.Millisecond))
 	poll(t, 20*time.Second, "the reader port reaches only replicas of db2", only(reader, replicaOf(2)))
+	controlMetricsAfterASwitchover(t, ctx, d)
+}
+
+// controlMetricsAfterASwitchover checks the control plane's metrics on
+// every node after one switchover from epoch 1 (docs/admin.md).
+func controlMetricsAfterASwitchover(t *testing.T, ctx context.Context, d *deploy.Deployment) {
+	t.Helper()
+	nodes := len(d.Arbiters) + len(d.Proxies)
+	leaders := 0
+	for i := 0; i < nodes; i++ {
+		want := []struct {
+			name   string
+			labels map[string]string
+			ok     func(float64) bool
+		}{
+			{"dbrouter_build_info", nil, func(v float64) bool { return v == 1 }},
+			{"dbrouter_epoch", map[string]string{"cluster": "app"}, func(v float64) bool { return v == 2 }},
+			{"dbrouter_phase", map[string]string{"cluster": "app", "phase": "serving"}, func(v float64) bool { return v == 1 }},
+			{"dbrouter_phase", map[string]string{"cluster": "app", "phase": "switching"}, func(v float64) bool { return v == 0 }},
+			{"dbrouter_decisions_total", map[string]string{"cluster": "app", "kind": "switchover_done"}, func(v float64) bool { return v == 1 }},
+			{"dbrouter_change_duration_seconds", map[string]string{"cluster": "app", "result": "switchover_done"}, func(v float64) bool { return v > 0 && v < 30 }},
+			{"dbrouter_control_term", nil, func(v float64) bool { return v >= 1 }},
+		}
+		if i >= len(d.Arbiters) {
+			want = append(want, struct {
+				name   string
+				labels map[string]string
+				ok     func(float64) bool
+			}{"dbrouter_lease_ok", nil, func(v float64) bool { return v == 1 }})
+		}
+		// A node applies the switchover's last entry by itself: poll.
+		for _, w := range want {
+			var v float64
+			var err error
+			if perr := chaos.Poll(ctx, 5*time.Second, func() (bool, error) {
+				v, err = d.Metric(ctx, i, w.name, w.labels)
+				return err == nil && w.ok(v), nil
+			}); perr != nil {
+				t.Errorf("node %d: %s%v = %v (%v)", i, w.name, w.labels, v, err)
+			}
+		}
+		if v, err := d.Metric(ctx, i, "dbrouter_control_leader", nil); err == nil && v == 1 {
+			leaders++
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d nodes say they lead", leaders)
+	}
 }
 
 func contains(ids []int, id int) bool {

@@ -233,6 +233,7 @@ func applyOpen(s *State, c *Command) (uint64, error) {
 		kind = "failover_done"
 	}
 	cl.record(Decision{Epoch: cl.Epoch, At: c.At, Kind: kind, From: cl.Previous, To: cl.Primary, Reason: c.Reason})
+	cl.recordDuration(kind, c.At)
 	cl.Phase = PhaseServing
 	cl.PhaseSince = c.At
 	cl.Previous = ""
@@ -250,6 +251,7 @@ func applyAbort(s *State, c *Command) (uint64, error) {
 	}
 	cl.Epoch++
 	cl.record(Decision{Epoch: cl.Epoch, At: c.At, Kind: "switchover_aborted", From: cl.Primary, To: cl.Previous, Reason: c.Reason})
+	cl.recordDuration("switchover_aborted", c.At)
 	cl.Primary = cl.Previous
 	cl.Previous = ""
 	cl.Phase = PhaseServing

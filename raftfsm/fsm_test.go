@@ -381,3 +381,31 @@ func TestArbiterJoinAndLeave(t *testing.T) {
 		t.Fatalf("arbiters after leave: %v", f.State().Arbiters)
 	}
 }
+
+// TestDecisionCountsAndDurations: every decision is counted by kind beyond
+// the bounded history, and each change's duration (begin to result) kept.
+func TestDecisionCountsAndDurations(t *testing.T) {
+	f := NewFSM()
+	at := t0.Add(time.Hour)
+	applyAll(t, f, bootstrap(),
+		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 1, At: at, Primary: "db2", Phase: PhaseFailingOver, Reason: "db1 down"},
+		&Command{Type: TypeOpen, Cluster: "shop", Epoch: 2, At: at.Add(1500 * time.Millisecond)},
+		&Command{Type: TypeBegin, Cluster: "shop", Epoch: 2, At: at.Add(time.Minute), Primary: "db1", Phase: PhaseSwitching, Reason: "promote"},
+		&Command{Type: TypeAbort, Cluster: "shop", Epoch: 3, At: at.Add(time.Minute + 700*time.Millisecond), Reason: "target lagging"})
+	for i := 0; i < HistoryLimit+5; i++ {
+		applyAll(t, f, &Command{Type: TypeNote, Cluster: "shop", At: at.Add(2 * time.Minute), Reason: fmt.Sprint(i)})
+	}
+	cl := f.State().Cluster("shop")
+	want := map[string]uint64{"bootstrap": 1, "failover_begin": 1, "failover_done": 1, "switchover_begin": 1, "switchover_aborted": 1, "note": HistoryLimit + 5}
+	for k, n := range want {
+		if cl.Decisions[k] != n {
+			t.Errorf("decisions[%s] = %d, want %d (all: %v)", k, cl.Decisions[k], n, cl.Decisions)
+		}
+	}
+	if d := cl.Durations["failover_done"]; d != 1500*time.Millisecond {
+		t.Errorf("failover took %s, want 1.5s", d)
+	}
+	if d := cl.Durations["switchover_aborted"]; d != 700*time.Millisecond {
+		t.Errorf("aborted switchover took %s, want 700ms", d)
+	}
+}

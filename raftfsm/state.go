@@ -66,6 +66,13 @@ type Cluster struct {
 	LastFailover time.Time              `json:"last_failover,omitempty"`
 	Members      map[string]MemberState `json:"members"`
 	History      []Decision             `json:"history"`
+	// Decisions counts every decision recorded since the group began, by
+	// kind (History keeps only the last HistoryLimit): the control plane's
+	// metrics read it, the same on every node and across restarts.
+	Decisions map[string]uint64 `json:"decisions,omitempty"`
+	// Durations is how long the last change of each result took, from its
+	// begin to it (switchover_done, failover_done, switchover_aborted).
+	Durations map[string]time.Duration `json:"durations,omitempty"`
 	// Openings records, per epoch whose primary opened, that primary's
 	// server id and GTID position when it opened (oldest first, bounded by
 	// HistoryLimit). Together they are the current primary's history: a
@@ -149,6 +156,8 @@ func (c *Cluster) clone() *Cluster {
 	n := *c
 	n.Members = maps.Clone(c.Members)
 	n.History = slices.Clone(c.History)
+	n.Decisions = maps.Clone(c.Decisions)
+	n.Durations = maps.Clone(c.Durations)
 	n.Openings = slices.Clone(c.Openings)
 	return &n
 }
@@ -165,6 +174,10 @@ func (c *Cluster) recordOpening(at *OpenedAt) {
 }
 
 func (c *Cluster) record(d Decision) {
+	if c.Decisions == nil {
+		c.Decisions = map[string]uint64{}
+	}
+	c.Decisions[d.Kind]++
 	c.History = append(c.History, d)
 	if over := len(c.History) - HistoryLimit; over > 0 {
 		c.History = slices.Delete(c.History, 0, over)
@@ -175,4 +188,16 @@ func (c *Cluster) record(d Decision) {
 // primary named.
 func (c *Cluster) Writable() bool {
 	return c != nil && c.Phase == PhaseServing && c.Primary != ""
+}
+
+// recordDuration notes how long the change that ends now (at, with result
+// kind) took since its phase began.
+func (c *Cluster) recordDuration(kind string, at time.Time) {
+	if c.PhaseSince.IsZero() || at.Before(c.PhaseSince) {
+		return
+	}
+	if c.Durations == nil {
+		c.Durations = map[string]time.Duration{}
+	}
+	c.Durations[kind] = at.Sub(c.PhaseSince)
 }

@@ -105,32 +105,10 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// version is the module version and the VCS revision routerd was built
-// from, as the Go toolchain recorded them.
+// version is what routerd --version prints and logs at start.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "routerd (no build info)"
-	}
-	v := "routerd " + bi.Main.Version
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+modified"
-			}
-		}
-	}
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		v += " " + rev + modified
-	}
-	return v + " " + bi.GoVersion
+	v, rev, gov := daemon.Version()
+	return strings.Join(strings.Fields("routerd "+v+" "+rev+" "+gov), " ")
 }
 
 // runtimeTuned reports whether the Go runtime's sysmon thread is kept out of
