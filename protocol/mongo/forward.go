@@ -96,12 +96,14 @@ func prepareRequest(raw []byte, flags wire.MsgFlags) []byte {
 // driver drop its pool.
 func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) error {
 	p := s.p
+	s.start = time.Now()
 	reqID := m.Header.RequestID
 	moreToCome := msg.Flags&wire.MoreToCome != 0
 	raw := prepareRequest(m.Raw, msg.Flags)
 	body := msg.Body()
 	name := msg.CommandName()
 	rt := classify(name, body)
+	s.kind = stmtKind(name, rt)
 	switch rt {
 	case routeGetMore:
 		return s.getMore(ctx, reqID, raw, body)
@@ -138,7 +140,7 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	deadline := time.Now().Add(p.cfg.WriteHold)
 	var avoid memberSet
 	for attempt := 0; ; attempt++ {
-		idx, epoch, err := s.target(ctx, write, rp, avoid, deadline)
+		idx, epoch, route, err := s.target(ctx, write, rp, avoid, deadline)
 		if err != nil {
 			return s.forwardFailed(reqID, moreToCome, retryable, err)
 		}
@@ -210,6 +212,7 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 			return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s answered after its epoch %d ended: %w",
 				mp.name, epoch, proxy.ErrOutcomeUnknown))
 		}
+		s.observe(route)
 		return s.deliver(ctx, reqID, mp, c, reply, ri)
 	}
 }
@@ -259,11 +262,12 @@ func (s *session) writeReply(reqID int32, reply []byte) error {
 
 // target is the member a command goes to: a read's by its read
 // preference, a write's (and a read on the primary's) the primary the
-// router names, held while none is.
-func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid memberSet, deadline time.Time) (int, uint64, error) {
+// router names, held while none is. Its route (primary or replica) is the
+// metrics' label.
+func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid memberSet, deadline time.Time) (int, uint64, proxy.Route, error) {
 	p := s.p
 	if p.topo == nil {
-		return 0, 0, nil
+		return 0, 0, proxy.RoutePrimary, nil
 	}
 	if !write {
 		snap := p.topo.Snapshot()
@@ -273,12 +277,16 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 		for snap.Taken.IsZero() && s.pause(ctx, deadline) {
 			snap = p.topo.Snapshot()
 		}
-		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
+		primary := p.namedPrimary(snap)
+		i, err := p.sel.selectRead(snap, primary, rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
 		if err != nil {
-			return -1, 0, err
+			return -1, 0, proxy.RoutePrimary, err
+		}
+		if i == primary {
+			return i, 0, proxy.RoutePrimary, nil
 		}
 		if i != toPrimary {
-			return i, 0, nil
+			return i, 0, proxy.RouteReplica, nil
 		}
 	}
 	for {
@@ -287,7 +295,7 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 			if !write && avoid.has(i) && s.awaitPrimary(ctx, i, deadline) {
 				continue
 			}
-			return i, epoch, nil
+			return i, epoch, proxy.RoutePrimary, nil
 		}
 		if err == nil {
 			err = fmt.Errorf("%w: primary index %d of %d members", router.ErrNoPrimary, i, len(p.members))
@@ -296,7 +304,7 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 		// (no primary) or two claimants (a conflict, until the deposed one
 		// learns) is waited out here, within WriteHold.
 		if !errors.Is(err, router.ErrNoPrimary) && !errors.Is(err, router.ErrWritableConflict) || !s.pause(ctx, deadline) {
-			return -1, 0, err
+			return -1, 0, proxy.RoutePrimary, err
 		}
 	}
 }
@@ -436,6 +444,7 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 			return nil, nil, false, errRetarget
 		}
 	}
+	s.p.metrics.Queries(mp.idx, false).Inc()
 	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome, g)
 	if g != nil {
 		g.stop() // the watcher no longer touches c
@@ -558,7 +567,7 @@ func (s *session) forwardFailed(reqID int32, moreToCome, retryable bool, err err
 			labels = []string{errorLabelRetryableWrite}
 		}
 	}
-	return s.answer(reqID, codeOf(err), s.errmsg(err), labels...)
+	return s.answerErr(reqID, err, labels...)
 }
 
 // answer writes an error reply with code and labels.

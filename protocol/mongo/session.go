@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // session is one client connection: one goroutine reading a message and
@@ -43,6 +44,11 @@ type session struct {
 	// cur is the member connection a forwarded command is using, for
 	// shutdown to unblock a wait on the member.
 	cur atomic.Pointer[memberConn]
+
+	// start and kind are the forwarded command's arrival and kind label,
+	// for dbrouter_query_duration_seconds.
+	start time.Time
+	kind  proxy.StmtKind
 }
 
 // readBufSize is the socket read buffer: a hello or a small command fits,
@@ -69,6 +75,8 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 // ctx ends (Proxy.shutdown then closes the socket under the blocked read).
 func (s *session) serve(ctx context.Context) {
 	defer s.nc.Close()
+	s.p.metrics.Sessions.Inc()
+	defer s.p.metrics.Sessions.Dec()
 	// One session's bug must not take the process, and every other client,
 	// down with it: the panic is logged and only this connection closes.
 	defer func() {
@@ -112,6 +120,7 @@ func (s *session) serve(ctx context.Context) {
 			}
 		}
 		if herr != nil {
+			s.p.metrics.ClientErrors.Inc()
 			s.log.Info("closing client connection", zap.Error(herr))
 			return
 		}
@@ -148,6 +157,7 @@ func (s *session) readFailed(ctx context.Context, err error) {
 	switch {
 	case errors.Is(err, io.EOF), ctx.Err() != nil:
 	case errors.As(err, &me):
+		s.p.metrics.ClientErrors.Inc()
 		s.log.Info("closing client connection: malformed message frame", zap.Error(wireError(err)))
 	default:
 		s.log.Debug("client read ended", zap.Error(err))
