@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
@@ -476,12 +478,17 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 // rewritten; sections travel as they came: lsid, $clusterTime, txnNumber,
 // $readPreference. On error the caller discards c.
 func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw []byte, moreToCome bool, g *primaryGuard) ([]byte, bool, error) {
-	// Both deadlines are set before c is published in s.cur and never
-	// again for this command: shutdown's past deadline (serve's AfterFunc)
-	// must not be overwritten by a later one. Storing c before checking ctx
-	// means either this check or that callback sees the other.
+	// The deadlines are set before c is published in s.cur: shutdown's
+	// past deadline (serve's AfterFunc) must not be overwritten by a later
+	// one. Storing c before checking ctx means either this check or that
+	// callback sees the other. A request sent with its wait (sendWaiter)
+	// takes no write deadline: its one write never blocks; the ordinary
+	// way, after it, sets one and checks ctx again.
 	now := time.Now()
-	_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
+	waits := !moreToCome && s.sw.ready(c)
+	if !waits {
+		_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
+	}
 	_ = c.nc.SetReadDeadline(now.Add(s.p.cfg.MemberTimeout))
 	if g != nil && g.fired.Load() {
 		// Replaced as primary just now: the watcher's past deadline must
@@ -497,13 +504,36 @@ func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw
 	binary.LittleEndian.PutUint32(raw[4:], uint32(id))
 	mp.AddInFlight(1)
 	defer mp.AddInFlight(-1)
-	if _, err := c.nc.Write(raw); err != nil {
-		return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+	rest, waitErr := raw, error(nil)
+	if waits {
+		var err error
+		if rest, waitErr, err = s.sw.send(raw); err != nil {
+			return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+		}
+		if len(rest) > 0 {
+			// What the socket would not take at once goes the ordinary
+			// way, under a write deadline.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.WriteTimeout))
+			if ctx.Err() != nil {
+				if len(rest) == len(raw) {
+					return nil, false, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown)
+				}
+				return nil, true, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendLost)
+			}
+		}
+	}
+	if len(rest) > 0 {
+		if _, err := c.nc.Write(rest); err != nil {
+			return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+		}
 	}
 	if moreToCome {
 		return nil, true, nil
 	}
-	rm, err := c.readReply(id)
+	rm, err := wire.Message{}, waitErr
+	if err == nil {
+		rm, err = c.readReply(id)
+	}
 	if err != nil {
 		if g != nil && g.fired.Load() {
 			return nil, true, fmt.Errorf("member %s: replaced as primary while the write awaited its reply: %w: %v", mp.name, proxy.ErrBackendLost, err)
@@ -731,4 +761,95 @@ func withMajority(dst, raw []byte) []byte {
 	}
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
 	return dst
+}
+
+// sendWaiter sends a request to a member and waits for its answer in one
+// RawConn.Read, as protocol/mysql's sendThenWait does: the write happens
+// inside the read's callback, which then asks to wait for readability,
+// instead of a read that returns EAGAIN first (the answer needs the member
+// to run the command): one system call less per command on the hot path.
+// The bytes are read afterwards by the connection's bufio.Reader, whose
+// read then finds them there.
+//
+// Skipping that first read is safe because the write comes after the
+// read readiness was reset (RawConn.Read resets it before calling back):
+// an answer arriving later always signals anew. A member sends nothing
+// unprompted, and ready refuses a connection whose reader holds bytes
+// already; a member closing the connection signals too.
+//
+// One per session: the session's last member socket's RawConn is kept, so
+// that a session going back to the connection it used last (the pool's most
+// recently used) allocates nothing.
+type sendWaiter struct {
+	nc  net.Conn // whose raw is kept; nil before the first
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool // w.step, made once per session
+
+	p    []byte // what is still to write
+	sent bool   // all of it is written
+	err  error  // the write failed
+}
+
+// ready prepares w for c, and reports whether a request to c may be sent
+// with its wait.
+func (w *sendWaiter) ready(c *memberConn) bool {
+	if c.r.Buffered() > 0 {
+		return false
+	}
+	if w.nc != c.nc {
+		sc, ok := c.nc.(syscall.Conn)
+		if !ok {
+			return false
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		w.nc, w.raw = c.nc, raw
+	}
+	if w.fn == nil {
+		w.fn = w.step
+	}
+	return true
+}
+
+// send writes p and waits for the member's answer to be readable. It
+// returns what is still to be written the ordinary way (the socket took
+// part of it only, or the wait could not begin: then all of p) and, when
+// all of p was written, the error that ended the wait (a read deadline);
+// err is the write's failure.
+func (w *sendWaiter) send(p []byte) (rest []byte, waitErr, err error) {
+	w.p, w.sent, w.err = p, false, nil
+	rerr := w.raw.Read(w.fn)
+	rest, w.p = w.p, nil
+	switch {
+	case w.err != nil:
+		return nil, nil, w.err
+	case rerr != nil && w.sent:
+		return nil, rerr, nil
+	case rerr != nil:
+		return p, nil, nil // nothing written: the ordinary way says why
+	}
+	return rest, nil, nil
+}
+
+func (w *sendWaiter) step(fd uintptr) bool {
+	if w.sent {
+		return true // readable (or closed): the reader takes it from here
+	}
+	for len(w.p) > 0 {
+		n, err := syscall.Write(int(fd), w.p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // the socket is full: the rest the ordinary way
+		case err != nil:
+			w.err = err
+			return true
+		}
+		w.p = w.p[n:]
+	}
+	w.sent = true
+	return false // wait for the answer
 }
