@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if cl.Kind == config.KindMongoDB {
 			// A replica set: the Mongo proxy, and under a control plane
 			// the arbiters' decisions (daemon/mongo.go).
-			u, view, err := startMongo(cl, tm, cfg, ctl, dialByAddr, log)
+			u, view, err := startMongo(cl, tm, cfg, ctl, dialByAddr, log, reg)
 			if err != nil {
 				closeAll()
 				return err

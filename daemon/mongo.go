@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/admin"
@@ -18,8 +19,9 @@ import (
 // (hello on every member) and, on a proxy, the Mongo-protocol listener
 // (opened here, so a port in use fails start-up), which under a control
 // plane writes only to the primary of the committed epoch while it holds
-// its lease; on an arbiter, the cluster's arbiter.Mongo.
-func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.Config, ctl *control, dialByAddr map[string]string, log *zap.Logger) (*unit, admin.Cluster, error) {
+// its lease; on an arbiter, the cluster's arbiter.Mongo. The proxy's
+// metrics go on reg, routerd's registry, as the MySQL proxy's do.
+func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.Config, ctl *control, dialByAddr map[string]string, log *zap.Logger, reg prometheus.Registerer) (*unit, admin.Cluster, error) {
 	md := cl.MongoDB
 	mon, err := tmongo.NewMonitor(tmongo.MonitorConfig{Cluster: cl.Name, Members: members, ProbeInterval: cl.ProbeInterval.D(),
 		MaxReplicaLag: cl.MaxReplicaLag.D(), ReplicaSet: md.ReplicaSet, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password)}, log)
@@ -81,7 +83,7 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 		}
 		pc.Members = append(pc.Members, pmongo.Member{Name: m.Name, Addr: addr})
 	}
-	px, err := pmongo.New(pc, log)
+	px, err := pmongo.NewWithMetrics(pc, log, reg)
 	if err != nil {
 		return nil, admin.Cluster{}, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,28 @@ clusters:
 	_ = bad.Disconnect(ctx)
 	_ = cl.Disconnect(ctx)
 
+	// The proxy's metrics are on routerd's /metrics, as a MySQL
+	// cluster's are: the insert and the find went to m1, the wrong
+	// password was counted.
+	metrics := scrape(t, ctx, adminAddr)
+	for _, want := range []string{
+		`dbrouter_queries_total{cluster="docs",member="m1",route="routed"} `,
+		`dbrouter_query_duration_seconds_count{cluster="docs",kind="write",route="primary"} 1`,
+		`dbrouter_query_duration_seconds_count{cluster="docs",kind="read",route="primary"} 1`,
+		`dbrouter_auth_failures_total{cluster="docs"} `,
+		`dbrouter_client_sessions{cluster="docs"} `,
+		`dbrouter_backend_connections{cluster="docs",member="m1",state="open"} `,
+		`dbrouter_pinned_sessions{cluster="docs",reason="cursor"} 0`,
+		`dbrouter_errors_total{cluster="docs",kind="no_primary"} 0`,
+	} {
+		if !strings.Contains(metrics, "\n"+want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+	if strings.Contains(metrics, `dbrouter_auth_failures_total{cluster="docs"} 0`) {
+		t.Error("/metrics: the wrong password was not counted")
+	}
+
 	var st admin.Status
 	if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
 		err := (&admin.Client{Addr: adminAddr}).Do(ctx, "GET", "/status", nil, &st)
@@ -100,4 +124,23 @@ clusters:
 	}
 	stopped = true
 	goleak.VerifyNone(t, before)
+}
+
+// scrape reads routerd's /metrics.
+func scrape(t *testing.T, ctx context.Context, adminAddr string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+adminAddr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s, %v", resp.Status, err)
+	}
+	return string(b)
 }

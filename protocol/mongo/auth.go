@@ -270,6 +270,7 @@ func (s *session) saslContinue(dst []byte, cmd bsoncore.Document) []byte {
 // failed authentication, and logs the real reason: a failed login is an
 // event an operator may look for, not a per-query message.
 func (s *session) authFailed(dst []byte, f *authFailure) []byte {
+	s.p.metrics.AuthFailures.Inc()
 	s.log.Info("client authentication failed", zap.String("user", f.user), zap.Error(f))
 	return appendError(dst, CodeAuthenticationFailed, f.errmsg())
 }

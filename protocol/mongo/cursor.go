@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // Cursors. A reply carrying a cursor (find, aggregate, listCollections,
@@ -49,15 +50,20 @@ func (s *session) getMore(ctx context.Context, reqID int32, raw []byte, body bso
 		return s.answer(reqID, CodeCursorNotFound, s.errmsg(fmt.Errorf("cursor id %d not found (killed or lost meanwhile)", id)))
 	}
 	binary.LittleEndian.PutUint64(raw[off:], uint64(e.memberID))
+	s.p.metrics.Queries(e.mp.idx, true).Inc()
 	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false, nil)
 	if err != nil {
 		s.p.pins.dropConn(e.conn)
 		s.cur.Store(nil)
 		unlockConn(e.conn)
 		e.mp.Discard(e.conn)
+		s.p.metrics.CountError(err)
 		return s.answer(reqID, CodeCursorNotFound, s.errmsg(fmt.Errorf("cursor id %d lost with its member connection: %w", id, err)))
 	}
 	ri := inspectReply(reply)
+	if ri.change == scNone {
+		s.observe(proxy.RoutePinned)
+	}
 	done := false
 	switch {
 	case ri.change != scNone:
@@ -143,6 +149,7 @@ func (s *session) killCursors(ctx context.Context, reqID int32, body bsoncore.Do
 		return s.answer(reqID, CodeBadValue, s.errmsg(fmt.Errorf("killCursors: cursors: %w", err)))
 	}
 	var killed, notFound, alive, unknown []int64
+	answered := false // by a member: the command's time is observed
 	groups := map[*memberConn][]*cursorEntry{}
 	var order []*memberConn
 	for _, v := range vals {
@@ -197,6 +204,7 @@ func (s *session) killCursors(ctx context.Context, reqID int32, body bsoncore.Do
 			mp.Discard(c)
 			continue
 		}
+		answered = true
 		seen := map[int64]bool{}
 		for _, field := range []string{"cursorsKilled", "cursorsNotFound", "cursorsAlive", "cursorsUnknown"} {
 			av, ok := wire.Lookup(reply, field)
@@ -241,6 +249,9 @@ func (s *session) killCursors(ctx context.Context, reqID int32, body bsoncore.Do
 		unlockConn(c)
 		s.putHeld(mp, c, free)
 	}
+	if answered {
+		s.observe(proxy.RoutePinned)
+	}
 	idx, doc := bsoncore.AppendDocumentStart(s.doc[:0])
 	doc = appendIDs(doc, "cursorsKilled", killed)
 	doc = appendIDs(doc, "cursorsNotFound", notFound)
@@ -278,6 +289,7 @@ func (s *session) commandOn(ctx context.Context, mp *memberPool, c *memberConn, 
 		return nil, err
 	}
 	c.out = msg
+	s.p.metrics.Queries(mp.idx, true).Inc()
 	reply, _, err := s.sendOn(ctx, mp, c, msg, false, nil)
 	if err != nil {
 		return nil, err

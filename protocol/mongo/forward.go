@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
@@ -96,12 +98,14 @@ func prepareRequest(raw []byte, flags wire.MsgFlags) []byte {
 // driver drop its pool.
 func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) error {
 	p := s.p
+	s.start = time.Now()
 	reqID := m.Header.RequestID
 	moreToCome := msg.Flags&wire.MoreToCome != 0
 	raw := prepareRequest(m.Raw, msg.Flags)
 	body := msg.Body()
 	name := msg.CommandName()
 	rt := classify(name, body)
+	s.kind = stmtKind(name, rt)
 	switch rt {
 	case routeGetMore:
 		return s.getMore(ctx, reqID, raw, body)
@@ -138,7 +142,7 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 	deadline := time.Now().Add(p.cfg.WriteHold)
 	var avoid memberSet
 	for attempt := 0; ; attempt++ {
-		idx, epoch, err := s.target(ctx, write, rp, avoid, deadline)
+		idx, epoch, route, err := s.target(ctx, write, rp, avoid, deadline)
 		if err != nil {
 			return s.forwardFailed(reqID, moreToCome, retryable, err)
 		}
@@ -210,6 +214,7 @@ func (s *session) forward(ctx context.Context, m wire.Message, msg wire.OpMsg) e
 			return s.forwardFailed(reqID, false, retryable, fmt.Errorf("member %s answered after its epoch %d ended: %w",
 				mp.name, epoch, proxy.ErrOutcomeUnknown))
 		}
+		s.observe(route)
 		return s.deliver(ctx, reqID, mp, c, reply, ri)
 	}
 }
@@ -259,11 +264,12 @@ func (s *session) writeReply(reqID int32, reply []byte) error {
 
 // target is the member a command goes to: a read's by its read
 // preference, a write's (and a read on the primary's) the primary the
-// router names, held while none is.
-func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid memberSet, deadline time.Time) (int, uint64, error) {
+// router names, held while none is. Its route (primary or replica) is the
+// metrics' label.
+func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid memberSet, deadline time.Time) (int, uint64, proxy.Route, error) {
 	p := s.p
 	if p.topo == nil {
-		return 0, 0, nil
+		return 0, 0, proxy.RoutePrimary, nil
 	}
 	if !write {
 		snap := p.topo.Snapshot()
@@ -273,12 +279,16 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 		for snap.Taken.IsZero() && s.pause(ctx, deadline) {
 			snap = p.topo.Snapshot()
 		}
-		i, err := p.sel.selectRead(snap, p.namedPrimary(snap), rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
+		primary := p.namedPrimary(snap)
+		i, err := p.sel.selectRead(snap, primary, rp, avoid|memberSet(p.excluded.Load()), p.rr.Add(1))
 		if err != nil {
-			return -1, 0, err
+			return -1, 0, proxy.RoutePrimary, err
+		}
+		if i == primary {
+			return i, 0, proxy.RoutePrimary, nil
 		}
 		if i != toPrimary {
-			return i, 0, nil
+			return i, 0, proxy.RouteReplica, nil
 		}
 	}
 	for {
@@ -287,7 +297,7 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 			if !write && avoid.has(i) && s.awaitPrimary(ctx, i, deadline) {
 				continue
 			}
-			return i, epoch, nil
+			return i, epoch, proxy.RoutePrimary, nil
 		}
 		if err == nil {
 			err = fmt.Errorf("%w: primary index %d of %d members", router.ErrNoPrimary, i, len(p.members))
@@ -296,7 +306,7 @@ func (s *session) target(ctx context.Context, write bool, rp ReadPref, avoid mem
 		// (no primary) or two claimants (a conflict, until the deposed one
 		// learns) is waited out here, within WriteHold.
 		if !errors.Is(err, router.ErrNoPrimary) && !errors.Is(err, router.ErrWritableConflict) || !s.pause(ctx, deadline) {
-			return -1, 0, err
+			return -1, 0, proxy.RoutePrimary, err
 		}
 	}
 }
@@ -436,6 +446,7 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 			return nil, nil, false, errRetarget
 		}
 	}
+	s.p.metrics.Queries(mp.idx, false).Inc()
 	reply, sent, err := s.sendOn(ctx, mp, c, raw, moreToCome, g)
 	if g != nil {
 		g.stop() // the watcher no longer touches c
@@ -467,12 +478,17 @@ func (s *session) send(ctx context.Context, mp *memberPool, raw []byte, moreToCo
 // rewritten; sections travel as they came: lsid, $clusterTime, txnNumber,
 // $readPreference. On error the caller discards c.
 func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw []byte, moreToCome bool, g *primaryGuard) ([]byte, bool, error) {
-	// Both deadlines are set before c is published in s.cur and never
-	// again for this command: shutdown's past deadline (serve's AfterFunc)
-	// must not be overwritten by a later one. Storing c before checking ctx
-	// means either this check or that callback sees the other.
+	// The deadlines are set before c is published in s.cur: shutdown's
+	// past deadline (serve's AfterFunc) must not be overwritten by a later
+	// one. Storing c before checking ctx means either this check or that
+	// callback sees the other. A request sent with its wait (sendWaiter)
+	// takes no write deadline: its one write never blocks; the ordinary
+	// way, after it, sets one and checks ctx again.
 	now := time.Now()
-	_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
+	waits := !moreToCome && s.sw.ready(c)
+	if !waits {
+		_ = c.nc.SetWriteDeadline(now.Add(s.p.cfg.WriteTimeout))
+	}
 	_ = c.nc.SetReadDeadline(now.Add(s.p.cfg.MemberTimeout))
 	if g != nil && g.fired.Load() {
 		// Replaced as primary just now: the watcher's past deadline must
@@ -488,13 +504,36 @@ func (s *session) sendOn(ctx context.Context, mp *memberPool, c *memberConn, raw
 	binary.LittleEndian.PutUint32(raw[4:], uint32(id))
 	mp.AddInFlight(1)
 	defer mp.AddInFlight(-1)
-	if _, err := c.nc.Write(raw); err != nil {
-		return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+	rest, waitErr := raw, error(nil)
+	if waits {
+		var err error
+		if rest, waitErr, err = s.sw.send(raw); err != nil {
+			return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+		}
+		if len(rest) > 0 {
+			// What the socket would not take at once goes the ordinary
+			// way, under a write deadline.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.WriteTimeout))
+			if ctx.Err() != nil {
+				if len(rest) == len(raw) {
+					return nil, false, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendDown)
+				}
+				return nil, true, fmt.Errorf("%w: proxy shutting down", proxy.ErrBackendLost)
+			}
+		}
+	}
+	if len(rest) > 0 {
+		if _, err := c.nc.Write(rest); err != nil {
+			return nil, true, fmt.Errorf("member %s: send: %w: %v", mp.name, proxy.ErrBackendLost, err)
+		}
 	}
 	if moreToCome {
 		return nil, true, nil
 	}
-	rm, err := c.readReply(id)
+	rm, err := wire.Message{}, waitErr
+	if err == nil {
+		rm, err = c.readReply(id)
+	}
 	if err != nil {
 		if g != nil && g.fired.Load() {
 			return nil, true, fmt.Errorf("member %s: replaced as primary while the write awaited its reply: %w: %v", mp.name, proxy.ErrBackendLost, err)
@@ -558,7 +597,7 @@ func (s *session) forwardFailed(reqID int32, moreToCome, retryable bool, err err
 			labels = []string{errorLabelRetryableWrite}
 		}
 	}
-	return s.answer(reqID, codeOf(err), s.errmsg(err), labels...)
+	return s.answerErr(reqID, err, labels...)
 }
 
 // answer writes an error reply with code and labels.
@@ -722,4 +761,95 @@ func withMajority(dst, raw []byte) []byte {
 	}
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start))
 	return dst
+}
+
+// sendWaiter sends a request to a member and waits for its answer in one
+// RawConn.Read, as protocol/mysql's sendThenWait does: the write happens
+// inside the read's callback, which then asks to wait for readability,
+// instead of a read that returns EAGAIN first (the answer needs the member
+// to run the command): one system call less per command on the hot path.
+// The bytes are read afterwards by the connection's bufio.Reader, whose
+// read then finds them there.
+//
+// Skipping that first read is safe because the write comes after the
+// read readiness was reset (RawConn.Read resets it before calling back):
+// an answer arriving later always signals anew. A member sends nothing
+// unprompted, and ready refuses a connection whose reader holds bytes
+// already; a member closing the connection signals too.
+//
+// One per session: the session's last member socket's RawConn is kept, so
+// that a session going back to the connection it used last (the pool's most
+// recently used) allocates nothing.
+type sendWaiter struct {
+	nc  net.Conn // whose raw is kept; nil before the first
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool // w.step, made once per session
+
+	p    []byte // what is still to write
+	sent bool   // all of it is written
+	err  error  // the write failed
+}
+
+// ready prepares w for c, and reports whether a request to c may be sent
+// with its wait.
+func (w *sendWaiter) ready(c *memberConn) bool {
+	if c.r.Buffered() > 0 {
+		return false
+	}
+	if w.nc != c.nc {
+		sc, ok := c.nc.(syscall.Conn)
+		if !ok {
+			return false
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		w.nc, w.raw = c.nc, raw
+	}
+	if w.fn == nil {
+		w.fn = w.step
+	}
+	return true
+}
+
+// send writes p and waits for the member's answer to be readable. It
+// returns what is still to be written the ordinary way (the socket took
+// part of it only, or the wait could not begin: then all of p) and, when
+// all of p was written, the error that ended the wait (a read deadline);
+// err is the write's failure.
+func (w *sendWaiter) send(p []byte) (rest []byte, waitErr, err error) {
+	w.p, w.sent, w.err = p, false, nil
+	rerr := w.raw.Read(w.fn)
+	rest, w.p = w.p, nil
+	switch {
+	case w.err != nil:
+		return nil, nil, w.err
+	case rerr != nil && w.sent:
+		return nil, rerr, nil
+	case rerr != nil:
+		return p, nil, nil // nothing written: the ordinary way says why
+	}
+	return rest, nil, nil
+}
+
+func (w *sendWaiter) step(fd uintptr) bool {
+	if w.sent {
+		return true // readable (or closed): the reader takes it from here
+	}
+	for len(w.p) > 0 {
+		n, err := syscall.Write(int(fd), w.p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // the socket is full: the rest the ordinary way
+		case err != nil:
+			w.err = err
+			return true
+		}
+		w.p = w.p[n:]
+	}
+	w.sent = true
+	return false // wait for the answer
 }

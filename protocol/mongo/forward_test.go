@@ -411,3 +411,28 @@ func TestForwardPausedMember(t *testing.T) {
 		t.Fatal("Serve did not return with a session waiting on a paused member")
 	}
 }
+
+// TestLargeMessagesGoThroughWhole: an insert of a document larger than a
+// loopback socket takes in one write (8 MiB) reaches the member whole, and
+// its reply and the find that reads it back come through. A request is
+// written from inside the read that waits for its answer (sendWaiter);
+// what the socket does not take at once must then go the ordinary way,
+// not be dropped or waited for.
+func TestLargeMessagesGoThroughWhole(t *testing.T) {
+	addr, _, _ := forwardingProxy(t, Config{})
+	c := connect(t, "mongodb://"+addr+"/")
+	ctx := testCtx(t)
+	coll := c.Database("app").Collection("large")
+	big := strings.Repeat("0123456789abcdef", 8<<20/16)
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "big", Value: big}}); err != nil {
+		t.Fatalf("insert 8 MiB: %v", err)
+	}
+	var got struct{ Big string }
+	if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: 1}}).Decode(&got); err != nil || got.Big != big {
+		t.Fatalf("find 8 MiB: %d bytes back, %v", len(got.Big), err)
+	}
+	// And the connection is still in step for a small one.
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 2}}); err != nil {
+		t.Fatalf("insert after: %v", err)
+	}
+}

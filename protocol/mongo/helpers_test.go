@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -25,7 +26,13 @@ var testUsers = []User{{Name: "alice", Password: "s3cret pass"}, {Name: "bob", P
 // session ended.
 func startProxy(t testing.TB, cfg Config) (string, *Proxy) {
 	t.Helper()
-	p, err := New(cfg, zaptest.NewLogger(t))
+	return startProxyReg(t, cfg, nil)
+}
+
+// startProxyReg is startProxy with the proxy's metrics on reg.
+func startProxyReg(t testing.TB, cfg Config, reg prometheus.Registerer) (string, *Proxy) {
+	t.Helper()
+	p, err := NewWithMetrics(cfg, zaptest.NewLogger(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,9 @@ import (
 // (transaction's) commands, until the last of them is exhausted, killed,
 // committed, aborted or timed out.
 //
+// Every entry added or removed is counted under its member and pin reason
+// (pinned, read by dbrouter_pinned_sessions at scrape time without mu).
+//
 // The bound: a held connection counts against its member's
 // MaxMemberConns like any other; a cursor idle for CursorTimeout (10 min,
 // mongod's cursorTimeoutMillis) and a transaction idle for TxnTimeout (60
@@ -33,6 +37,15 @@ type pins struct {
 	cursors map[int64]*cursorEntry
 	txns    map[string]*txnEntry // by lsid.id bytes
 	next    int64
+	// pinned counts the entries by member index and pin reason.
+	pinned []memberPins
+}
+
+// memberPins are one member's counts of cursors and transactions.
+type memberPins [numPins]atomic.Int32
+
+func (t *pins) count(mp *memberPool, reason int, delta int32) {
+	t.pinned[mp.idx][reason].Add(delta)
 }
 
 // cursorEntry is a cursor the proxy issued an id for.
@@ -54,7 +67,8 @@ type txnEntry struct {
 	used      time.Time
 }
 
-func newPins() *pins {
+// newPins is the table of a proxy with members members.
+func newPins(members int) *pins {
 	// Ids start at a random point, so an id from before a proxy restart
 	// is not taken for a new cursor; they stay positive, as mongod's.
 	var b [8]byte
@@ -63,6 +77,7 @@ func newPins() *pins {
 		cursors: map[int64]*cursorEntry{},
 		txns:    map[string]*txnEntry{},
 		next:    int64(binary.LittleEndian.Uint64(b[:]) >> 2),
+		pinned:  make([]memberPins, members),
 	}
 }
 
@@ -81,6 +96,7 @@ func (t *pins) addCursor(mp *memberPool, c *memberConn, memberID int64) int64 {
 		}
 	}
 	t.cursors[t.next] = &cursorEntry{id: t.next, memberID: memberID, mp: mp, conn: c, used: time.Now()}
+	t.count(mp, pinCursor, 1)
 	c.holds++
 	return t.next
 }
@@ -114,6 +130,7 @@ func (t *pins) dropCursor(e *cursorEntry) (free bool) {
 		return false
 	}
 	delete(t.cursors, e.id)
+	t.count(e.mp, pinCursor, -1)
 	e.conn.holds--
 	return e.conn.holds == 0 && !e.conn.gone
 }
@@ -128,12 +145,14 @@ func (t *pins) dropConn(c *memberConn) (ids []int64, already bool) {
 	for id, e := range t.cursors {
 		if e.conn == c {
 			delete(t.cursors, id)
+			t.count(e.mp, pinCursor, -1)
 			ids = append(ids, id)
 		}
 	}
 	for k, e := range t.txns {
 		if e.conn == c {
 			delete(t.txns, k)
+			t.count(e.mp, pinTxn, -1)
 		}
 	}
 	c.gone, c.holds = true, 0
@@ -149,6 +168,7 @@ func (t *pins) addTxn(lsid []byte, txnNumber int64, member int, mp *memberPool, 
 	defer t.mu.Unlock()
 	if old, ok := t.txns[string(lsid)]; ok {
 		delete(t.txns, old.lsid)
+		t.count(old.mp, pinTxn, -1)
 		old.conn.holds--
 		if old.conn.holds == 0 && old.conn != c && !old.conn.gone {
 			old.conn.gone = true
@@ -157,6 +177,7 @@ func (t *pins) addTxn(lsid []byte, txnNumber int64, member int, mp *memberPool, 
 	}
 	k := string(lsid)
 	t.txns[k] = &txnEntry{lsid: k, txnNumber: txnNumber, member: member, mp: mp, conn: c, used: time.Now()}
+	t.count(mp, pinTxn, 1)
 	c.holds++
 	return freed
 }
@@ -187,6 +208,7 @@ func (t *pins) dropTxn(e *txnEntry) (free bool) {
 		return false
 	}
 	delete(t.txns, e.lsid)
+	t.count(e.mp, pinTxn, -1)
 	e.conn.holds--
 	return e.conn.holds == 0 && !e.conn.gone
 }
@@ -232,6 +254,7 @@ func (t *pins) evictFor(mp *memberPool, limit int) *held {
 			for id, e := range t.cursors {
 				if e.conn == victim {
 					delete(t.cursors, id)
+					t.count(e.mp, pinCursor, -1)
 				}
 			}
 			victim.gone, victim.holds = true, 0
@@ -271,12 +294,14 @@ func (t *pins) expire(now time.Time, cursorIdle, txnIdle time.Duration) []held {
 	for id, e := range t.cursors {
 		if now.Sub(e.used) > cursorIdle && take(e.mp, e.conn) {
 			delete(t.cursors, id)
+			t.count(e.mp, pinCursor, -1)
 			release(e.mp, e.conn)
 		}
 	}
 	for k, e := range t.txns {
 		if now.Sub(e.used) > txnIdle && take(e.mp, e.conn) {
 			delete(t.txns, k)
+			t.count(e.mp, pinTxn, -1)
 			release(e.mp, e.conn)
 		}
 	}
@@ -292,6 +317,7 @@ func (t *pins) all() []held {
 	var out []held
 	for id, e := range t.cursors {
 		delete(t.cursors, id)
+		t.count(e.mp, pinCursor, -1)
 		if !seen[e.conn] {
 			seen[e.conn] = true
 			out = append(out, held{e.mp, e.conn})
@@ -299,6 +325,7 @@ func (t *pins) all() []held {
 	}
 	for k, e := range t.txns {
 		delete(t.txns, k)
+		t.count(e.mp, pinTxn, -1)
 		if !seen[e.conn] {
 			seen[e.conn] = true
 			out = append(out, held{e.mp, e.conn})

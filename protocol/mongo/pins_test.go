@@ -7,10 +7,20 @@ import (
 
 func heldConn() *memberConn { return &memberConn{lock: make(chan struct{}, 1)} }
 
+// wantPinned checks the counts of mp's cursors and transactions, as
+// dbrouter_pinned_sessions reads them.
+func wantPinned(t *testing.T, step string, pt *pins, mp *memberPool, cursors, txns int) {
+	t.Helper()
+	ms := memberStats{mp, &pt.pinned[mp.idx]}
+	if c, x := ms.Pinned(pinCursor), ms.Pinned(pinTxn); c != cursors || x != txns {
+		t.Errorf("%s: %s counts %d cursors and %d transactions pinned, want %d and %d", step, mp.name, c, x, cursors, txns)
+	}
+}
+
 // TestPinsHoldConnectionsUntilTheirLastUser: a connection leaves the
 // table when its last cursor or transaction goes, not before.
 func TestPinsHoldConnectionsUntilTheirLastUser(t *testing.T) {
-	pt := newPins()
+	pt := newPins(2)
 	mp := &memberPool{name: "m"}
 	c := heldConn()
 	a := pt.addCursor(mp, c, 1)
@@ -18,6 +28,7 @@ func TestPinsHoldConnectionsUntilTheirLastUser(t *testing.T) {
 	if a == b || a <= 0 || b <= 0 {
 		t.Fatalf("proxy ids %d and %d", a, b)
 	}
+	wantPinned(t, "two cursors", pt, mp, 2, 0)
 	ea, _ := pt.cursor(a)
 	eb, _ := pt.cursor(b)
 	if pt.dropCursor(ea) {
@@ -26,7 +37,9 @@ func TestPinsHoldConnectionsUntilTheirLastUser(t *testing.T) {
 	if pt.dropCursor(ea) {
 		t.Fatal("dropping a cursor twice freed the connection")
 	}
+	wantPinned(t, "one cursor dropped (twice)", pt, mp, 1, 0)
 	pt.addTxn([]byte("lsid"), 1, 0, mp, c)
+	wantPinned(t, "a transaction added", pt, mp, 1, 1)
 	if pt.dropCursor(eb) {
 		t.Fatal("the connection was freed with a transaction still on it")
 	}
@@ -34,6 +47,7 @@ func TestPinsHoldConnectionsUntilTheirLastUser(t *testing.T) {
 	if !ok || !pt.dropTxn(e) {
 		t.Fatal("the connection was not freed by its last user")
 	}
+	wantPinned(t, "everything dropped", pt, mp, 0, 0)
 	// A new transaction of the session ends the old one, and frees its
 	// connection.
 	c2, c3 := heldConn(), heldConn()
@@ -44,10 +58,20 @@ func TestPinsHoldConnectionsUntilTheirLastUser(t *testing.T) {
 	if e, _ := pt.txn([]byte("s")); e.txnNumber != 2 || e.conn != c3 {
 		t.Fatalf("the session's transaction is %+v", e)
 	}
+	wantPinned(t, "a session's next transaction", pt, mp, 0, 1)
+	// A connection lost takes what it held with it; shutdown takes the
+	// rest.
+	pt.addCursor(mp, c3, 7)
+	pt.addCursor(mp, c2, 8)
+	wantPinned(t, "two cursors more", pt, mp, 2, 1)
+	pt.dropConn(c3)
+	wantPinned(t, "a connection dropped", pt, mp, 1, 0)
+	pt.all()
+	wantPinned(t, "shutdown", pt, mp, 0, 0)
 }
 
 func TestPinsExpireIdleAndSkipBusy(t *testing.T) {
-	pt := newPins()
+	pt := newPins(2)
 	mp := &memberPool{name: "m"}
 	idle, busy := heldConn(), heldConn()
 	pt.addCursor(mp, idle, 1)
@@ -63,6 +87,7 @@ func TestPinsExpireIdleAndSkipBusy(t *testing.T) {
 	if c, txns := pt.counts(); c != 1 || txns != 0 {
 		t.Fatalf("%d cursors and %d transactions left, want the busy cursor", c, txns)
 	}
+	wantPinned(t, "idle ones expired", pt, mp, 1, 0)
 	select {
 	case idle.lock <- struct{}{}:
 		t.Fatal("an expired connection is returned unlocked")
@@ -72,11 +97,12 @@ func TestPinsExpireIdleAndSkipBusy(t *testing.T) {
 	if out := pt.expire(later, time.Minute, time.Minute); len(out) != 1 || out[0].c != busy {
 		t.Fatalf("the busy connection did not expire once free: %+v", out)
 	}
+	wantPinned(t, "all expired", pt, mp, 0, 0)
 }
 
 func TestPinsEvictTheLeastRecentlyUsed(t *testing.T) {
-	pt := newPins()
-	mp, other := &memberPool{name: "m"}, &memberPool{name: "o"}
+	pt := newPins(2)
+	mp, other := &memberPool{name: "m"}, &memberPool{name: "o", idx: 1}
 	old, recent, inTxn := heldConn(), heldConn(), heldConn()
 	idOld := pt.addCursor(mp, old, 1)
 	pt.addCursor(mp, recent, 1)
@@ -94,6 +120,8 @@ func TestPinsEvictTheLeastRecentlyUsed(t *testing.T) {
 	if _, ok := pt.cursor(idOld); ok {
 		t.Fatal("the evicted connection's cursor is still known")
 	}
+	wantPinned(t, "evicted", pt, mp, 1, 1)
+	wantPinned(t, "evicted on another member", pt, other, 1, 0)
 	recent.lock <- struct{}{} // busy: not evictable; the transaction's is never
 	if v := pt.evictFor(mp, 1); v != nil {
 		t.Fatalf("evicted %+v: busy or in a transaction", v)

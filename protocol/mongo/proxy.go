@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
@@ -141,14 +142,22 @@ type Proxy struct {
 	wireCap int32
 	builds  [MaxMaxWireVersion + 1]buildVersion
 
+	// metrics are the cluster's proxy metrics (metrics.go).
+	metrics *proxy.Metrics
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	wg       sync.WaitGroup
 }
 
-// New builds a proxy. Passwords are turned into SCRAM credentials here and
-// not kept: the Proxy holds salted keys only.
-func New(cfg Config, log *zap.Logger) (*Proxy, error) {
+// New builds a proxy whose metrics are registered nowhere. Passwords are
+// turned into SCRAM credentials here and not kept: the Proxy holds salted
+// keys only.
+func New(cfg Config, log *zap.Logger) (*Proxy, error) { return NewWithMetrics(cfg, log, nil) }
+
+// NewWithMetrics is New with the proxy's metrics registered on reg
+// (routerd's registry; nil: none).
+func NewWithMetrics(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error) {
 	switch {
 	case cfg.MaxWireVersion == 0 && cfg.Topology != nil:
 		cfg.MaxWireVersion = MaxMaxWireVersion
@@ -206,7 +215,7 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 		sessions: map[*session]struct{}{},
 		topo:     cfg.Topology,
 		sel:      selector{site: cfg.Site, localThreshold: cfg.LocalThreshold},
-		pins:     newPins(),
+		pins:     newPins(len(cfg.Members)),
 		wireCap:  cfg.MaxWireVersion,
 	}
 	for w := range p.builds {
@@ -233,6 +242,10 @@ func New(cfg Config, log *zap.Logger) (*Proxy, error) {
 		mp := newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout)
 		mp.idx = i
 		p.members = append(p.members, mp)
+	}
+	var err error
+	if p.metrics, err = newMetrics(reg, cfg.Cluster, p.members, p.pins); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cfg.Cluster, err)
 	}
 	// The member password must be kept: new connections authenticate with
 	// it. It lives in the login, not in the Config a caller may print.

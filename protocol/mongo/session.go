@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
+	"github.com/dbrouter/dbrouter/proxy"
 )
 
 // session is one client connection: one goroutine reading a message and
@@ -43,6 +44,32 @@ type session struct {
 	// cur is the member connection a forwarded command is using, for
 	// shutdown to unblock a wait on the member.
 	cur atomic.Pointer[memberConn]
+
+	// start and kind are the forwarded command's arrival and kind label,
+	// for dbrouter_query_duration_seconds.
+	start time.Time
+	kind  proxy.StmtKind
+
+	// sw sends requests to members with their wait (forward.go).
+	sw sendWaiter
+	// readDL and writeDL are the deadlines last set on the client socket,
+	// which only this session sets (nothing else may: these would go
+	// stale): they are moved only when less than the timeout less a
+	// slack remains (lazyDeadline), not on every message.
+	readDL, writeDL time.Time
+}
+
+// lazyDeadline returns the deadline to set, d from now, and true, unless
+// the one set (*cur) is still at least d less a slack away: a runtime
+// timer update per message is cheap but not free, and a second of slack
+// is nothing against an idle timeout of hours or a write timeout of 30 s.
+func lazyDeadline(cur *time.Time, d time.Duration) (time.Time, bool) {
+	now := time.Now()
+	if cur.Sub(now) >= d-min(time.Second, d/10) {
+		return time.Time{}, false
+	}
+	*cur = now.Add(d)
+	return *cur, true
 }
 
 // readBufSize is the socket read buffer: a hello or a small command fits,
@@ -69,6 +96,8 @@ func (p *Proxy) newSession(nc net.Conn) *session {
 // ctx ends (Proxy.shutdown then closes the socket under the blocked read).
 func (s *session) serve(ctx context.Context) {
 	defer s.nc.Close()
+	s.p.metrics.Sessions.Inc()
+	defer s.p.metrics.Sessions.Dec()
 	// One session's bug must not take the process, and every other client,
 	// down with it: the panic is logged and only this connection closes.
 	defer func() {
@@ -85,8 +114,10 @@ func (s *session) serve(ctx context.Context) {
 	})
 	defer stop()
 	for ctx.Err() == nil {
-		if err := s.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ClientIdleTimeout)); err != nil {
-			return
+		if dl, ok := lazyDeadline(&s.readDL, s.p.cfg.ClientIdleTimeout); ok {
+			if err := s.nc.SetReadDeadline(dl); err != nil {
+				return
+			}
 		}
 		m, buf, err := wire.ReadMessage(s.r, maxMessageSize, s.buf)
 		s.buf = buf
@@ -112,6 +143,7 @@ func (s *session) serve(ctx context.Context) {
 			}
 		}
 		if herr != nil {
+			s.p.metrics.ClientErrors.Inc()
 			s.log.Info("closing client connection", zap.Error(herr))
 			return
 		}
@@ -148,6 +180,7 @@ func (s *session) readFailed(ctx context.Context, err error) {
 	switch {
 	case errors.Is(err, io.EOF), ctx.Err() != nil:
 	case errors.As(err, &me):
+		s.p.metrics.ClientErrors.Inc()
 		s.log.Info("closing client connection: malformed message frame", zap.Error(wireError(err)))
 	default:
 		s.log.Debug("client read ended", zap.Error(err))
@@ -155,8 +188,10 @@ func (s *session) readFailed(ctx context.Context, err error) {
 }
 
 func (s *session) write(b []byte) error {
-	if err := s.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.WriteTimeout)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
+	if dl, ok := lazyDeadline(&s.writeDL, s.p.cfg.WriteTimeout); ok {
+		if err := s.nc.SetWriteDeadline(dl); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
 	}
 	if _, err := s.nc.Write(b); err != nil {
 		return fmt.Errorf("write reply: %w", err)

@@ -47,17 +47,17 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 	if p.topo != nil {
 		if snap := p.topo.Snapshot(); p.namedPrimary(snap) != e.member {
 			s.endTxn(ctx, e, false)
-			return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: its member %s is no longer the primary", proxy.ErrTxnLost, e.mp.name)),
-				errorLabelTransient)
+			return true, s.answerErr(reqID, fmt.Errorf("%w: its member %s is no longer the primary", proxy.ErrTxnLost, e.mp.name), errorLabelTransient)
 		}
 	}
 	if err := s.lockConn(ctx, e.conn); err != nil {
-		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %v", proxy.ErrTxnLost, err)), errorLabelTransient)
+		return true, s.answerErr(reqID, fmt.Errorf("%w: %v", proxy.ErrTxnLost, err), errorLabelTransient)
 	}
 	if !p.pins.currentTxn(e) {
 		unlockConn(e.conn)
-		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: it ended or was lost meanwhile", proxy.ErrTxnLost)), errorLabelTransient)
+		return true, s.answerErr(reqID, fmt.Errorf("%w: it ended or was lost meanwhile", proxy.ErrTxnLost), errorLabelTransient)
 	}
+	p.metrics.Queries(e.mp.idx, true).Inc()
 	reply, _, err := s.sendOn(ctx, e.mp, e.conn, raw, false, nil)
 	if err != nil {
 		p.pins.dropConn(e.conn)
@@ -65,10 +65,10 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 		unlockConn(e.conn)
 		e.mp.Discard(e.conn)
 		if name == "commitTransaction" {
-			return true, s.answer(reqID, CodeOutcomeUnknown, s.errmsg(fmt.Errorf("%w: the commit was sent and its connection lost: %w", proxy.ErrOutcomeUnknown, err)),
+			return true, s.answerErr(reqID, fmt.Errorf("%w: the commit was sent and its connection lost: %w", proxy.ErrOutcomeUnknown, err),
 				errorLabelUnknownCommit)
 		}
-		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %w", proxy.ErrTxnLost, err)), errorLabelTransient)
+		return true, s.answerErr(reqID, fmt.Errorf("%w: %w", proxy.ErrTxnLost, err), errorLabelTransient)
 	}
 	ri := inspectReply(reply)
 	if ri.change != scNone {
@@ -78,12 +78,13 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 		s.putHeld(e.mp, e.conn, free)
 		s.log.Debug("member state change in a transaction kept from the client", zap.String("member", e.mp.name), zap.Int32("code", ri.code))
 		if name == "commitTransaction" && (ri.change == scInterrupted || ri.wce) {
-			return true, s.answer(reqID, CodeOutcomeUnknown, s.errmsg(fmt.Errorf("%w: member %s changed state during the commit (code %d)",
-				proxy.ErrOutcomeUnknown, e.mp.name, ri.code)), errorLabelUnknownCommit)
+			return true, s.answerErr(reqID, fmt.Errorf("%w: member %s changed state during the commit (code %d)",
+				proxy.ErrOutcomeUnknown, e.mp.name, ri.code), errorLabelUnknownCommit)
 		}
-		return true, s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: member %s changed state (code %d)", proxy.ErrTxnLost, e.mp.name, ri.code)),
+		return true, s.answerErr(reqID, fmt.Errorf("%w: member %s changed state (code %d)", proxy.ErrTxnLost, e.mp.name, ri.code),
 			errorLabelTransient)
 	}
+	s.observe(proxy.RoutePinned)
 	if ri.ok && ri.cursorOff >= 0 && ri.cursorID != 0 {
 		id := p.pins.addCursor(e.mp, e.conn, ri.cursorID)
 		putID(reply, ri.cursorOff, id)
@@ -107,9 +108,9 @@ func (s *session) txnCommand(ctx context.Context, reqID int32, raw []byte, name 
 func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnInfo) error {
 	p := s.p
 	deadline := time.Now().Add(p.cfg.WriteHold)
-	idx, _, err := s.target(ctx, true, ReadPref{}, 0, deadline)
+	idx, _, _, err := s.target(ctx, true, ReadPref{}, 0, deadline)
 	if err != nil {
-		return s.answer(reqID, codeOf(err), s.errmsg(err), errorLabelTransient)
+		return s.answerErr(reqID, err, errorLabelTransient)
 	}
 	mp := p.members[idx]
 	if why := s.noTxnSupport(idx); why != "" {
@@ -118,21 +119,22 @@ func (s *session) startTxn(ctx context.Context, reqID int32, raw []byte, tx txnI
 	}
 	c, reply, _, err := s.send(ctx, mp, raw, false, nil)
 	if err != nil {
-		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %w", proxy.ErrTxnLost, err)), errorLabelTransient)
+		return s.answerErr(reqID, fmt.Errorf("%w: %w", proxy.ErrTxnLost, err), errorLabelTransient)
 	}
 	ri := inspectReply(reply)
 	if ri.change != scNone {
 		s.release(mp, c, true)
-		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: member %s changed state (code %d)", proxy.ErrTxnLost, mp.name, ri.code)),
+		return s.answerErr(reqID, fmt.Errorf("%w: member %s changed state (code %d)", proxy.ErrTxnLost, mp.name, ri.code),
 			errorLabelTransient)
 	}
+	s.observe(proxy.RoutePrimary)
 	if !ri.ok {
 		// The member refused the first command: no transaction is open.
 		return s.deliver(ctx, reqID, mp, c, reply, ri)
 	}
 	if err := s.lockConn(ctx, c); err != nil {
 		s.release(mp, c, false)
-		return s.answer(reqID, CodeTxnLost, s.errmsg(fmt.Errorf("%w: %v", proxy.ErrTxnLost, err)), errorLabelTransient)
+		return s.answerErr(reqID, fmt.Errorf("%w: %v", proxy.ErrTxnLost, err), errorLabelTransient)
 	}
 	if freed := p.pins.addTxn(tx.lsid, tx.txnNumber, idx, mp, c); freed != nil {
 		s.closeFreed(ctx, *freed)
