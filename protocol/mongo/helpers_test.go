@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
@@ -25,7 +26,14 @@ var testUsers = []User{{Name: "alice", Password: "s3cret pass"}, {Name: "bob", P
 // session ended.
 func startProxy(t testing.TB, cfg Config) (string, *Proxy) {
 	t.Helper()
-	p, err := New(cfg, zaptest.NewLogger(t))
+	return startProxyLog(t, cfg, zaptest.NewLogger(t))
+}
+
+// startProxyLog is startProxy with the proxy's logger given (a test that
+// checks what the proxy logs).
+func startProxyLog(t testing.TB, cfg Config, log *zap.Logger) (string, *Proxy) {
+	t.Helper()
+	p, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,160 @@
+package mongo
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/dbrouter/dbrouter/chaos"
+)
+
+// tlsProxy starts one FerretDB member and a proxy forwarding to it with
+// client TLS from a fresh CA; the proxy's log lines are observed.
+func tlsProxy(t *testing.T, mc *chaos.MongoCluster, require bool, handshake time.Duration) (string, *chaos.Certs, *observer.ObservedLogs) {
+	t.Helper()
+	certs := chaos.NewCertsT(t, "proxy")
+	srv, err := certs.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+	m := mc.Members[0]
+	addr, _ := startProxyLog(t, Config{Cluster: "c1", Members: []Member{{Name: m.Name, Addr: m.Addr()}},
+		TLS: srv, RequireTLS: require, TLSHandshakeTimeout: handshake}, log)
+	return addr, certs, logs
+}
+
+// tlsURI is the proxy's URI for a TLS client trusting certs' CA.
+func tlsURI(addr string, certs *chaos.Certs) string {
+	return "mongodb://" + addr + "/?tls=true&tlsCAFile=" + url.QueryEscape(certs.CAFile)
+}
+
+// crud runs an insert, a find and a delete through c.
+func crud(ctx context.Context, c *mongo.Client, id int) error {
+	coll := c.Database("app").Collection("tls")
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "v", Value: "x"}}); err != nil {
+		return err
+	}
+	var got bson.M
+	if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&got); err != nil {
+		return err
+	}
+	if got["v"] != "x" {
+		return errors.New("find returned another document")
+	}
+	_, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	return err
+}
+
+// logged reports whether a line with msg has an error field containing
+// reason.
+func logged(logs *observer.ObservedLogs, msg, reason string) bool {
+	for _, e := range logs.FilterMessage(msg).All() {
+		if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// plainClient is the Go driver without TLS and with a short server
+// selection, so a refused connection is an error in a second.
+func plainClient(t *testing.T, addr string) *mongo.Client {
+	t.Helper()
+	c, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + addr + "/").SetServerSelectionTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	return c
+}
+
+// TestClientTLS: with a certificate the proxy speaks TLS from the first
+// byte. Under require a plaintext client is closed and the log says why;
+// without it TLS and plaintext clients share the port (mongod's
+// preferTLS), the first byte telling them apart. The Go driver v2 and
+// PyMongo 3.11 verify the proxy's certificate against the CA.
+func TestClientTLS(t *testing.T) {
+	mc := chaos.StartMongoT(t, 1)
+	t.Run("require", func(t *testing.T) {
+		addr, certs, logs := tlsProxy(t, mc, true, 0)
+		ctx := testCtx(t)
+		if err := crud(ctx, connect(t, tlsURI(addr, certs)), 1); err != nil {
+			t.Fatalf("CRUD over TLS: %v", err)
+		}
+		err := plainClient(t, addr).Ping(ctx, nil)
+		if err == nil {
+			t.Fatal("a plaintext client was served under tls.require")
+		}
+		if !logged(logs, "client connection closed before its session", "plaintext client refused: tls.require is set") {
+			t.Fatalf("no log line says a plaintext client was refused; logs: %v", logs.All())
+		}
+		r := runPyMongo(t, tlsURI(addr, certs), "5000", "crud")
+		if r.Error != "" || r.Found != "ada" || r.Deleted != 1 || r.Batched != 1000 {
+			t.Fatalf("PyMongo over TLS: %+v", r)
+		}
+	})
+	t.Run("prefer", func(t *testing.T) {
+		addr, certs, _ := tlsProxy(t, mc, false, 0)
+		ctx := testCtx(t)
+		if err := crud(ctx, connect(t, tlsURI(addr, certs)), 2); err != nil {
+			t.Fatalf("CRUD over TLS: %v", err)
+		}
+		if err := crud(ctx, plainClient(t, addr), 3); err != nil {
+			t.Fatalf("CRUD in plaintext on the same port: %v", err)
+		}
+	})
+	t.Run("wrong CA", func(t *testing.T) {
+		addr, _, _ := tlsProxy(t, mc, true, 0)
+		other := chaos.NewCertsT(t, "other")
+		c, err := mongo.Connect(options.Client().ApplyURI(tlsURI(addr, other)).SetServerSelectionTimeout(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = c.Disconnect(context.Background()) }()
+		if err := c.Ping(testCtx(t), nil); err == nil || !strings.Contains(err.Error(), "x509") {
+			t.Fatalf("a client trusting another CA: %v, want an x509 error", err)
+		}
+	})
+}
+
+// TestClientTLSHandshakeDeadline: a client that connects and sends
+// nothing is closed once the handshake timeout passes, with a log line;
+// it does not hold a goroutine for ever.
+func TestClientTLSHandshakeDeadline(t *testing.T) {
+	mc := chaos.StartMongoT(t, 1)
+	for _, require := range []bool{true, false} {
+		addr, _, logs := tlsProxy(t, mc, require, 300*time.Millisecond)
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = nc.Read(make([]byte, 1))
+		nc.Close()
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("require %v: a silent client read %v, want EOF (closed by the proxy)", require, err)
+		}
+		if d := time.Since(began); d > 3*time.Second {
+			t.Fatalf("require %v: closed after %s", require, d)
+		}
+		if got := logs.FilterMessage("client connection closed before its session").Len(); got != 1 {
+			t.Fatalf("require %v: %d log lines about the closed client, want 1: %v", require, got, logs.All())
+		}
+	}
+}
