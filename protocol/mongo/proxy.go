@@ -300,10 +300,10 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			// short, and a session it would open is not registered.
 			cc, err := p.clientConn(rctx, nc)
 			if err != nil {
-				nc.Close()
 				if rctx.Err() == nil {
 					p.log.Info("client connection closed before its session", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
 				}
+				nc.Close()
 				return
 			}
 			s := p.newSession(cc)
