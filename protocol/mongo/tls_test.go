@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -19,10 +20,12 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/topology"
+	tmongo "github.com/dbrouter/dbrouter/topology/mongo"
 )
 
-// tlsProxy starts one FerretDB member and a proxy forwarding to it with
-// client TLS from a fresh CA; the proxy's log lines are observed.
+// tlsProxy starts a proxy forwarding to mc's first member (none: mc nil)
+// with client TLS from a fresh CA; the proxy's log lines are observed.
 func tlsProxy(t *testing.T, mc *chaos.MongoCluster, require bool, handshake time.Duration) (string, *chaos.Certs, *observer.ObservedLogs) {
 	t.Helper()
 	certs := chaos.NewCertsT(t, "proxy")
@@ -32,8 +35,11 @@ func tlsProxy(t *testing.T, mc *chaos.MongoCluster, require bool, handshake time
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
-	m := mc.Members[0]
-	addr, _ := startProxyLog(t, Config{Cluster: "c1", Members: []Member{{Name: m.Name, Addr: m.Addr()}},
+	var members []Member
+	if mc != nil {
+		members = []Member{{Name: mc.Members[0].Name, Addr: mc.Members[0].Addr()}}
+	}
+	addr, _ := startProxyLog(t, Config{Cluster: "c1", Members: members,
 		TLS: srv, RequireTLS: require, TLSHandshakeTimeout: handshake}, log)
 	return addr, certs, logs
 }
@@ -136,9 +142,8 @@ func TestClientTLS(t *testing.T) {
 // nothing is closed once the handshake timeout passes, with a log line;
 // it does not hold a goroutine for ever.
 func TestClientTLSHandshakeDeadline(t *testing.T) {
-	mc := chaos.StartMongoT(t, 1)
 	for _, require := range []bool{true, false} {
-		addr, _, logs := tlsProxy(t, mc, require, 300*time.Millisecond)
+		addr, _, logs := tlsProxy(t, nil, require, 300*time.Millisecond)
 		nc, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -157,4 +162,123 @@ func TestClientTLSHandshakeDeadline(t *testing.T) {
 			t.Fatalf("require %v: %d log lines about the closed client, want 1: %v", require, got, logs.All())
 		}
 	}
+}
+
+// TestMemberTLS: against members that listen with TLS only (mongod's
+// requireTLS), the proxy's member pool, the monitor's probes and the
+// arbiters' actions (tmongo.Actions) all work with the members' CA: the
+// monitor names the primary, CRUD goes through the proxy, a step-up is
+// run and followed. With another CA every one of them fails at once with
+// the x509 reason (the monitor's probe_error, the pool's error), never a
+// hang.
+func TestMemberTLS(t *testing.T) {
+	certs := chaos.NewCertsT(t, "members")
+	rs := chaos.StartReplicaSetT(t, chaos.ReplicaSetOptions{Members: 3, ElectionTimeout: rsElectionTimeout, TLS: certs})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, err := rs.WaitPrimary(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// TLS only: a plaintext client gets nothing from a member.
+	plain, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + first.Addr() + "/?directConnection=true").SetServerSelectionTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Ping(ctx, nil); err == nil {
+		t.Fatal("a TLS-only member answered a plaintext client")
+	}
+	_ = plain.Disconnect(ctx)
+
+	// routed starts a monitor and a proxy reaching the members with tc.
+	routed := func(tc *tls.Config) (string, *Proxy, *topology.Monitor) {
+		var mcs []topology.MemberConfig
+		var members []Member
+		for _, m := range rs.Members {
+			mcs = append(mcs, topology.MemberConfig{Name: m.Name, Addr: m.Addr()})
+			members = append(members, Member{Name: m.Name, Addr: m.Addr()})
+		}
+		mon, err := tmongo.NewMonitor(tmongo.MonitorConfig{Cluster: "rs", Members: mcs, ReplicaSet: rs.Name,
+			ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: 5 * time.Second, TLS: tc}, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mctx, mcancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); mon.Run(mctx) }()
+		t.Cleanup(func() { mcancel(); <-done })
+		addr, px := startProxy(t, Config{Cluster: "rs", Members: members, Topology: mon, MemberTLS: tc,
+			WriteHold: time.Second, MemberConnectTimeout: 2 * time.Second})
+		return addr, px, mon
+	}
+
+	t.Run("right CA", func(t *testing.T) {
+		addr, _, mon := routed(certs.ClientTLS())
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			return mon.Snapshot().PrimaryName() == first.Name, nil
+		}); err != nil {
+			t.Fatalf("the monitor never named %s primary over TLS: %v; snapshot %+v", first.Name, err, mon.Snapshot().Members)
+		}
+		c := connect(t, "mongodb://"+addr+"/")
+		if err := crud(ctx, c, 1); err != nil {
+			t.Fatalf("CRUD through the proxy to TLS-only members: %v", err)
+		}
+		// The arbiters' actions: hello and a step-up of a secondary.
+		act := &tmongo.Actions{TLS: certs.ClientTLS(), Timeout: 5 * time.Second}
+		defer act.Close()
+		var next *chaos.MongoMember
+		for _, m := range rs.Members {
+			if m != first {
+				next = m
+				break
+			}
+		}
+		if _, err := act.Hello(ctx, next.Addr()); err != nil {
+			t.Fatalf("arbiter's hello over TLS: %v", err)
+		}
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			// A secondary a heartbeat behind refuses; it catches up.
+			return act.StepUp(ctx, next.Addr()) == nil, nil
+		}); err != nil {
+			t.Fatalf("arbiter's step-up of %s over TLS: %v", next.Name, err)
+		}
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			return mon.Snapshot().PrimaryName() == next.Name, nil
+		}); err != nil {
+			t.Fatalf("the monitor never followed the step-up to %s: %v", next.Name, err)
+		}
+		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+			return crud(ctx, c, 2) == nil, nil
+		}); err != nil {
+			t.Fatalf("CRUD through the proxy after the step-up: %v", err)
+		}
+	})
+
+	t.Run("wrong CA", func(t *testing.T) {
+		other := chaos.NewCertsT(t, "other")
+		_, px, mon := routed(other.ClientTLS())
+		began := time.Now()
+		if err := chaos.Poll(ctx, 10*time.Second, func() (bool, error) {
+			for _, m := range mon.Snapshot().Members {
+				if !strings.Contains(m.ProbeError, "x509") {
+					return false, nil
+				}
+			}
+			return true, nil
+		}); err != nil {
+			t.Fatalf("members with another CA: probe errors %+v, want each to give the x509 reason: %v", mon.Snapshot().Members, err)
+		}
+		_, err := px.members[0].dial(ctx, poolKey{}, px.login)
+		if err == nil || !strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
+			t.Fatalf("the proxy's connection to a member with another CA: %v, want the x509 reason", err)
+		}
+		if d := time.Since(began); d > 5*time.Second {
+			t.Fatalf("the x509 failures took %s: a wrong CA must fail at once, not time out", d)
+		}
+		act := &tmongo.Actions{TLS: other.ClientTLS(), Timeout: 2 * time.Second}
+		defer act.Close()
+		if _, err := act.Hello(ctx, first.Addr()); err == nil || !strings.Contains(err.Error(), "x509") {
+			t.Fatalf("arbiter's hello with another CA: %v, want the x509 reason", err)
+		}
+	})
 }
