@@ -20,10 +20,6 @@ const tlsHandshakeRecord = 0x16
 // its TLS handshake when Config.TLSHandshakeTimeout is unset.
 const defaultTLSHandshakeTimeout = 10 * time.Second
 
-// errPlaintextRefused: a client spoke plaintext to a listener that
-// requires TLS.
-var errPlaintextRefused = errors.New("plaintext client refused: tls.require is set (connect with tls=true)")
-
 // clientConn is the connection a session reads: nc itself without client
 // TLS; otherwise the TLS connection, or under preferTLS the plaintext one
 // with its first byte given back. The first byte and the handshake share
@@ -47,7 +43,8 @@ func (p *Proxy) clientConn(ctx context.Context, nc net.Conn) (net.Conn, error) {
 	var out net.Conn = pc
 	if first[0] != tlsHandshakeRecord {
 		if p.cfg.RequireTLS {
-			return nil, errPlaintextRefused
+			// Only logged: the client gets no reply, as from mongod.
+			return nil, errors.New("plaintext client refused: tls.require is set (connect with tls=true)")
 		}
 	} else {
 		tc := tls.Server(pc, p.cfg.TLS)
