@@ -1,9 +1,11 @@
-package daemon
+package daemon_test
 
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,95 +17,116 @@ import (
 
 	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/chaos/deploy"
 	"github.com/dbrouter/dbrouter/config"
+	"github.com/dbrouter/dbrouter/daemon"
 )
 
-// TestMongoTLSFromConfig: a routerd whose kind mongodb cluster has tls:
-// (require) and mongodb.member_tls serves TLS clients in front of members
-// that listen with TLS only: a driver with the proxy's CA writes and reads,
-// routerctl status names the primary. With member_tls naming another CA
-// the status shows every member unreachable with the x509 reason.
-func TestMongoTLSFromConfig(t *testing.T) {
+// TestMongoTLSDeployment: arbiters and a proxy configured with
+// mongodb.member_tls in front of members that listen with TLS only, the
+// proxy with tls: require. A driver with the proxy's CA writes and reads;
+// a switchover (the arbiters' hello, step-up and status reads, all over
+// TLS) moves the primary and writes follow it. A routerd whose member_tls
+// names another CA shows every member unreachable, the x509 reason in its
+// status.
+func TestMongoTLSDeployment(t *testing.T) {
 	members := chaos.NewCertsT(t, "members")
-	rs := chaos.StartReplicaSetT(t, chaos.ReplicaSetOptions{Members: 3, TLS: members})
 	clients := chaos.NewCertsT(t, "clients")
+	clientTLS := fmt.Sprintf("    tls: {cert_file: %q, key_file: %q, require: true}\n", clients.CertFile, clients.KeyFile)
+	d := start(t, deploy.Options{Proxies: 1, Cluster: clientTLS,
+		Mongo: &chaos.ReplicaSetOptions{Members: 3, ElectionTimeout: 10 * time.Second, TLS: members}})
+	waitStatus(t, d, 20*time.Second, "the arbiters serve a primary", func(st []admin.Status) bool {
+		return len(st[0].Clusters) > 0 && st[0].Clusters[0].Phase == "serving" && st[0].Clusters[0].Primary != ""
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// serve runs a routerd for the set with member_tls trusting ca; it
-	// stops at the end of the test.
-	serve := func(ca string) (listen, adminAddr string) {
-		listen, adminAddr = addr(t), addr(t)
-		in := fmt.Sprintf(`role: proxy
-admin: {listen: %q}
-clusters:
-  - name: docs
-    kind: mongodb
-    listen: %q
-    probe_interval: 100ms
-    tls: {cert_file: %q, key_file: %q, require: true}
-    mongodb: {member_tls: {ca_file: %q}}
-    members:
-`, adminAddr, listen, clients.CertFile, clients.KeyFile, ca)
-		for _, m := range rs.Members {
-			in += fmt.Sprintf("      - {name: %s, addr: %q}\n", m.Name, m.Addr())
-		}
-		cfg, err := config.Parse([]byte(in))
-		if err != nil {
-			t.Fatal(err)
-		}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		ready := make(chan struct{})
-		go func() { done <- Run(runCtx, cfg, zaptest.NewLogger(t), Options{Ready: func(string) { close(ready) }}) }()
-		select {
-		case <-ready:
-		case err := <-done:
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		})
-		return listen, adminAddr
-	}
-	status := func(adminAddr string, ok func(admin.ClusterStatus) bool) admin.ClusterStatus {
-		t.Helper()
-		var st admin.Status
-		if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
-			err := (&admin.Client{Addr: adminAddr}).Do(ctx, "GET", "/status", nil, &st)
-			return err == nil && len(st.Clusters) == 1 && ok(st.Clusters[0]), nil
-		}); err != nil {
-			t.Fatalf("status never got there: %+v", st)
-		}
-		return st.Clusters[0]
-	}
-
-	listen, adminAddr := serve(members.CAFile)
-	cs := status(adminAddr, func(c admin.ClusterStatus) bool { return c.Primary != "" })
-	cl, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + listen + "/?tls=true&tlsCAFile=" + url.QueryEscape(clients.CAFile)))
+	uri := "mongodb://" + d.Proxies[0].Listen + "/?tls=true&tlsCAFile=" + url.QueryEscape(clients.CAFile)
+	cl, err := mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(15 * time.Second).SetTimeout(20 * time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cl.Disconnect(ctx) }()
+	defer func() { _ = cl.Disconnect(context.Background()) }()
 	coll := cl.Database("shop").Collection("orders")
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 7}, {Key: "item", Value: "tea"}}); err != nil {
-		t.Fatalf("insert through the proxy (primary %s): %v", cs.Primary, err)
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatalf("insert through the proxy over TLS: %v", err)
 	}
-	var got struct{ Item string }
-	if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: 7}}).Decode(&got); err != nil || got.Item != "tea" {
-		t.Fatalf("find through the proxy: %+v, %v", got, err)
+	plain, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + d.Proxies[0].Listen + "/").SetServerSelectionTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := plain.Ping(ctx, nil); err == nil {
+		t.Fatal("a plaintext client was served under tls.require")
+	}
+	_ = plain.Disconnect(ctx)
 
-	// member_tls with the clients' CA, which did not sign the members'.
-	_, adminAddr = serve(clients.CAFile)
-	status(adminAddr, func(c admin.ClusterStatus) bool {
-		for _, m := range c.Members {
-			if m.Reachable || !strings.Contains(m.Error, "x509: certificate signed by unknown authority") {
+	st, _ := leaderCluster(d.Statuses(), len(d.Arbiters))
+	target := "db2"
+	if st.Primary == target {
+		target = "db3"
+	}
+	poll(t, 20*time.Second, "promote accepted", func() bool {
+		err = d.Promote(ctx, 0, target, 20*time.Second)
+		return err == nil || !strings.Contains(err.Error(), "cooldown")
+	})
+	if err != nil {
+		t.Fatalf("promote %s over TLS: %v", target, err)
+	}
+	if p, err := d.RS.Primary(ctx); err != nil || p.Name != target {
+		t.Fatalf("set primary %v (%v), want %s", p, err, target)
+	}
+	waitStatus(t, d, 10*time.Second, "every node serves the target", func(st []admin.Status) bool {
+		for _, s := range st {
+			if len(s.Clusters) == 0 || s.Clusters[0].Primary != target || s.Clusters[0].Phase != "serving" {
 				return false
 			}
 		}
-		return len(c.Members) == 3
+		return true
 	})
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 2}}); err != nil {
+		t.Fatalf("insert after the switchover: %v", err)
+	}
+
+	// A proxy trusting another CA: each member unreachable, with the reason.
+	adminAddr := freeAddr(t)
+	in := fmt.Sprintf("role: proxy\nadmin: {listen: %q}\nclusters:\n  - name: app\n    kind: mongodb\n    listen: %q\n    probe_interval: 100ms\n    mongodb: {member_tls: {ca_file: %q}}\n    members:\n",
+		adminAddr, freeAddr(t), clients.CAFile)
+	for _, m := range d.RS.Members {
+		in += fmt.Sprintf("      - {name: %s, addr: %q}\n", m.Name, m.Addr())
+	}
+	cfg, err := config.Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(runCtx, cfg, zaptest.NewLogger(t), daemon.Options{}) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	var wrong admin.Status
+	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
+		if err := (&admin.Client{Addr: adminAddr}).Do(ctx, "GET", "/status", nil, &wrong); err != nil || len(wrong.Clusters) != 1 {
+			return false, nil
+		}
+		for _, m := range wrong.Clusters[0].Members {
+			if m.Reachable || !strings.Contains(m.Error, "x509: certificate signed by unknown authority") {
+				return false, nil
+			}
+		}
+		return len(wrong.Clusters[0].Members) == 3, nil
+	}); err != nil {
+		t.Fatalf("with another CA, status %+v: want every member unreachable with the x509 reason", wrong)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := chaos.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
