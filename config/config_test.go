@@ -212,6 +212,21 @@ func wantErrors(t *testing.T, err error, want []string) {
 	}
 }
 
+// wantParse parses in and checks the errors as wantErrors does; a single
+// want without ": " is a YAML error's text (no field path), looked for in
+// the error.
+func wantParse(t *testing.T, in string, want []string) {
+	t.Helper()
+	_, err := Parse([]byte(in))
+	if len(want) == 1 && !strings.Contains(want[0], ": ") {
+		if err == nil || !strings.Contains(err.Error(), want[0]) {
+			t.Fatalf("error %v, want one containing %q", err, want[0])
+		}
+		return
+	}
+	wantErrors(t, err, want)
+}
+
 // withClusterLines adds lines (each indented as a cluster key) to the valid
 // config's only cluster.
 func withClusterLines(lines ...string) string {
@@ -350,16 +365,7 @@ clusters:
 		{"write concern majority", with("mongodb: {write_concern: majority}"), nil},
 		{"write concern 1", with("mongodb: {write_concern: \"1\"}"), []string{`clusters[0].mongodb.write_concern: "1" is not supported (want majority, or leave it unset to keep each write's own)`}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.in))
-			if len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
-				if err == nil || !strings.Contains(err.Error(), tc.want[0]) {
-					t.Fatalf("error %v, want one containing %q", err, tc.want[0])
-				}
-				return
-			}
-			wantErrors(t, err, tc.want)
-		})
+		t.Run(tc.name, func(t *testing.T) { wantParse(t, tc.in, tc.want) })
 	}
 	// kind mongodb's section on a MariaDB cluster names the kind it is for.
 	_, err = Parse([]byte(withClusterLines("mongodb: {replica_set: rs0, max_wire_version: 9}")))
@@ -428,16 +434,7 @@ clusters:
 			[]string{mt + ".cert_file: tls: private key does not match public key"}},
 		{"member tls unknown key", with("proxy", memberTLS("ca: x")), []string{"field ca not found"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.in))
-			if len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
-				if err == nil || !strings.Contains(err.Error(), tc.want[0]) {
-					t.Fatalf("error %v, want one containing %q", err, tc.want[0])
-				}
-				return
-			}
-			wantErrors(t, err, tc.want)
-		})
+		t.Run(tc.name, func(t *testing.T) { wantParse(t, tc.in, tc.want) })
 	}
 	// member_tls is kind mongodb's: on a MariaDB cluster it names the kind.
 	t.Setenv("DBROUTER_TEST_PW", "x")
