@@ -73,7 +73,7 @@ type Config struct {
 	// TLS, when set, terminates client TLS (config tls:). MongoDB's TLS
 	// starts at the first byte, so with RequireTLS a client that sends
 	// anything else is closed (mongod's requireTLS); without it TLS and
-	// plaintext clients share the port, told apart by their first byte
+	// plaintext clients share the port, told apart by their first bytes
 	// (preferTLS). TLSHandshakeTimeout bounds the wait for that byte and
 	// the handshake (default 10s).
 	TLS                 *tls.Config

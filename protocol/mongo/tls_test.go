@@ -14,12 +14,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dbrouter/dbrouter/chaos"
+	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
 	"github.com/dbrouter/dbrouter/topology"
 	tmongo "github.com/dbrouter/dbrouter/topology/mongo"
 )
@@ -92,7 +94,7 @@ func plainClient(t *testing.T, addr string) *mongo.Client {
 // TestClientTLS: with a certificate the proxy speaks TLS from the first
 // byte. Under require a plaintext client is closed and the log says why;
 // without it TLS and plaintext clients share the port (mongod's
-// preferTLS), the first byte telling them apart. The Go driver v2 and
+// preferTLS), the first bytes telling them apart. The Go driver v2 and
 // PyMongo 3.11 verify the proxy's certificate against the CA.
 func TestClientTLS(t *testing.T) {
 	mc := chaos.StartMongoT(t, 1)
@@ -281,4 +283,38 @@ func TestMemberTLS(t *testing.T) {
 			t.Fatalf("arbiter's hello with another CA: %v, want the x509 reason", err)
 		}
 	})
+}
+
+// TestPreferTLSServesPlaintextStartingWith0x16: without tls.require, a
+// plaintext message whose length's low byte is 0x16 (a TLS record's type)
+// is still served as plaintext: the sniff checks the ClientHello's shape
+// (version bytes, handshake type), as mongod does, not one byte. A
+// request's responseTo is 0, where a ClientHello has its version.
+func TestPreferTLSServesPlaintextStartingWith0x16(t *testing.T) {
+	addr, _, _ := tlsProxy(t, nil, false, time.Second)
+	for _, size := range []int{0x116, 0x316} {
+		c := dialRaw(t, addr)
+		// hello with a padding string sized so that the message is size
+		// bytes long.
+		build := func(pad int) []byte {
+			doc := bsoncore.NewDocumentBuilder().AppendInt32("hello", 1).AppendString("pad", strings.Repeat("x", pad)).
+				AppendString("$db", "admin").Build()
+			msg, err := wire.AppendOpMsg(nil, 1, 0, 0, doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return msg
+		}
+		msg := build(0)
+		msg = build(size - len(msg))
+		if len(msg) != size || msg[0] != 0x16 {
+			t.Fatalf("message of %d bytes, first byte %#x: want %d and 0x16", len(msg), msg[0], size)
+		}
+		c.id = 1
+		c.send(msg)
+		body := c.replyBody(wire.OpCodeMsg)
+		if v, ok := wire.Lookup(body, "isWritablePrimary"); !ok || !v.Boolean() {
+			t.Fatalf("size %d: hello reply %v, want isWritablePrimary true", size, body)
+		}
+	}
 }
