@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,7 +67,10 @@ type MongoMember struct {
 	DataDir string
 	// Arbiter is set on a replica set's arbiter (votes, holds no data).
 	Arbiter bool
-	bin     string
+	// caFile is set on a member listening with TLS only: its URI and
+	// client options then use TLS and trust this CA.
+	caFile string
+	bin    string
 	// args is the whole command line after the binary when set (a replica
 	// set member's); nil runs a standalone ferretmember on Port and DataDir.
 	args []string
@@ -197,8 +201,20 @@ func (m *MongoMember) start(ctx context.Context) error {
 func (m *MongoMember) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port)) }
 
 // URI is a mongodb:// URI for this member alone (directConnection=true), so
-// a driver talks to it as given and never goes looking for a replica set.
-func (m *MongoMember) URI() string { return "mongodb://" + m.Addr() + "/?directConnection=true" }
+// a driver talks to it as given and never goes looking for a replica set;
+// for a TLS-only member it asks for TLS and names the CA.
+func (m *MongoMember) URI() string {
+	return "mongodb://" + m.Addr() + "/?directConnection=true" + tlsParams(m.caFile)
+}
+
+// tlsParams are the URI options of a TLS client trusting caFile (none
+// without one).
+func tlsParams(caFile string) string {
+	if caFile == "" {
+		return ""
+	}
+	return "&tls=true&tlsCAFile=" + url.QueryEscape(caFile)
+}
 
 // ClientOptions are driver options for this member with timeouts short
 // enough that a test sees a dead or frozen member as an error in seconds
@@ -340,6 +356,11 @@ type ReplicaSetOptions struct {
 	Links bool
 	// Tags are per-member hello tags, by member name.
 	Tags map[string]map[string]string
+	// TLS makes every member listen with TLS only (mongod's requireTLS)
+	// with TLS.CertFile, and reach its peers verifying TLS.CAFile; the
+	// members' URIs and client options then use TLS. Simulated members
+	// only.
+	TLS *Certs
 	// RealMongod starts mongod --replSet members (mongod must be on PATH)
 	// instead of simulated ones. Links and SetApplyDelay are then refused,
 	// and PauseReplication uses mongod's stopReplProducer fail point. Not
@@ -408,6 +429,11 @@ func StartReplicaSet(ctx context.Context, opts ReplicaSetOptions) (*ReplicaSet, 
 	if err := rs.newMembers(bin); err != nil {
 		return nil, err
 	}
+	if opts.TLS != nil {
+		for _, m := range rs.Members {
+			m.caFile = opts.TLS.CAFile
+		}
+	}
 	if opts.Links {
 		for _, a := range rs.Members {
 			for _, b := range rs.Members {
@@ -472,6 +498,9 @@ func (rs *ReplicaSet) memberArgs(m *MongoMember) []string {
 	}
 	for k, v := range rs.opts.Tags[m.Name] {
 		args = append(args, "-tag", k+"="+v)
+	}
+	if c := rs.opts.TLS; c != nil {
+		args = append(args, "-tls-cert", c.CertFile, "-tls-key", c.KeyFile, "-tls-ca", c.CAFile)
 	}
 	return args
 }
@@ -563,7 +592,11 @@ func (rs *ReplicaSet) URI() string {
 	for i, m := range rs.Members {
 		hosts[i] = m.Addr()
 	}
-	return "mongodb://" + strings.Join(hosts, ",") + "/?replicaSet=" + rs.Name
+	uri := "mongodb://" + strings.Join(hosts, ",") + "/?replicaSet=" + rs.Name
+	if rs.opts.TLS != nil {
+		uri += tlsParams(rs.opts.TLS.CAFile)
+	}
+	return uri
 }
 
 // ClientOptions are driver options for the whole set with timeouts short
@@ -693,6 +726,9 @@ func (rs *ReplicaSet) startMongod(ctx context.Context) error {
 	}
 	if rs.opts.Links {
 		return errors.New("RealMongod: Links are not supported (mongod members advertise the addresses they are configured with)")
+	}
+	if rs.opts.TLS != nil {
+		return errors.New("RealMongod: TLS is not supported (it is the simulated members' option)")
 	}
 	if err := rs.newMembers(bin); err != nil {
 		return err

@@ -7,6 +7,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -237,6 +239,58 @@ type MongoDB struct {
 	// own (the server's default, w:1 before MongoDB 5.0 and with an
 	// arbiter), and routerctl status warns about it on a PSA set.
 	WriteConcern string `yaml:"write_concern"`
+	// MemberTLS, when set, is how every connection to a member is made:
+	// the proxy's, the monitor's probes and the arbiters' steps. A member
+	// running with net.tls.mode requireTLS accepts nothing else.
+	MemberTLS *MemberTLS `yaml:"member_tls"`
+}
+
+// MemberTLS is the TLS client side of connections to members.
+type MemberTLS struct {
+	// CAFile holds the certificates members' certificates are verified
+	// against (PEM); required: a member is never trusted unverified.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate, for members run with
+	// net.tls.CAFile and client certificates required (or x509 auth).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name members' certificates must carry (default:
+	// the host of each member's addr).
+	ServerName string `yaml:"server_name"`
+}
+
+// ClientConfig is the tls.Config member connections use: the CA alone as
+// roots, the client certificate when set. ServerName is left to the dialer
+// (each member's host) unless server_name sets it.
+func (m *MemberTLS) ClientConfig() (*tls.Config, error) {
+	pool, err := loadCA(m.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	cfg := &tls.Config{RootCAs: pool, ServerName: m.ServerName, MinVersion: tls.VersionTLS12}
+	if m.CertFile != "" || m.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(m.CertFile, m.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// loadCA reads a PEM file of certificates into a pool; a file with none
+// is an error (an empty pool would reject every member with an unclear
+// "unknown authority").
+func loadCA(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // WriteConcernMajority is mongodb.write_concern's one value.
@@ -284,11 +338,26 @@ type User struct {
 	BackendPassword Secret `yaml:"backend_password"`
 }
 
-// TLS terminates client TLS.
+// TLS terminates client TLS. Without Require, kind mariadb lets a client
+// choose (SSLRequest); kind mongodb, where TLS starts at the first byte,
+// serves TLS and plaintext clients on the same port (mongod's preferTLS).
 type TLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	Require  bool   `yaml:"require"`
+}
+
+// ServerConfig is the listener's tls.Config (nil when no certificate is
+// set): TLS 1.2 at least, as mongod and MariaDB default to.
+func (t TLS) ServerConfig() (*tls.Config, error) {
+	if t.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Error names the field a problem is in.
@@ -544,6 +613,13 @@ func (c *Config) Validate() error {
 		if cl.TLS.Require && cl.TLS.CertFile == "" {
 			add(f+".tls.require", "needs cert_file and key_file")
 		}
+		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" && !arbiter {
+			// Arbiters serve no clients: their files may live on the
+			// proxies' hosts only.
+			if _, err := cl.TLS.ServerConfig(); err != nil {
+				add(f+".tls.cert_file", "%v", err)
+			}
+		}
 		switch cl.ReadsWithoutReplica {
 		case "primary", "fail":
 		default:
@@ -601,16 +677,13 @@ func checkKind(kind string) error {
 }
 
 // validateMongoDB checks a kind mongodb cluster: its section, and the
-// cluster-wide settings the Mongo proxy does not have yet, refused rather
-// than silently ignored.
+// cluster-wide settings that do not apply to it, refused rather than
+// silently ignored.
 func validateMongoDB(add func(field, format string, args ...any), f string, cl *Cluster, arbiter bool) {
 	// Under a control section the arbiters follow the set's elections
 	// (the primary it elected is committed as the epoch), ask a secondary
 	// to step up after failure_threshold, and run switchovers; without
 	// one, a proxy follows the set's own elections alone.
-	if cl.TLS != (TLS{}) {
-		add(f+".tls", "not supported for kind %s yet", KindMongoDB)
-	}
 	for j, u := range cl.Users {
 		if u.BackendUser != "" || u.BackendPassword != (Secret{}) {
 			add(fmt.Sprintf("%s.users[%d].backend_user", f, j), "not used by kind %s: clients log in to the proxy only, and the proxy reaches members as mongodb.member_account (or monitor)", KindMongoDB)
@@ -627,6 +700,29 @@ func validateMongoDB(add func(field, format string, args ...any), f string, cl *
 	case "", WriteConcernMajority:
 	default:
 		add(f+".mongodb.write_concern", "%q is not supported (want majority, or leave it unset to keep each write's own)", m.WriteConcern)
+	}
+	if t := m.MemberTLS; t != nil {
+		validateMemberTLS(add, f+".mongodb.member_tls", t)
+	}
+}
+
+// validateMemberTLS checks every file of a member_tls section, each error
+// naming its key: the arbiters and the monitor use it as much as the
+// proxy, so a mistake must stop start-up rather than show every member
+// unreachable.
+func validateMemberTLS(add func(field, format string, args ...any), f string, t *MemberTLS) {
+	if t.CAFile == "" {
+		add(f+".ca_file", "required (the CA members' certificates are verified against)")
+	} else if _, err := loadCA(t.CAFile); err != nil {
+		add(f+".ca_file", "%v", err)
+	}
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		add(f, "cert_file and key_file go together")
+	case t.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+			add(f+".cert_file", "%v", err)
+		}
 	}
 }
 

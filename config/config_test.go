@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dbrouter/dbrouter/chaos"
 )
 
 const valid = `
@@ -210,6 +212,21 @@ func wantErrors(t *testing.T, err error, want []string) {
 	}
 }
 
+// wantParse parses in and checks the errors as wantErrors does; a single
+// want without ": " is a YAML error's text (no field path), looked for in
+// the error.
+func wantParse(t *testing.T, in string, want []string) {
+	t.Helper()
+	_, err := Parse([]byte(in))
+	if len(want) == 1 && !strings.Contains(want[0], ": ") {
+		if err == nil || !strings.Contains(err.Error(), want[0]) {
+			t.Fatalf("error %v, want one containing %q", err, want[0])
+		}
+		return
+	}
+	wantErrors(t, err, want)
+}
+
 // withClusterLines adds lines (each indented as a cluster key) to the valid
 // config's only cluster.
 func withClusterLines(lines ...string) string {
@@ -341,7 +358,6 @@ clusters:
 		{"wire version too new", with("mongodb: {max_wire_version: 26}"), []string{"clusters[0].mongodb.max_wire_version: 26 is out of range (9, MongoDB 4.4, to 25, MongoDB 8.0)"}},
 		{"member password unresolved", with("mongodb: {member_account: {user: p, password: {env: DBROUTER_UNSET_VAR}}}"), []string{"clusters[0].mongodb.member_account.password: environment variable DBROUTER_UNSET_VAR is not set"}},
 		{"unknown key", with("mongodb: {replicaset: rs0}"), []string{"field replicaset not found"}},
-		{"tls", with("tls: {cert_file: c.pem, key_file: k.pem}"), []string{"clusters[0].tls: not supported for kind mongodb yet"}},
 		{"backend user", with("users: [{name: app, password: pw, backend_user: root}]"), []string{"clusters[0].users[0].backend_user: not used by kind mongodb: clients log in to the proxy only, and the proxy reaches members as mongodb.member_account (or monitor)"}},
 		{"proxy with a control plane", strings.Replace(with(), "role: proxy", "role: proxy\nname: p1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7101, dir: /tmp/p1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}, {name: a2, raft: 127.0.0.1:7302, admin: 127.0.0.1:7082}, {name: a3, raft: 127.0.0.1:7303, admin: 127.0.0.1:7083}]}", 1), nil},
 		{"arbiter", strings.Replace(with(), "role: proxy", "role: arbiter\nname: a1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7301, dir: /tmp/a1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}, {name: a2, raft: 127.0.0.1:7302, admin: 127.0.0.1:7082}, {name: a3, raft: 127.0.0.1:7303, admin: 127.0.0.1:7083}]}", 1),
@@ -349,16 +365,7 @@ clusters:
 		{"write concern majority", with("mongodb: {write_concern: majority}"), nil},
 		{"write concern 1", with("mongodb: {write_concern: \"1\"}"), []string{`clusters[0].mongodb.write_concern: "1" is not supported (want majority, or leave it unset to keep each write's own)`}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.in))
-			if len(tc.want) == 1 && !strings.Contains(tc.want[0], ": ") {
-				if err == nil || !strings.Contains(err.Error(), tc.want[0]) {
-					t.Fatalf("error %v, want one containing %q", err, tc.want[0])
-				}
-				return
-			}
-			wantErrors(t, err, tc.want)
-		})
+		t.Run(tc.name, func(t *testing.T) { wantParse(t, tc.in, tc.want) })
 	}
 	// kind mongodb's section on a MariaDB cluster names the kind it is for.
 	_, err = Parse([]byte(withClusterLines("mongodb: {replica_set: rs0, max_wire_version: 9}")))
@@ -366,4 +373,84 @@ clusters:
 		"clusters[0].mongodb.replica_set: only for kind mongodb (this cluster is kind mariadb)",
 		"clusters[0].mongodb.max_wire_version: only for kind mongodb (this cluster is kind mariadb)",
 	})
+}
+
+// TestMongoDBTLS: client TLS and member TLS on a kind mongodb cluster; every
+// file is read at validation, and a problem names its key and the reason
+// (unreadable, not PEM, a certificate without its key), so a mistake
+// stops start-up instead of showing every member unreachable.
+func TestMongoDBTLS(t *testing.T) {
+	certs := chaos.NewCertsT(t, "config")
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	const mongo = `
+role: ROLE
+clusters:
+  - name: docs
+    kind: mongodb
+    listen: 127.0.0.1:27017
+    members:
+      - {name: m1, addr: "127.0.0.1:27101"}
+`
+	control := "name: a1\ncontrol: {secret: 0123456789abcdef0123, raft_listen: 127.0.0.1:7301, dir: /tmp/a1, arbiters: [{name: a1, raft: 127.0.0.1:7301, admin: 127.0.0.1:7081}]}"
+	with := func(role string, lines ...string) string {
+		in := strings.Replace(mongo, "ROLE", role, 1)
+		if role == "arbiter" {
+			in = strings.Replace(in, "role: arbiter", "role: arbiter\n"+control, 1)
+		}
+		return strings.Replace(in, "    listen: 127.0.0.1:27017", "    listen: 127.0.0.1:27017\n    "+strings.Join(lines, "\n    "), 1)
+	}
+	q := func(s string) string { return `"` + s + `"` }
+	serverTLS := "tls: {cert_file: " + q(certs.CertFile) + ", key_file: " + q(certs.KeyFile) + "}"
+	memberTLS := func(kv string) string { return "mongodb: {member_tls: {" + kv + "}}" }
+	const mt = "clusters[0].mongodb.member_tls"
+	for _, tc := range []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"client tls", with("proxy", serverTLS), nil},
+		{"client tls required", with("proxy", "tls: {cert_file: "+q(certs.CertFile)+", key_file: "+q(certs.KeyFile)+", require: true}"), nil},
+		{"client tls require without a certificate", with("proxy", "tls: {require: true}"), []string{"clusters[0].tls.require: needs cert_file and key_file"}},
+		{"client tls cert without key", with("proxy", "tls: {cert_file: "+q(certs.CertFile)+"}"), []string{"clusters[0].tls: cert_file and key_file go together"}},
+		{"client tls unreadable", with("proxy", "tls: {cert_file: "+q(missing)+", key_file: "+q(certs.KeyFile)+"}"),
+			[]string{"clusters[0].tls.cert_file: open " + missing + ": no such file or directory"}},
+		{"client tls not PEM", with("proxy", "tls: {cert_file: "+q(junk)+", key_file: "+q(certs.KeyFile)+"}"),
+			[]string{"clusters[0].tls.cert_file: tls: failed to find any PEM data in certificate input"}},
+		{"client tls files not read on an arbiter", with("arbiter", "tls: {cert_file: "+q(missing)+", key_file: "+q(missing)+"}"), nil},
+		{"member tls, CA only", with("proxy", memberTLS("ca_file: "+q(certs.CAFile))), nil},
+		{"member tls, client certificate and name", with("proxy", memberTLS("ca_file: "+q(certs.CAFile)+", cert_file: "+q(certs.ClientCertFile)+", key_file: "+q(certs.ClientKeyFile)+", server_name: localhost")), nil},
+		{"member tls on an arbiter", with("arbiter", memberTLS("ca_file: "+q(certs.CAFile))), nil},
+		{"member tls without a CA", with("proxy", memberTLS("server_name: x")), []string{mt + ".ca_file: required (the CA members' certificates are verified against)"}},
+		{"member tls empty", with("proxy", "mongodb: {member_tls: {}}"), []string{mt + ".ca_file: required (the CA members' certificates are verified against)"}},
+		{"member tls CA unreadable", with("arbiter", memberTLS("ca_file: "+q(missing))), []string{mt + ".ca_file: open " + missing + ": no such file or directory"}},
+		{"member tls CA not PEM", with("proxy", memberTLS("ca_file: "+q(junk))), []string{mt + ".ca_file: " + junk + " holds no PEM certificate"}},
+		{"member tls cert without key", with("proxy", memberTLS("ca_file: "+q(certs.CAFile)+", cert_file: "+q(certs.ClientCertFile))), []string{mt + ": cert_file and key_file go together"}},
+		{"member tls key of another cert", with("proxy", memberTLS("ca_file: "+q(certs.CAFile)+", cert_file: "+q(certs.ClientCertFile)+", key_file: "+q(certs.KeyFile))),
+			[]string{mt + ".cert_file: tls: private key does not match public key"}},
+		{"member tls unknown key", with("proxy", memberTLS("ca: x")), []string{"field ca not found"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { wantParse(t, tc.in, tc.want) })
+	}
+	// member_tls is kind mongodb's: on a MariaDB cluster it names the kind.
+	t.Setenv("DBROUTER_TEST_PW", "x")
+	_, err := Parse([]byte(withClusterLines("mongodb: {member_tls: {ca_file: " + q(certs.CAFile) + "}}")))
+	wantErrors(t, err, []string{"clusters[0].mongodb.member_tls: only for kind mongodb (this cluster is kind mariadb)"})
+	// The configurations built from the files work as a pair.
+	c, err := Parse([]byte(with("proxy", serverTLS, memberTLS("ca_file: "+q(certs.CAFile)+", server_name: localhost"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := c.Clusters[0].TLS.ServerConfig()
+	if err != nil || srv == nil || len(srv.Certificates) != 1 {
+		t.Fatalf("server config %v, %v", srv, err)
+	}
+	cli, err := c.Clusters[0].MongoDB.MemberTLS.ClientConfig()
+	if err != nil || cli.ServerName != "localhost" || cli.RootCAs == nil {
+		t.Fatalf("client config %+v, %v", cli, err)
+	}
 }

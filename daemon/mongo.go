@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 
@@ -23,8 +24,18 @@ import (
 // metrics go on reg, routerd's registry, as the MySQL proxy's do.
 func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.Config, ctl *control, dialByAddr map[string]string, log *zap.Logger, reg prometheus.Registerer) (*unit, admin.Cluster, error) {
 	md := cl.MongoDB
+	// member_tls is every connection to members: the probes', the
+	// proxy's and the arbiters'.
+	var memberTLS *tls.Config
+	if md.MemberTLS != nil {
+		var err error
+		if memberTLS, err = md.MemberTLS.ClientConfig(); err != nil {
+			return nil, admin.Cluster{}, fmt.Errorf("cluster %s: mongodb.member_tls: %w", cl.Name, err)
+		}
+	}
 	mon, err := tmongo.NewMonitor(tmongo.MonitorConfig{Cluster: cl.Name, Members: members, ProbeInterval: cl.ProbeInterval.D(),
-		MaxReplicaLag: cl.MaxReplicaLag.D(), ReplicaSet: md.ReplicaSet, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password)}, log)
+		MaxReplicaLag: cl.MaxReplicaLag.D(), ReplicaSet: md.ReplicaSet, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
+		TLS: memberTLS}, log)
 	if err != nil {
 		return nil, admin.Cluster{}, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
@@ -40,7 +51,8 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 	}
 	if cfg.Role == "arbiter" {
 		ct := cfg.Control
-		act := &tmongo.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D()}
+		act := &tmongo.Actions{User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
+			TLS: memberTLS}
 		if len(dialByAddr) > 0 {
 			act.Dial = func(addr string) string {
 				if d, ok := dialByAddr[addr]; ok {
@@ -65,7 +77,10 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 		MemberTimeout: cl.QueryTimeout.D(), MaxMemberConns: cl.MaxConnectionsPerMember, MemberWait: cl.PoolTimeout.D(),
 		// The monitor's members are the proxy's, in the same order.
 		Topology: mon, Site: cfg.Site, LocalThreshold: cl.LocalityWindow.D(),
-		MajorityWrites: md.WriteConcern == config.WriteConcernMajority}
+		MajorityWrites: md.WriteConcern == config.WriteConcernMajority, MemberTLS: memberTLS, RequireTLS: cl.TLS.Require}
+	if pc.TLS, err = cl.TLS.ServerConfig(); err != nil {
+		return nil, admin.Cluster{}, fmt.Errorf("cluster %s: tls: %w", cl.Name, err)
+	}
 	if ctl != nil {
 		// The control plane names the primary: writes go to the epoch's
 		// primary while this proxy holds its lease, and a reply from a

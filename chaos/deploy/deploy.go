@@ -165,7 +165,12 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		s := fmt.Sprintf("clusters:\n  - name: app\n    monitor: {user: %s, password: %s}\n    replication: {user: %s, password: %s}\n    members:\n%s",
 			chaos.AdminUser, chaos.AdminPassword, chaos.ReplUser, chaos.ReplPassword, members.String())
 		if d.RS != nil {
-			s = fmt.Sprintf("clusters:\n  - name: app\n    kind: mongodb\n    mongodb: {replica_set: %s}\n    members:\n%s", d.RS.Name, members.String())
+			mtls := ""
+			if o.Mongo.TLS != nil {
+				// TLS-only members: every node reaches them with their CA.
+				mtls = fmt.Sprintf(", member_tls: {ca_file: %q}", o.Mongo.TLS.CAFile)
+			}
+			s = fmt.Sprintf("clusters:\n  - name: app\n    kind: mongodb\n    mongodb: {replica_set: %s%s}\n    members:\n%s", d.RS.Name, mtls, members.String())
 		}
 		if o.ProbeInterval != "" {
 			s += fmt.Sprintf("    probe_interval: %s\n", o.ProbeInterval)

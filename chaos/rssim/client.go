@@ -2,6 +2,7 @@ package rssim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ const defaultCallTimeout = 30 * time.Second
 // that saw any error is closed, so a stream never gets out of step.
 type client struct {
 	addr string
+	tls  *tls.Config // nil: plaintext
 
 	mu     sync.Mutex
 	idle   []net.Conn
@@ -33,7 +35,7 @@ type client struct {
 
 const maxIdle = 8
 
-func newClient(addr string) *client { return &client{addr: addr} }
+func newClient(addr string, tc *tls.Config) *client { return &client{addr: addr, tls: tc} }
 
 // wconn is one checked-out connection.
 type wconn struct {
@@ -62,6 +64,14 @@ func (c *client) get(ctx context.Context) (*wconn, error) {
 	nc, err := d.DialContext(dctx, "tcp", c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", c.addr, err)
+	}
+	if c.tls != nil {
+		tc := tls.Client(nc, c.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("tls to %s: %w", c.addr, err)
+		}
+		nc = tc
 	}
 	return &wconn{c: c, nc: nc}, nil
 }

@@ -13,6 +13,7 @@
 package rssim
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,12 @@ type Config struct {
 	Heartbeat time.Duration
 	// Backend is the address of this member's FerretDB.
 	Backend string
+	// TLS, when set, makes the member listen with TLS only (mongod's
+	// net.tls.mode requireTLS): a plaintext client is closed. PeerTLS is
+	// then how it reaches the other members (which listen the same way);
+	// its ServerName is each peer's Host.
+	TLS     *tls.Config
+	PeerTLS *tls.Config
 }
 
 // DefaultConfig has mongod's timings.
@@ -71,6 +78,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Members) == 0 {
 		return errors.New("peer: no members")
+	}
+	if c.TLS != nil && c.PeerTLS == nil {
+		return errors.New("tls: the members listen with TLS only, so they need a CA to reach each other (PeerTLS)")
 	}
 	seen := map[string]bool{}
 	self, data := false, 0

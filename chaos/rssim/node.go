@@ -2,11 +2,13 @@ package rssim
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -105,7 +107,7 @@ type node struct {
 }
 
 func newNode(cfg Config, log *slog.Logger) *node {
-	n := &node{cfg: cfg, log: log, local: newClient(cfg.Backend), peers: map[string]*client{},
+	n := &node{cfg: cfg, log: log, local: newClient(cfg.Backend, nil), peers: map[string]*client{},
 		progress: map[string]int64{}, peerInfo: map[string]*peerState{}, changed: make(chan struct{}),
 		oplog: []opTime{{}}, dedupe: map[string]int64{}, wireMax: 21}
 	n.majority = len(cfg.Members)/2 + 1
@@ -117,7 +119,7 @@ func newNode(cfg Config, log *slog.Logger) *node {
 			n.self = m
 			continue
 		}
-		n.peers[m.Name] = newClient(m.Dial)
+		n.peers[m.Name] = newClient(m.Dial, peerTLS(cfg.PeerTLS, m.Host))
 		n.peerInfo[m.Name] = &peerState{}
 	}
 	if n.self.Arbiter {
@@ -125,6 +127,20 @@ func newNode(cfg Config, log *slog.Logger) *node {
 	}
 	n.jitter = n.newJitter()
 	return n
+}
+
+// peerTLS is the TLS configuration for reaching peer host (nil:
+// plaintext): the peer's certificate is verified for the host clients use,
+// also when the member dials a link in front of it.
+func peerTLS(tc *tls.Config, host string) *tls.Config {
+	if tc == nil {
+		return nil
+	}
+	c := tc.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(host)
+	}
+	return c
 }
 
 func (n *node) newJitter() time.Duration {

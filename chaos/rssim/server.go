@@ -2,6 +2,7 @@ package rssim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 	}
 	if ready != nil {
 		ready()
+	}
+	if s.cfg.TLS != nil {
+		// TLS only: the handshake runs on each connection's first read,
+		// in its own goroutine; a plaintext client fails it and is closed.
+		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	var delay time.Duration
 	for {

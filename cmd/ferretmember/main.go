@@ -14,11 +14,17 @@
 //
 //	ferretmember -port 27001 -dir d1 -rs rs0 -member db1 \
 //	  -peer db1=127.0.0.1:27001 -peer db2=127.0.0.1:27002 -peer db3=127.0.0.1:27003,arbiter \
-//	  [-tag dc=east] [-election-timeout 10s] [-heartbeat 2s]
+//	  [-tag dc=east] [-election-timeout 10s] [-heartbeat 2s] \
+//	  [-tls-cert server.pem -tls-key server-key.pem -tls-ca ca.pem]
+//
+// With -tls-cert the member listens with TLS only (mongod's requireTLS) and
+// reaches its peers over TLS, verifying them against -tls-ca.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,15 +84,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	})
 	fs.DurationVar(&rs.ElectionTimeout, "election-timeout", rs.ElectionTimeout, "with -rs: election timeout")
 	fs.DurationVar(&rs.Heartbeat, "heartbeat", rs.Heartbeat, "with -rs: heartbeat interval")
+	tlsCert := fs.String("tls-cert", "", "with -rs: listen with TLS only (requireTLS), with this certificate (PEM); needs -tls-key and -tls-ca")
+	tlsKey := fs.String("tls-key", "", "with -rs and -tls-cert: the certificate's key (PEM)")
+	tlsCA := fs.String("tls-ca", "", "with -rs and -tls-cert: the CA the peers' certificates are verified against (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var lvl slog.Level
 	if fs.NArg() > 0 || *port <= 0 || *port > 65535 || *dir == "" || lvl.UnmarshalText([]byte(*level)) != nil {
-		fmt.Fprintln(stderr, "usage: ferretmember -port N -dir DIR [-log-level info] [-rs NAME -member NAME -peer NAME=HOST:PORT... [-arbiter] [-tag K=V] [-election-timeout D] [-heartbeat D]]")
+		fmt.Fprintln(stderr, "usage: ferretmember -port N -dir DIR [-log-level info] [-rs NAME -member NAME -peer NAME=HOST:PORT... [-arbiter] [-tag K=V] [-election-timeout D] [-heartbeat D] [-tls-cert F -tls-key F -tls-ca F]]")
 		return 2
 	}
 	rsMode := rs.SetName != "" || rs.Self != "" || len(rs.Members) > 0 || *arbiter || rs.Tags != nil
+	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
+		if !rsMode {
+			fmt.Fprintln(stderr, "ferretmember: -tls-cert, -tls-key and -tls-ca are for a replica-set member (-rs)")
+			return 2
+		}
+		var err error
+		if rs.TLS, rs.PeerTLS, err = memberTLS(*tlsCert, *tlsKey, *tlsCA); err != nil {
+			fmt.Fprintln(stderr, "ferretmember:", err)
+			return 2
+		}
+	}
 	if rsMode {
 		for i := range rs.Members {
 			if rs.Members[i].Name == rs.Self && *arbiter {
@@ -114,6 +134,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// memberTLS loads a TLS-only member's certificate (its listener) and the
+// CA its peers' certificates are verified against (its heartbeats, votes
+// and fetches); all three files are needed.
+func memberTLS(certFile, keyFile, caFile string) (server, peer *tls.Config, err error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, nil, errors.New("tls: -tls-cert, -tls-key and -tls-ca go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls-cert: %w", err)
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, nil, fmt.Errorf("tls-ca: %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // dataDir makes dir absolute and creates it.

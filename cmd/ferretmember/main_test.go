@@ -15,10 +15,13 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/dbrouter/dbrouter/chaos"
 )
 
 func TestBadFlagsExitWithUsage(t *testing.T) {
 	dir := t.TempDir()
+	certs := chaos.NewCertsT(t, "ferretmember")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -37,6 +40,10 @@ func TestBadFlagsExitWithUsage(t *testing.T) {
 		{"bad tag", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-tag", "dc"}},
 		{"heartbeat not under the election timeout", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-heartbeat", "10s", "-election-timeout", "5s"}},
 		{"only an arbiter", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-arbiter"}},
+		{"tls without rs", []string{"-port", "27017", "-dir", dir, "-tls-cert", certs.CertFile, "-tls-key", certs.KeyFile, "-tls-ca", certs.CAFile}},
+		{"tls without a CA", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-tls-cert", certs.CertFile, "-tls-key", certs.KeyFile}},
+		{"tls key of another certificate", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-tls-cert", certs.CertFile, "-tls-key", certs.ClientKeyFile, "-tls-ca", certs.CAFile}},
+		{"tls CA not PEM", []string{"-port", "27017", "-dir", dir, "-rs", "rs0", "-member", "a", "-peer", "a=127.0.0.1:1", "-tls-cert", certs.CertFile, "-tls-key", certs.KeyFile, "-tls-ca", certs.KeyFile}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder

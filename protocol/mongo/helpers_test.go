@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbrouter/dbrouter/protocol/mongo/wire"
@@ -26,13 +27,25 @@ var testUsers = []User{{Name: "alice", Password: "s3cret pass"}, {Name: "bob", P
 // session ended.
 func startProxy(t testing.TB, cfg Config) (string, *Proxy) {
 	t.Helper()
-	return startProxyReg(t, cfg, nil)
+	return startProxyLogReg(t, cfg, zaptest.NewLogger(t), nil)
 }
 
 // startProxyReg is startProxy with the proxy's metrics on reg.
 func startProxyReg(t testing.TB, cfg Config, reg prometheus.Registerer) (string, *Proxy) {
 	t.Helper()
-	p, err := NewWithMetrics(cfg, zaptest.NewLogger(t), reg)
+	return startProxyLogReg(t, cfg, zaptest.NewLogger(t), reg)
+}
+
+// startProxyLog is startProxy with the proxy's logger given (a test that
+// checks what the proxy logs).
+func startProxyLog(t testing.TB, cfg Config, log *zap.Logger) (string, *Proxy) {
+	t.Helper()
+	return startProxyLogReg(t, cfg, log, nil)
+}
+
+func startProxyLogReg(t testing.TB, cfg Config, log *zap.Logger, reg prometheus.Registerer) (string, *Proxy) {
+	t.Helper()
+	p, err := NewWithMetrics(cfg, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

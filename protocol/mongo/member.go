@@ -3,6 +3,7 @@ package mongo
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,7 @@ type memberPool struct {
 	name, addr string
 	idx        int // in Config.Members and the topology's snapshots
 	connect    time.Duration
+	tls        *tls.Config // nil: plaintext
 }
 
 func newMemberPool(m Member, max int, connect time.Duration) *memberPool {
@@ -93,13 +95,26 @@ func (mp *memberPool) dial(ctx context.Context, _ poolKey, login proxy.Login) (*
 	if err != nil {
 		return nil, fmt.Errorf("member %s (%s): %w: %v", mp.name, mp.addr, proxy.ErrBackendDown, err)
 	}
-	c := &memberConn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize), lock: make(chan struct{}, 1)}
-	// The handshake as a whole gets the connect timeout: a member that
-	// accepts and then says nothing (SIGSTOP) must not hold the session.
+	// The handshake as a whole (TLS's and Mongo's) gets the connect
+	// timeout: a member that accepts and then says nothing (SIGSTOP) must
+	// not hold the session.
 	_ = nc.SetDeadline(time.Now().Add(mp.connect))
 	// ctx ending ends the handshake too (a write whose primary was
 	// replaced meanwhile, the proxy shutting down).
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	if mp.tls != nil {
+		tc := tls.Client(nc, mp.tls)
+		// The certificate's verdict (x509: ... unknown authority) is in
+		// err, and so in the pool's error and the client's: a member
+		// with the wrong CA is an error that says so, not a hang.
+		if err = tc.Handshake(); err != nil {
+			stop()
+			nc.Close()
+			return nil, fmt.Errorf("member %s (%s): tls: %w: %v", mp.name, mp.addr, proxy.ErrBackendDown, err)
+		}
+		nc = tc
+	}
+	c := &memberConn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize), lock: make(chan struct{}, 1)}
 	err = c.handshake(login)
 	if !stop() {
 		err = errors.Join(err, ctx.Err())

@@ -18,6 +18,7 @@ package mongo
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -69,6 +70,20 @@ type Config struct {
 	// client that stops reading cannot hold its session forever. Writes to
 	// members take it too.
 	WriteTimeout time.Duration
+
+	// TLS, when set, terminates client TLS (config tls:). MongoDB's TLS
+	// starts at the first byte, so with RequireTLS a client that sends
+	// anything else is closed (mongod's requireTLS); without it TLS and
+	// plaintext clients share the port, told apart by their first bytes
+	// (preferTLS). TLSHandshakeTimeout bounds the wait for that byte and
+	// the handshake (default 10s).
+	TLS                 *tls.Config
+	RequireTLS          bool
+	TLSHandshakeTimeout time.Duration
+	// MemberTLS, when set, is the client side of every connection to a
+	// member (config mongodb.member_tls); ServerName defaults to the host
+	// of each member's Addr.
+	MemberTLS *tls.Config
 
 	// Members receive the commands the proxy does not answer itself. None:
 	// CodeNotRoutedYet.
@@ -203,6 +218,12 @@ func NewWithMetrics(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	if cfg.TxnTimeout <= 0 {
 		cfg.TxnTimeout = 60 * time.Second
 	}
+	if cfg.TLSHandshakeTimeout <= 0 {
+		cfg.TLSHandshakeTimeout = defaultTLSHandshakeTimeout
+	}
+	if cfg.RequireTLS && cfg.TLS == nil {
+		return nil, fmt.Errorf("cluster %s: TLS required but no certificate configured", cfg.Cluster)
+	}
 	if len(cfg.Members) > maxMembers {
 		return nil, fmt.Errorf("cluster %s: %d members: at most %d", cfg.Cluster, len(cfg.Members), maxMembers)
 	}
@@ -240,7 +261,7 @@ func NewWithMetrics(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Pr
 			return nil, fmt.Errorf("cluster %s: members[%d]: name and addr are required", cfg.Cluster, i)
 		}
 		mp := newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout)
-		mp.idx = i
+		mp.idx, mp.tls = i, memberTLS(cfg.MemberTLS, m)
 		p.members = append(p.members, mp)
 	}
 	var err error
@@ -283,13 +304,30 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return err
 		}
-		s := p.newSession(nc)
-		p.mu.Lock()
-		p.sessions[s] = struct{}{}
-		p.mu.Unlock()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
+			// TLS (or the first-byte sniff) runs here, not in the accept
+			// loop: a slow client must not delay the next one. rctx ends
+			// before shutdown, so a handshake still running then is cut
+			// short, and a session it would open is not registered.
+			cc, err := p.clientConn(rctx, nc)
+			if err != nil {
+				if rctx.Err() == nil {
+					p.log.Info("client connection closed before its session", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
+				}
+				nc.Close()
+				return
+			}
+			s := p.newSession(cc)
+			p.mu.Lock()
+			if rctx.Err() != nil {
+				p.mu.Unlock()
+				cc.Close()
+				return
+			}
+			p.sessions[s] = struct{}{}
+			p.mu.Unlock()
 			s.serve(ctx)
 			p.mu.Lock()
 			delete(p.sessions, s)

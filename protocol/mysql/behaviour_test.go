@@ -3,19 +3,12 @@ package mysql_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"database/sql"
 	sqldriver "database/sql/driver"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -320,10 +313,6 @@ func pingQuery(ctx context.Context, c sqldriver.Conn) error {
 	return rows.Close()
 }
 
-func pemBlock(typ string, b []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b})
-}
-
 func mustConfig(t *testing.T, dsn string) *driver.Config {
 	cfg, err := driver.ParseDSN(dsn)
 	if err != nil {
@@ -487,28 +476,12 @@ func TestCachingSHA2AndTLS(t *testing.T) {
 	}
 }
 
+// selfSigned is a server certificate and key for 127.0.0.1, from the
+// chaos harness's throwaway CA (shared with the Mongo proxy's TLS tests).
 func selfSigned(t *testing.T) (string, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dbrouter-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	dir := t.TempDir()
-	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cf, pemBlock("CERTIFICATE", der), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(kf, pemBlock("EC PRIVATE KEY", kb), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cf, kf
+	c := chaos.NewCertsT(t, "dbrouter-test")
+	return c.CertFile, c.KeyFile
 }
 
 // TestSysbenchThroughProxy: sysbench's workloads (prepared statements,

@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,6 +28,9 @@ type Actions struct {
 	// Dial maps a member's address to the one to connect to (test links);
 	// nil: the address itself.
 	Dial func(addr string) string
+	// TLS, when set, is the client side of every connection to a member
+	// (config mongodb.member_tls), as the monitor's.
+	TLS *tls.Config
 
 	mu      sync.Mutex
 	clients map[string]*mongodrv.Client
@@ -49,7 +53,7 @@ func (a *Actions) client(addr string) (*mongodrv.Client, error) {
 	if a.Dial != nil {
 		dial = a.Dial(addr)
 	}
-	c, err := mongodrv.Connect(directOptions(dial, a.timeout(), 2, "dbrouter-arbiter", a.User, a.Password, a.AuthSource))
+	c, err := mongodrv.Connect(directOptions(dial, a.timeout(), 2, "dbrouter-arbiter", a.User, a.Password, a.AuthSource, a.TLS))
 	if err != nil {
 		return nil, fmt.Errorf("member %s: client: %w", addr, err)
 	}

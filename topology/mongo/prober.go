@@ -2,6 +2,7 @@ package mongo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -30,6 +31,10 @@ type MonitorConfig struct {
 	User       string
 	Password   string
 	AuthSource string
+	// TLS, when set, is the client side of every probe connection
+	// (config mongodb.member_tls); the driver verifies each member's
+	// certificate for the host it dials unless ServerName is set.
+	TLS *tls.Config
 }
 
 // NewMonitor returns a monitor probing cfg's members as MongoDB servers;
@@ -83,7 +88,7 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		// which is what this monitor decides. Timeouts are the probe's,
 		// not the driver's 30 s defaults, so a dead member fails its probe
 		// in time for the failure count.
-		cl, err := mongodrv.Connect(directOptions(addr, tc.ProbeTimeout(), 1, "dbrouter-topology", cfg.User, cfg.Password, cfg.AuthSource))
+		cl, err := mongodrv.Connect(directOptions(addr, tc.ProbeTimeout(), 1, "dbrouter-topology", cfg.User, cfg.Password, cfg.AuthSource, cfg.TLS))
 		if err != nil {
 			_ = p.Close()
 			return nil, fmt.Errorf("member %s: client: %w", mc.Name, err)
@@ -94,11 +99,17 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 }
 
 // directOptions are a client's to one member alone (it never looks for
-// the set's primary), with timeouts of d rather than the driver's 30 s, and
-// SCRAM on authSource (default admin) when user is set.
-func directOptions(addr string, d time.Duration, pool uint64, app, user, password, authSource string) *options.ClientOptions {
+// the set's primary), with timeouts of d rather than the driver's 30 s,
+// SCRAM on authSource (default admin) when user is set, and TLS when tc is
+// set. A certificate the member's CA does not verify then fails the
+// connection at once with the x509 reason (in the probe's error, and so in
+// the member's probe_error), never a wait for a timeout.
+func directOptions(addr string, d time.Duration, pool uint64, app, user, password, authSource string, tc *tls.Config) *options.ClientOptions {
 	opts := options.Client().SetHosts([]string{addr}).SetDirect(true).
 		SetConnectTimeout(d).SetServerSelectionTimeout(d).SetMaxPoolSize(pool).SetAppName(app)
+	if tc != nil {
+		opts.SetTLSConfig(tc.Clone())
+	}
 	if user != "" {
 		if authSource == "" {
 			authSource = "admin"
