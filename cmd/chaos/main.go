@@ -120,6 +120,9 @@ func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
 			if x.veto > 0 {
 				fmt.Fprintf(stdout, ", step-up vetoed after %s", x.veto.Round(time.Millisecond))
 			}
+			if x.rolledBack != "" {
+				fmt.Fprintf(stdout, ", promote rolled back: %s", x.rolledBack)
+			}
 			if k == 1 {
 				fmt.Fprintf(stdout, ", %d held through the freeze, %d only on the old primary (unacknowledged)", x.heldThrough, x.extra)
 			}
