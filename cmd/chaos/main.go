@@ -104,11 +104,11 @@ func splice(old, rep, only string) string {
 // runMongo runs the Mongo scenarios, under the control plane and then
 // without it, and returns their report.
 func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
-	var cp [4][]cpResult
+	var cp [5][]cpResult
 	for k, sc := range []struct {
 		name string
 		f    func() (cpResult, error)
-	}{{"mongo kill -9", cpKill}, {"mongo SIGSTOP", cpHung}, {"mongo cut from arbiters", cpCut}, {"mongo switchover", cpSwitchover}} {
+	}{{"mongo no fault", cpBaseline}, {"mongo kill -9", cpKill}, {"mongo SIGSTOP", cpHung}, {"mongo cut from arbiters", cpCut}, {"mongo switchover", cpSwitchover}} {
 		for i := 0; i < runs; i++ {
 			x, err := sc.f()
 			if err != nil {
@@ -123,7 +123,7 @@ func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
 			if x.rolledBack != "" {
 				fmt.Fprintf(stdout, ", promote rolled back: %s", x.rolledBack)
 			}
-			if k == 1 {
+			if k == 2 {
 				fmt.Fprintf(stdout, ", %d held through the freeze, %d only on the old primary (unacknowledged)", x.heldThrough, x.extra)
 			}
 			fmt.Fprintln(stdout)
@@ -153,7 +153,7 @@ func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
 			*sc.into = append(*sc.into, x)
 		}
 	}
-	return renderMongoCP(runs, cp[0], cp[1], cp[2], cp[3]) + "\n" + renderMongo(runs, kill, hung, step), 0
+	return renderMongoCP(runs, cp[0], cp[1], cp[2], cp[3], cp[4]) + "\n" + renderMongo(runs, kill, hung, step), 0
 }
 
 // runMariaDB runs the MariaDB scenarios and returns their report.
