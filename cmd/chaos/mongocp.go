@@ -580,7 +580,7 @@ func renderMongoCP(runs int, base, kill, hung, cut, step []cpResult) string {
 	row("kill -9 primary → new epoch committed", kill, took, "")
 	row(fmt.Sprintf("SIGSTOP primary %s → writes succeed again", cpPauseFor), hung, resume, "≤ 5 s (aim ≤ 3 s)")
 	row("SIGSTOP primary → new epoch committed", hung, took, "")
-	row("SIGSTOP primary: slowest write (sent to the frozen member, answered once it resumed)", hung, func(x cpResult) time.Duration { return x.slowest }, "")
+	row("SIGSTOP primary: slowest write", hung, func(x cpResult) time.Duration { return x.slowest }, "")
 	row("primary cut off from the arbiters, not from the proxy: longest write pause", cut, pause, "no new epoch, ≤ 1 s")
 	row("primary cut off from the arbiters: the leader notes a secondary still hears from it", cut, func(x cpResult) time.Duration { return x.veto }, "")
 	row("switchover (`promote`) under load: longest write pause seen by a client", step, pause, "≤ 1 s")
