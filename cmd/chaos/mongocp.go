@@ -619,6 +619,6 @@ func renderMongoCP(runs int, base, kill, hung, cut, step []cpResult) string {
 		held += x.heldThrough
 		extra += x.extra
 	}
-	fmt.Fprintf(&b, "\nSIGSTOP: the writes sent to the frozen primary until the new epoch (one every 100 ms) are answered when the epoch moves on (9510, which the driver retries on the new primary), or, if still waiting, when it resumes: %d were acknowledged only after it resumed, each found on the new primary. Documents the old primary had that the new one lacked once it was a secondary again: %d in all, none acknowledged to a client.\n", held, extra)
+	fmt.Fprintf(&b, "\nSIGSTOP: writes begun before the freeze and acknowledged only after the resume (a write left waiting on the frozen primary; the proxy ends those when the epoch moves on, with 9510, which the driver retries on the new primary — docs/mongo.md): %d, each found on the new primary. Documents the old primary had that the new one lacked once it was a secondary again: %d in all, none acknowledged to a client.\n", held, extra)
 	return b.String()
 }
