@@ -50,6 +50,10 @@ type Options struct {
 	// the leader's to p1 go through links named "p1/...".
 	ArbiterToPrimary bool
 	ProxyToArbiters  bool
+	// ArbiterToMembers: every arbiter reaches every member through a link
+	// named "aN/dbK" (all members, so that a scenario can cut the arbiters
+	// from whichever member the set elected). Not with ArbiterToPrimary.
+	ArbiterToMembers bool
 	// Mongo, when set, makes the deployment's cluster a kind mongodb
 	// replica set (chaos.StartReplicaSet with these options) instead of
 	// MariaDB; its members are named db1, db2, … and arb. The cluster is
@@ -100,6 +104,9 @@ func freeAddr() (string, error) {
 // Start brings a deployment up and waits until every proxy holds a write
 // lease. On error everything started is stopped.
 func Start(ctx context.Context, o Options) (d *Deployment, err error) {
+	if o.ArbiterToPrimary && o.ArbiterToMembers {
+		return nil, errors.New("deploy: ArbiterToPrimary and ArbiterToMembers both name the links aN/db1: choose one")
+	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
@@ -202,6 +209,14 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 			}
 			dial = map[string]string{"db1": l}
 		}
+		if o.ArbiterToMembers {
+			dial = map[string]string{}
+			for name, addr := range d.memberAddrs() {
+				if dial[name], err = d.link(a.Name+"/"+name, addr); err != nil {
+					return d, err
+				}
+			}
+		}
 		y := d.arbiterYAML(a.Name, a.Raft, a.Admin, d.listed, "")
 		n, err := d.run(a.Name, y, a.Admin, "", daemon.Options{Dial: dial})
 		if err != nil {
@@ -248,6 +263,21 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		return true
 	})
 	return d, err
+}
+
+// memberAddrs maps each database member's name to its address.
+func (d *Deployment) memberAddrs() map[string]string {
+	out := map[string]string{}
+	if d.RS != nil {
+		for _, m := range d.RS.Members {
+			out[m.Name] = m.Addr()
+		}
+	} else {
+		for _, m := range d.DB.Members {
+			out[m.Name] = m.Addr()
+		}
+	}
+	return out
 }
 
 func (d *Deployment) link(name, upstream string) (string, error) {

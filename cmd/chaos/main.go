@@ -3,8 +3,12 @@
 // succeed again after kill -9 of the primary, and the client errors and
 // longest write pause of a planned switchover under load. Each run starts a
 // fresh deployment (chaos/deploy) and checks the invariants as it goes.
-// The Mongo rows (mongo.go) do the same through the Mongo proxy in front of
-// a simulated replica set, without a control plane.
+// The Mongo rows do the same for a simulated replica set: under the
+// control plane (mongocp.go: kill -9, SIGSTOP, the primary cut off from the
+// arbiters, a switchover under load, on a deployment whose arbiters
+// decide), and through the Mongo proxy alone, the set's own elections
+// deciding (mongo.go). `-only mongo -out FILE` replaces only the Mongo
+// part of FILE (and `-only mariadb` only the MariaDB part).
 package main
 
 import (
@@ -59,6 +63,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, "\n"+report)
 	if *out != "" {
+		// A run of one database's scenarios keeps the other's section of
+		// the file.
+		if old, err := os.ReadFile(*out); err == nil && *only != "all" {
+			report = splice(string(old), report, *only)
+		} else if err != nil && !os.IsNotExist(err) {
+			fmt.Fprintf(stderr, "chaos: %v\n", err)
+			return 1
+		}
 		if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 			fmt.Fprintf(stderr, "chaos: %v\n", err)
 			return 1
@@ -67,8 +79,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runMongo runs the Mongo scenarios and returns their report.
+// splice replaces the section of report old that a run of only
+// (mariadb or mongo) made with rep and keeps the other: the Mongo section
+// begins at the first "## MongoDB" heading.
+func splice(old, rep, only string) string {
+	maria, mongo := old, ""
+	if strings.HasPrefix(old, "## MongoDB") {
+		maria, mongo = "", old
+	} else if i := strings.Index(old, "\n## MongoDB"); i >= 0 {
+		maria, mongo = old[:i+1], old[i+1:]
+	}
+	if only == "mongo" {
+		if strings.TrimSpace(maria) == "" {
+			return rep
+		}
+		return strings.TrimRight(maria, "\n") + "\n\n" + rep
+	}
+	if strings.TrimSpace(mongo) == "" {
+		return rep
+	}
+	return strings.TrimRight(rep, "\n") + "\n\n" + mongo
+}
+
+// runMongo runs the Mongo scenarios, under the control plane and then
+// without it, and returns their report.
 func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
+	var cp [5][]cpResult
+	for k, sc := range []struct {
+		name string
+		f    func() (cpResult, error)
+	}{{"mongo no fault", cpBaseline}, {"mongo kill -9", cpKill}, {"mongo SIGSTOP", cpHung}, {"mongo cut from arbiters", cpCut}, {"mongo switchover", cpSwitchover}} {
+		for i := 0; i < runs; i++ {
+			x, err := sc.f()
+			if err != nil {
+				fmt.Fprintf(stderr, "chaos: %s run %d: %v\n", sc.name, i+1, err)
+				return "", 1
+			}
+			fmt.Fprintf(stdout, "%s run %d: writes again after %s, new epoch after %s (%d begun), longest write pause %s, slowest write %s, %d client errors, %d acknowledged, 0 lost",
+				sc.name, i+1, x.resume.Round(time.Millisecond), x.took.Round(time.Millisecond), x.epochs, x.pause.Round(time.Millisecond), x.slowest.Round(time.Millisecond), len(x.errors), x.acked)
+			if x.veto > 0 {
+				fmt.Fprintf(stdout, ", step-up vetoed after %s", x.veto.Round(time.Millisecond))
+			}
+			if x.rolledBack != "" {
+				fmt.Fprintf(stdout, ", promote rolled back: %s", x.rolledBack)
+			}
+			if k == 2 {
+				fmt.Fprintf(stdout, ", %d held through the freeze, %d only on the old primary (unacknowledged)", x.heldThrough, x.extra)
+			}
+			fmt.Fprintln(stdout)
+			for _, e := range x.errors[:min(3, len(x.errors))] {
+				fmt.Fprintf(stdout, "  client error: %s\n", e)
+			}
+			cp[k] = append(cp[k], x)
+		}
+	}
 	var kill, hung, step []mongoResult
 	for _, sc := range []struct {
 		name string
@@ -89,7 +153,7 @@ func runMongo(runs int, stdout, stderr io.Writer) (string, int) {
 			*sc.into = append(*sc.into, x)
 		}
 	}
-	return renderMongo(runs, kill, hung, step), 0
+	return renderMongoCP(runs, cp[0], cp[1], cp[2], cp[3], cp[4]) + "\n" + renderMongo(runs, kill, hung, step), 0
 }
 
 // runMariaDB runs the MariaDB scenarios and returns their report.
