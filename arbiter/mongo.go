@@ -560,11 +560,28 @@ func (m *Mongo) switchMongo(ctx context.Context, old, target topology.Member, co
 	if err := m.step(ctx, "catch_up"); err != nil {
 		return false, err
 	}
+	// A write already sent can still land on the old primary after the
+	// drain saw its last write hold still (a loaded member answers late):
+	// once the target has caught up, the old primary's last write is read
+	// again, and the catch-up goes on until the target has that one too.
+	// A target behind the old primary would lose its election by the
+	// set's vote rules, and the failed election can depose the old primary
+	// with nobody elected until the set's own election timeout.
 	end := time.Now().Add(m.cfg.CatchupTimeout)
 	for {
 		td, err := m.act.Hello(ctx, target.Addr)
 		if err == nil && last != nil && !tmongo.Newer(last, td.LastWrite) {
-			break
+			od, err := m.act.Hello(ctx, old.Addr)
+			if err != nil {
+				return false, fmt.Errorf("catch-up: read %s: %w", old.Name, err)
+			}
+			if !od.Writable {
+				return false, fmt.Errorf("%s stopped being primary during the switchover", old.Name)
+			}
+			if !tmongo.Newer(od.LastWrite, last) {
+				break
+			}
+			last = od.LastWrite // and wait again, within the same bound
 		}
 		if time.Now().After(end) {
 			return false, fmt.Errorf("%s did not catch up with %s's last write within %s", target.Name, old.Name, m.cfg.CatchupTimeout)

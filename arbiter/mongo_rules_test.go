@@ -25,11 +25,20 @@ type fakeSet struct {
 	hears  map[[2]string]bool        // [member, peer] addresses
 	stepUp map[string]error          // a member's answer to replSetStepUp
 	steps  []string
+	// onHello, when set, runs (under mu) before each Hello answer: a
+	// test's way to move the set on as the arbiter looks at it.
+	onHello func(f *fakeSet, addr string)
+	// votesByOptime: StepUp loses, as MongoDB's vote rules make it, when a
+	// writable member has a newer last write than the candidate.
+	votesByOptime bool
 }
 
 func (f *fakeSet) Hello(_ context.Context, addr string) (*tmongo.Detail, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.onHello != nil {
+		f.onHello(f, addr)
+	}
 	d := f.hello[addr]
 	if d == nil {
 		return nil, errors.New("connection refused")
@@ -44,6 +53,13 @@ func (f *fakeSet) StepUp(_ context.Context, addr string) error {
 	f.steps = append(f.steps, "step_up "+addr)
 	if err := f.stepUp[addr]; err != nil {
 		return err
+	}
+	if f.votesByOptime {
+		for a, o := range f.hello {
+			if a != addr && o != nil && o.Writable && tmongo.Newer(o.LastWrite, f.hello[addr].LastWrite) {
+				return errors.New("election failed: a voter has a newer optime than the candidate")
+			}
+		}
 	}
 	d := *f.hello[addr]
 	d.Writable, d.Secondary = true, false
@@ -401,6 +417,46 @@ func TestMongoPromoteStepsUpTheCaughtUpTarget(t *testing.T) {
 		if c := g.commands(raftfsm.TypeBegin)[0]; c.Phase != raftfsm.PhaseSwitching {
 			t.Fatalf("begin phase %s, want switching", c.Phase)
 		}
+	}
+}
+
+// TestMongoPromoteWaitsForWritesLandingAfterTheDrain: a write already
+// sent lands on the old primary after its last write looked stable (the
+// drain's two quiet reads): the target must catch up with it too before it
+// runs for primary, or the set's vote rules make it lose and the
+// switchover rolls back (seen under load in make chaos).
+func TestMongoPromoteWaitsForWritesLandingAfterTheDrain(t *testing.T) {
+	snap, f := mongoSet(mongoMember("db1", topology.RolePrimary, primaryHello(2, lw(2, 100))),
+		mongoMember("db2", topology.RoleReplica, secondary(lw(2, 100))))
+	f.votesByOptime = true
+	db1, db2 := mongoAddr("db1"), mongoAddr("db2")
+	landed, seen, oldReads := false, 0, 0
+	f.onHello = func(f *fakeSet, addr string) {
+		if addr == db1 {
+			oldReads++
+		}
+		switch {
+		case addr == db2 && !landed && oldReads >= 3: // after the drain's quiet reads
+			// The straggler lands as the catch-up begins...
+			landed = true
+			d := *f.hello[db1]
+			d.LastWrite = lw(2, 101)
+			f.hello[db1] = &d
+		case addr == db2 && landed:
+			// ...and reaches db2 a few reads later.
+			if seen++; seen == 3 {
+				d := *f.hello[db2]
+				d.LastWrite = lw(2, 101)
+				f.hello[db2] = &d
+			}
+		}
+	}
+	m, g := fakeMongo(t, "db1", snap, f)
+	if err := m.Promote(context.Background(), "db2", 5*time.Second); err != nil {
+		t.Fatalf("Promote: %v (steps %v)", err, f.took())
+	}
+	if got := strings.Join(kinds(g), ","); got != "begin db2,open" {
+		t.Fatalf("proposed %q, want begin db2,open", got)
 	}
 }
 
