@@ -9,7 +9,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -199,15 +198,6 @@ func hostPort(t *testing.T, addr string) string {
 		t.Fatalf("admin address %q: %v", addr, err)
 	}
 	return host + " port " + port
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	p, err := chaos.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 type lockedBuffer struct {
