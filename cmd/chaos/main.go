@@ -525,3 +525,14 @@ func render(runs int, hangFor time.Duration, fo, so, hu []result) string {
 }
 
 func r(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+
+// durationRow writes one table row: the min, median and max of f over the
+// runs' results, and the target.
+func durationRow[T any](b *strings.Builder, name string, rs []T, f func(T) time.Duration, target string) {
+	var ds []time.Duration
+	for _, x := range rs {
+		ds = append(ds, f(x))
+	}
+	lo, med, hi := stats(ds)
+	fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", name, r(lo), r(med), r(hi), target)
+}

@@ -260,12 +260,7 @@ func renderMongo(runs int, kill, hung, step []mongoResult) string {
 	fmt.Fprintf(&b, "Made by `go run ./cmd/chaos -runs %d -only mongo` on %s: 3 simulated members (chaos.StartReplicaSet: FerretDB behind chaos/rssim, real processes; election timeout 2 s, heartbeat 250 ms), the topology/mongo monitor at routerd's default probe interval (500 ms), the proxy's defaults (WriteHold 10 s), no control plane: the set's own elections decide. Load: the Go driver v2 at its default settings through the proxy, a w:majority insert of a new `_id` started every 10 ms (every 100 ms under SIGSTOP), each its own request.\n\n", runs, time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "| measurement | min | median | max | target |\n|---|---|---|---|---|\n")
 	row := func(name string, rs []mongoResult, f func(mongoResult) time.Duration, target string) {
-		var ds []time.Duration
-		for _, x := range rs {
-			ds = append(ds, f(x))
-		}
-		lo, med, hi := stats(ds)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, r(lo), r(med), r(hi), target)
+		durationRow(&b, name, rs, f, target)
 	}
 	resume := func(x mongoResult) time.Duration { return x.resume }
 	row("kill -9 primary → writes through the proxy succeed again", kill, resume, "≤ election timeout + 3 s")

@@ -564,12 +564,7 @@ func renderMongoCP(runs int, base, kill, hung, cut, step []cpResult) string {
 	fmt.Fprintf(&b, "Checked in every run: one primary per epoch in every node's decision history (deploy.History), and at the end exactly one writable member, the primary of the newest epoch every node serves; every acknowledged w:majority write on it; every client error one of the codes docs/mongo.md promises for a primary change (9501, 9504, 9505, 9506, 9510), any other fails the run.\n\n")
 	fmt.Fprintf(&b, "| measurement | min | median | max | target |\n|---|---|---|---|---|\n")
 	row := func(name string, rs []cpResult, f func(cpResult) time.Duration, target string) {
-		var ds []time.Duration
-		for _, x := range rs {
-			ds = append(ds, f(x))
-		}
-		lo, med, hi := stats(ds)
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, r(lo), r(med), r(hi), target)
+		durationRow(&b, name, rs, f, target)
 	}
 	resume := func(x cpResult) time.Duration { return x.resume }
 	took := func(x cpResult) time.Duration { return x.took }
