@@ -211,7 +211,11 @@ func (r *Runner) run(ctx context.Context, h *hook, e Event) {
 	}
 	r.runs.WithLabelValues(h.Name, res).Inc()
 	fields := []zap.Field{zap.String("hook", h.Name), zap.String("id", e.ID), zap.String("kind", e.Kind), zap.Duration("took", time.Since(start))}
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		r.log.Warn("hook killed: stopping", append(fields, zap.Error(err))...)
+		return
+	case err != nil:
 		r.log.Warn("hook "+res, append(fields, zap.Error(err))...)
 		return
 	}
