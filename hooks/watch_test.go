@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -163,4 +164,26 @@ func TestMemberDecisionKinds(t *testing.T) {
 	if e := (*fired)[1]; e.Member != "db2" || e.Reason != "failed primary: fenced until it rejoins clean" {
 		t.Fatalf("fenced event %+v", e)
 	}
+}
+
+// Run fires as the FSM applies and returns when its context ends (TestMain
+// checks it leaves no goroutine).
+func TestWatcherRunFollowsTheFSM(t *testing.T) {
+	g := &group{fsm: raftfsm.NewFSM(), leader: true}
+	fired := make(chan Event, 8)
+	w := NewWatcher(g, func(e Event) { fired <- e }, 10*time.Second, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	g.apply(t, &raftfsm.Command{Type: raftfsm.TypeBootstrap, At: time.Now(), Primary: "db1", Members: []string{"db1", "db2"}})
+	select {
+	case e := <-fired:
+		if e.Kind != KindBootstrap || e.ID != "app/1" {
+			t.Fatalf("fired %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing fired within 5s of a decision")
+	}
+	cancel()
+	<-done
 }
