@@ -11,9 +11,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,6 +116,8 @@ type Config struct {
 	// their next statement boundary outside a transaction; what still
 	// runs this long after the signal is cut.
 	StopTimeout Duration `yaml:"stop_timeout"`
+	// Hooks run on the leading arbiter after each control-plane decision.
+	Hooks []Hook `yaml:"hooks"`
 }
 
 // Control is the Raft control plane. Without it a proxy runs standalone:
@@ -506,6 +511,7 @@ func Parse(b []byte) (*Config, error) {
 	if cfg.Control != nil {
 		controlDefaults(cfg.Control)
 	}
+	hookDefaults(cfg.Hooks)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -534,6 +540,7 @@ func (c *Config) Validate() error {
 	if c.StopTimeout < 0 {
 		add("stop_timeout", "must not be negative")
 	}
+	validateHooks(add, c.Hooks)
 	if v, err := c.Admin.Token.resolve(); err != nil {
 		add("admin.token", "%v", err)
 	} else if v != "" && len(v) < 16 {
@@ -878,4 +885,77 @@ func checkAddr(a string) error {
 func Password(s Secret) string {
 	v, _ := s.resolve()
 	return v
+}
+
+// Hook is a command or a webhook the leading arbiter runs after each
+// control-plane decision (docs/operations.md, "Hooks"). It only notifies:
+// no decision ever waits for it.
+type Hook struct {
+	// Name labels the hook in logs and metrics. Default hooks[i].
+	Name string `yaml:"name"`
+	// Command is run without a shell (argv), the decision as JSON on its
+	// standard input and in DBROUTER_* environment variables.
+	Command []string `yaml:"command"`
+	// URL is POSTed the decision as JSON (http or https).
+	URL string `yaml:"url"`
+	// Headers are added to the webhook's request (e.g. Authorization).
+	Headers map[string]Secret `yaml:"headers"`
+	// On lists the decision kinds that run the hook (HookKinds); empty:
+	// every kind.
+	On []string `yaml:"on"`
+	// Timeout: a command still running is killed (its whole process
+	// group), a request still waiting is abandoned. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// HookKinds are the decision kinds a hook's on: may name (hooks.Kinds,
+// which a test keeps equal to this list).
+var HookKinds = []string{"bootstrap", "failover_begin", "failover_done", "switchover_begin", "switchover_done", "switchover_aborted",
+	"member_fenced", "member_errant", "member_rejoined", "member_maintenance", "member", "note"}
+
+func hookDefaults(hs []Hook) {
+	for i := range hs {
+		if hs[i].Name == "" {
+			hs[i].Name = fmt.Sprintf("hooks[%d]", i)
+		}
+		if hs[i].Timeout == 0 {
+			hs[i].Timeout = Duration(10 * time.Second)
+		}
+	}
+}
+
+func validateHooks(add func(field, format string, args ...any), hs []Hook) {
+	names := map[string]bool{}
+	for i, h := range hs {
+		f := fmt.Sprintf("hooks[%d]", i)
+		uniqueName(add, f, "hook", h.Name, names)
+		switch {
+		case len(h.Command) == 0 && h.URL == "":
+			add(f, "set command (argv list) or url")
+		case len(h.Command) > 0 && h.URL != "":
+			add(f, "set command or url, not both")
+		case len(h.Command) > 0 && h.Command[0] == "":
+			add(f+".command[0]", "empty program")
+		case h.URL != "":
+			if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(f+".url", "%q is not an http:// or https:// URL", h.URL)
+			}
+		}
+		if len(h.Headers) > 0 && h.URL == "" {
+			add(f+".headers", "only for a url hook")
+		}
+		for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
+			if _, err := h.Headers[k].resolve(); err != nil {
+				add(f+".headers."+k, "%v", err)
+			}
+		}
+		for j, k := range h.On {
+			if !slices.Contains(HookKinds, k) {
+				add(fmt.Sprintf("%s.on[%d]", f, j), "%q is not a decision kind (want one of %s)", k, strings.Join(HookKinds, ", "))
+			}
+		}
+		if h.Timeout <= 0 {
+			add(f+".timeout", "must be positive")
+		}
+	}
 }

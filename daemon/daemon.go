@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		reg.MustRegister(newControlMetrics(ctl))
 	}
 	arbiterRole := cfg.Role == "arbiter"
+	runHooks := newHooks(cfg, ctl, log, reg)
 
 	var units []*unit
 	var views []admin.Cluster
@@ -222,6 +223,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			log.Info("serving", zap.String("cluster", u.cfg.Name), zap.String("listen", u.ln.Addr().String()))
 		}
 	}
+	goRun(func() { runHooks(ctx) })
 	if ctl != nil && !arbiterRole {
 		goRun(func() { ctl.joinLoop(ctx) })
 		goRun(func() { ctl.leaseLoop(ctx) })

@@ -40,6 +40,9 @@ type Options struct {
 	// Control is extra YAML for the control section (two-space indented
 	// lines, e.g. "  lease: 1s\n"); empty keeps every default.
 	Control string
+	// TopLevel is extra top-level YAML for every node's config (lines at
+	// column 0, e.g. "hooks:\n  - {command: [...]}\n").
+	TopLevel string
 	// ProbeInterval is the clusters' probe_interval ("" for the default).
 	ProbeInterval string
 	// Cluster is extra YAML for the cluster section of every node (lines
@@ -191,8 +194,8 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		return s
 	}
 	d.arbiterYAML = func(name, raft, adm string, listed []config.Arbiter, extra string) string {
-		return fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s",
-			name, adm, raft, filepath.Join(dir, name), controlYAML(listed, nil, extra), clusterYAML(""))
+		return fmt.Sprintf("role: arbiter\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n  dir: %q\n%s%s%s",
+			name, adm, raft, filepath.Join(dir, name), controlYAML(listed, nil, extra), clusterYAML(""), o.TopLevel)
 	}
 	for _, a := range d.listed {
 		var dial map[string]string
@@ -246,8 +249,8 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 			}
 			advertise = fmt.Sprintf("  raft_advertise: %q\n", l)
 		}
-		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n%s  dir: %q\n%s%s",
-			name, adm, raft, advertise, filepath.Join(dir, name), controlYAML(d.listed, admins, ""), clusterYAML(listen))
+		y := fmt.Sprintf("role: proxy\nname: %s\nadmin: {listen: %q}\nlog: {level: warn}\ncontrol:\n  raft_listen: %q\n%s  dir: %q\n%s%s%s",
+			name, adm, raft, advertise, filepath.Join(dir, name), controlYAML(d.listed, admins, ""), clusterYAML(listen), o.TopLevel)
 		n, err := d.run(name, y, adm, listen, daemon.Options{})
 		if err != nil {
 			return d, err
