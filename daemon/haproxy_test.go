@@ -149,6 +149,7 @@ func controlMetricsAfterASwitchover(t *testing.T, ctx context.Context, d *deploy
 		}{
 			{"dbrouter_build_info", nil, func(v float64) bool { return v == 1 }},
 			{"dbrouter_epoch", map[string]string{"cluster": "app"}, func(v float64) bool { return v == 2 }},
+			{"dbrouter_primary", map[string]string{"cluster": "app", "member": "db2"}, func(v float64) bool { return v == 1 }},
 			{"dbrouter_phase", map[string]string{"cluster": "app", "phase": "serving"}, func(v float64) bool { return v == 1 }},
 			{"dbrouter_phase", map[string]string{"cluster": "app", "phase": "switching"}, func(v float64) bool { return v == 0 }},
 			{"dbrouter_decisions_total", map[string]string{"cluster": "app", "kind": "switchover_done"}, func(v float64) bool { return v == 1 }},

@@ -53,6 +53,7 @@ type controlMetrics struct {
 
 	leader, term, applied, leaseOK, leaseAge *prometheus.Desc
 	epoch, phase, decisions, duration        *prometheus.Desc
+	primary                                  *prometheus.Desc
 }
 
 func newControlMetrics(c *control) *controlMetrics {
@@ -62,6 +63,7 @@ func newControlMetrics(c *control) *controlMetrics {
 		applied:   prometheus.NewDesc("dbrouter_control_applied_index", "The last Raft log index this node applied.", nil, nil),
 		leaseOK:   prometheus.NewDesc("dbrouter_lease_ok", "On a proxy: 1 while it holds a write lease.", nil, nil),
 		leaseAge:  prometheus.NewDesc("dbrouter_lease_age_seconds", "On a proxy: how long ago its lease was last renewed (-1: never).", nil, nil),
+		primary:   prometheus.NewDesc("dbrouter_primary", "1 for the member the control plane names the cluster's primary (one series per cluster: the member label changes with the primary).", []string{"cluster", "member"}, nil),
 		epoch:     prometheus.NewDesc("dbrouter_epoch", "The cluster's epoch: it grows with every change of primary.", []string{"cluster"}, nil),
 		phase:     prometheus.NewDesc("dbrouter_phase", "1 for the cluster's phase (serving, switching, failing_over), 0 for the others.", []string{"cluster", "phase"}, nil),
 		decisions: prometheus.NewDesc("dbrouter_decisions_total", "Decisions recorded since the group began, by kind (failover_begin, failover_done, switchover_begin, switchover_done, switchover_aborted, member, note, bootstrap).", []string{"cluster", "kind"}, nil),
@@ -70,7 +72,7 @@ func newControlMetrics(c *control) *controlMetrics {
 }
 
 func (m *controlMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.leader, m.term, m.applied, m.leaseOK, m.leaseAge, m.epoch, m.phase, m.decisions, m.duration} {
+	for _, d := range []*prometheus.Desc{m.leader, m.term, m.applied, m.leaseOK, m.leaseAge, m.epoch, m.phase, m.decisions, m.duration, m.primary} {
 		ch <- d
 	}
 }
@@ -108,6 +110,9 @@ func (m *controlMetrics) Collect(ch chan<- prometheus.Metric) {
 	for _, name := range names {
 		cl := st.Clusters[name]
 		ch <- prometheus.MustNewConstMetric(m.epoch, prometheus.GaugeValue, float64(cl.Epoch), name)
+		if cl.Primary != "" {
+			ch <- prometheus.MustNewConstMetric(m.primary, prometheus.GaugeValue, 1, name, cl.Primary)
+		}
 		for _, p := range phases {
 			ch <- prometheus.MustNewConstMetric(m.phase, prometheus.GaugeValue, b2f(cl.Phase == p), name, string(p))
 		}
