@@ -57,6 +57,13 @@ type Options struct {
 	// default they keep MariaDB's (60 s), as most servers in the field do:
 	// the arbiters must detect a hung primary without relying on it.
 	SlaveNetTimeout time.Duration
+	// TLS, when set, makes every member TLS-only over TCP: its
+	// certificate is TLS.CertFile (127.0.0.1 and localhost, signed by
+	// TLS.CAFile) and require_secure_transport=ON refuses plaintext TCP
+	// clients (the unix socket, which the harness's own admin connections
+	// use, stays open). Replication runs over TLS too (MASTER_SSL=1), as
+	// the arbiters set it up under member_tls.
+	TLS *Certs
 	// ExtraConfig lines are appended to every member's [mariadbd] section.
 	ExtraConfig []string
 	// Log receives progress lines; nil discards them.
@@ -80,6 +87,7 @@ type Member struct {
 	DataDir  string
 	dir      string
 	confPath string
+	tls      bool // TLS-only (Options.TLS): replication uses MASTER_SSL
 
 	proc
 }
@@ -279,6 +287,10 @@ func (c *Cluster) newMember(i int, tmpl string) (*Member, error) {
 	if os.Geteuid() == 0 {
 		conf = append(conf, "user=root")
 	}
+	if t := c.opts.TLS; t != nil {
+		m.tls = true
+		conf = append(conf, "ssl_cert="+t.CertFile, "ssl_key="+t.KeyFile, "ssl_ca="+t.CAFile, "require_secure_transport=ON")
+	}
 	if c.opts.SlaveNetTimeout > 0 {
 		conf = append(conf, "slave_net_timeout="+strconv.Itoa(int(c.opts.SlaveNetTimeout.Seconds())))
 	}
@@ -353,9 +365,13 @@ func (m *Member) ReplicateFrom(ctx context.Context, src *Member) error {
 		return err
 	}
 	defer db.Close()
+	ssl := ""
+	if src.tls {
+		ssl = ", MASTER_SSL=1" // a TLS-only source refuses plaintext replicas too
+	}
 	stmts := []string{
 		"STOP SLAVE",
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1", src.Port, ReplUser, ReplPassword),
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1%s", src.Port, ReplUser, ReplPassword, ssl),
 		"START SLAVE",
 	}
 	for _, s := range stmts {

@@ -320,6 +320,12 @@ type MariaDB struct {
 	// Replication is the account replicas use to connect to a new primary
 	// (needed with a control plane).
 	Replication Account `yaml:"replication"`
+	// MemberTLS, when set, is how every connection to a member is made:
+	// the proxy's (SSLRequest after the member's greeting), the monitor's
+	// probes and the arbiters' steps, with no fallback to plaintext; the
+	// replicas the arbiters repoint replicate over TLS too (MASTER_SSL=1).
+	// The same keys as mongodb.member_tls.
+	MemberTLS *MemberTLS `yaml:"member_tls"`
 }
 
 // Member is one database server.
@@ -762,6 +768,9 @@ func validateMariaDB(add func(field, format string, args ...any), f string, m *M
 	}
 	if m.AutoIncrementDelayMultiplex != nil && *m.AutoIncrementDelayMultiplex < 0 {
 		add(f+".auto_increment_delay_multiplex", "must not be negative")
+	}
+	if t := m.MemberTLS; t != nil {
+		validateMemberTLS(add, f+".member_tls", t)
 	}
 }
 

@@ -277,9 +277,9 @@ func TestMariaDBKeysRejectedOnOtherKinds(t *testing.T) {
 	t.Setenv("DBROUTER_TEST_PW", "x")
 	in := withClusterLines("kind: mongodb", "auth_plugin: mysql_native_password", "max_packet: 4096",
 		"auto_increment_delay_multiplex: 0", "causal_reads: session", "causal_reads_timeout: 2s",
-		"replication: {user: repl, password: repl}")
+		"replication: {user: repl, password: repl}", "member_tls: {ca_file: ca.pem}")
 	var want []string
-	for _, k := range []string{"auth_plugin", "max_packet", "auto_increment_delay_multiplex", "causal_reads", "causal_reads_timeout", "replication"} {
+	for _, k := range []string{"auth_plugin", "max_packet", "auto_increment_delay_multiplex", "causal_reads", "causal_reads_timeout", "replication", "member_tls"} {
 		want = append(want, "clusters[0]."+k+": only for kind mariadb (this cluster is kind mongodb)")
 	}
 	if n := reflect.TypeOf(MariaDB{}).NumField(); n != len(want) {

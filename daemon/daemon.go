@@ -120,8 +120,18 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			host, _ := os.Hostname()
 			hbID = host + "/" + cl.Listen
 		}
+		// member_tls is every connection to members: the probes', the
+		// proxy's and the arbiters'.
+		var memberTLS *tls.Config
+		if t := cl.MariaDB.MemberTLS; t != nil {
+			var err error
+			if memberTLS, err = t.ClientConfig(); err != nil {
+				closeAll()
+				return fmt.Errorf("cluster %s: member_tls: %w", cl.Name, err)
+			}
+		}
 		mc := mariadb.MonitorConfig{Cluster: cl.Name, Members: tm, User: cl.Monitor.User, Password: config.Password(cl.Monitor.Password),
-			ProbeInterval: cl.ProbeInterval.D(), MaxReplicaLag: cl.MaxReplicaLag.D(), HeartbeatID: hbID}
+			ProbeInterval: cl.ProbeInterval.D(), MaxReplicaLag: cl.MaxReplicaLag.D(), HeartbeatID: hbID, TLS: memberTLS}
 		if ctl != nil {
 			mc.HeartbeatGate = ctl.heartbeatGate(cl.Name)
 		}
@@ -145,7 +155,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 				ReplUser: cl.MariaDB.Replication.User, ReplPassword: config.Password(cl.MariaDB.Replication.Password), Timeout: cl.ConnectTimeout.D() + cl.ProbeInterval.D(),
 				// Replicas must hear from an idle primary well within
 				// failure_threshold, or a hung one looks like a quiet one.
-				HeartbeatPeriod: min(mariadb.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4)}
+				HeartbeatPeriod: min(mariadb.DefaultHeartbeatPeriod, cfg.Control.FailureThreshold.D()/4), TLS: memberTLS}
 			if len(dialByAddr) > 0 {
 				act.Dial = func(addr string) string {
 					if d, ok := dialByAddr[addr]; ok {
@@ -169,7 +179,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			if ctl != nil {
 				u.excl = rt
 			}
-			px, ln, err := newProxy(cl, rt, cfg.StopTimeout.D(), log, reg)
+			px, ln, err := newProxy(cl, rt, memberTLS, cfg.StopTimeout.D(), log, reg)
 			if err != nil {
 				closeAll()
 				return err
@@ -261,7 +271,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	return nil
 }
 
-func newProxy(cl config.Cluster, rt *router.Router, stopTimeout time.Duration, log *zap.Logger, reg prometheus.Registerer) (*pmysql.Proxy, net.Listener, error) {
+func newProxy(cl config.Cluster, rt *router.Router, memberTLS *tls.Config, stopTimeout time.Duration, log *zap.Logger, reg prometheus.Registerer) (*pmysql.Proxy, net.Listener, error) {
 	var pm []pmysql.Member
 	for _, m := range cl.Members {
 		pm = append(pm, pmysql.Member{Name: m.Name, Addr: m.Addr})
@@ -274,7 +284,8 @@ func newProxy(cl config.Cluster, rt *router.Router, stopTimeout time.Duration, l
 	pc := pmysql.Config{Cluster: cl.Name, Members: pm, Users: users, AuthPlugin: md.AuthPlugin, RequireTLS: cl.TLS.Require,
 		MaxConnsPerMember: cl.MaxConnectionsPerMember, PoolTimeout: cl.PoolTimeout.D(), ConnectTimeout: cl.ConnectTimeout.D(),
 		QueryTimeout: cl.QueryTimeout.D(), ClientIdleTimeout: cl.ClientIdleTimeout.D(), StopTimeout: stopTimeout, MaxPacket: md.MaxPacket,
-		AutoIncrementDelayMultiplex: *md.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(md.CausalReads), CausalTimeout: md.CausalReadsTimeout.D()}
+		AutoIncrementDelayMultiplex: *md.AutoIncrementDelayMultiplex, CausalReads: pmysql.CausalMode(md.CausalReads), CausalTimeout: md.CausalReadsTimeout.D(),
+		MemberTLS: memberTLS}
 	if cl.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile)
 		if err != nil {

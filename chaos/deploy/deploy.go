@@ -62,6 +62,9 @@ type Options struct {
 	// MariaDB; its members are named db1, db2, … and arb. The cluster is
 	// still named app.
 	Mongo *chaos.ReplicaSetOptions
+	// MariaDBTLS, when set, makes the MariaDB members TLS-only
+	// (chaos.Options.TLS); give the nodes member_tls in Cluster.
+	MariaDBTLS *chaos.Certs
 	// Log receives the nodes' logs (nil: discarded).
 	Log *zap.Logger
 	// DBLog receives the MariaDB harness's progress lines.
@@ -134,7 +137,7 @@ func Start(ctx context.Context, o Options) (d *Deployment, err error) {
 		if d.RS, err = chaos.StartReplicaSet(ctx, ro); err != nil {
 			return d, err
 		}
-	} else if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog, SemiSyncTimeout: 10 * time.Second}); err != nil {
+	} else if d.DB, err = chaos.Start(ctx, chaos.Options{Members: 3, Log: o.DBLog, SemiSyncTimeout: 10 * time.Second, TLS: o.MariaDBTLS}); err != nil {
 		return d, err
 	}
 	for i := 1; i <= 3; i++ {

@@ -3,6 +3,7 @@ package mysql
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -57,6 +58,10 @@ type backendConn struct {
 	version  string
 	threadID uint32        // the member's id for this connection, for KILL QUERY
 	stw      *sendThenWait // nil: a connection without a raw socket
+	// tls: the connection runs over TLS (Config.MemberTLS). Reads and
+	// writes then go through nc, a *tls.Conn; stw, on the TCP socket
+	// under it, only serves the idle probe (sendThenWait.closed).
+	tls bool
 
 	// tracked: the connection negotiated CLIENT_SESSION_TRACK, so its OK
 	// packets may carry session-state info (never passed on to clients
@@ -80,6 +85,10 @@ type memberPool struct {
 	connect time.Duration
 	maxPkt  int
 	log     *zap.Logger
+	// tls, when set, is the client side of TLS to this member, its
+	// ServerName filled in (memberTLS): every connection asks for TLS after
+	// the member's greeting and fails rather than go on in plaintext.
+	tls *tls.Config
 
 	// confirmed is the newest Proxy.latest version this member is known
 	// to have applied (causal_reads: proxy): reads skip the wait until a
@@ -174,10 +183,16 @@ func (p *memberPool) readLimit(bc *backendConn) (int, error) {
 // write fails at once.
 func (bc *backendConn) abort() {
 	bc.Aborted.Store(true)
-	if tc, ok := bc.nc.(*net.TCPConn); ok {
+	nc := bc.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// The socket itself: no close_notify, which could wait on a
+		// write blocked towards a hung member.
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
-	bc.nc.Close()
+	nc.Close()
 }
 
 // Close closes the connection at once.
@@ -209,7 +224,7 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, login proxy.Login) (
 	}
 	bc.pr = packetReader{r: bc.r, max: p.maxPkt}
 	_ = nc.SetDeadline(time.Now().Add(p.connect + 5*time.Second))
-	if err := bc.handshake(login, key); err != nil {
+	if err := bc.handshake(ctx, login, key); err != nil {
 		nc.Close()
 		var se *ServerError
 		if errors.As(err, &se) {
@@ -218,10 +233,10 @@ func (p *memberPool) dial(ctx context.Context, key poolKey, login proxy.Login) (
 		return nil, fmt.Errorf("member %s: %w: handshake: %v", p.name, proxy.ErrBackendDown, err)
 	}
 	if err := bc.startTracking(); err != nil {
-		nc.Close()
+		bc.nc.Close()
 		return nil, fmt.Errorf("member %s: %w: track last_gtid: %v", p.name, proxy.ErrBackendDown, err)
 	}
-	_ = nc.SetDeadline(time.Time{})
+	_ = bc.nc.SetDeadline(time.Time{})
 	return bc, nil
 }
 
@@ -250,7 +265,7 @@ func (bc *backendConn) startTracking() error {
 	return err
 }
 
-func (bc *backendConn) handshake(login proxy.Login, key poolKey) error {
+func (bc *backendConn) handshake(ctx context.Context, login proxy.Login, key poolKey) error {
 	b, err := bc.pr.readPacket()
 	if err != nil {
 		return err
@@ -277,6 +292,15 @@ func (bc *backendConn) handshake(login proxy.Login, key poolKey) error {
 		return err
 	}
 	out := make([]byte, 0, 128)
+	if cfg := bc.pool.tls; cfg != nil {
+		if h.caps&gm.CLIENT_SSL == 0 {
+			return errors.New("member_tls is set but the member does not offer TLS (no CLIENT_SSL in its greeting: start it with ssl_cert and ssl_key); not going on in plaintext")
+		}
+		caps |= gm.CLIENT_SSL
+		if err := bc.startTLS(ctx, cfg, caps, key.collation); err != nil {
+			return err
+		}
+	}
 	out = appendUint32(out, caps)
 	out = appendUint32(out, 1<<30)
 	out = append(out, key.collation)
@@ -343,6 +367,50 @@ func (bc *backendConn) handshake(login proxy.Login, key poolKey) error {
 	}
 }
 
+// startTLS sends the SSLRequest (the first 32 bytes of a handshake
+// response, CLIENT_SSL set) and runs the TLS handshake, verifying the
+// member's certificate; the handshake response follows over TLS, in the
+// next sequence id. The proxy's hot path (send, then the read that flushes)
+// needs a raw socket, so a TLS connection writes each command at once.
+func (bc *backendConn) startTLS(ctx context.Context, cfg *tls.Config, caps uint32, collation uint8) error {
+	req := make([]byte, 0, 32)
+	req = appendUint32(req, caps)
+	req = appendUint32(req, 1<<30)
+	req = append(req, collation)
+	req = append(req, make([]byte, 23)...)
+	seq, err := writePacket(bc.w, bc.pr.seq, req)
+	if err != nil {
+		return err
+	}
+	if err := bc.w.Flush(); err != nil {
+		return err
+	}
+	tc := tls.Client(bc.nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS: %w", err)
+	}
+	bc.nc, bc.tls = tc, true
+	bc.w.Reset(tc)
+	bc.r.Reset(tc)
+	bc.pr.seq = seq
+	return nil
+}
+
+// memberTLS is cfg for the member at addr: its host is the name the
+// member's certificate must carry unless cfg names one.
+func memberTLS(cfg *tls.Config, addr string) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			c.ServerName = host
+		}
+	}
+	return c
+}
+
 func bytes20(b []byte) []byte {
 	if len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]
@@ -378,7 +446,7 @@ func setDeadlineLazy(nc net.Conn, cur *time.Time, d time.Duration) {
 // any of it on the wire before the read readiness is reset, an answer that
 // came back in between would never signal.
 func (bc *backendConn) send(payload []byte) error {
-	if bc.stw == nil || bc.r.Buffered() > 0 || 4+len(payload) > bc.w.Available() {
+	if bc.stw == nil || bc.tls || bc.r.Buffered() > 0 || 4+len(payload) > bc.w.Available() {
 		return bc.command(payload)
 	}
 	if _, err := writePacket(bc.w, 0, payload); err != nil {

@@ -62,6 +62,12 @@ type Config struct {
 	AuthPlugin string // mysql_native_password (default) or caching_sha2_password
 	TLS        *tls.Config
 	RequireTLS bool
+	// MemberTLS, when set, is the client side of every connection to a
+	// member (config member_tls): the proxy asks for TLS after the
+	// member's greeting (SSLRequest), verifies its certificate (against
+	// RootCAs, for ServerName or else the host of the member's Addr), and
+	// fails the connection rather than go on in plaintext.
+	MemberTLS *tls.Config
 	// MaxConnsPerMember bounds open connections to each member; 0 derives
 	// it from the member's max_connections (limitFromMaxConnections).
 	MaxConnsPerMember int
@@ -179,7 +185,9 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	}
 	p := &Proxy{cfg: cfg, causal: causal, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
 	for i, m := range cfg.Members {
-		p.pools = append(p.pools, newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log))
+		pool := newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log)
+		pool.tls = memberTLS(cfg.MemberTLS, m.Addr)
+		p.pools = append(p.pools, pool)
 	}
 	stats := make([]proxy.PoolStats, len(p.pools))
 	for i, pool := range p.pools {

@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"net"
@@ -47,6 +48,9 @@ type envOpts struct {
 	// wrap, when set, stands between the proxy and the router.
 	wrap   func(*router.Router) pmysql.Router
 	maxLag time.Duration // the monitor's max_replica_lag (default 1 s)
+	// tls, when set, makes the members TLS-only (chaos.Options.TLS) and
+	// the monitor probe them over TLS; the proxy's MemberTLS is mutate's.
+	tls *chaos.Certs
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -54,7 +58,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.members == 0 {
 		o.members = 3
 	}
-	c := chaos.StartT(t, chaos.Options{Members: o.members, SemiSyncTimeout: o.semiSync})
+	c := chaos.StartT(t, chaos.Options{Members: o.members, SemiSyncTimeout: o.semiSync, TLS: o.tls})
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var members []topology.MemberConfig
 	var pm []pmysql.Member
@@ -80,7 +84,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		o.maxLag = time.Second
 	}
 	mon, err := mariadb.NewMonitor(mariadb.MonitorConfig{Cluster: "app", Members: members, User: chaos.AdminUser, Password: chaos.AdminPassword,
-		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: o.maxLag, HeartbeatID: t.Name()}, log)
+		ProbeInterval: 100 * time.Millisecond, MaxReplicaLag: o.maxLag, HeartbeatID: t.Name(), TLS: memberTLS(o.tls)}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +150,15 @@ func (e *env) waitHealthy(t *testing.T, n int) {
 	if err != nil {
 		t.Fatalf("cluster never became healthy: %v (snapshot %+v)", err, e.mon.Snapshot())
 	}
+}
+
+// memberTLS is the client side of TLS to members certified by certs (nil:
+// plaintext).
+func memberTLS(certs *chaos.Certs) *tls.Config {
+	if certs == nil {
+		return nil
+	}
+	return certs.ClientTLS()
 }
 
 func (e *env) dsn(params string) string {

@@ -2,6 +2,7 @@ package mariadb
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -31,6 +32,11 @@ type Actions struct {
 	// often, which is how the arbiters tell a quiet primary from a hung one.
 	// Keep it well under failure_threshold.
 	HeartbeatPeriod time.Duration
+	// TLS, when set, is the client side of every step's connection
+	// (config member_tls), with no plaintext fallback; Repoint then also
+	// has the replica connect to its source over TLS (MASTER_SSL=1), since
+	// a member that refuses plaintext clients refuses plaintext replicas.
+	TLS *tls.Config
 }
 
 // DefaultHeartbeatPeriod is Actions.HeartbeatPeriod's default.
@@ -90,6 +96,7 @@ func (a *Actions) openFor(ctx context.Context, addr string, wait time.Duration) 
 		to = 5 * time.Second
 	}
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to+wait, to
+	cfg.TLS = memberTLS(a.TLS, addr)
 	// A known sql_mode, so that sqlQuote's literals mean the same on
 	// every member (with the default mode a backslash escapes; under
 	// NO_BACKSLASH_ESCAPES it does not): the admin statements use no
@@ -362,14 +369,21 @@ func (a *Actions) Repoint(ctx context.Context, addr, source string) error {
 	if err := c.QueryRowContext(ctx, "SELECT @@slave_net_timeout").Scan(&netTimeout); err != nil {
 		return fmt.Errorf("repoint %s: read slave_net_timeout: %w", addr, err)
 	}
+	ssl := ""
+	if a.TLS != nil {
+		// Encrypted; the replica verifies its source only as its own
+		// settings say (MASTER_SSL_CA, MASTER_SSL_VERIFY_SERVER_CERT are
+		// paths on its host, which the arbiters do not know).
+		ssl = ", MASTER_SSL=1"
+	}
 	stmts := append([]string{"SET GLOBAL read_only=ON"}, quickStop("STOP ALL SLAVES")...)
 	return exec(ctx, c, addr, append(stmts,
 		"RESET SLAVE ALL",
 		"SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos",
 		"SET GLOBAL rpl_semi_sync_master_enabled=OFF",
 		"SET GLOBAL rpl_semi_sync_slave_enabled=ON",
-		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%s, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=%s",
-			sqlQuote(host), port, sqlQuote(a.ReplUser), sqlQuote(a.ReplPassword), a.heartbeatPeriod(netTimeout)),
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='%s', MASTER_PORT=%s, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=%s%s",
+			sqlQuote(host), port, sqlQuote(a.ReplUser), sqlQuote(a.ReplPassword), a.heartbeatPeriod(netTimeout), ssl),
 		"START SLAVE")...)
 }
 

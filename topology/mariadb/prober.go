@@ -2,9 +2,11 @@ package mariadb
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -31,6 +33,11 @@ type MonitorConfig struct {
 	// epoch while this node may write: a heartbeat is a write, and one
 	// written to a cut-off old primary would become an errant transaction.
 	HeartbeatGate func(member string) bool
+	// TLS, when set, is the client side of every probe connection
+	// (config member_tls): the member's certificate is verified, and a
+	// member that does not offer TLS fails the probe (no plaintext
+	// fallback).
+	TLS *tls.Config
 }
 
 // NewMonitor returns a monitor probing cfg's members as MariaDB servers;
@@ -95,6 +102,7 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		dc.ReadTimeout = tc.ProbeTimeout()
 		dc.WriteTimeout = tc.ProbeTimeout()
 		dc.InterpolateParams = true
+		dc.TLS = memberTLS(cfg.TLS, mc.Addr)
 		conn, err := mysql.NewConnector(dc)
 		if err != nil {
 			p.Close()
@@ -108,6 +116,22 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		p.members = append(p.members, &member{cfg: mc, db: db})
 	}
 	return p, nil
+}
+
+// memberTLS is cfg for the member at addr (nil without TLS): the name its
+// certificate must carry is cfg's ServerName, or else the host of the
+// member's configured address, not of a test link it is dialled through.
+func memberTLS(cfg *tls.Config, addr string) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			c.ServerName = host
+		}
+	}
+	return c
 }
 
 // Close closes every member's connections.
