@@ -3,7 +3,6 @@ package packaging
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,6 +51,7 @@ func TestDebianPackage(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`).MatchString(version) {
 		t.Fatalf("packaging/deb-version.sh: %q is not a Debian version", version)
 	}
+	mustRun(t, ctx, "", nil, "dpkg", "--validate-version", version)
 	arch := strings.TrimSpace(mustRun(t, ctx, repo, nil, "dpkg", "--print-architecture"))
 	deb := filepath.Join(dist, "dbrouter_"+version+"_"+arch+".deb")
 	if _, err := os.Stat(deb); err != nil {
@@ -224,6 +225,21 @@ func TestDebianPackage(t *testing.T) {
 		if err != nil || strings.TrimSpace(out) != "" {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
+		// systemd's own score of the sandboxing (0 locked down .. 10
+		// exposed; 1.4 when written): dropping a hardening setting
+		// shows here.
+		for _, p := range paths {
+			out, err := runCmd(ctx, "", nil, analyze, "security", "--offline=yes", "--no-pager", "--root="+vroot, p)
+			m := regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d)`).FindStringSubmatch(out)
+			if err != nil || m == nil {
+				t.Errorf("systemd-analyze security %s: %v\n%s", filepath.Base(p), err, out)
+				continue
+			}
+			t.Logf("systemd-analyze security %s: exposure %s", filepath.Base(p), m[1])
+			if score, _ := strconv.ParseFloat(m[1], 64); score > 2.0 {
+				t.Errorf("systemd-analyze security %s: exposure %s, want at most 2.0\n%s", filepath.Base(p), m[1], out)
+			}
+		}
 	})
 
 	bin := filepath.Join(root, "usr/bin/routerd")
@@ -285,6 +301,79 @@ func TestDebianPackage(t *testing.T) {
 		}
 		wg.Wait()
 	})
+}
+
+// TestDebVersion runs packaging/deb-version.sh in a scratch repository
+// through a history of tags: each version is one dpkg accepts, and each
+// sorts after the one before (dpkg --compare-versions), as an upgrade path
+// from untagged builds through a pre-release to releases needs.
+func TestDebVersion(t *testing.T) {
+	for _, tool := range []string{"git", "dpkg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "packaging"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile("deb-version.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "packaging/deb-version.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	day := "2026-12-02"
+	git := func(args ...string) string {
+		env := []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
+			"GIT_AUTHOR_DATE=" + day + "T10:00:00Z", "GIT_COMMITTER_DATE=" + day + "T10:00:00Z", "GIT_CONFIG_GLOBAL=/dev/null"}
+		return strings.TrimSpace(mustRun(t, ctx, dir, env, "git", args...))
+	}
+	git("init", "-q")
+	prev := ""
+	for _, step := range []struct {
+		commit, tag string
+		day         string // of the commit, when not the previous one's
+		want        string // with SHA for the short hash of HEAD
+	}{
+		{commit: "a", want: "0.0~git20261202.SHA"},
+		// A tag not starting with a digit is ignored. Untagged builds of
+		// one day do not sort among themselves (the hash decides): a
+		// later day's do sort after.
+		{tag: "release-x", commit: "b", day: "2026-12-03", want: "0.0~git20261203.SHA"},
+		{tag: "v0.9.0-rc1", want: "0.9.0~rc1"},
+		{commit: "c", want: "0.9.0~rc1+git1.SHA"},
+		{tag: "v0.9.0", want: "0.9.0"},
+		{commit: "d", want: "0.9.0+git1.SHA"},
+		{commit: "e", want: "0.9.0+git2.SHA"},
+		{tag: "v1.0_final", want: "1.0.final"},
+	} {
+		if step.tag != "" {
+			git("tag", step.tag)
+		}
+		if step.day != "" {
+			day = step.day
+		}
+		if step.commit != "" {
+			git("commit", "-q", "--allow-empty", "-m", step.commit)
+		}
+		want := strings.ReplaceAll(step.want, "SHA", git("rev-parse", "--short", "HEAD"))
+		got := strings.TrimSpace(mustRun(t, ctx, dir, nil, "packaging/deb-version.sh"))
+		if got != want {
+			t.Errorf("after commit %q tag %q: version %q, want %q", step.commit, step.tag, got, want)
+			continue
+		}
+		mustRun(t, ctx, "", nil, "dpkg", "--validate-version", got)
+		if prev != "" && prev != got {
+			if _, err := runCmd(ctx, "", nil, "dpkg", "--compare-versions", got, "gt", prev); err != nil {
+				t.Errorf("version %q does not sort after %q", got, prev)
+			}
+		}
+		prev = got
+	}
 }
 
 // fill copies the extracted example for role to a temporary file with its
@@ -488,8 +577,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func atoi(s string) int {
-	var n int
-	fmt.Sscan(s, &n)
+	n, _ := strconv.Atoi(s)
 	return n
 }
 
