@@ -121,7 +121,7 @@ bench: deps build
 
 # package builds $(DIST)/dbrouter_VERSION_ARCH.deb with dpkg-deb: routerd and
 # routerctl (static, with RUNTIME_TUNING), the systemd units, example configs
-# and maintaining scripts from packaging/, the docs. VERSION comes from git
+# and maintainer scripts from packaging/, the docs. VERSION comes from git
 # describe (packaging/deb-version.sh), ARCH from dpkg. docs/operations.md,
 # "Installing from the .deb".
 DIST        ?= dist
