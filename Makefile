@@ -119,5 +119,18 @@ chaos: deps
 bench: deps build
 	./bench/run.sh
 
+# package builds $(DIST)/dbrouter_VERSION_ARCH.deb with dpkg-deb: routerd and
+# routerctl (static, with RUNTIME_TUNING), the systemd units, example configs
+# and maintainer scripts from packaging/, the docs. VERSION comes from git
+# describe (packaging/deb-version.sh), ARCH from dpkg. docs/operations.md,
+# "Installing from the .deb".
+DIST        ?= dist
+DEB_VERSION ?= $(shell packaging/deb-version.sh)
+DEB_ARCH    ?= $(shell dpkg --print-architecture)
+DEB_COMPRESS ?= gzip
+.PHONY: package
+package:
+	@GO='$(GO)' DIST='$(DIST)' DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' DEB_COMPRESS='$(DEB_COMPRESS)' packaging/build-deb.sh
+
 clean:
 	rm -rf $(BIN)
