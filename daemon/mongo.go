@@ -72,7 +72,7 @@ func startMongo(cl config.Cluster, members []topology.MemberConfig, cfg *config.
 	if acct.User == "" {
 		acct = cl.Monitor
 	}
-	pc := pmongo.Config{Cluster: cl.Name, MaxWireVersion: int32(md.MaxWireVersion), ClientIdleTimeout: cl.ClientIdleTimeout.D(),
+	pc := pmongo.Config{Cluster: cl.Name, StopTimeout: cfg.StopTimeout.D(), MaxWireVersion: int32(md.MaxWireVersion), ClientIdleTimeout: cl.ClientIdleTimeout.D(),
 		MemberUser: acct.User, MemberPassword: config.Password(acct.Password), MemberConnectTimeout: cl.ConnectTimeout.D(),
 		MemberTimeout: cl.QueryTimeout.D(), MaxMemberConns: cl.MaxConnectionsPerMember, MemberWait: cl.PoolTimeout.D(),
 		// The monitor's members are the proxy's, in the same order.

@@ -70,6 +70,11 @@ type Config struct {
 	// client that stops reading cannot hold its session forever. Writes to
 	// members take it too.
 	WriteTimeout time.Duration
+	// StopTimeout bounds a graceful stop (Serve's ctx ending): idle
+	// sessions close at once, a command in flight finishes and its session
+	// closes after its answer; what still runs this long after the stop
+	// began is cut (0: cut at once).
+	StopTimeout time.Duration
 
 	// TLS, when set, terminates client TLS (config tls:). MongoDB's TLS
 	// starts at the first byte, so with RequireTLS a client that sends
@@ -137,6 +142,8 @@ type Proxy struct {
 	build buildVersion
 
 	nextID atomic.Int32
+	// draining: a stop began; sessions close after the command they run.
+	draining atomic.Bool
 
 	members []*memberPool // pools, in Config.Members order
 	login   proxy.Login
@@ -293,11 +300,17 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(reaped)
 		p.reap(rctx)
 	}()
+	// Sessions run on their own context, which ends only when a stop's
+	// StopTimeout has passed (drain): ending ctx must not cut the command
+	// a session is running.
+	run, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
 	for {
 		nc, err := proxy.Accept(ctx, ln)
 		if err != nil {
 			stopReap()
 			<-reaped
+			p.drain(cut)
 			p.shutdown()
 			if ctx.Err() != nil {
 				return nil
@@ -328,11 +341,41 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			p.sessions[s] = struct{}{}
 			p.mu.Unlock()
-			s.serve(ctx)
+			s.serve(run)
 			p.mu.Lock()
 			delete(p.sessions, s)
 			p.mu.Unlock()
 		}()
+	}
+}
+
+// drain is the graceful part of a stop: it closes the sessions waiting for
+// a client's next command, lets the ones running a command finish it (each
+// closes after its answer, serve), and after StopTimeout cuts what still
+// runs (cut ends their waits on members). shutdown does the rest.
+func (p *Proxy) drain(cut context.CancelFunc) {
+	p.draining.Store(true)
+	p.mu.Lock()
+	busy := 0
+	for s := range p.sessions {
+		if !s.closeIfIdle() {
+			busy++
+		}
+	}
+	p.mu.Unlock()
+	if busy == 0 {
+		return
+	}
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	p.log.Info("stopping: waiting for sessions running a command", zap.Int("sessions", busy), zap.Duration("stop_timeout", p.cfg.StopTimeout))
+	t := time.NewTimer(p.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.log.Warn("stop_timeout reached: cutting sessions still running a command")
+		cut()
 	}
 }
 

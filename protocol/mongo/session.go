@@ -20,11 +20,15 @@ import (
 // session is one client connection: one goroutine reading a message and
 // writing its answer, in order, so replies can never be mixed up.
 type session struct {
-	p   *Proxy
-	nc  net.Conn
-	r   *bufio.Reader
-	id  int32 // hello's connectionId
-	log *zap.Logger
+	p  *Proxy
+	nc net.Conn
+	// state is stateIdle while the session waits for the client's next
+	// message and stateBusy while it handles one; a stop (Proxy.drain)
+	// moves an idle session to stateClosed and closes its socket.
+	state atomic.Int32
+	r     *bufio.Reader
+	id    int32 // hello's connectionId
+	log   *zap.Logger
 
 	// buf is the read buffer ReadMessage fills and hands back; doc and out
 	// are the reply document and message, rebuilt in place for every
@@ -114,6 +118,9 @@ func (s *session) serve(ctx context.Context) {
 	})
 	defer stop()
 	for ctx.Err() == nil {
+		if s.p.draining.Load() {
+			return // between messages: where a stop closes a session
+		}
 		if dl, ok := lazyDeadline(&s.readDL, s.p.cfg.ClientIdleTimeout); ok {
 			if err := s.nc.SetReadDeadline(dl); err != nil {
 				return
@@ -121,12 +128,20 @@ func (s *session) serve(ctx context.Context) {
 		}
 		m, buf, err := wire.ReadMessage(s.r, maxMessageSize, s.buf)
 		s.buf = buf
+		if err == nil && !s.state.CompareAndSwap(stateIdle, stateBusy) {
+			return // a stop closed the session as the message arrived: it never ran
+		}
 		if err != nil {
+			if s.state.Load() == stateClosed {
+				return // closed by a stop while idle: not the client's doing
+			}
 			s.readFailed(ctx, err)
 			return
 		}
 		if fwd, ok := s.forwardable(m); ok {
-			if err := s.forward(ctx, m, fwd); err != nil {
+			err := s.forward(ctx, m, fwd)
+			s.state.Store(stateIdle) // only the session leaves stateBusy
+			if err != nil {
 				s.log.Debug("write to client failed", zap.Error(err))
 				return
 			}
@@ -138,10 +153,12 @@ func (s *session) serve(ctx context.Context) {
 		reply, herr := s.handle(m)
 		if len(reply) > 0 {
 			if err := s.write(reply); err != nil {
+				s.state.Store(stateIdle)
 				s.log.Debug("write to client failed", zap.Error(err))
 				return
 			}
 		}
+		s.state.Store(stateIdle)
 		if herr != nil {
 			s.p.metrics.ClientErrors.Inc()
 			s.log.Info("closing client connection", zap.Error(herr))
@@ -365,4 +382,22 @@ func firstKey(doc bsoncore.Document) string {
 		return ""
 	}
 	return elem.Key()
+}
+
+// Session states (session.state).
+const (
+	stateIdle int32 = iota
+	stateBusy
+	stateClosed
+)
+
+// closeIfIdle closes the session's socket if it is waiting for the
+// client's next message, and reports whether it did; a busy one closes
+// itself after its answer (serve).
+func (s *session) closeIfIdle() bool {
+	if !s.state.CompareAndSwap(stateIdle, stateClosed) {
+		return false
+	}
+	s.nc.Close()
+	return true
 }
