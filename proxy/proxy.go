@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -65,5 +66,24 @@ func Accept(ctx context.Context, ln net.Listener) (net.Conn, error) {
 		case <-ctx.Done():
 			t.Stop()
 		}
+	}
+}
+
+// WaitOrCut is a graceful stop's wait: it returns when wg's sessions have
+// all ended, or, after timeout, calls cut (which must make the remaining
+// ones end: close their sockets, cancel their statements) and then waits
+// for them. It reports whether the sessions ended by themselves.
+func WaitOrCut(wg *sync.WaitGroup, timeout time.Duration, cut func()) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		cut()
+		<-done
+		return false
 	}
 }

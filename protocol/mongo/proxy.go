@@ -268,7 +268,7 @@ func NewWithMetrics(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Pr
 			return nil, fmt.Errorf("cluster %s: members[%d]: name and addr are required", cfg.Cluster, i)
 		}
 		mp := newMemberPool(m, cfg.MaxMemberConns, cfg.MemberConnectTimeout)
-		mp.idx, mp.tls = i, memberTLS(cfg.MemberTLS, m)
+		mp.idx, mp.tls = i, topology.MemberTLS(cfg.MemberTLS, m.Addr)
 		p.members = append(p.members, mp)
 	}
 	var err error
@@ -366,17 +366,16 @@ func (p *Proxy) drain(cut context.CancelFunc) {
 	if busy == 0 {
 		return
 	}
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
 	p.log.Info("stopping: waiting for sessions running a command", zap.Int("sessions", busy), zap.Duration("stop_timeout", p.cfg.StopTimeout))
-	t := time.NewTimer(p.cfg.StopTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	proxy.WaitOrCut(&p.wg, p.cfg.StopTimeout, func() {
 		p.log.Warn("stop_timeout reached: cutting sessions still running a command")
+		p.mu.Lock()
+		for s := range p.sessions {
+			s.nc.Close()
+		}
+		p.mu.Unlock()
 		cut()
-	}
+	})
 }
 
 // shutdown closes every session's socket, which ends its blocked read, and

@@ -93,19 +93,3 @@ func (c *peekedConn) Read(b []byte) (int, error) {
 	}
 	return c.Conn.Read(b)
 }
-
-// memberTLS is the tls.Config for one member: the configured one with the
-// host of the member's address as ServerName when none is set, as a driver
-// verifies the host it was given.
-func memberTLS(cfg *tls.Config, m Member) *tls.Config {
-	if cfg == nil {
-		return nil
-	}
-	c := cfg.Clone()
-	if c.ServerName == "" {
-		if host, _, err := net.SplitHostPort(m.Addr); err == nil {
-			c.ServerName = host
-		}
-	}
-	return c
-}

@@ -396,21 +396,6 @@ func (bc *backendConn) startTLS(ctx context.Context, cfg *tls.Config, caps uint3
 	return nil
 }
 
-// memberTLS is cfg for the member at addr: its host is the name the
-// member's certificate must carry unless cfg names one.
-func memberTLS(cfg *tls.Config, addr string) *tls.Config {
-	if cfg == nil {
-		return nil
-	}
-	c := cfg.Clone()
-	if c.ServerName == "" {
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			c.ServerName = host
-		}
-	}
-	return c
-}
-
 func bytes20(b []byte) []byte {
 	if len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbrouter/dbrouter/proxy"
+	"github.com/dbrouter/dbrouter/topology"
 )
 
 // TestMemberTLSRefusesAMemberWithoutTLS: with MemberTLS set, a member
@@ -44,7 +45,7 @@ func TestMemberTLSRefusesAMemberWithoutTLS(t *testing.T) {
 		got <- b
 	}()
 	pool := newMemberPool(0, "db1", ln.Addr().String(), 1, time.Second, 1<<24, zap.NewNop())
-	pool.tls = memberTLS(&tls.Config{MinVersion: tls.VersionTLS12}, ln.Addr().String())
+	pool.tls = topology.MemberTLS(&tls.Config{MinVersion: tls.VersionTLS12}, ln.Addr().String())
 	_, err = pool.Get(context.Background(), poolKey{user: "app", collation: defaultCollationID}, proxy.Login{User: "app", Password: "secret"}, time.Second, nil)
 	if err == nil || !strings.Contains(err.Error(), "the member does not offer TLS") {
 		t.Fatalf("dial a member without TLS: %v, want the refusal", err)

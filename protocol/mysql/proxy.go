@@ -16,6 +16,7 @@ import (
 
 	"github.com/dbrouter/dbrouter/proxy"
 	"github.com/dbrouter/dbrouter/router"
+	"github.com/dbrouter/dbrouter/topology"
 )
 
 // Router is what the proxy asks where a statement goes. Members are indexes
@@ -186,7 +187,7 @@ func New(cfg Config, rt Router, log *zap.Logger, reg prometheus.Registerer) (*Pr
 	p := &Proxy{cfg: cfg, causal: causal, router: rt, log: log.Named("mysql").With(zap.String("cluster", cfg.Cluster)), sessions: map[*session]struct{}{}}
 	for i, m := range cfg.Members {
 		pool := newMemberPool(i, m.Name, m.Addr, cfg.MaxConnsPerMember, cfg.ConnectTimeout, cfg.MaxPacket+(1<<20), p.log)
-		pool.tls = memberTLS(cfg.MemberTLS, m.Addr)
+		pool.tls = topology.MemberTLS(cfg.MemberTLS, m.Addr)
 		p.pools = append(p.pools, pool)
 	}
 	stats := make([]proxy.PoolStats, len(p.pools))
@@ -380,16 +381,10 @@ func (p *Proxy) drain(cut context.CancelFunc) {
 		}
 	}
 	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
 	if busy > 0 {
 		p.log.Info("stopping: waiting for sessions running a statement or holding a transaction", zap.Int("sessions", busy), zap.Duration("stop_timeout", p.cfg.StopTimeout))
 	}
-	t := time.NewTimer(p.cfg.StopTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	proxy.WaitOrCut(&p.wg, p.cfg.StopTimeout, func() {
 		p.mu.Lock()
 		n := len(p.sessions)
 		for s := range p.sessions {
@@ -400,8 +395,7 @@ func (p *Proxy) drain(cut context.CancelFunc) {
 			p.log.Warn("stop_timeout reached: cutting sessions still running a statement or holding a transaction", zap.Int("sessions", n))
 		}
 		cut()
-		<-done
-	}
+	})
 	for _, pool := range p.pools {
 		pool.CloseIdle()
 	}

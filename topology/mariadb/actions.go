@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/dbrouter/dbrouter/topology"
 )
 
 // Actions runs the MariaDB administrative steps of a primary change on one
@@ -96,7 +98,7 @@ func (a *Actions) openFor(ctx context.Context, addr string, wait time.Duration) 
 		to = 5 * time.Second
 	}
 	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = to, to+wait, to
-	cfg.TLS = memberTLS(a.TLS, addr)
+	cfg.TLS = topology.MemberTLS(a.TLS, addr)
 	// A known sql_mode, so that sqlQuote's literals mean the same on
 	// every member (with the default mode a backslash escapes; under
 	// NO_BACKSLASH_ESCAPES it does not): the admin statements use no

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -102,7 +101,7 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		dc.ReadTimeout = tc.ProbeTimeout()
 		dc.WriteTimeout = tc.ProbeTimeout()
 		dc.InterpolateParams = true
-		dc.TLS = memberTLS(cfg.TLS, mc.Addr)
+		dc.TLS = topology.MemberTLS(cfg.TLS, mc.Addr)
 		conn, err := mysql.NewConnector(dc)
 		if err != nil {
 			p.Close()
@@ -116,22 +115,6 @@ func newProber(tc topology.Config, cfg MonitorConfig, log *zap.Logger) (*prober,
 		p.members = append(p.members, &member{cfg: mc, db: db})
 	}
 	return p, nil
-}
-
-// memberTLS is cfg for the member at addr (nil without TLS): the name its
-// certificate must carry is cfg's ServerName, or else the host of the
-// member's configured address, not of a test link it is dialled through.
-func memberTLS(cfg *tls.Config, addr string) *tls.Config {
-	if cfg == nil {
-		return nil
-	}
-	c := cfg.Clone()
-	if c.ServerName == "" {
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			c.ServerName = host
-		}
-	}
-	return c
 }
 
 // Close closes every member's connections.
