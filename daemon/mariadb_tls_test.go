@@ -7,13 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/dbrouter/dbrouter/admin"
 	"github.com/dbrouter/dbrouter/chaos"
 	"github.com/dbrouter/dbrouter/chaos/deploy"
-	"github.com/dbrouter/dbrouter/config"
-	"github.com/dbrouter/dbrouter/daemon"
 )
 
 // TestMariaDBMemberTLSDeployment: arbiters and a proxy configured with
@@ -81,31 +77,5 @@ func TestMariaDBMemberTLSDeployment(t *testing.T) {
 	for _, m := range d.DB.Members {
 		in += fmt.Sprintf("      - {name: %s, addr: %q}\n", m.Name, m.Addr())
 	}
-	cfg, err := config.Parse([]byte(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- daemon.Run(runCtx, cfg, zaptest.NewLogger(t), daemon.Options{}) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
-	var wrong admin.Status
-	if err := chaos.Poll(ctx, 15*time.Second, func() (bool, error) {
-		if err := (&admin.Client{Addr: adminAddr}).Do(ctx, "GET", "/status", nil, &wrong); err != nil || len(wrong.Clusters) != 1 {
-			return false, nil
-		}
-		for _, m := range wrong.Clusters[0].Members {
-			if m.Reachable || !strings.Contains(m.Error, "x509: certificate signed by unknown authority") {
-				return false, nil
-			}
-		}
-		return len(wrong.Clusters[0].Members) == 3, nil
-	}); err != nil {
-		t.Fatalf("with another CA, status %+v: want every member unreachable with the x509 reason", wrong)
-	}
+	wrongCAShowsX509(t, ctx, in, adminAddr, len(d.DB.Members))
 }

@@ -93,7 +93,24 @@ func TestMongoTLSDeployment(t *testing.T) {
 	for _, m := range d.RS.Members {
 		in += fmt.Sprintf("      - {name: %s, addr: %q}\n", m.Name, m.Addr())
 	}
-	cfg, err := config.Parse([]byte(in))
+	wrongCAShowsX509(t, ctx, in, adminAddr, len(d.RS.Members))
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := chaos.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+}
+
+// wrongCAShowsX509 runs a routerd from cfgYAML (a proxy whose member TLS
+// trusts another CA, its admin API on adminAddr) and waits until its
+// status shows every one of its members unreachable with the x509 reason.
+func wrongCAShowsX509(t *testing.T, ctx context.Context, cfgYAML, adminAddr string, members int) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,17 +133,8 @@ func TestMongoTLSDeployment(t *testing.T) {
 				return false, nil
 			}
 		}
-		return len(wrong.Clusters[0].Members) == 3, nil
+		return len(wrong.Clusters[0].Members) == members, nil
 	}); err != nil {
 		t.Fatalf("with another CA, status %+v: want every member unreachable with the x509 reason", wrong)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	p, err := chaos.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
